@@ -1,0 +1,162 @@
+//! The disk side. Every access to the disk copy and to the side directory goes through the
+//! [`Backing`] trait, with paths relative to one of the two roots (never absolute, never
+//! following a symlink). `RealBacking` is the real disk; tests substitute a backing that
+//! fails or "loses power" at a chosen step (`tests/it/powercut.rs`).
+
+mod copy;
+mod real;
+
+pub use copy::{copy_sparse, copy_sparse_range};
+pub use real::RealBacking;
+
+use crate::store::types::{Attr, Kind, Ts};
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A place on the disk side.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Loc {
+    /// Inside the disk copy of the target; the empty path is the target itself.
+    Target(#[serde(with = "crate::bytes::path")] PathBuf),
+    /// Inside the side directory `.NAME-asdfs/`.
+    Side(#[serde(with = "crate::bytes::path")] PathBuf),
+}
+
+impl Loc {
+    pub fn target(p: impl Into<PathBuf>) -> Loc {
+        Loc::Target(p.into())
+    }
+    pub fn side(p: impl Into<PathBuf>) -> Loc {
+        Loc::Side(p.into())
+    }
+    pub fn path(&self) -> &Path {
+        match self {
+            Loc::Target(p) | Loc::Side(p) => p,
+        }
+    }
+    /// This location joined with one more name.
+    pub fn join(&self, name: impl AsRef<Path>) -> Loc {
+        match self {
+            Loc::Target(p) => Loc::Target(p.join(name)),
+            Loc::Side(p) => Loc::Side(p.join(name)),
+        }
+    }
+}
+
+impl std::fmt::Display for Loc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Loc::Target(p) => write!(f, "target:/{}", p.display()),
+            Loc::Side(p) => write!(f, "side:/{}", p.display()),
+        }
+    }
+}
+
+/// One name of a directory listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirItem {
+    pub name: OsString,
+    pub kind: Option<Kind>,
+    pub ino: u64,
+}
+
+/// What lstat(2) says of a disk object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DiskStat {
+    pub ino: u64,
+    pub dev: u64,
+    pub kind: Kind,
+    pub nlink: u32,
+    pub attr: Attr,
+}
+
+/// Attributes to give a disk object.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub atime: Ts,
+    pub mtime: Ts,
+    /// The complete xattr set; `None` leaves xattrs as they are.
+    #[serde(with = "opt_pairs", default)]
+    pub xattrs: Option<Vec<(OsString, Vec<u8>)>>,
+}
+
+mod opt_pairs {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::ffi::OsString;
+    #[derive(Serialize, Deserialize)]
+    struct W(#[serde(with = "crate::bytes::pairs")] Vec<(OsString, Vec<u8>)>);
+    pub fn serialize<S: Serializer>(
+        v: &Option<Vec<(OsString, Vec<u8>)>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|x| W(x.clone())).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<(OsString, Vec<u8>)>>, D::Error> {
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+/// The content of an object the flush creates.
+pub enum NewContent<'a> {
+    /// A regular file with the bytes (and holes) of this RAM data file.
+    File(&'a File),
+    Dir,
+    Symlink(&'a [u8]),
+    /// A fifo, socket or device node.
+    Special {
+        kind: Kind,
+        rdev: u64,
+    },
+}
+
+/// The disk side of one target. Implementations must be usable from several threads.
+pub trait Backing: Send + Sync + 'static {
+    /// lstat(2).
+    fn stat(&self, loc: &Loc) -> io::Result<DiskStat>;
+    /// The names in a directory (without `.` and `..`), with their kinds when known and
+    /// their inode numbers.
+    fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>>;
+    fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>>;
+    /// Every xattr of the object (not following a symlink).
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<Vec<(OsString, Vec<u8>)>>;
+    /// Copies a regular file's content into `dst` (which it truncates), keeping holes.
+    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()>;
+
+    /// Creates a new object (the name must be free) with its content and attributes, and
+    /// makes it durable (fsync of the object, not of its directory). Returns its inode.
+    fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64>;
+    /// Creates a directory for the daemon's own use (mode 0700), ok if it exists.
+    fn make_dir(&self, loc: &Loc) -> io::Result<()>;
+    /// rename(2), replacing a file at `to`.
+    fn rename(&self, from: &Loc, to: &Loc) -> io::Result<()>;
+    /// link(2); `to` must be free.
+    fn link(&self, from: &Loc, to: &Loc) -> io::Result<()>;
+    /// Removes a file, or a directory with everything in it.
+    fn remove(&self, loc: &Loc) -> io::Result<()>;
+    /// Gives an existing object these attributes (owner before mode, times last).
+    fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()>;
+    /// Sets only the times of an existing object.
+    fn set_times(&self, loc: &Loc, atime: Ts, mtime: Ts) -> io::Result<()>;
+    /// fsync(2) of a directory.
+    fn sync_dir(&self, loc: &Loc) -> io::Result<()>;
+    /// Writes a small file completely and durably (tmp name, fsync, rename, fsync dir).
+    fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()>;
+    fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>>;
+}
+
+/// The inode at `loc`, or `None` if nothing is there.
+pub fn ino_at(b: &dyn Backing, loc: &Loc) -> io::Result<Option<u64>> {
+    match b.stat(loc) {
+        Ok(st) => Ok(Some(st.ino)),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}

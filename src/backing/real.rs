@@ -1,0 +1,544 @@
+//! The real disk: two directory descriptors (the target underneath the mount and the side
+//! directory), with every path resolved beneath one of them by openat2(2) without following
+//! symlinks or crossing out of the root.
+
+use super::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, copy_sparse};
+use crate::store::types::{Attr, Kind, Ts};
+use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::sys::stat::{
+    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, fstatat, mkdirat, mknodat, utimensat,
+};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+use std::ffi::{CString, OsStr, OsString};
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path};
+
+/// Paths longer than this are resolved a piece at a time (PATH_MAX is 4096).
+const RESOLVE_CHUNK: usize = 3000;
+
+/// The real disk side of a target.
+#[derive(Debug)]
+pub struct RealBacking {
+    target: OwnedFd,
+    side: OwnedFd,
+}
+
+impl RealBacking {
+    /// `target` and `side` are directory descriptors (`O_PATH` is enough).
+    pub fn new(target: OwnedFd, side: OwnedFd) -> RealBacking {
+        RealBacking { target, side }
+    }
+
+    fn root(&self, loc: &Loc) -> BorrowedFd<'_> {
+        match loc {
+            Loc::Target(_) => self.target.as_fd(),
+            Loc::Side(_) => self.side.as_fd(),
+        }
+    }
+
+    /// Opens `loc` with `flags`; a trailing symlink is opened only with `O_PATH|O_NOFOLLOW`.
+    fn open(&self, loc: &Loc, flags: OFlag) -> io::Result<OwnedFd> {
+        open_beneath(self.root(loc), loc.path(), flags | OFlag::O_CLOEXEC)
+    }
+
+    /// The directory that holds `loc`, and the last name of `loc`.
+    fn parent(&self, loc: &Loc) -> io::Result<(OwnedFd, OsString)> {
+        let path = loc.path();
+        let name = path
+            .file_name()
+            .ok_or_else(|| invalid(format!("{loc} has no name")))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        let fd = open_beneath(
+            self.root(loc),
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        )?;
+        Ok((fd, name.to_os_string()))
+    }
+
+    fn set_owner_mode(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
+        let (dir, name) = self.parent_or_self(loc)?;
+        let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
+        match &name {
+            Some(n) => fchownat(&dir, n.as_os_str(), uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?,
+            None => fchownat(&dir, "", uid, gid, AtFlags::AT_EMPTY_PATH)?,
+        }
+        if kind != Kind::Symlink {
+            let mode = Mode::from_bits_truncate(meta.mode & 0o7777);
+            match &name {
+                Some(n) => fchmodat(&dir, n.as_os_str(), mode, FchmodatFlags::FollowSymlink)?,
+                None => {
+                    let p = proc_path(&dir);
+                    fchmodat(
+                        nix::fcntl::AT_FDCWD,
+                        p.as_c_str(),
+                        mode,
+                        FchmodatFlags::FollowSymlink,
+                    )?
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// For the root of a tree: its own descriptor and no name; otherwise parent and name.
+    fn parent_or_self(&self, loc: &Loc) -> io::Result<(OwnedFd, Option<OsString>)> {
+        if loc.path().as_os_str().is_empty() {
+            let fd = self.open(loc, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+            Ok((fd, None))
+        } else {
+            let (d, n) = self.parent(loc)?;
+            Ok((d, Some(n)))
+        }
+    }
+
+    fn set_xattrs(&self, loc: &Loc, want: &[(OsString, Vec<u8>)]) -> io::Result<()> {
+        let fd = self.open(loc, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
+        let p = proc_path(&fd);
+        for name in list_xattrs(&p)? {
+            if !want.iter().any(|(n, _)| *n == name) {
+                remove_xattr(&p, &name)?;
+            }
+        }
+        for (name, value) in want {
+            set_xattr(&p, name, value)?;
+        }
+        Ok(())
+    }
+
+    fn create_file(&self, dir: &OwnedFd, name: &OsStr, src: &File) -> io::Result<()> {
+        let flags =
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
+        copy_sparse(src, &File::from(fd))?;
+        Ok(())
+    }
+}
+
+impl Backing for RealBacking {
+    fn stat(&self, loc: &Loc) -> io::Result<DiskStat> {
+        let st = if loc.path().as_os_str().is_empty() {
+            fstatat(self.root(loc), "", AtFlags::AT_EMPTY_PATH)?
+        } else {
+            let (dir, name) = self.parent(loc)?;
+            fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?
+        };
+        disk_stat(&st)
+    }
+
+    fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>> {
+        let fd = self.open(
+            loc,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        )?;
+        let mut dir = nix::dir::Dir::from_fd(fd)?;
+        let mut out = Vec::new();
+        for entry in dir.iter() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = entry.file_type().and_then(|t| {
+                use nix::dir::Type;
+                Some(match t {
+                    Type::File => Kind::File,
+                    Type::Directory => Kind::Dir,
+                    Type::Symlink => Kind::Symlink,
+                    Type::Fifo => Kind::Fifo,
+                    Type::Socket => Kind::Socket,
+                    Type::CharacterDevice => Kind::CharDev,
+                    Type::BlockDevice => Kind::BlockDev,
+                })
+            });
+            out.push(DirItem {
+                name: OsString::from_vec(name.to_vec()),
+                kind,
+                ino: entry.ino(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        let (dir, name) = self.parent(loc)?;
+        Ok(nix::fcntl::readlinkat(&dir, name.as_os_str())?.into_vec())
+    }
+
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+        let fd = self.open(loc, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
+        let p = proc_path(&fd);
+        let mut out = Vec::new();
+        for name in list_xattrs(&p)? {
+            match get_xattr(&p, &name) {
+                Ok(v) => out.push((name, v)),
+                // Removed meanwhile, or a namespace we may list but not read.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENODATA | libc::EPERM | libc::EACCES)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
+        let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+        let fd = match self.open(loc, flags | OFlag::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(loc, flags)?,
+            other => other?,
+        };
+        copy_sparse(&File::from(fd), dst)?;
+        Ok(())
+    }
+
+    fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        let (dir, name) = self.parent(loc)?;
+        let kind = match content {
+            NewContent::File(src) => {
+                self.create_file(&dir, &name, src)?;
+                Kind::File
+            }
+            NewContent::Dir => {
+                mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700))?;
+                Kind::Dir
+            }
+            NewContent::Symlink(target) => {
+                symlinkat(OsStr::from_bytes(target), &dir, name.as_os_str())?;
+                Kind::Symlink
+            }
+            NewContent::Special { kind, rdev } => {
+                let t = match kind {
+                    Kind::Fifo => SFlag::S_IFIFO,
+                    Kind::Socket => SFlag::S_IFSOCK,
+                    Kind::CharDev => SFlag::S_IFCHR,
+                    Kind::BlockDev => SFlag::S_IFBLK,
+                    other => return Err(invalid(format!("{other:?} is not a special file"))),
+                };
+                mknodat(
+                    &dir,
+                    name.as_os_str(),
+                    t,
+                    Mode::from_bits_truncate(0o600),
+                    rdev as libc::dev_t,
+                )?;
+                kind
+            }
+        };
+        self.set_meta(loc, kind, meta)?;
+        if kind == Kind::File || kind == Kind::Dir {
+            let fd = self.open(loc, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
+            nix::unistd::fsync(&fd)?;
+        }
+        Ok(self.stat(loc)?.ino)
+    }
+
+    fn make_dir(&self, loc: &Loc) -> io::Result<()> {
+        let (dir, name) = self.parent(loc)?;
+        match mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rename(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        let (fd1, n1) = self.parent(from)?;
+        let (fd2, n2) = self.parent(to)?;
+        nix::fcntl::renameat(&fd1, n1.as_os_str(), &fd2, n2.as_os_str())?;
+        Ok(())
+    }
+
+    fn link(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        let (fd1, n1) = self.parent(from)?;
+        let (fd2, n2) = self.parent(to)?;
+        linkat(&fd1, n1.as_os_str(), &fd2, n2.as_os_str(), AtFlags::empty())?;
+        Ok(())
+    }
+
+    fn remove(&self, loc: &Loc) -> io::Result<()> {
+        let (dir, name) = self.parent(loc)?;
+        remove_at(&dir, &name)
+    }
+
+    fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
+        self.set_owner_mode(loc, kind, meta)?;
+        if let Some(x) = &meta.xattrs {
+            self.set_xattrs(loc, x)?;
+        }
+        self.set_times(loc, meta.atime, meta.mtime)
+    }
+
+    fn set_times(&self, loc: &Loc, atime: Ts, mtime: Ts) -> io::Result<()> {
+        let a = TimeSpec::from(atime.to_timespec());
+        let m = TimeSpec::from(mtime.to_timespec());
+        let (dir, name) = self.parent_or_self(loc)?;
+        match name {
+            Some(n) => utimensat(&dir, n.as_os_str(), &a, &m, UtimensatFlags::NoFollowSymlink)?,
+            None => {
+                let p = proc_path(&dir);
+                utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    p.as_c_str(),
+                    &a,
+                    &m,
+                    UtimensatFlags::FollowSymlink,
+                )?
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, loc: &Loc) -> io::Result<()> {
+        let fd = self.open(
+            loc,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+        )?;
+        nix::unistd::fsync(&fd)?;
+        Ok(())
+    }
+
+    fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()> {
+        let (dir, name) = self.parent(loc)?;
+        let mut tmp_name = name.clone();
+        tmp_name.push(".tmp");
+        let flags = OFlag::O_CREAT
+            | OFlag::O_TRUNC
+            | OFlag::O_WRONLY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_CLOEXEC;
+        let fd = nix::fcntl::openat(
+            &dir,
+            tmp_name.as_os_str(),
+            flags,
+            Mode::from_bits_truncate(0o600),
+        )?;
+        let mut f = File::from(fd);
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        nix::fcntl::renameat(&dir, tmp_name.as_os_str(), &dir, name.as_os_str())?;
+        let d = nix::fcntl::openat(
+            &dir,
+            ".",
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        nix::unistd::fsync(&d)?;
+        Ok(())
+    }
+
+    fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        let fd = self.open(loc, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
+        let mut out = Vec::new();
+        io::Read::read_to_end(&mut File::from(fd), &mut out)?;
+        Ok(out)
+    }
+}
+
+/// Opens `path` beneath `root` without following any symlink; long paths go in pieces.
+pub fn open_beneath(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
+    let how = |f: OFlag| {
+        OpenHow::new().flags(f | OFlag::O_CLOEXEC).resolve(
+            ResolveFlag::RESOLVE_BENEATH
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        )
+    };
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.len() < RESOLVE_CHUNK {
+        let p = if bytes.is_empty() {
+            Path::new(".")
+        } else {
+            path
+        };
+        return Ok(openat2(root, p, how(flags))?);
+    }
+    // Walk all but the last component in pieces shorter than RESOLVE_CHUNK.
+    let comps: Vec<&OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let (last, dirs) = comps
+        .split_last()
+        .ok_or_else(|| invalid("empty path".into()))?;
+    let mut cur: OwnedFd = nix::unistd::dup(root)?;
+    let mut piece = std::path::PathBuf::new();
+    for c in dirs {
+        if piece.as_os_str().len() + c.len() + 1 >= RESOLVE_CHUNK {
+            cur = openat2(
+                &cur,
+                piece.as_path(),
+                how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+            )?;
+            piece.clear();
+        }
+        piece.push(c);
+    }
+    if !piece.as_os_str().is_empty() {
+        cur = openat2(
+            &cur,
+            piece.as_path(),
+            how(OFlag::O_PATH | OFlag::O_DIRECTORY),
+        )?;
+    }
+    Ok(openat2(&cur, Path::new(last), how(flags))?)
+}
+
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
+        Ok(()) => return Ok(()),
+        Err(nix::errno::Errno::EISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let fd = openat2(
+        dir,
+        Path::new(name),
+        OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
+    )?;
+    let names: Vec<OsString> = {
+        let dup = nix::unistd::dup(&fd)?;
+        let mut d = nix::dir::Dir::from_fd(dup)?;
+        d.iter()
+            .filter_map(|e| e.ok())
+            .map(|e| OsString::from_vec(e.file_name().to_bytes().to_vec()))
+            .filter(|n| n != "." && n != "..")
+            .collect()
+    };
+    for n in names {
+        remove_at(&fd, &n)?;
+    }
+    unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
+    Ok(())
+}
+
+fn disk_stat(st: &libc::stat) -> io::Result<DiskStat> {
+    let kind = Kind::from_mode(st.st_mode)
+        .ok_or_else(|| invalid(format!("unknown file type {:o}", st.st_mode)))?;
+    Ok(DiskStat {
+        ino: st.st_ino,
+        dev: st.st_dev,
+        kind,
+        nlink: st.st_nlink as u32,
+        attr: Attr {
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            rdev: st.st_rdev,
+            size: st.st_size as u64,
+            blocks: st.st_blocks as u64,
+            atime: Ts {
+                sec: st.st_atime,
+                nsec: st.st_atime_nsec as u32,
+            },
+            mtime: Ts {
+                sec: st.st_mtime,
+                nsec: st.st_mtime_nsec as u32,
+            },
+            ctime: Ts {
+                sec: st.st_ctime,
+                nsec: st.st_ctime_nsec as u32,
+            },
+        },
+    })
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, msg)
+}
+
+/// `/proc/self/fd/N` for a descriptor: xattr calls that follow this magic link act on the
+/// object the descriptor names, even a symlink opened with `O_PATH|O_NOFOLLOW`.
+fn proc_path(fd: &impl AsRawFd) -> CString {
+    CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
+}
+
+fn cstr(name: &OsStr) -> io::Result<CString> {
+    CString::new(name.as_bytes()).map_err(|_| invalid("NUL in a name".into()))
+}
+
+fn check(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// All xattr names of the object at a proc path.
+pub(crate) fn list_xattrs(p: &CString) -> io::Result<Vec<OsString>> {
+    let mut buf = vec![0u8; 1024];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes; p is NUL-terminated.
+        let r = unsafe { libc::listxattr(p.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match check(r) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|b| *b == 0)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| OsString::from_vec(s.to_vec()))
+                    .collect());
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.resize(buf.len() * 4, 0),
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) fn get_xattr(p: &CString, name: &OsStr) -> io::Result<Vec<u8>> {
+    let n = cstr(name)?;
+    let mut buf = vec![0u8; 256];
+    loop {
+        // SAFETY: buf is valid for buf.len() bytes; p and n are NUL-terminated.
+        let r =
+            unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        match check(r) {
+            Ok(len) => {
+                buf.truncate(len);
+                return Ok(buf);
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => buf.resize(buf.len() * 8, 0),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) fn set_xattr(p: &CString, name: &OsStr, value: &[u8]) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: value is valid for value.len() bytes; p and n are NUL-terminated.
+    let r = unsafe {
+        libc::setxattr(
+            p.as_ptr(),
+            n.as_ptr(),
+            value.as_ptr().cast(),
+            value.len(),
+            0,
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub(crate) fn remove_xattr(p: &CString, name: &OsStr) -> io::Result<()> {
+    let n = cstr(name)?;
+    // SAFETY: p and n are NUL-terminated.
+    let r = unsafe { libc::removexattr(p.as_ptr(), n.as_ptr()) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}

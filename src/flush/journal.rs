@@ -1,0 +1,125 @@
+//! The commit record of a flush and the execution of its steps (design.md §6-7). Every step
+//! can be run again after a crash: it checks by inode number whether it is done.
+
+use crate::backing::{Backing, Loc, Meta, ino_at};
+use crate::store::types::{Kind, Ts};
+use serde::{Deserialize, Serialize};
+use std::io;
+
+/// One change to the disk copy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// Move the object with inode `ino` from `from` to `to`, replacing what is at `to`.
+    Rename { from: Loc, to: Loc, ino: u64 },
+    /// Give the object with inode `ino`, found at `from`, the new name `to` (which is free).
+    Link { from: Loc, to: Loc, ino: u64 },
+    /// Set attributes (and xattrs, when given) of an existing object.
+    Meta { at: Loc, kind: Kind, meta: Meta },
+    /// Set the times of a directory whose entries the flush changed.
+    Times { at: Loc, atime: Ts, mtime: Ts },
+}
+
+/// The plan of flush `generation`, written to `journal.<generation>` at the commit point.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Journal {
+    pub generation: u64,
+    pub steps: Vec<Step>,
+    /// Directories to fsync after the steps.
+    pub syncs: Vec<Loc>,
+}
+
+impl Journal {
+    pub fn file_name(generation: u64) -> String {
+        format!("journal.{generation}")
+    }
+
+    pub fn stage_dir(generation: u64) -> String {
+        format!("stage.{generation}")
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("journal serializes")
+    }
+
+    pub fn decode(bytes: &[u8]) -> io::Result<Journal> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("flush journal: {e}")))
+    }
+
+    /// Runs every step, then checks that every object is where the plan puts it, then the
+    /// syncs. With `redo` (after a crash) a step whose source no longer holds its inode was
+    /// done before the crash and is skipped; otherwise that is an error.
+    pub fn apply(&self, b: &dyn Backing, redo: bool) -> io::Result<()> {
+        let ctx = |i: usize, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!("flush {} step {}: {e}", self.generation, i + 1),
+            )
+        };
+        for (i, step) in self.steps.iter().enumerate() {
+            run_step(b, step, redo).map_err(|e| ctx(i, e))?;
+        }
+        for (i, step) in self.steps.iter().enumerate() {
+            if let Step::Rename {
+                from,
+                to: to @ Loc::Target(_),
+                ino,
+            }
+            | Step::Link {
+                from,
+                to: to @ Loc::Target(_),
+                ino,
+            } = step
+            {
+                if ino_at(b, to).map_err(|e| ctx(i, e))? != Some(*ino) {
+                    return Err(ctx(i, changed_behind(from, to, *ino)));
+                }
+            }
+        }
+        for loc in &self.syncs {
+            match b.sync_dir(loc) {
+                Ok(()) => {}
+                // A directory the flush removed.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        b.sync_dir(&Loc::side(""))
+    }
+}
+
+fn run_step(b: &dyn Backing, step: &Step, redo: bool) -> io::Result<()> {
+    match step {
+        Step::Rename { from, to, ino } => {
+            if ino_at(b, from)? == Some(*ino) {
+                return b.rename(from, to);
+            }
+            if redo || ino_at(b, to)? == Some(*ino) {
+                return Ok(());
+            }
+            Err(changed_behind(from, to, *ino))
+        }
+        Step::Link { from, to, ino } => {
+            if ino_at(b, to)? == Some(*ino) {
+                return Ok(());
+            }
+            if ino_at(b, from)? != Some(*ino) {
+                return if redo {
+                    Ok(())
+                } else {
+                    Err(changed_behind(from, to, *ino))
+                };
+            }
+            b.link(from, to)
+        }
+        Step::Meta { at, kind, meta } => b.set_meta(at, *kind, meta),
+        Step::Times { at, atime, mtime } => b.set_times(at, *atime, *mtime),
+    }
+}
+
+fn changed_behind(from: &Loc, to: &Loc, ino: u64) -> io::Error {
+    io::Error::other(format!(
+        "inode {ino} is neither at {from} nor at {to}: the disk copy was changed behind asdfs"
+    ))
+}

@@ -1,0 +1,292 @@
+//! Writing the RAM tree back to the disk copy, all or nothing (design.md §6), and disk
+//! recovery after a crash (design.md §7).
+
+mod journal;
+mod plan;
+mod recover;
+
+pub use journal::{Journal, Step};
+pub use recover::{read_generation, recover_disk};
+
+use crate::backing::{Loc, NewContent};
+use crate::store::Store;
+use crate::store::types::NodeId;
+use parking_lot::Mutex;
+use plan::{Draft, StageContent};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// What one flush did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// The disk generation after the flush.
+    pub generation: u64,
+    /// Objects written anew (files with their data, new directories, links...).
+    pub files: u64,
+    pub bytes: u64,
+    /// Steps applied to the disk copy.
+    pub steps: u64,
+    pub took: Duration,
+}
+
+/// The outcome of the last flush attempt, for status.
+#[derive(Clone, Debug)]
+pub struct LastFlush {
+    pub at: SystemTime,
+    pub result: Result<FlushReport, String>,
+}
+
+/// Flushes one store. One flush runs at a time.
+pub struct Flusher {
+    store: Arc<Store>,
+    running: Mutex<()>,
+    state: Mutex<State>,
+}
+
+struct State {
+    disk_gen: u64,
+    /// A committed flush whose steps could not all be applied yet.
+    pending: Option<Journal>,
+    last: Option<LastFlush>,
+    /// Failed attempts since the last success.
+    failures: u32,
+    bytes_flushed: u64,
+}
+
+impl Flusher {
+    pub fn new(store: Arc<Store>, disk_gen: u64) -> Flusher {
+        Flusher {
+            store,
+            running: Mutex::new(()),
+            state: Mutex::new(State {
+                disk_gen,
+                pending: None,
+                last: None,
+                failures: 0,
+                bytes_flushed: 0,
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub fn disk_gen(&self) -> u64 {
+        self.state.lock().disk_gen
+    }
+
+    pub fn last(&self) -> Option<LastFlush> {
+        self.state.lock().last.clone()
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.state.lock().failures
+    }
+
+    pub fn bytes_flushed(&self) -> u64 {
+        self.state.lock().bytes_flushed
+    }
+
+    /// Writes everything that changed to the disk copy; returns when it is durable.
+    pub fn flush(&self) -> anyhow::Result<FlushReport> {
+        let _one = self.running.lock();
+        let started = Instant::now();
+        let r = self.flush_locked(started);
+        let mut st = self.state.lock();
+        match &r {
+            Ok(rep) => {
+                st.failures = 0;
+                st.bytes_flushed += rep.bytes;
+                if rep.steps > 0 {
+                    tracing::info!(
+                        generation = rep.generation,
+                        files = rep.files,
+                        bytes = rep.bytes,
+                        ms = rep.took.as_millis() as u64,
+                        "flushed"
+                    );
+                }
+            }
+            Err(e) => {
+                st.failures += 1;
+                tracing::warn!(failures = st.failures, error = %format!("{e:#}"), "flush failed; the changes stay in RAM and will be retried");
+            }
+        }
+        st.last = Some(LastFlush {
+            at: SystemTime::now(),
+            result: r.as_ref().map(|r| r.clone()).map_err(|e| format!("{e:#}")),
+        });
+        r
+    }
+
+    fn flush_locked(&self, started: Instant) -> anyhow::Result<FlushReport> {
+        self.finish_pending()?;
+        self.prepare()?;
+        let generation = self.disk_gen() + 1;
+        let draft = self.store.inner.lock().snapshot(generation);
+        if draft.is_empty() {
+            return Ok(FlushReport {
+                generation: generation - 1,
+                took: started.elapsed(),
+                ..Default::default()
+            });
+        }
+        let r = self.write(&draft, started);
+        self.thaw(&draft);
+        r
+    }
+
+    fn write(&self, draft: &Draft, started: Instant) -> anyhow::Result<FlushReport> {
+        let b = self.store.backing.clone();
+        let stage = Loc::side(Journal::stage_dir(draft.generation));
+        let (inos, gen_ino) = match self.stage(draft) {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = b.remove(&stage);
+                return Err(e.context("staging the flush"));
+            }
+        };
+        let journal = draft.journal(&inos, gen_ino);
+        let gate = self.store.disk_gate.write();
+        if let Err(e) = self.commit(draft, &inos, &journal) {
+            drop(gate);
+            let _ = b.remove(&stage);
+            return Err(e);
+        }
+        let applied = journal.apply(b.as_ref(), false);
+        drop(gate);
+        if let Err(e) = applied {
+            self.state.lock().pending = Some(journal);
+            return Err(anyhow::Error::new(e)
+                .context("applying the committed flush (it will be completed)"));
+        }
+        finish(b.as_ref(), draft.generation);
+        Ok(FlushReport {
+            generation: draft.generation,
+            files: draft.files,
+            bytes: draft.bytes,
+            steps: journal.steps.len() as u64,
+            took: started.elapsed(),
+        })
+    }
+
+    /// Step 2: writes the new objects into the stage and makes them durable.
+    fn stage(&self, d: &Draft) -> anyhow::Result<(HashMap<NodeId, u64>, u64)> {
+        let b = &self.store.backing;
+        let stage = Path::new(&Journal::stage_dir(d.generation)).to_path_buf();
+        let _ = b.remove(&Loc::Side(stage.clone()));
+        b.make_dir(&Loc::Side(stage.clone()))?;
+        let mut inos = HashMap::new();
+        for item in &d.stage {
+            let content = match &item.content {
+                StageContent::File(f) => NewContent::File(f),
+                StageContent::Dir => NewContent::Dir,
+                StageContent::Symlink(t) => NewContent::Symlink(t),
+                StageContent::Special(kind, rdev) => NewContent::Special {
+                    kind: *kind,
+                    rdev: *rdev,
+                },
+            };
+            let ino = b
+                .create(&item.loc, content, &item.meta)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
+            inos.insert(item.node, ino);
+        }
+        let gen_loc = Loc::Side(stage.join("generation"));
+        b.write_file(&gen_loc, format!("{}\n", d.generation).as_bytes())?;
+        let gen_ino = b.stat(&gen_loc)?.ino;
+        b.sync_dir(&Loc::Side(stage))?;
+        Ok((inos, gen_ino))
+    }
+
+    /// Steps 4-5 under the store lock: rebase the store, prepare its new log, commit.
+    fn commit(
+        &self,
+        d: &Draft,
+        inos: &HashMap<NodeId, u64>,
+        journal: &Journal,
+    ) -> anyhow::Result<()> {
+        let b = &self.store.backing;
+        let mut inner = self.store.inner.lock();
+        let undo = inner.rebase(d, inos);
+        let order = match inner.prepare_log(d.generation) {
+            Ok(o) => o,
+            Err(e) => {
+                inner.undo(undo);
+                inner.log.abort_rewrite();
+                return Err(anyhow::Error::new(e).context("writing the store log"));
+            }
+        };
+        if let Err(e) = b.write_file(
+            &Loc::side(Journal::file_name(d.generation)),
+            &journal.encode(),
+        ) {
+            inner.undo(undo);
+            inner.log.abort_rewrite();
+            return Err(anyhow::Error::new(e).context("committing the flush journal"));
+        }
+        if let Err(e) = inner.log.commit_rewrite() {
+            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
+        }
+        inner.mark_logged(&order);
+        inner.collect_garbage(d);
+        self.state.lock().disk_gen = d.generation;
+        Ok(())
+    }
+
+    /// Completes a committed flush that could not be applied before.
+    fn finish_pending(&self) -> anyhow::Result<()> {
+        let Some(j) = self.state.lock().pending.clone() else {
+            return Ok(());
+        };
+        let b = self.store.backing.clone();
+        {
+            let _gate = self.store.disk_gate.write();
+            j.apply(b.as_ref(), true)
+                .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
+        }
+        finish(b.as_ref(), j.generation);
+        self.state.lock().pending = None;
+        tracing::info!(generation = j.generation, "completed an earlier flush");
+        Ok(())
+    }
+
+    /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
+    /// write anew, the other names of hard-linked files).
+    fn prepare(&self) -> anyhow::Result<()> {
+        let (need_xattrs, hidden) = self.store.inner.lock().flush_needs();
+        for id in need_xattrs {
+            self.store.ensure_xattrs(id)?;
+        }
+        if !hidden.is_empty() {
+            self.store.find_hidden_links(&hidden)?;
+        }
+        Ok(())
+    }
+
+    fn thaw(&self, d: &Draft) {
+        for (cell, id) in &d.frozen {
+            if let Some(old) = cell.thaw(*id) {
+                self.store.data.remove(old);
+            }
+        }
+    }
+
+    /// Whether a committed flush is waiting to be completed.
+    pub fn has_pending(&self) -> bool {
+        self.state.lock().pending.is_some()
+    }
+}
+
+/// Step 8: the journal and what is left in the stage go.
+fn finish(b: &dyn crate::backing::Backing, generation: u64) {
+    if let Err(e) = b.remove(&Loc::side(Journal::file_name(generation))) {
+        tracing::warn!(error = %e, "could not remove a finished flush journal");
+    }
+    if let Err(e) = b.remove(&Loc::side(Journal::stage_dir(generation))) {
+        tracing::warn!(error = %e, "could not remove a finished flush stage");
+    }
+}

@@ -1,0 +1,255 @@
+//! Open files: open, read, write, truncate, fallocate, lseek, copy_file_range, release.
+//! Data I/O happens on the file's tmpfs data file without the store lock; the lock is taken
+//! afterwards to update size, times and the dirty set.
+
+use super::Store;
+use super::data::DataCell;
+use super::inner::Inner;
+use super::node::Content;
+use super::types::{HandleId, Kind, NodeId, Ts};
+use crate::error::{Errno, FsResult};
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+
+impl Store {
+    /// Opens a regular file; `truncate` is O_TRUNC (the data is then not read from disk).
+    pub fn open(&self, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
+        {
+            let inner = self.inner.lock();
+            match inner.node(id)?.kind {
+                Kind::File => {}
+                Kind::Dir => return Err(Errno::EISDIR),
+                _ => return Err(Errno::ENXIO),
+            }
+        }
+        if truncate && write {
+            self.replace_with_empty(id)?;
+        } else {
+            self.ensure_loaded(id)?;
+        }
+        self.inner.lock().open_handle(id, write)
+    }
+
+    /// O_TRUNC on a file: its data becomes an empty data file, without reading the old.
+    fn replace_with_empty(&self, id: NodeId) -> FsResult<()> {
+        let loaded = matches!(self.inner.lock().node(id)?.content, Content::File(Some(_)));
+        if loaded {
+            let mut inner = self.inner.lock();
+            let seq = inner.next_seq();
+            return inner.truncate(id, 0, seq);
+        }
+        let data_id = self.data.alloc();
+        let cell = DataCell::new(data_id, self.data.create(data_id)?);
+        let mut inner = self.inner.lock();
+        let seq = inner.next_seq();
+        let n = inner.node_mut(id)?;
+        if !matches!(n.content, Content::File(None)) {
+            drop(inner);
+            self.data.remove(data_id);
+            let mut inner = self.inner.lock();
+            let seq = inner.next_seq();
+            return inner.truncate(id, 0, seq);
+        }
+        n.content = Content::File(Some(cell));
+        let now = Ts::now();
+        n.attr.size = 0;
+        n.attr.mtime = now;
+        n.attr.ctime = now;
+        inner.mark_data(id, seq);
+        inner.log_node(id);
+        Ok(())
+    }
+
+    fn cell_of(&self, fh: HandleId) -> FsResult<(NodeId, Arc<DataCell>)> {
+        let inner = self.inner.lock();
+        let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
+        let cell = inner.node(h.node)?.cell().cloned().ok_or(Errno::EBADF)?;
+        Ok((h.node, cell))
+    }
+
+    pub fn read(&self, fh: HandleId, off: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (_, cell) = self.cell_of(fh)?;
+        let mut buf = vec![0u8; size as usize];
+        let n = cell.read_at(&mut buf, off)?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    pub fn write(&self, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
+        let (id, cell) = self.cell_of(fh)?;
+        let (n, new_id) = cell.modify(&self.data, |f| write_some(f, data, off))?;
+        let mut inner = self.inner.lock();
+        inner.data_changed(id, Some(off + n as u64), new_id.is_some())?;
+        inner.counters.bytes_written += n as u64;
+        Ok(n)
+    }
+
+    pub fn release(&self, fh: HandleId) -> FsResult<()> {
+        let mut inner = self.inner.lock();
+        let h = inner.handles.remove(&fh.0).ok_or(Errno::EBADF)?;
+        if let Some(n) = inner.nodes.get_mut(&h.node) {
+            n.opens = n.opens.saturating_sub(1);
+        }
+        inner.maybe_free(h.node);
+        Ok(())
+    }
+
+    pub fn fallocate(&self, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        let (id, cell) = self.cell_of(fh)?;
+        let (_, new_id) = cell.modify(&self.data, |f| {
+            // SAFETY: fallocate on a descriptor the cell owns.
+            let r = unsafe {
+                libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t)
+            };
+            if r < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
+        })?;
+        let size = cell.file().metadata()?.len();
+        let mut inner = self.inner.lock();
+        inner.node_mut(id)?.attr.size = size;
+        inner.data_changed(id, None, new_id.is_some())
+    }
+
+    /// SEEK_DATA / SEEK_HOLE.
+    pub fn lseek(&self, fh: HandleId, off: i64, whence: i32) -> FsResult<i64> {
+        let (_, cell) = self.cell_of(fh)?;
+        let f = cell.file();
+        // SAFETY: lseek on a descriptor the cell owns; reads and writes use explicit offsets.
+        let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
+        if r < 0 {
+            Err(io::Error::last_os_error().into())
+        } else {
+            Ok(r)
+        }
+    }
+
+    pub fn copy_file_range(
+        &self,
+        fh_in: HandleId,
+        off_in: u64,
+        fh_out: HandleId,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
+        let (_, cin) = self.cell_of(fh_in)?;
+        let (id, cout) = self.cell_of(fh_out)?;
+        let src = cin.file();
+        let (n, new_id) = cout.modify(&self.data, |dst| {
+            copy_range(&src, off_in, dst, off_out, len)
+        })?;
+        let mut inner = self.inner.lock();
+        inner.data_changed(id, Some(off_out + n), new_id.is_some())?;
+        inner.counters.bytes_written += n;
+        Ok(n)
+    }
+
+    /// The node an open handle refers to.
+    pub fn handle_node(&self, fh: HandleId) -> FsResult<NodeId> {
+        self.inner
+            .lock()
+            .handles
+            .get(&fh.0)
+            .map(|h| h.node)
+            .ok_or(Errno::EBADF)
+    }
+}
+
+impl Inner {
+    /// After a change of a file's data: size (grown to `end` if given), times, dirty set, and
+    /// a log record the first time (or when copy-on-write gave it a new data file).
+    pub(crate) fn data_changed(
+        &mut self,
+        id: NodeId,
+        end: Option<u64>,
+        new_file: bool,
+    ) -> FsResult<()> {
+        let seq = self.next_seq();
+        let now = Ts::now();
+        let n = self.node_mut(id)?;
+        if let Some(end) = end {
+            n.attr.size = n.attr.size.max(end);
+        }
+        n.attr.mtime = now;
+        n.attr.ctime = now;
+        let first = n.data_seq == 0;
+        self.mark_data(id, seq);
+        if first || new_file {
+            self.log_node(id);
+        }
+        Ok(())
+    }
+
+    /// Sets a loaded file's size.
+    pub(crate) fn truncate(&mut self, id: NodeId, size: u64, seq: u64) -> FsResult<()> {
+        let cell = self.node(id)?.cell().cloned().ok_or(Errno::EIO)?;
+        let (_, new_id) = cell.modify(&self.data, |f| f.set_len(size))?;
+        let now = Ts::now();
+        let n = self.node_mut(id)?;
+        n.attr.size = size;
+        n.attr.mtime = now;
+        n.attr.ctime = now;
+        let first = n.data_seq == 0;
+        self.mark_data(id, seq);
+        if first || new_id.is_some() {
+            self.log_node(id);
+        }
+        Ok(())
+    }
+}
+
+/// pwrite(2) until done or an error; a partial write is reported as such.
+fn write_some(f: &File, data: &[u8], off: u64) -> io::Result<usize> {
+    let mut done = 0;
+    while done < data.len() {
+        match f.write_at(&data[done..], off + done as u64) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if done > 0 => {
+                tracing::trace!(error = %e, "short write");
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+fn copy_range(
+    src: &File,
+    mut off_in: u64,
+    dst: &File,
+    mut off_out: u64,
+    len: u64,
+) -> io::Result<u64> {
+    let mut done = 0u64;
+    while done < len {
+        let mut i = off_in as libc::loff_t;
+        let mut o = off_out as libc::loff_t;
+        let chunk = (len - done).min(1 << 30) as usize;
+        // SAFETY: offsets point to locals; descriptors are owned by the data cells.
+        let r = unsafe {
+            libc::copy_file_range(src.as_raw_fd(), &mut i, dst.as_raw_fd(), &mut o, chunk, 0)
+        };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if done > 0 {
+                break;
+            }
+            return Err(e);
+        }
+        if r == 0 {
+            break;
+        }
+        done += r as u64;
+        off_in += r as u64;
+        off_out += r as u64;
+    }
+    Ok(done)
+}

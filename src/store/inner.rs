@@ -1,0 +1,384 @@
+//! The state under the store lock and the primitives every operation is built from: finding
+//! nodes, disk and RAM paths, changing a directory entry with dirty tracking, logging.
+
+use super::data::DataDir;
+use super::log::{NodeRec, OriginRec, Record, StoreLog};
+use super::node::{Content, Dir, DirtyName, Node, Origin, Target};
+use super::types::{Attr, Kind, NodeId, Stat, Ts};
+use crate::error::{Errno, FsResult};
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// An open file or directory.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Handle {
+    pub node: NodeId,
+    pub write: bool,
+}
+
+/// Counters reported by status.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub bytes_written: u64,
+    pub loads: u64,
+    pub bytes_loaded: u64,
+}
+
+pub(crate) struct Inner {
+    pub nodes: HashMap<NodeId, Node>,
+    pub next_node: u64,
+    pub next_handle: u64,
+    pub handles: HashMap<u64, Handle>,
+    /// Disk inode -> node, for nodes with names on disk not met yet (hard links).
+    pub disk_inos: HashMap<u64, NodeId>,
+    /// Sequence of changes (design.md §2).
+    pub seq: u64,
+    pub dirty_nodes: BTreeSet<NodeId>,
+    pub dirty_dirs: BTreeSet<NodeId>,
+    pub log: StoreLog,
+    /// Nodes recreated from the store log, waiting for their directory to be populated.
+    pub pending_origins: HashMap<(NodeId, OsString), NodeId>,
+    pub counters: Counters,
+    /// While replaying the store log, changes are not logged again.
+    pub replaying: bool,
+    pub data: Arc<DataDir>,
+}
+
+impl Inner {
+    pub fn node(&self, id: NodeId) -> FsResult<&Node> {
+        self.nodes.get(&id).ok_or(Errno::ENOENT)
+    }
+
+    pub fn node_mut(&mut self, id: NodeId) -> FsResult<&mut Node> {
+        self.nodes.get_mut(&id).ok_or(Errno::ENOENT)
+    }
+
+    pub fn dir(&self, id: NodeId) -> FsResult<&Dir> {
+        self.node(id)?.dir().ok_or(Errno::ENOTDIR)
+    }
+
+    pub fn dir_mut(&mut self, id: NodeId) -> FsResult<&mut Dir> {
+        self.node_mut(id)?.dir_mut().ok_or(Errno::ENOTDIR)
+    }
+
+    pub fn next_seq(&mut self) -> u64 {
+        self.seq += 1;
+        self.seq
+    }
+
+    pub fn alloc_node(&mut self, node: Node) -> NodeId {
+        let id = NodeId(self.next_node);
+        self.next_node += 1;
+        self.nodes.insert(id, node);
+        id
+    }
+
+    /// Where a node is on disk in the current generation, relative to the target.
+    pub fn disk_path(&self, id: NodeId) -> Option<PathBuf> {
+        let mut names: Vec<&OsStr> = Vec::new();
+        let mut cur = id;
+        while cur != NodeId::ROOT {
+            let o = self.nodes.get(&cur)?.origin.as_ref()?;
+            names.push(&o.name);
+            cur = o.parent;
+            if names.len() > 4096 {
+                return None;
+            }
+        }
+        Some(names.iter().rev().collect())
+    }
+
+    /// Where a node is in the RAM tree (its first name), relative to the target.
+    pub fn ram_path(&self, id: NodeId) -> Option<PathBuf> {
+        let mut names: Vec<&OsStr> = Vec::new();
+        let mut cur = id;
+        while cur != NodeId::ROOT {
+            let (parent, name) = self.nodes.get(&cur)?.names.first()?;
+            names.push(name);
+            cur = *parent;
+            if names.len() > 4096 {
+                return None;
+            }
+        }
+        Some(names.iter().rev().collect())
+    }
+
+    pub fn stat(&self, id: NodeId) -> FsResult<Stat> {
+        let n = self.node(id)?;
+        let nlink = match &n.content {
+            Content::Dir(d) => {
+                if n.names.is_empty() && id != NodeId::ROOT {
+                    0
+                } else {
+                    d.nlink()
+                }
+            }
+            _ => n.names.len() as u32 + n.hidden_links,
+        };
+        let mut attr = n.attr;
+        if let Some(cell) = n.cell() {
+            if let Ok(m) = cell.file().metadata() {
+                use std::os::unix::fs::MetadataExt;
+                attr.blocks = m.blocks();
+            }
+        }
+        Ok(Stat {
+            ino: id,
+            kind: n.kind,
+            attr,
+            nlink,
+        })
+    }
+
+    /// The node under `name` in a populated directory, `Target::Disk` if not instantiated.
+    pub fn entry(&self, dir: NodeId, name: &OsStr) -> FsResult<Option<Target>> {
+        let d = self.dir(dir)?;
+        debug_assert!(d.populated);
+        Ok(d.entries.get(name).map(|e| e.target))
+    }
+
+    /// Makes `dir/name` refer to `target` (or to nothing), keeping link counts, names and
+    /// the dirty set right. The current occupant must already be instantiated.
+    pub fn set_entry(
+        &mut self,
+        dir: NodeId,
+        name: &OsStr,
+        target: Option<NodeId>,
+        seq: u64,
+    ) -> FsResult<()> {
+        let name = name.to_os_string();
+        let prev = match self.entry(dir, &name)? {
+            Some(Target::Disk(_)) => return Err(Errno::EIO),
+            Some(Target::Node(n)) => Some(n),
+            None => None,
+        };
+        let old = prev.and_then(|p| {
+            self.nodes
+                .get(&p)
+                .and_then(|n| n.disk_ino.map(|ino| (p, ino)))
+        });
+        let prev_is_dir = prev.map(|p| {
+            self.nodes
+                .get(&p)
+                .map(|n| n.kind == Kind::Dir)
+                .unwrap_or(false)
+        });
+        let new_is_dir = match target {
+            Some(t) => Some(self.node(t)?.kind == Kind::Dir),
+            None => None,
+        };
+        let d = self.dir_mut(dir)?;
+        let dirty = d
+            .dirty
+            .entry(name.clone())
+            .or_insert(DirtyName { old, seq });
+        dirty.seq = seq;
+        if prev_is_dir == Some(true) {
+            d.subdirs -= 1;
+        }
+        match target {
+            Some(t) => d.insert(name.clone(), Target::Node(t)),
+            None => {
+                d.remove(&name);
+            }
+        }
+        if new_is_dir == Some(true) {
+            d.subdirs += 1;
+        }
+        self.dirty_dirs.insert(dir);
+        if let Some(p) = prev {
+            if let Some(n) = self.nodes.get_mut(&p) {
+                if let Some(i) = n.names.iter().position(|(d, nm)| *d == dir && *nm == name) {
+                    n.names.remove(i);
+                }
+            }
+        }
+        if let Some(t) = target {
+            self.node_mut(t)?.names.push((dir, name.clone()));
+        }
+        self.log_entry(dir, &name, target);
+        Ok(())
+    }
+
+    /// Notes that a node's attributes changed.
+    pub fn mark_meta(&mut self, id: NodeId, seq: u64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.meta_seq = seq;
+            self.dirty_nodes.insert(id);
+        }
+    }
+
+    /// Notes that a file's data changed.
+    pub fn mark_data(&mut self, id: NodeId, seq: u64) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.data_seq = seq;
+            self.dirty_nodes.insert(id);
+        }
+    }
+
+    /// Updates mtime and ctime of a directory whose entries changed.
+    pub fn touch_dir(&mut self, dir: NodeId, now: Ts, seq: u64) {
+        if let Some(n) = self.nodes.get_mut(&dir) {
+            n.attr.mtime = now;
+            n.attr.ctime = now;
+        }
+        self.mark_meta(dir, seq);
+        self.log_node(dir);
+    }
+
+    /// Forgets a node that nothing refers to any more: no name, no kernel reference, no open
+    /// handle, and nothing on disk that a flush still has to remove (design.md §2).
+    pub fn maybe_free(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        if id == NodeId::ROOT
+            || !n.names.is_empty()
+            || n.lookups > 0
+            || n.opens > 0
+            || n.origin.is_some()
+        {
+            return;
+        }
+        let n = self.nodes.remove(&id).expect("checked above");
+        self.dirty_nodes.remove(&id);
+        self.dirty_dirs.remove(&id);
+        if let Some(cell) = n.cell() {
+            self.data.remove(cell.id());
+        }
+    }
+
+    /// The store-log record describing a node now.
+    pub fn node_record(&self, id: NodeId) -> Option<NodeRec> {
+        let n = self.nodes.get(&id)?;
+        Some(NodeRec {
+            id,
+            kind: n.kind,
+            attr: n.attr,
+            origin: n.origin.as_ref().map(|o| OriginRec {
+                parent: o.parent,
+                name: o.name.clone(),
+            }),
+            disk_ino: n.disk_ino,
+            hidden_links: n.hidden_links,
+            data: n
+                .cell()
+                .filter(|_| n.data_seq != 0 || n.origin.is_none())
+                .map(|c| c.id()),
+            symlink: match &n.content {
+                Content::Symlink(t) => Some(t.clone()),
+                _ => None,
+            },
+            xattrs: if n.meta_seq != 0 || n.origin.is_none() {
+                n.xattrs
+                    .as_ref()
+                    .map(|x| x.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            } else {
+                None
+            },
+            meta_dirty: n.meta_seq != 0,
+            data_dirty: n.data_seq != 0,
+        })
+    }
+
+    /// Appends a node's record, after the records of its origin's directories if this log
+    /// has not described them yet (so a replay can find the node on disk).
+    pub fn log_node(&mut self, id: NodeId) {
+        if self.replaying {
+            return;
+        }
+        let mut chain = vec![id];
+        let mut cur = id;
+        while let Some(o) = self.nodes.get(&cur).and_then(|n| n.origin.as_ref()) {
+            if o.parent == cur || chain.len() > 4096 {
+                break;
+            }
+            cur = o.parent;
+            match self.nodes.get(&cur) {
+                Some(p) if p.logged_epoch != self.log.epoch => chain.push(cur),
+                _ => break,
+            }
+        }
+        let epoch = self.log.epoch;
+        let mut recs = Vec::with_capacity(chain.len());
+        for id in chain.into_iter().rev() {
+            if let Some(r) = self.node_record(id) {
+                recs.push(Record::Node(r));
+            }
+            if let Some(n) = self.nodes.get_mut(&id) {
+                n.logged_epoch = epoch;
+            }
+        }
+        let _ = self.log.append(&recs);
+    }
+
+    /// Appends an entry record (the child's node record first).
+    pub fn log_entry(&mut self, dir: NodeId, name: &OsStr, child: Option<NodeId>) {
+        if self.replaying {
+            return;
+        }
+        if let Some(c) = child {
+            self.log_node(c);
+        }
+        self.log_node(dir);
+        let rec = Record::Entry {
+            dir,
+            name: name.to_os_string(),
+            child,
+        };
+        let _ = self.log.append(&[rec]);
+    }
+
+    /// Counts a new kernel reference to a node.
+    pub fn add_lookup(&mut self, id: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.lookups += 1;
+        }
+    }
+
+    /// A node for something found on disk at `dir/name`.
+    pub fn node_from_disk(
+        &mut self,
+        dir: NodeId,
+        name: &OsStr,
+        st: &crate::backing::DiskStat,
+        link: Option<Vec<u8>>,
+    ) -> NodeId {
+        let content = match st.kind {
+            Kind::File => Content::File(None),
+            Kind::Dir => Content::Dir(Dir::unpopulated(st.nlink)),
+            Kind::Symlink => Content::Symlink(link.unwrap_or_default()),
+            _ => Content::Special,
+        };
+        let mut node = Node::new(st.kind, st.attr, content);
+        node.origin = Some(Origin {
+            parent: dir,
+            name: name.to_os_string(),
+        });
+        node.disk_ino = Some(st.ino);
+        if st.kind != Kind::Dir && st.nlink > 1 {
+            node.hidden_links = st.nlink - 1;
+        }
+        let id = self.alloc_node(node);
+        if st.kind != Kind::Dir && st.nlink > 1 {
+            self.disk_inos.insert(st.ino, id);
+        }
+        id
+    }
+
+    /// A fresh attribute set for a node created now by a program.
+    pub fn new_attr(mode: u32, uid: u32, gid: u32, rdev: u64) -> Attr {
+        let now = Ts::now();
+        Attr {
+            mode,
+            uid,
+            gid,
+            rdev,
+            size: 0,
+            blocks: 0,
+            atime: now,
+            mtime: now,
+            ctime: now,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Hard links from disk: before a flush writes a file with names on disk that the RAM tree
+//! has not met, the disk copy is searched once for them (design.md §2), so that the new
+//! inode gets every name.
+
+use super::Store;
+use super::inner::Inner;
+use super::node::Target;
+use super::types::{Kind, NodeId};
+use crate::backing::Loc;
+use crate::error::FsResult;
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Component, Path, PathBuf};
+
+impl Inner {
+    /// What a flush must read first: xattrs of nodes it will write anew (unless never read,
+    /// which means unchanged, and new nodes have them), and disk inodes of files to be
+    /// written anew that have names not met yet.
+    pub(crate) fn flush_needs(&self) -> (Vec<NodeId>, HashMap<u64, NodeId>) {
+        let mut xattrs = Vec::new();
+        let mut hidden = HashMap::new();
+        for &id in &self.dirty_nodes {
+            let Some(n) = self.nodes.get(&id) else {
+                continue;
+            };
+            let rewritten = n.kind == Kind::File && n.data_seq != 0 && n.origin.is_some();
+            if !rewritten || n.names.is_empty() {
+                continue;
+            }
+            if n.xattrs.is_none() {
+                xattrs.push(id);
+            }
+            if let (true, Some(ino)) = (n.hidden_links > 0, n.disk_ino) {
+                hidden.insert(ino, id);
+            }
+        }
+        (xattrs, hidden)
+    }
+}
+
+impl Store {
+    /// Finds every disk name of these inodes and makes it part of the RAM tree.
+    pub(crate) fn find_hidden_links(&self, inos: &HashMap<u64, NodeId>) -> anyhow::Result<()> {
+        let mut found: Vec<PathBuf> = Vec::new();
+        {
+            let _gate = self.disk_gate.read();
+            let mut stack = vec![PathBuf::new()];
+            while let Some(dir) = stack.pop() {
+                for item in self.backing.read_dir(&Loc::Target(dir.clone()))? {
+                    let p = dir.join(&item.name);
+                    match item.kind {
+                        Some(Kind::Dir) => stack.push(p),
+                        _ if inos.contains_key(&item.ino) => found.push(p),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        for p in &found {
+            self.meet_disk_path(p)?;
+        }
+        let mut inner = self.inner.lock();
+        for id in inos.values() {
+            if let Some(n) = inner.nodes.get_mut(id) {
+                if n.hidden_links > 0 {
+                    tracing::warn!(
+                        node = id.0,
+                        missing = n.hidden_links,
+                        "not every name of a hard-linked file was found on disk"
+                    );
+                    n.hidden_links = 0;
+                }
+            }
+        }
+        inner
+            .disk_inos
+            .retain(|_, v| !inos.values().any(|x| x == v));
+        Ok(())
+    }
+
+    /// Walks a disk path through the RAM tree, instantiating what it meets.
+    fn meet_disk_path(&self, path: &Path) -> FsResult<()> {
+        let mut cur = NodeId::ROOT;
+        for c in path.components() {
+            let Component::Normal(name) = c else { continue };
+            self.ensure_populated(cur)?;
+            cur = match self.disk_child(cur, name)? {
+                Some(Some(x)) => x,
+                Some(None) => return Ok(()),
+                None => {
+                    self.ensure_child(cur, name)?;
+                    match self.inner.lock().entry(cur, name)? {
+                        Some(Target::Node(x)) => x,
+                        _ => return Ok(()),
+                    }
+                }
+            };
+        }
+        Ok(())
+    }
+
+    /// Who is on disk under `dir/name`: `Some(Some(node))`, `Some(None)` for nothing, `None`
+    /// when the entry is on disk but not instantiated yet.
+    fn disk_child(&self, dir: NodeId, name: &OsStr) -> FsResult<Option<Option<NodeId>>> {
+        let inner = self.inner.lock();
+        let d = inner.dir(dir)?;
+        if let Some(dn) = d.dirty.get(name) {
+            return Ok(Some(dn.old.map(|o| o.0)));
+        }
+        Ok(match d.entries.get(name).map(|e| e.target) {
+            Some(Target::Node(x)) => Some(Some(x)),
+            Some(Target::Disk(_)) => None,
+            None => Some(None),
+        })
+    }
+}

@@ -1,0 +1,252 @@
+//! The RAM side: the tree programs see, its file data on tmpfs, and what differs from the
+//! disk copy (design.md §2-4). Plain Rust: tests drive it without a mount, and the FUSE
+//! adapter (`src/fuse/`) only translates requests into these calls.
+//!
+//! Locks, in the one order they may be taken:
+//! 1. `disk_gate` (RwLock): shared by lazy fills that read the disk copy, exclusive while a
+//!    flush changes the disk copy (design.md §6 steps 4-6).
+//! 2. `inner` (Mutex): the tree, handles, dirty set and store log. Never held during disk I/O
+//!    (except the flush commit, design.md §6 step 4).
+//! 3. a file's `DataCell` lock: taken without `inner` for data I/O.
+
+pub mod acl;
+mod attrs;
+pub(crate) mod data;
+mod dirs;
+mod fetch;
+mod files;
+pub(crate) mod inner;
+mod links;
+pub(crate) mod log;
+pub mod namespace;
+pub(crate) mod node;
+mod replay;
+pub mod types;
+
+use crate::backing::{Backing, Loc};
+use crate::error::{Errno, FsResult};
+use data::DataDir;
+pub use inner::Counters;
+use inner::Inner;
+use node::{Content, Dir, Node, Origin};
+use parking_lot::{Condvar, Mutex, RwLock};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use types::{FsStats, NodeId};
+
+/// The store of one target.
+pub struct Store {
+    pub(crate) disk_gate: RwLock<()>,
+    pub(crate) inner: Mutex<Inner>,
+    /// Nodes whose data or directory listing is being read from disk; waiters sleep on `fetched`.
+    pub(crate) busy: Mutex<HashSet<(NodeId, u8)>>,
+    pub(crate) fetched: Condvar,
+    pub(crate) backing: Arc<dyn Backing>,
+    pub(crate) data: Arc<DataDir>,
+    private: PathBuf,
+}
+
+/// What a new store needs.
+pub struct StoreSetup<'a> {
+    pub backing: Arc<dyn Backing>,
+    /// `private/` in the store directory: `log` and `data/` live here.
+    pub private_dir: &'a Path,
+    /// The target path, recorded in the log header.
+    pub target: &'a Path,
+    /// The disk's generation.
+    pub base_gen: u64,
+}
+
+impl Store {
+    /// A new, empty store over the disk copy (nothing is read but the target's attributes).
+    pub fn fresh(s: StoreSetup<'_>) -> std::io::Result<Store> {
+        let data_path = s.private_dir.join("data");
+        std::fs::create_dir_all(&data_path)?;
+        for id in DataDir::open(&data_path)?.list()? {
+            std::fs::remove_file(data_path.join(id.0.to_string()))?;
+        }
+        let log = log::StoreLog::create(s.private_dir, s.target, s.base_gen, &[])?;
+        let store = Store::assemble(s.backing, s.private_dir, log)?;
+        store.add_root()?;
+        Ok(store)
+    }
+
+    /// Rebuilds the RAM tree a dead daemon left (design.md §3). `disk_gen` is the disk's
+    /// generation after disk recovery.
+    pub fn take_over(s: StoreSetup<'_>) -> anyhow::Result<Store> {
+        let (header, records) = log::StoreLog::read_for(s.private_dir, s.base_gen)?;
+        if header.base_gen != s.base_gen {
+            anyhow::bail!(
+                "the RAM store describes changes to disk generation {} but the disk copy is at generation {}; \
+                 it is stale and was left untouched in {}",
+                header.base_gen,
+                s.base_gen,
+                s.private_dir.display()
+            );
+        }
+        // Keep the old log until the replayed state has been written as a new one.
+        let old = s.private_dir.join("log");
+        let keep = s.private_dir.join("log.replayed");
+        std::fs::copy(&old, &keep)?;
+        let log = log::StoreLog::create(s.private_dir, s.target, s.base_gen, &[])?;
+        let store = Store::assemble(s.backing, s.private_dir, log)?;
+        store.add_root()?;
+        store.replay(records)?;
+        store.rewrite_log()?;
+        std::fs::remove_file(&keep)?;
+        Ok(store)
+    }
+
+    fn assemble(
+        backing: Arc<dyn Backing>,
+        private: &Path,
+        log: log::StoreLog,
+    ) -> std::io::Result<Store> {
+        let data = Arc::new(DataDir::open(&private.join("data"))?);
+        let inner = Inner {
+            nodes: HashMap::new(),
+            next_node: NodeId::ROOT.0 + 1,
+            next_handle: 1,
+            handles: HashMap::new(),
+            disk_inos: HashMap::new(),
+            seq: 0,
+            dirty_nodes: BTreeSet::new(),
+            dirty_dirs: BTreeSet::new(),
+            log,
+            pending_origins: HashMap::new(),
+            counters: Counters::default(),
+            replaying: false,
+            data: data.clone(),
+        };
+        Ok(Store {
+            disk_gate: RwLock::new(()),
+            inner: Mutex::new(inner),
+            busy: Mutex::new(HashSet::new()),
+            fetched: Condvar::new(),
+            backing,
+            data,
+            private: private.to_path_buf(),
+        })
+    }
+
+    fn add_root(&self) -> std::io::Result<()> {
+        let st = self.backing.stat(&Loc::target(""))?;
+        if st.kind != types::Kind::Dir {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the target is not a directory",
+            ));
+        }
+        let mut root = Node::new(
+            types::Kind::Dir,
+            st.attr,
+            Content::Dir(Dir::unpopulated(st.nlink)),
+        );
+        root.origin = Some(Origin {
+            parent: NodeId::ROOT,
+            name: Default::default(),
+        });
+        root.disk_ino = Some(st.ino);
+        root.lookups = 1;
+        self.inner.lock().nodes.insert(NodeId::ROOT, root);
+        Ok(())
+    }
+
+    /// Writes the current dirty state as a fresh store log (same base generation).
+    pub fn rewrite_log(&self) -> std::io::Result<()> {
+        let mut inner = self.inner.lock();
+        let base = inner.log.base_gen;
+        inner.rewrite_log(base)
+    }
+
+    /// The private directory (store log and data files).
+    pub fn private_dir(&self) -> &Path {
+        &self.private
+    }
+
+    pub fn backing(&self) -> &Arc<dyn Backing> {
+        &self.backing
+    }
+
+    /// Space on the tmpfs that holds the data: what statfs(2) reports for the mount.
+    pub fn statfs(&self) -> FsResult<FsStats> {
+        let s = nix::sys::statvfs::statvfs(&self.private)?;
+        Ok(FsStats {
+            blocks: s.blocks(),
+            bfree: s.blocks_free(),
+            bavail: s.blocks_available(),
+            files: s.files(),
+            ffree: s.files_free(),
+            bsize: s.block_size() as u32,
+            namelen: 255,
+            frsize: s.fragment_size() as u32,
+        })
+    }
+
+    /// A summary for status reports.
+    pub fn summary(&self) -> StoreSummary {
+        let inner = self.inner.lock();
+        let mut s = StoreSummary {
+            nodes: inner.nodes.len() as u64,
+            dirty_nodes: inner.dirty_nodes.len() as u64,
+            dirty_dirs: inner.dirty_dirs.len() as u64,
+            open_handles: inner.handles.len() as u64,
+            counters: inner.counters,
+            log_bytes: inner.log.len(),
+            log_failures: inner.log.failures,
+            base_gen: inner.log.base_gen,
+            ..Default::default()
+        };
+        for id in &inner.dirty_nodes {
+            if let Some(n) = inner.nodes.get(id) {
+                if n.data_seq != 0 || n.origin.is_none() {
+                    s.dirty_bytes += n.attr.size;
+                }
+            }
+        }
+        drop(inner);
+        s.ram_bytes = dir_bytes(&self.private.join("data"));
+        s
+    }
+}
+
+/// Numbers about a store, for status.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreSummary {
+    pub nodes: u64,
+    pub dirty_nodes: u64,
+    pub dirty_dirs: u64,
+    pub dirty_bytes: u64,
+    pub open_handles: u64,
+    pub ram_bytes: u64,
+    pub log_bytes: u64,
+    pub log_failures: u64,
+    pub base_gen: u64,
+    pub counters: Counters,
+}
+
+/// Bytes allocated by the files of a directory (not recursive).
+fn dir_bytes(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::read_dir(p)
+        .map(|it| {
+            it.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.blocks() * 512)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Checks a name given by a program.
+pub(crate) fn check_name(name: &std::ffi::OsStr) -> FsResult<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let b = name.as_bytes();
+    if b.len() > 255 {
+        return Err(Errno::ENAMETOOLONG);
+    }
+    if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') || b.contains(&0) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}

@@ -1,0 +1,5 @@
+//! The one integration test binary: store tests without a mount, mount tests through
+//! /dev/fuse, model tests and crash tests.
+
+mod common;
+mod store;

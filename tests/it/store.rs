@@ -1,0 +1,91 @@
+//! The store and the flush, driven without a mount over a real directory.
+
+use crate::common::{CTX, Fixture};
+use asdfs::store::namespace::NewKind;
+use std::ffi::OsStr;
+use std::fs;
+
+#[test]
+fn new_files_and_dirs_reach_disk_on_flush() {
+    let f = Fixture::new();
+    let root = f.node("").ino;
+    f.store
+        .make(CTX, root, OsStr::new("d"), NewKind::Dir, 0o755, 0)
+        .unwrap();
+    f.write_file("d", "a", b"hello");
+    f.write_file("", "b", b"world");
+    assert!(
+        !f.target().join("d").exists(),
+        "nothing on disk before the flush"
+    );
+    let rep = f.flusher.flush().unwrap();
+    assert_eq!(rep.generation, 1);
+    assert_eq!(fs::read(f.target().join("d/a")).unwrap(), b"hello");
+    assert_eq!(fs::read(f.target().join("b")).unwrap(), b"world");
+    // Nothing left behind in the side directory but the generation.
+    let side: Vec<_> = fs::read_dir(f.tmp.path().join("disk/.target-asdfs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(side, vec![std::ffi::OsString::from("generation")]);
+    // A second flush with nothing changed does nothing.
+    assert_eq!(f.flusher.flush().unwrap().steps, 0);
+}
+
+#[test]
+fn files_from_disk_are_read_lazily_and_changes_written_back() {
+    let f = Fixture::new();
+    fs::create_dir(f.target().join("sub")).unwrap();
+    fs::write(f.target().join("sub/x"), b"on disk").unwrap();
+    fs::write(f.target().join("y"), b"keep me").unwrap();
+    assert_eq!(f.read_file("sub/x"), b"on disk");
+    // Rename a directory, change a file in it, delete another file.
+    let root = f.node("").ino;
+    f.store
+        .rename(root, OsStr::new("sub"), root, OsStr::new("moved"), 0)
+        .unwrap();
+    let x = f.node("moved/x").ino;
+    let fh = f.store.open(x, true, false).unwrap();
+    f.store.write(fh, 0, b"ON").unwrap();
+    f.store.release(fh).unwrap();
+    f.store.unlink(root, OsStr::new("y")).unwrap();
+    f.flusher.flush().unwrap();
+    assert!(!f.target().join("sub").exists());
+    assert!(!f.target().join("y").exists());
+    assert_eq!(fs::read(f.target().join("moved/x")).unwrap(), b"ON disk");
+}
+
+#[test]
+fn a_killed_daemon_store_is_taken_over() {
+    let f = Fixture::new();
+    fs::write(f.target().join("old"), b"1").unwrap();
+    let root = f.node("").ino;
+    f.store
+        .make(CTX, root, OsStr::new("dir"), NewKind::Dir, 0o700, 0)
+        .unwrap();
+    f.write_file("dir", "new", b"fresh");
+    f.store
+        .rename(
+            root,
+            OsStr::new("old"),
+            f.node("dir").ino,
+            OsStr::new("renamed"),
+            0,
+        )
+        .unwrap();
+    // "Kill" the daemon: drop everything without flushing, keep the tmpfs store.
+    let Fixture {
+        tmp,
+        store,
+        flusher,
+    } = f;
+    drop(flusher);
+    drop(store);
+    let g = Fixture::open_with(tmp, true);
+    assert_eq!(g.read_file("dir/new"), b"fresh");
+    assert_eq!(g.read_file("dir/renamed"), b"1");
+    g.flusher.flush().unwrap();
+    assert_eq!(fs::read(g.target().join("dir/renamed")).unwrap(), b"1");
+    assert_eq!(fs::read(g.target().join("dir/new")).unwrap(), b"fresh");
+    assert!(!g.target().join("old").exists());
+}
