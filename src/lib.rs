@@ -5,6 +5,8 @@
 
 pub mod backing;
 pub mod bytes;
+pub mod config;
 pub mod error;
 pub mod flush;
+pub mod fuse;
 pub mod store;

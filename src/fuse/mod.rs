@@ -1,0 +1,374 @@
+//! The FUSE adapter: converts fuser's requests into store calls and the results into
+//! replies. No decisions are made here; everything it knows is in `Store`.
+
+mod convert;
+
+use crate::error::Errno;
+use crate::store::Store;
+use crate::store::namespace::NewKind;
+use crate::store::types::{Ctx, HandleId, Kind, NodeId, SetAttr};
+use convert::{attr, ctx, err, file_type, set_time};
+use fuser::{
+    CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// How long the kernel may cache attributes and names: the daemon is the only writer and
+/// every change passes through the kernel, so a long time is safe (design.md §9).
+const TTL: Duration = Duration::from_secs(3600);
+const MAX_WRITE: u32 = 1 << 20;
+
+/// Called for fsync(2) when the fsync policy is `sync`: returns once the data is on disk.
+pub type SyncHook = Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>;
+
+/// The filesystem one FUSE session serves.
+pub struct AsdFs {
+    store: Arc<Store>,
+    on_fsync: Option<SyncHook>,
+}
+
+impl AsdFs {
+    pub fn new(store: Arc<Store>, on_fsync: Option<SyncHook>) -> AsdFs {
+        AsdFs { store, on_fsync }
+    }
+
+    fn entry(&self, r: Result<crate::store::types::Stat, Errno>, reply: ReplyEntry) {
+        match r {
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &convert::negative(), Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn empty(&self, r: Result<(), Errno>, reply: ReplyEmpty) {
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn sync(&self) -> Result<(), Errno> {
+        match &self.on_fsync {
+            Some(hook) => hook().map_err(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "fsync: flush failed");
+                Errno::EIO
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, mode: u32, umask: u32, reply: ReplyEntry) {
+        let r = self.store.make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+        match r {
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn xattr_reply(value: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
+        match value {
+            Ok(v) if size == 0 => reply.size(v.len() as u32),
+            Ok(v) if v.len() > size as usize => reply.error(fuser::Errno::ERANGE),
+            Ok(v) => reply.data(&v),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}
+
+impl Filesystem for AsdFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        for flag in [
+            InitFlags::FUSE_MAX_PAGES,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_POSIX_ACL,
+            InitFlags::FUSE_DONT_MASK,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+            InitFlags::FUSE_CACHE_SYMLINKS,
+        ] {
+            if config.add_capabilities(flag).is_err() {
+                tracing::debug!(?flag, "kernel lacks a FUSE capability");
+            }
+        }
+        let _ = config.set_max_write(MAX_WRITE);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.entry(self.store.lookup(NodeId(parent.0), name), reply)
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.store.forget(NodeId(ino.0), nlookup)
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.store.getattr(NodeId(ino.0)) {
+            Ok(st) => reply.attr(&TTL, &attr(&st)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let sa = SetAttr {
+            mode,
+            uid,
+            gid,
+            size,
+            atime: atime.map(set_time),
+            mtime: mtime.map(set_time),
+            ctime: ctime.map(crate::store::types::Ts::from_system),
+        };
+        match self.store.setattr(NodeId(ino.0), sa) {
+            Ok(st) => reply.attr(&TTL, &attr(&st)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.store.readlink(NodeId(ino.0)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+        let kind = match Kind::from_mode(mode) {
+            Some(Kind::File) => NewKind::File,
+            Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => NewKind::Special(k, u64::from(rdev)),
+            _ => return reply.error(fuser::Errno::EINVAL),
+        };
+        self.make(req, parent, name, kind, mode, umask, reply)
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+        self.make(req, parent, name, NewKind::Dir, mode, umask, reply)
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.store.unlink(NodeId(parent.0), name), reply)
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.make(req, parent, link_name, NewKind::Symlink(target.as_os_str().as_bytes()), 0o777, 0, reply)
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(self.store.rename(NodeId(parent.0), name, NodeId(newparent.0), newname, flags.bits()), reply)
+    }
+
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let truncate = flags.0 & libc::O_TRUNC != 0;
+        match self.store.open(NodeId(ino.0), write, truncate) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.store.read(HandleId(fh.0), offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.store.write(HandleId(fh.0), offset, data) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok()
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(self.store.release(HandleId(fh.0)), reply)
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.empty(self.sync(), reply)
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.store.opendir(NodeId(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let r = self.store.readdir(NodeId(ino.0), offset, false, |e, _| {
+            reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = self.store.readdir(NodeId(ino.0), offset, true, |e, st| match st {
+            Some(st) => reply.add(INodeNo(e.ino.0), e.cookie, &e.name, &TTL, &attr(st), Generation(0)),
+            None => true,
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.empty(self.store.releasedir(HandleId(fh.0)), reply)
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        self.empty(self.sync(), reply)
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.store.statfs() {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
+        self.empty(self.store.setxattr(NodeId(ino.0), name, value, flags), reply)
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        Self::xattr_reply(self.store.getxattr(NodeId(ino.0), name), size, reply)
+    }
+
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let list = self.store.listxattr(ctx(req), NodeId(ino.0)).map(|names| {
+            let mut out = Vec::new();
+            for n in names {
+                out.extend_from_slice(n.as_bytes());
+                out.push(0);
+            }
+            out
+        });
+        Self::xattr_reply(list, size, reply)
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
+    }
+
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+        let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
+        let c: Ctx = ctx(req);
+        match self.store.create(c, NodeId(parent.0), name, mode, umask, write) {
+            Ok((st, fh)) => reply.created(&TTL, &attr(&st), Generation(0), FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
+        self.empty(self.store.fallocate(HandleId(fh.0), offset, length, mode), reply)
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        match self.store.lseek(HandleId(fh.0), offset, whence) {
+            Ok(o) => reply.offset(o),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        match self.store.copy_file_range(HandleId(fh_in.0), offset_in, HandleId(fh_out.0), offset_out, len) {
+            Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
+            Err(e) => reply.error(err(e)),
+        }
+    }
+}
