@@ -5,8 +5,12 @@
 
 pub mod backing;
 pub mod bytes;
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
 pub mod error;
 pub mod flush;
 pub mod fuse;
+pub mod status;
 pub mod store;

@@ -74,12 +74,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     let d = if t.bytes().all(|b| b.is_ascii_digit()) {
-        t.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())?
+        t.parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| e.to_string())?
     } else {
-        humantime::parse_duration(t).map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 30s, 5min, 1h"))?
+        humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 30s, 5min, 1h"))?
     };
     if d < Duration::from_secs(1) {
-        return Err(format!("{s:?} is too short: the flush interval must be at least 1s"));
+        return Err(format!(
+            "{s:?} is too short: the flush interval must be at least 1s"
+        ));
     }
     Ok(d)
 }

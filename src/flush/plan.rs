@@ -41,6 +41,7 @@ pub(crate) struct Undo {
     dirty: Vec<(NodeId, BTreeMap<OsString, DirtyName>)>,
     sets: (BTreeSet<NodeId>, BTreeSet<NodeId>),
     disk_inos: HashMap<u64, NodeId>,
+    times: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
 }
 
 pub(crate) struct Draft {
@@ -125,6 +126,7 @@ impl Inner {
     /// Plans flush `generation` of everything dirty now, and freezes the data it will read.
     pub(crate) fn snapshot(&mut self, generation: u64) -> Draft {
         let stage = PathBuf::from(Journal::stage_dir(generation));
+        self.since_snapshot = None;
         let mut changes = self.dirty_changes();
         let staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
         // A node that gets a new inode must get it under every name it has.
@@ -550,6 +552,7 @@ impl Inner {
                 self.dirty_nodes.remove(&id);
             }
         }
+        self.dirty_since = self.since_snapshot;
         undo
     }
 
@@ -585,6 +588,7 @@ impl Inner {
             dirty,
             sets: (self.dirty_nodes.clone(), self.dirty_dirs.clone()),
             disk_inos: self.disk_inos.clone(),
+            times: (self.dirty_since, self.since_snapshot),
         }
     }
 
@@ -606,6 +610,7 @@ impl Inner {
         }
         (self.dirty_nodes, self.dirty_dirs) = u.sets;
         self.disk_inos = u.disk_inos;
+        (self.dirty_since, self.since_snapshot) = u.times;
     }
 
     /// After a commit: forget nodes nothing refers to any more.

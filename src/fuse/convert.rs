@@ -10,7 +10,11 @@ pub(super) fn err(e: Errno) -> fuser::Errno {
 }
 
 pub(super) fn ctx(req: &Request) -> Ctx {
-    Ctx { uid: req.uid(), gid: req.gid(), pid: req.pid() }
+    Ctx {
+        uid: req.uid(),
+        gid: req.gid(),
+        pid: req.pid(),
+    }
 }
 
 pub(super) fn file_type(k: Kind) -> FileType {

@@ -9,9 +9,10 @@ use crate::store::namespace::NewKind;
 use crate::store::types::{Ctx, HandleId, Kind, NodeId, SetAttr};
 use convert::{attr, ctx, err, file_type, set_time};
 use fuser::{
-    CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig, LockOwner,
-    OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
-    ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -63,8 +64,19 @@ impl AsdFs {
         }
     }
 
-    fn make(&self, req: &Request, parent: INodeNo, name: &OsStr, kind: NewKind<'_>, mode: u32, umask: u32, reply: ReplyEntry) {
-        let r = self.store.make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+    fn make(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        kind: NewKind<'_>,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        let r = self
+            .store
+            .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
         match r {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
             Err(e) => reply.error(err(e)),
@@ -156,16 +168,35 @@ impl Filesystem for AsdFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let kind = match Kind::from_mode(mode) {
             Some(Kind::File) => NewKind::File,
-            Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => NewKind::Special(k, u64::from(rdev)),
+            Some(k @ (Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev)) => {
+                NewKind::Special(k, u64::from(rdev))
+            }
             _ => return reply.error(fuser::Errno::EINVAL),
         };
         self.make(req, parent, name, kind, mode, umask, reply)
     }
 
-    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         self.make(req, parent, name, NewKind::Dir, mode, umask, reply)
     }
 
@@ -177,8 +208,23 @@ impl Filesystem for AsdFs {
         self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
     }
 
-    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        self.make(req, parent, link_name, NewKind::Symlink(target.as_os_str().as_bytes()), 0o777, 0, reply)
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        self.make(
+            req,
+            parent,
+            link_name,
+            NewKind::Symlink(target.as_os_str().as_bytes()),
+            0o777,
+            0,
+            reply,
+        )
     }
 
     fn rename(
@@ -191,10 +237,26 @@ impl Filesystem for AsdFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        self.empty(self.store.rename(NodeId(parent.0), name, NodeId(newparent.0), newname, flags.bits()), reply)
+        self.empty(
+            self.store.rename(
+                NodeId(parent.0),
+                name,
+                NodeId(newparent.0),
+                newname,
+                flags.bits(),
+            ),
+            reply,
+        )
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        newparent: INodeNo,
+        newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
         match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
             Err(e) => reply.error(err(e)),
@@ -245,7 +307,14 @@ impl Filesystem for AsdFs {
         }
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok()
     }
 
@@ -262,7 +331,14 @@ impl Filesystem for AsdFs {
         self.empty(self.store.release(HandleId(fh.0)), reply)
     }
 
-    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.sync(), reply)
     }
 
@@ -273,7 +349,14 @@ impl Filesystem for AsdFs {
         }
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let r = self.store.readdir(NodeId(ino.0), offset, false, |e, _| {
             reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
         });
@@ -283,34 +366,78 @@ impl Filesystem for AsdFs {
         }
     }
 
-    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = self.store.readdir(NodeId(ino.0), offset, true, |e, st| match st {
-            Some(st) => reply.add(INodeNo(e.ino.0), e.cookie, &e.name, &TTL, &attr(st), Generation(0)),
-            None => true,
-        });
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let r = self
+            .store
+            .readdir(NodeId(ino.0), offset, true, |e, st| match st {
+                Some(st) => reply.add(
+                    INodeNo(e.ino.0),
+                    e.cookie,
+                    &e.name,
+                    &TTL,
+                    &attr(st),
+                    Generation(0),
+                ),
+                None => true,
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+    fn releasedir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.store.releasedir(HandleId(fh.0)), reply)
     }
 
-    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         self.empty(self.sync(), reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         match self.store.statfs() {
-            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+            Ok(s) => reply.statfs(
+                s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn setxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, value: &[u8], flags: i32, _position: u32, reply: ReplyEmpty) {
-        self.empty(self.store.setxattr(NodeId(ino.0), name, value, flags), reply)
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(
+            self.store.setxattr(NodeId(ino.0), name, value, flags),
+            reply,
+        )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -333,20 +460,58 @@ impl Filesystem for AsdFs {
         self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
     }
 
-    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, flags: i32, reply: ReplyCreate) {
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c: Ctx = ctx(req);
-        match self.store.create(c, NodeId(parent.0), name, mode, umask, write) {
-            Ok((st, fh)) => reply.created(&TTL, &attr(&st), Generation(0), FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+        match self
+            .store
+            .create(c, NodeId(parent.0), name, mode, umask, write)
+        {
+            Ok((st, fh)) => reply.created(
+                &TTL,
+                &attr(&st),
+                Generation(0),
+                FileHandle(fh.0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn fallocate(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, length: u64, mode: i32, reply: ReplyEmpty) {
-        self.empty(self.store.fallocate(HandleId(fh.0), offset, length, mode), reply)
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        self.empty(
+            self.store.fallocate(HandleId(fh.0), offset, length, mode),
+            reply,
+        )
     }
 
-    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+    fn lseek(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: i64,
+        whence: i32,
+        reply: ReplyLseek,
+    ) {
         match self.store.lseek(HandleId(fh.0), offset, whence) {
             Ok(o) => reply.offset(o),
             Err(e) => reply.error(err(e)),
@@ -366,7 +531,13 @@ impl Filesystem for AsdFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.store.copy_file_range(HandleId(fh_in.0), offset_in, HandleId(fh_out.0), offset_out, len) {
+        match self.store.copy_file_range(
+            HandleId(fh_in.0),
+            offset_in,
+            HandleId(fh_out.0),
+            offset_out,
+            len,
+        ) {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(err(e)),
         }

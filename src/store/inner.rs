@@ -44,6 +44,10 @@ pub(crate) struct Inner {
     /// While replaying the store log, changes are not logged again.
     pub replaying: bool,
     pub data: Arc<DataDir>,
+    /// When the oldest change not yet on disk was made, and the first change since the
+    /// last flush snapshot.
+    pub dirty_since: Option<std::time::SystemTime>,
+    pub since_snapshot: Option<std::time::SystemTime>,
 }
 
 impl Inner {
@@ -63,7 +67,11 @@ impl Inner {
         self.node_mut(id)?.dir_mut().ok_or(Errno::ENOTDIR)
     }
 
+    /// The sequence number of a new change.
     pub fn next_seq(&mut self) -> u64 {
+        let now = std::time::SystemTime::now();
+        self.dirty_since.get_or_insert(now);
+        self.since_snapshot.get_or_insert(now);
         self.seq += 1;
         self.seq
     }

@@ -118,6 +118,8 @@ impl Store {
             counters: Counters::default(),
             replaying: false,
             data: data.clone(),
+            dirty_since: None,
+            since_snapshot: None,
         };
         Ok(Store {
             disk_gate: RwLock::new(()),
@@ -196,6 +198,9 @@ impl Store {
             log_bytes: inner.log.len(),
             log_failures: inner.log.failures,
             base_gen: inner.log.base_gen,
+            dirty_since: inner
+                .dirty_since
+                .filter(|_| !inner.dirty_nodes.is_empty() || !inner.dirty_dirs.is_empty()),
             ..Default::default()
         };
         for id in &inner.dirty_nodes {
@@ -224,6 +229,8 @@ pub struct StoreSummary {
     pub log_failures: u64,
     pub base_gen: u64,
     pub counters: Counters,
+    /// When the oldest change not yet on disk was made.
+    pub dirty_since: Option<std::time::SystemTime>,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).

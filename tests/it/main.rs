@@ -2,4 +2,6 @@
 //! /dev/fuse, model tests and crash tests.
 
 mod common;
+mod harness;
+mod mount;
 mod store;

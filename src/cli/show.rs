@@ -1,0 +1,120 @@
+//! `asdfs status`: the daemon's report, as text for people or JSON for scripts.
+
+use super::locate;
+use crate::control::{self, Request};
+use crate::status::Status;
+use indicatif::{HumanBytes, HumanDuration};
+use std::path::Path;
+use std::time::Duration;
+
+pub fn status(json: bool, target: Option<&Path>) -> anyhow::Result<i32> {
+    let targets = match target {
+        Some(t) => vec![t.to_path_buf()],
+        None => locate::all()?,
+    };
+    let mut reports = Vec::new();
+    let mut code = 0;
+    for t in &targets {
+        match locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status)) {
+            Ok(r) if r.ok => reports.extend(r.status),
+            Ok(r) => {
+                eprintln!("asdfs: {}", r.message);
+                code = 1;
+            }
+            Err(e) => {
+                eprintln!("asdfs: {e:#}");
+                code = 1;
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if reports.is_empty() && code == 0 {
+        println!("asdfs: nothing is kept in RAM");
+    } else {
+        for s in &reports {
+            print!("{}", render(s));
+        }
+    }
+    Ok(code)
+}
+
+fn ago(secs: u64) -> String {
+    format!("{} ago", HumanDuration(Duration::from_secs(secs)))
+}
+
+/// The text form of a status.
+pub fn render(s: &Status) -> String {
+    let mut out = format!(
+        "{}: {} ({}), pid {}\n",
+        s.target.display(),
+        s.state,
+        s.mode,
+        s.pid
+    );
+    out += &format!(
+        "  store:       {} ({} in RAM)\n",
+        s.store.display(),
+        HumanBytes(s.ram_bytes)
+    );
+    let oldest = s
+        .oldest_change_secs
+        .map(|a| format!(", oldest change {}", ago(a)))
+        .unwrap_or_default();
+    out += &format!(
+        "  not on disk: {} files, {}{oldest}\n",
+        s.dirty_files,
+        HumanBytes(s.dirty_bytes)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match &s.last_flush {
+        Some(f) if f.ok => {
+            out += &format!(
+                "  last flush:  {}, ok: {} files, {} in {} ms (generation {})\n",
+                ago(now.saturating_sub(f.at)),
+                f.files,
+                HumanBytes(f.bytes),
+                f.took_ms,
+                f.generation
+            )
+        }
+        Some(f) => {
+            out += &format!(
+                "  last flush:  {}, FAILED ({} attempts): {}\n",
+                ago(now.saturating_sub(f.at)),
+                s.flush_failures,
+                f.error.as_deref().unwrap_or("?")
+            )
+        }
+        None => out += "  last flush:  none since mount\n",
+    }
+    let every = HumanDuration(Duration::from_secs(s.flush_interval_secs));
+    match s.next_flush_secs {
+        Some(n) => {
+            out += &format!(
+                "  next flush:  in {} (every {every})\n",
+                HumanDuration(Duration::from_secs(n))
+            )
+        }
+        None => {
+            out += &format!("  next flush:  at the final unmount (every {every} while mounted)\n")
+        }
+    }
+    out += &format!("  fsync:       {}\n", s.fsync);
+    out += &format!(
+        "  written:     {} by programs, {} to disk\n",
+        HumanBytes(s.bytes_written),
+        HumanBytes(s.bytes_flushed)
+    );
+    out += &format!("  open files:  {}\n", s.open_files);
+    if s.log_failures > 0 {
+        out += &format!(
+            "  WARNING:     {} changes could not be logged to the RAM store\n",
+            s.log_failures
+        );
+    }
+    out
+}

@@ -1,0 +1,218 @@
+//! The daemon process: starts its targets, reports readiness (to `asdfs mount` over a pipe,
+//! or to systemd), waits for signals, control requests and unmounts, and ends each target
+//! with a final flush. One process serves any number of targets.
+
+pub mod mounting;
+pub mod paths;
+mod status;
+pub mod target;
+
+use crate::config::TargetSettings;
+use crate::control::Response;
+use crossbeam_channel::Sender;
+use nix::sys::signal::{SigSet, Signal};
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::sync::Arc;
+use target::Target;
+
+/// The environment variable through which `asdfs mount` passes its readiness pipe.
+pub const READY_FD_ENV: &str = "ASDFS_READY_FD";
+
+/// What the daemon's main loop reacts to.
+pub enum Event {
+    Signal(Signal),
+    /// Unmount target `idx` (from the control socket); answer on `reply` when done.
+    Stop {
+        idx: usize,
+        reply: Option<Sender<Response>>,
+    },
+    /// The FUSE session of target `idx` ended (unmounted, by us or by someone else).
+    SessionEnded(usize),
+}
+
+/// Whom to tell that the mounts are live.
+pub enum Ready {
+    /// `asdfs mount` waits on this pipe: lines `OK <target>` / `ERR <message>`, then EOF.
+    Pipe(File),
+    /// systemd (Type=notify): READY=1.
+    Systemd,
+    Quiet,
+}
+
+impl Ready {
+    pub fn from_env() -> Ready {
+        if let Some(fd) = std::env::var(READY_FD_ENV)
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            // SAFETY: `asdfs mount` passed us the write end of its pipe under this number;
+            // nothing else in this process uses it.
+            unsafe { std::env::remove_var(READY_FD_ENV) };
+            return Ready::Pipe(unsafe { File::from_raw_fd(fd) });
+        }
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            return Ready::Systemd;
+        }
+        Ready::Quiet
+    }
+
+    fn report(self, lines: &[String], log: Option<&std::path::Path>) {
+        match self {
+            Ready::Pipe(mut f) => {
+                let mut text = lines.join("\n");
+                text.push('\n');
+                let _ = f.write_all(text.as_bytes());
+                drop(f);
+                if let Some(log) = log {
+                    redirect_output(log);
+                }
+            }
+            Ready::Systemd => {
+                let status = lines.join("; ");
+                let _ = sd_notify::notify(&[
+                    sd_notify::NotifyState::Ready,
+                    sd_notify::NotifyState::Status(&status),
+                ]);
+            }
+            Ready::Quiet => {}
+        }
+    }
+}
+
+/// Sends stdout and stderr to the daemon's log file once `asdfs mount` has returned.
+fn redirect_output(log: &std::path::Path) {
+    let Ok(f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    else {
+        return;
+    };
+    for fd in [1, 2] {
+        // SAFETY: dup2 onto the standard descriptors; the file stays open through them.
+        unsafe { libc::dup2(f.as_raw_fd(), fd) };
+    }
+    if let Ok(null) = File::open("/dev/null") {
+        // SAFETY: as above, for standard input.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+}
+
+fn block_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        set.add(s);
+    }
+    if let Err(e) = set.thread_block() {
+        tracing::warn!(error = %e, "cannot block signals");
+    }
+    set
+}
+
+/// Runs the daemon for these targets until every one is unmounted. Returns the exit code.
+pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
+    let signals = block_signals();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let sig_tx = tx.clone();
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            while let Ok(sig) = signals.wait() {
+                if sig_tx.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        });
+    let mut live: Vec<Option<Arc<Target>>> = Vec::new();
+    let mut lines = Vec::new();
+    let mut code = 0;
+    for (i, s) in settings.into_iter().enumerate() {
+        match Target::start(s, tx.clone(), i) {
+            Ok(t) => {
+                lines.push(format!("OK {}", t.paths.target.display()));
+                live.push(Some(t));
+            }
+            Err(e) => {
+                lines.push(format!("ERR {e:#}"));
+                live.push(None);
+                code = 1;
+            }
+        }
+    }
+    let log = live
+        .iter()
+        .flatten()
+        .next()
+        .map(|t| t.paths.store_root.join("daemon.log"));
+    ready.report(&lines, log.as_deref());
+    for t in live.iter().flatten() {
+        tracing::info!(target = %t.paths.target.display(), store = %t.paths.store.display(), "in RAM");
+    }
+    if live.iter().all(Option::is_none) {
+        return 1;
+    }
+    let code = serve(&mut live, &rx, code);
+    crate::control::wait_idle(std::time::Duration::from_secs(10));
+    code
+}
+
+fn serve(
+    live: &mut [Option<Arc<Target>>],
+    rx: &crossbeam_channel::Receiver<Event>,
+    mut code: i32,
+) -> i32 {
+    let mut waiting: HashMap<usize, (Sender<Response>, Response)> = HashMap::new();
+    while live.iter().any(Option::is_some) {
+        let Ok(ev) = rx.recv() else { break };
+        match ev {
+            Event::Signal(sig) => {
+                tracing::info!(signal = %sig, "stopping: final flush and unmount");
+                for t in live.iter().flatten() {
+                    let r = t.begin_stop();
+                    tracing::info!("{}", r.message);
+                }
+            }
+            Event::Stop { idx, reply } => {
+                let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {
+                    continue;
+                };
+                let r = t.begin_stop();
+                match reply {
+                    Some(tx) if r.ok && t.store.summary().open_handles == 0 => {
+                        waiting.insert(idx, (tx, r));
+                    }
+                    Some(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    None => {}
+                }
+            }
+            Event::SessionEnded(idx) => {
+                let Some(t) = live.get_mut(idx).and_then(Option::take) else {
+                    continue;
+                };
+                let result = t.finish();
+                let reply = waiting.remove(&idx);
+                match result {
+                    Ok(()) => {
+                        tracing::info!(target = %t.paths.target.display(), "unmounted; the disk copy is up to date");
+                        if let Some((tx, r)) = reply {
+                            let _ = tx.send(r);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        code = 1;
+                        if let Some((tx, _)) = reply {
+                            let _ = tx.send(Response::err(format!("{e:#}")));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    code
+}

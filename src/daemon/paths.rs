@@ -1,0 +1,300 @@
+//! Where everything of a target lives, and the checks made before touching anything:
+//! the target, its side directory beside it, and its store on tmpfs (design.md §3, §5).
+
+use super::mounting;
+use anyhow::{Context, bail};
+use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+const RAMFS_MAGIC: i64 = 0x8584_58f6;
+
+/// The places of one target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TargetPaths {
+    /// The target, absolute and without symlinks.
+    pub target: PathBuf,
+    /// `.NAME-asdfs/` beside the target.
+    pub side: PathBuf,
+    /// The store root (`<volatile>/asdfs`).
+    pub store_root: PathBuf,
+    /// `<store_root>/<key>/`.
+    pub store: PathBuf,
+}
+
+impl TargetPaths {
+    pub fn private(&self) -> PathBuf {
+        self.store.join("private")
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.store.join("control.sock")
+    }
+    pub fn lock(&self) -> PathBuf {
+        self.store.join("lock")
+    }
+    pub fn log_file(&self) -> PathBuf {
+        self.store.join("daemon.log")
+    }
+}
+
+/// The target as the user named it, checked: it exists, is a directory; made absolute with
+/// symlinks resolved.
+pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
+    let meta = std::fs::metadata(given).map_err(|e| match e.raw_os_error() {
+        Some(libc::ENOENT) => anyhow::anyhow!("{}: no such directory", given.display()),
+        Some(libc::ENOTCONN) => anyhow::anyhow!(
+            "{}: a FUSE mount whose daemon died is in the way (its store will be recovered by the next `asdfs mount`)",
+            given.display()
+        ),
+        _ => anyhow::anyhow!("{}: {e}", given.display()),
+    })?;
+    if !meta.is_dir() {
+        bail!("{}: not a directory", given.display());
+    }
+    let abs =
+        std::fs::canonicalize(given).with_context(|| format!("resolving {}", given.display()))?;
+    if abs == Path::new("/") {
+        bail!("/: the root directory cannot be a target");
+    }
+    Ok(abs)
+}
+
+/// The side directory of a target: `/a/b` -> `/a/.b-asdfs`.
+pub fn side_dir(target: &Path) -> PathBuf {
+    let name = target
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    let mut side = OsString::from(".");
+    side.push(&name);
+    side.push("-asdfs");
+    target.parent().unwrap_or(Path::new("/")).join(side)
+}
+
+/// The parent of store roots when none is configured: /run for root, $XDG_RUNTIME_DIR else.
+pub fn default_volatile() -> anyhow::Result<PathBuf> {
+    if nix::unistd::geteuid().is_root() {
+        return Ok(PathBuf::from("/run"));
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() => Ok(PathBuf::from(d)),
+        _ => bail!("XDG_RUNTIME_DIR is not set: give --volatile DIR (a tmpfs directory you own)"),
+    }
+}
+
+/// All places of a target whose store lives under `volatile`.
+pub fn target_paths(target: &Path, volatile: Option<&Path>) -> anyhow::Result<TargetPaths> {
+    let volatile = match volatile {
+        Some(v) => v.to_path_buf(),
+        None => default_volatile()?,
+    };
+    if !volatile.is_absolute() {
+        bail!(
+            "{}: the volatile directory must be an absolute path",
+            volatile.display()
+        );
+    }
+    let store_root = volatile.join("asdfs");
+    let store = store_root.join(store_key(target));
+    Ok(TargetPaths {
+        target: target.to_path_buf(),
+        side: side_dir(target),
+        store_root,
+        store,
+    })
+}
+
+/// A readable, collision-free directory name for a target: `/var/lib/x` ->
+/// `var-lib-x.1a2b3c4d`.
+pub fn store_key(target: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = target.as_os_str().as_bytes();
+    let mut readable: String = String::from_utf8_lossy(bytes)
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(80)
+        .collect();
+    if readable.is_empty() {
+        readable.push('-');
+    }
+    format!("{readable}.{:08x}", fnv1a(bytes) as u32)
+}
+
+fn fnv1a(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, x| {
+        (h ^ u64::from(*x)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// Refuses targets that overlap another asdfs target, or that would hold their own store.
+pub fn check_overlaps(p: &TargetPaths) -> anyhow::Result<()> {
+    for m in mounting::asdfs_mounts()? {
+        if m.mount_point == p.target {
+            continue;
+        }
+        if p.target.starts_with(&m.mount_point) {
+            bail!(
+                "{}: lies inside {}, which asdfs already keeps in RAM",
+                p.target.display(),
+                m.mount_point.display()
+            );
+        }
+        if m.mount_point.starts_with(&p.target) {
+            bail!(
+                "{}: contains {}, which asdfs already keeps in RAM",
+                p.target.display(),
+                m.mount_point.display()
+            );
+        }
+    }
+    let root = p
+        .store_root
+        .canonicalize()
+        .unwrap_or_else(|_| p.store_root.clone());
+    if root.starts_with(&p.target) {
+        bail!(
+            "{}: would contain its own RAM store {}; choose another --volatile",
+            p.target.display(),
+            root.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates the store root on tmpfs (mounting a private tmpfs there when root and the place
+/// is on disk) and the target's store directory.
+pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<()> {
+    let parent = p.store_root.parent().unwrap_or(Path::new("/"));
+    if !parent.is_dir() {
+        bail!(
+            "{}: the volatile directory does not exist",
+            parent.display()
+        );
+    }
+    let root = nix::unistd::geteuid().is_root();
+    make_dir(&p.store_root, if root { 0o711 } else { 0o700 })?;
+    if !is_ram_fs(&p.store_root)? {
+        if !root {
+            bail!(
+                "{}: not on tmpfs, ramfs or zram, so the \"RAM\" copy would be on disk; point --volatile at a tmpfs such as $XDG_RUNTIME_DIR",
+                p.store_root.display()
+            );
+        }
+        mount_private_tmpfs(&p.store_root)?;
+    }
+    make_dir(&p.store, if root { 0o711 } else { 0o700 })?;
+    make_dir(&p.private(), 0o700)?;
+    Ok(())
+}
+
+fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("{}: cannot create the store directory", dir.display()));
+        }
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("{}: cannot set its mode", dir.display()))?;
+    let probe = dir.join(".asdfs-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("{}: the store directory is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// tmpfs, ramfs, or a filesystem on a zram device.
+pub fn is_ram_fs(dir: &Path) -> anyhow::Result<bool> {
+    let st = nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
+    let magic = st.filesystem_type().0 as i64;
+    if magic == TMPFS_MAGIC || magic == RAMFS_MAGIC {
+        return Ok(true);
+    }
+    let dev = std::fs::metadata(dir)?.dev();
+    let zram = mounting::mounts()?.into_iter().any(|m| {
+        m.source.starts_with("/dev/zram")
+            && std::fs::metadata(&m.mount_point)
+                .map(|x| x.dev() == dev)
+                .unwrap_or(false)
+    });
+    Ok(zram)
+}
+
+fn mount_private_tmpfs(dir: &Path) -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    nix::mount::mount(Some("asdfs"), dir, Some("tmpfs"), flags, Some("mode=0711")).with_context(
+        || {
+            format!(
+                "{}: is on disk and mounting a tmpfs there failed",
+                dir.display()
+            )
+        },
+    )?;
+    tracing::info!(dir = %dir.display(), "mounted a tmpfs for the RAM store");
+    Ok(())
+}
+
+/// Creates the side directory and checks that it is on the same filesystem as the target
+/// (flushes rename between them).
+pub fn prepare_side(p: &TargetPaths) -> anyhow::Result<()> {
+    let parent = p.side.parent().unwrap_or(Path::new("/"));
+    match std::fs::DirBuilder::new().mode(0o711).create(&p.side) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(e).with_context(|| {
+                format!(
+                    "{}: cannot create asdfs's directory beside the target",
+                    p.side.display()
+                )
+            });
+        }
+    }
+    let side_meta = std::fs::symlink_metadata(&p.side)?;
+    if !side_meta.is_dir() {
+        bail!("{}: exists and is not a directory", p.side.display());
+    }
+    let target_dev = std::fs::metadata(&p.target)?.dev();
+    if side_meta.dev() != target_dev {
+        bail!(
+            "{}: is a mount point of its own; asdfs needs {} on the same filesystem to replace files atomically",
+            p.target.display(),
+            parent.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_readable_and_distinct() {
+        assert!(store_key(Path::new("/var/lib/monitorix")).starts_with("var-lib-monitorix."));
+        assert_ne!(
+            store_key(Path::new("/a/b-c")),
+            store_key(Path::new("/a-b/c"))
+        );
+    }
+
+    #[test]
+    fn side_dir_is_beside_the_target() {
+        assert_eq!(
+            side_dir(Path::new("/var/log")),
+            PathBuf::from("/var/.log-asdfs")
+        );
+        assert_eq!(side_dir(Path::new("/srv")), PathBuf::from("/.srv-asdfs"));
+    }
+}

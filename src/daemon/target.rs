@@ -1,0 +1,395 @@
+//! One target served by the daemon: from the checks before mounting, through recovery and
+//! takeover, the mount, the flush timer and the control socket, to the final flush.
+
+use super::paths::{self, TargetPaths};
+use super::{Event, mounting, status};
+use crate::backing::{Backing, RealBacking};
+use crate::config::{FsyncPolicy, TargetSettings};
+use crate::control::{self, Request, Response};
+use crate::flush::{Flusher, recover_disk};
+use crate::fuse::{AsdFs, SyncHook};
+use crate::store::types::NodeId;
+use crate::store::{Store, StoreSetup};
+use anyhow::{Context, bail};
+use crossbeam_channel::{Receiver, Sender};
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// FUSE request threads per target.
+const FUSE_THREADS: usize = 4;
+
+/// Where a target is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Mounted,
+    /// Unmounted, but files opened before are still served.
+    Detached,
+    Stopped,
+}
+
+pub struct Target {
+    pub settings: TargetSettings,
+    pub paths: TargetPaths,
+    pub store: Arc<Store>,
+    pub flusher: Arc<Flusher>,
+    _lock: Flock<File>,
+    pub(super) phase: Mutex<Phase>,
+    pub(super) next_flush: Mutex<Instant>,
+    wake: Sender<()>,
+    stopping: AtomicBool,
+    pub(super) started: SystemTime,
+}
+
+impl Target {
+    /// Checks, recovers, takes over or creates the store, and mounts. Returns once the mount
+    /// is live.
+    pub fn start(
+        settings: TargetSettings,
+        events: Sender<Event>,
+        idx: usize,
+    ) -> anyhow::Result<Arc<Target>> {
+        let target = paths::resolve_target(&settings.target)?;
+        let p = paths::target_paths(&target, settings.volatile.as_deref())?;
+        paths::check_overlaps(&p)?;
+        paths::prepare_store(&p)?;
+        let lock = take_lock(&p)?;
+        clear_dead_mount(&p.target)?;
+        paths::prepare_side(&p)?;
+        let backing = open_backing(&p)?;
+        let (generation, completed) =
+            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        if completed {
+            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
+        }
+        let (store, took_over) = open_store(&p, backing, generation)?;
+        let flusher = Arc::new(Flusher::new(store.clone(), generation));
+        if took_over {
+            tracing::warn!(target = %target.display(), "took over the RAM store of a daemon that died; writing it to disk");
+            if let Err(e) = flusher.flush() {
+                tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
+            }
+        }
+        write_owner(&p, &settings)?;
+        let (wake, wake_rx) = crossbeam_channel::unbounded();
+        let t = Arc::new(Target {
+            next_flush: Mutex::new(Instant::now() + settings.flush_interval),
+            settings,
+            paths: p,
+            store,
+            flusher,
+            _lock: lock,
+            phase: Mutex::new(Phase::Mounted),
+            wake,
+            stopping: AtomicBool::new(false),
+            started: SystemTime::now(),
+        });
+        t.mount(events.clone(), idx)?;
+        t.start_timer(wake_rx);
+        t.start_control(events, idx)?;
+        Ok(t)
+    }
+
+    fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
+        let root = self.store.getattr(NodeId::ROOT)?;
+        let dev = mounting::mount_fuse(&self.paths.target, libc::S_IFDIR | root.attr.mode)?;
+        let hook: Option<SyncHook> = match self.settings.fsync {
+            FsyncPolicy::Sync => {
+                let f = self.flusher.clone();
+                Some(Arc::new(move || f.flush().map(|_| ())))
+            }
+            FsyncPolicy::Defer => None,
+        };
+        let fs = AsdFs::new(self.store.clone(), hook);
+        let mut cfg = fuser::Config::default();
+        cfg.n_threads = Some(FUSE_THREADS);
+        cfg.clone_fd = true;
+        cfg.acl = fuser::SessionACL::All;
+        let session = match fuser::Session::from_fd(fs, dev.into(), fuser::SessionACL::All, cfg) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = mounting::unmount(&self.paths.target);
+                return Err(e).context("starting the FUSE session");
+            }
+        };
+        std::thread::Builder::new()
+            .name("fuse-session".into())
+            .spawn(move || {
+                if let Err(e) = session.run() {
+                    tracing::error!(error = %e, "FUSE session ended with an error");
+                }
+                let _ = events.send(Event::SessionEnded(idx));
+            })?;
+        Ok(())
+    }
+
+    /// Flushes every interval; after a failure, retries sooner with a growing delay.
+    fn start_timer(self: &Arc<Self>, wake: Receiver<()>) {
+        let t = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("flush-timer".into())
+            .spawn(move || {
+                loop {
+                    let wait = t
+                        .next_flush
+                        .lock()
+                        .saturating_duration_since(Instant::now());
+                    let _ = wake.recv_timeout(wait);
+                    if t.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if Instant::now() < *t.next_flush.lock() {
+                        continue;
+                    }
+                    let next = match t.flusher.flush() {
+                        Ok(_) => t.settings.flush_interval,
+                        Err(_) => retry_delay(t.flusher.failures(), t.settings.flush_interval),
+                    };
+                    *t.next_flush.lock() = Instant::now() + next;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the flush timer");
+        }
+    }
+
+    fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
+        let sock = self.paths.socket();
+        let _ = std::fs::remove_file(&sock);
+        let listener = std::os::unix::net::UnixListener::bind(&sock)
+            .with_context(|| format!("binding {}", sock.display()))?;
+        if nix::unistd::geteuid().is_root() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+        }
+        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&self.paths.target)?);
+        let allowed = vec![0, nix::unistd::geteuid().as_raw(), owner];
+        let t = self.clone();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                control::serve(listener, allowed, move |req| t.handle(req, &events, idx));
+            })?;
+        Ok(())
+    }
+
+    fn handle(&self, req: Request, events: &Sender<Event>, idx: usize) -> Response {
+        match req {
+            Request::Flush => match self.flusher.flush() {
+                Ok(r) => Response::ok(format!(
+                    "{}: flushed {} files, {} bytes in {} ms (generation {})",
+                    self.paths.target.display(),
+                    r.files,
+                    r.bytes,
+                    r.took.as_millis(),
+                    r.generation
+                )),
+                Err(e) => Response::err(format!(
+                    "{}: flush failed: {e:#}; the changes stay in RAM",
+                    self.paths.target.display()
+                )),
+            },
+            Request::Status => Response {
+                ok: true,
+                message: String::new(),
+                status: Some(status::of(self)),
+            },
+            Request::Unmount => {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                if events
+                    .send(Event::Stop {
+                        idx,
+                        reply: Some(tx),
+                    })
+                    .is_err()
+                {
+                    return Response::err("the daemon is shutting down");
+                }
+                rx.recv()
+                    .unwrap_or_else(|_| Response::err("the daemon ended before answering"))
+            }
+        }
+    }
+
+    /// Flushes, then detaches the mount. Files still open keep working; the session ends
+    /// when the last is closed.
+    pub fn begin_stop(&self) -> Response {
+        if *self.phase.lock() != Phase::Mounted {
+            return Response::ok(format!(
+                "{}: already unmounting",
+                self.paths.target.display()
+            ));
+        }
+        self.stop_timer();
+        if let Err(e) = self.flusher.flush() {
+            tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
+        }
+        if let Err(e) = mounting::unmount(&self.paths.target) {
+            return Response::err(format!("{e:#}"));
+        }
+        *self.phase.lock() = Phase::Detached;
+        let open = self.store.summary().open_handles;
+        let msg = if open > 0 {
+            format!(
+                "{}: unmounted; {open} open files are still served and flushed when closed",
+                self.paths.target.display()
+            )
+        } else {
+            format!(
+                "{}: unmounted; the disk copy is up to date",
+                self.paths.target.display()
+            )
+        };
+        Response::ok(msg)
+    }
+
+    fn stop_timer(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+    }
+
+    /// After the session ended: the final flush (retried), then the store is removed. If the
+    /// flush keeps failing the store stays on tmpfs for the next mount to recover.
+    pub fn finish(&self) -> anyhow::Result<()> {
+        self.stop_timer();
+        *self.phase.lock() = Phase::Stopped;
+        let mut last = None;
+        for attempt in 0..5u32 {
+            match self.flusher.flush() {
+                Ok(_) => {
+                    last = None;
+                    break;
+                }
+                Err(e) => {
+                    std::thread::sleep(retry_delay(attempt + 1, Duration::from_secs(8)));
+                    last = Some(e);
+                }
+            }
+        }
+        if let Some(e) = last {
+            bail!(
+                "{}: the final flush failed ({e:#}); the changes are kept in {} and `asdfs mount {}` will write them",
+                self.paths.target.display(),
+                self.paths.store.display(),
+                self.paths.target.display()
+            );
+        }
+        self.remove_store();
+        Ok(())
+    }
+
+    fn remove_store(&self) {
+        let _ = std::fs::remove_file(self.paths.side.join("session"));
+        let _ = std::fs::remove_file(self.paths.socket());
+        if let Err(e) = std::fs::remove_dir_all(self.paths.private()) {
+            tracing::warn!(error = %e, "could not remove the RAM store");
+        }
+        let _ = std::fs::remove_file(self.paths.store.join("owner.json"));
+        let _ = std::fs::remove_file(self.paths.lock());
+        let _ = std::fs::remove_dir(&self.paths.store);
+    }
+}
+
+fn retry_delay(failures: u32, cap: Duration) -> Duration {
+    let secs = 1u64 << failures.min(16);
+    Duration::from_secs(secs)
+        .min(cap)
+        .max(Duration::from_secs(1))
+}
+
+fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(p.lock())?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+            let pid = std::fs::read_to_string(p.store.join("owner.json"))
+                .ok()
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .and_then(|v| v["pid"].as_u64())
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default();
+            bail!("{}: already kept in RAM by asdfs{pid}", p.target.display())
+        }
+        Err((_, e)) => Err(e).context("locking the store"),
+    }
+}
+
+/// A mount left on the target by a daemon that died is removed, so that the directory
+/// underneath can be reached again.
+fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
+    while let Some(m) = mounting::mount_at(target)? {
+        if m.fstype != mounting::FSTYPE {
+            break;
+        }
+        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
+        mounting::unmount(target)?;
+    }
+    Ok(())
+}
+
+fn open_dir(p: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", p.display()))
+}
+
+fn open_backing(p: &TargetPaths) -> anyhow::Result<Arc<dyn Backing>> {
+    Ok(Arc::new(RealBacking::new(
+        open_dir(&p.target)?,
+        open_dir(&p.side)?,
+    )))
+}
+
+fn open_store(
+    p: &TargetPaths,
+    backing: Arc<dyn Backing>,
+    generation: u64,
+) -> anyhow::Result<(Arc<Store>, bool)> {
+    let private = p.private();
+    let setup = StoreSetup {
+        backing,
+        private_dir: &private,
+        target: &p.target,
+        base_gen: generation,
+    };
+    if private.join("log").exists() {
+        let s = Store::take_over(setup)
+            .with_context(|| format!("taking over the RAM store in {}", p.store.display()))?;
+        return Ok((Arc::new(s), true));
+    }
+    Ok((
+        Arc::new(Store::fresh(setup).context("creating the RAM store")?),
+        false,
+    ))
+}
+
+fn write_owner(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<()> {
+    let started = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let owner = serde_json::json!({
+        "target": p.target,
+        "pid": std::process::id(),
+        "started": started,
+        "version": env!("CARGO_PKG_VERSION"),
+        "mode": s.mode,
+    });
+    std::fs::write(
+        p.store.join("owner.json"),
+        serde_json::to_vec_pretty(&owner)?,
+    )?;
+    let session =
+        serde_json::json!({ "store": p.store, "pid": std::process::id(), "started": started });
+    std::fs::write(p.side.join("session"), serde_json::to_vec_pretty(&session)?)
+        .with_context(|| format!("writing {}", p.side.join("session").display()))?;
+    Ok(())
+}

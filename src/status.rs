@@ -1,0 +1,53 @@
+//! The status of a mounted target, as the daemon reports it (`asdfs status`, `asd p`).
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Everything `asdfs status` shows about one target.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub target: PathBuf,
+    /// "fuse" or "overlay".
+    pub mode: String,
+    /// "mounted", "detached" (unmounted, files still open) or "stopping".
+    pub state: String,
+    pub pid: u32,
+    /// The store directory on tmpfs.
+    pub store: PathBuf,
+    /// RAM used by file data in the store, in bytes.
+    pub ram_bytes: u64,
+    /// Nodes with changes not yet on disk, and the bytes of their data.
+    pub dirty_files: u64,
+    pub dirty_bytes: u64,
+    /// Age of the oldest change not yet on disk, in seconds.
+    pub oldest_change_secs: Option<u64>,
+    pub last_flush: Option<FlushStatus>,
+    /// Seconds until the next timed flush.
+    pub next_flush_secs: Option<u64>,
+    pub flush_interval_secs: u64,
+    /// "defer" or "sync".
+    pub fsync: String,
+    /// Bytes programs wrote since the mount, and bytes written to disk by flushes.
+    pub bytes_written: u64,
+    pub bytes_flushed: u64,
+    /// The disk copy's generation (completed flushes).
+    pub generation: u64,
+    /// Failed flush attempts since the last success.
+    pub flush_failures: u32,
+    pub open_files: u64,
+    /// Store-log appends that failed (a killed daemon could lose those changes).
+    pub log_failures: u64,
+}
+
+/// The outcome of the last flush.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushStatus {
+    /// Seconds since the Unix epoch.
+    pub at: u64,
+    pub ok: bool,
+    pub error: Option<String>,
+    pub took_ms: u64,
+    pub files: u64,
+    pub bytes: u64,
+    pub generation: u64,
+}

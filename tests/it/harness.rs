@@ -1,0 +1,216 @@
+//! Mounting the real filesystem for tests: every test gets its own disk directory (on the
+//! machine's disk, /tmp) and its own volatile directory (on /dev/shm), and a guard that
+//! unmounts and stops the daemon when the test ends, passing or failing.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_asdfs");
+
+/// Whether this machine can mount FUSE filesystems. Without, a test prints why and passes
+/// locally, but fails when `CI` is set.
+pub fn fuse_available() -> bool {
+    let why = if !Path::new("/dev/fuse").exists() {
+        Some("/dev/fuse does not exist")
+    } else if !nix::unistd::geteuid().is_root() && !Path::new("/usr/bin/fusermount3").exists() {
+        Some("not root and no fusermount3")
+    } else {
+        None
+    };
+    match why {
+        None => true,
+        Some(why) if std::env::var_os("CI").is_some() => panic!("FUSE is required in CI: {why}"),
+        Some(why) => {
+            eprintln!("skipping: FUSE is not available ({why})");
+            false
+        }
+    }
+}
+
+/// Runs asdfs with arguments; returns its output.
+pub fn asdfs<I, S>(args: I) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    Command::new(BIN)
+        .args(args)
+        .env("ASDFS_LOG", "warn")
+        .output()
+        .expect("running asdfs")
+}
+
+/// A target directory with its disk copy and RAM store, mounted or not.
+pub struct Mount {
+    pub disk: tempfile::TempDir,
+    pub volatile: tempfile::TempDir,
+    pub target: PathBuf,
+    pub extra: Vec<String>,
+}
+
+impl Mount {
+    /// A target (`<disk>/t`) filled by `setup` before the first mount; not mounted yet.
+    pub fn prepare(setup: impl FnOnce(&Path)) -> Mount {
+        let disk = tempfile::Builder::new()
+            .prefix("asdfs-disk-")
+            .tempdir_in("/tmp")
+            .expect("disk dir");
+        let volatile = tempfile::Builder::new()
+            .prefix("asdfs-vol-")
+            .tempdir_in("/dev/shm")
+            .expect("volatile dir");
+        let target = disk.path().join("t");
+        std::fs::create_dir(&target).unwrap();
+        setup(&target);
+        Mount {
+            disk,
+            volatile,
+            target,
+            extra: Vec::new(),
+        }
+    }
+
+    /// An empty target, mounted.
+    pub fn new() -> Mount {
+        Self::with(|_| {})
+    }
+
+    /// A target filled by `setup`, mounted.
+    pub fn with(setup: impl FnOnce(&Path)) -> Mount {
+        let m = Self::prepare(setup);
+        m.mount();
+        m
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.target.join(rel)
+    }
+
+    pub fn side(&self) -> PathBuf {
+        self.disk.path().join(".t-asdfs")
+    }
+
+    pub fn mount_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "mount".to_string(),
+            self.target.display().to_string(),
+            "--volatile".into(),
+            self.volatile.path().display().to_string(),
+            "--flush-interval".into(),
+            "1h".into(),
+        ];
+        a.extend(self.extra.iter().cloned());
+        a
+    }
+
+    pub fn mount(&self) {
+        let out = asdfs(self.mount_args());
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            self.is_mounted(),
+            "mount returned but {} is not mounted",
+            self.target.display()
+        );
+    }
+
+    pub fn unmount(&self) {
+        let out = asdfs(["unmount", self.target.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "unmount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self.wait_unmounted();
+    }
+
+    pub fn flush(&self) {
+        let out = asdfs(["flush", self.target.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "flush failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn is_mounted(&self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let me = self.target.to_str().unwrap();
+        mounts.lines().any(|l| l.split(' ').nth(1) == Some(me))
+    }
+
+    fn wait_unmounted(&self) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while self.is_mounted() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !self.is_mounted(),
+            "{} still mounted",
+            self.target.display()
+        );
+    }
+
+    /// The store directory of this target.
+    pub fn store(&self) -> PathBuf {
+        let root = self.volatile.path().join("asdfs");
+        std::fs::read_dir(&root)
+            .ok()
+            .and_then(|mut it| it.find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.is_dir())))
+            .unwrap_or(root)
+    }
+
+    /// The daemon's pid, from the store's owner record.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        let text = std::fs::read_to_string(self.store().join("owner.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["pid"].as_i64().map(|p| p as i32)
+    }
+
+    /// SIGKILLs the daemon and waits until it is gone (the dead mount stays).
+    pub fn kill_daemon(&self) {
+        let pid = self.daemon_pid().expect("daemon pid");
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let end = Instant::now() + Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if status.split(' ').nth(2) == Some("Z") {
+                let _ = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        if self.is_mounted() {
+            let _ = asdfs(["unmount", self.target.to_str().unwrap()]);
+        }
+        if self.is_mounted() {
+            let _ = Command::new("umount").arg("-l").arg(&self.target).status();
+        }
+        if let Some(pid) = self.daemon_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let root = self.volatile.path().join("asdfs");
+        let tmpfs = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        if tmpfs.lines().any(|l| l.split(' ').nth(1) == root.to_str()) {
+            let _ = Command::new("umount").arg("-l").arg(&root).status();
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The real mount: in place over the target, lazy fill, write-back, killed daemons, open
+//! files across unmount, and bad input.
+
+use crate::harness::{Mount, asdfs, fuse_available};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn tree_files(root: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let m = fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                out.push((rel + "/", Vec::new()));
+                stack.push(p);
+            } else if m.file_type().is_symlink() {
+                out.push((
+                    rel,
+                    fs::read_link(&p)
+                        .unwrap()
+                        .into_os_string()
+                        .into_encoded_bytes(),
+                ));
+            } else {
+                out.push((rel, fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn mounted_in_place_and_written_back_at_unmount() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| {
+        fs::create_dir(t.join("sub")).unwrap();
+        fs::write(t.join("sub/old"), b"from disk").unwrap();
+        fs::write(t.join("gone"), b"delete me").unwrap();
+    });
+    assert_eq!(fs::read(m.path("sub/old")).unwrap(), b"from disk");
+    fs::write(m.path("sub/new"), b"made in RAM").unwrap();
+    fs::rename(m.path("sub"), m.path("renamed")).unwrap();
+    fs::remove_file(m.path("gone")).unwrap();
+    std::os::unix::fs::symlink("renamed/new", m.path("link")).unwrap();
+    let seen = tree_files(&m.target);
+    // Nothing was written to the disk copy yet, and nothing appeared beside the user's files.
+    assert!(!m.side().join("../t/renamed").exists() || m.is_mounted());
+    m.unmount();
+    assert_eq!(tree_files(&m.target), seen);
+    let side: Vec<_> = fs::read_dir(m.side())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        side,
+        vec![std::ffi::OsString::from("generation")],
+        "only the generation stays beside the target"
+    );
+}
+
+#[test]
+fn nothing_reaches_disk_before_a_flush_and_everything_after() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new();
+    fs::write(m.path("f"), b"1").unwrap();
+    // Look underneath the mount through another path: the side directory's parent holds t.
+    let under = fs::File::open(&m.target).unwrap();
+    drop(under);
+    m.flush();
+    m.unmount();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"1");
+}
+
+#[test]
+fn a_killed_daemon_loses_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| fs::write(t.join("keep"), b"disk").unwrap());
+    fs::write(m.path("a"), b"written before the kill").unwrap();
+    fs::create_dir(m.path("d")).unwrap();
+    fs::rename(m.path("keep"), m.path("d/kept")).unwrap();
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.write_all(b", and more").unwrap();
+    drop(f);
+    m.kill_daemon();
+    assert!(m.is_mounted(), "the dead mount stays until the next mount");
+    m.mount();
+    assert_eq!(
+        fs::read(m.path("a")).unwrap(),
+        b"written before the kill, and more"
+    );
+    assert_eq!(fs::read(m.path("d/kept")).unwrap(), b"disk");
+    m.unmount();
+    assert_eq!(
+        fs::read(m.path("a")).unwrap(),
+        b"written before the kill, and more"
+    );
+    assert_eq!(fs::read(m.path("d/kept")).unwrap(), b"disk");
+    assert!(!m.path("keep").exists());
+}
+
+#[test]
+fn files_open_at_unmount_keep_working_and_reach_disk() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new();
+    let mut f = fs::File::create(m.path("log")).unwrap();
+    f.write_all(b"before\n").unwrap();
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 open files"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    f.write_all(b"after unmount\n").unwrap();
+    drop(f);
+    let end = Instant::now() + Duration::from_secs(10);
+    while fs::read(m.path("log"))
+        .map(|d| d != b"before\nafter unmount\n")
+        .unwrap_or(true)
+        && Instant::now() < end
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(fs::read(m.path("log")).unwrap(), b"before\nafter unmount\n");
+}
+
+#[test]
+fn mounting_is_lazy_for_large_targets() {
+    if !fuse_available() {
+        return;
+    }
+    let time_mount = |m: &Mount| {
+        let t = Instant::now();
+        m.mount();
+        t.elapsed()
+    };
+    let empty = Mount::prepare(|_| {});
+    let big = Mount::prepare(|t| {
+        for d in 0..100 {
+            let dir = t.join(format!("d{d}"));
+            fs::create_dir(&dir).unwrap();
+            for f in 0..200 {
+                fs::write(dir.join(format!("f{f}")), vec![b'x'; 512]).unwrap();
+            }
+        }
+    });
+    let (a, b) = (time_mount(&empty), time_mount(&big));
+    // Not measurably slower: a full copy of 20,000 files would take far longer than this.
+    assert!(
+        b < a * 3 + Duration::from_millis(300),
+        "empty {a:?}, 20,000 files {b:?}"
+    );
+    let data = big.store().join("private/data");
+    let used: u64 = fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
+        .sum();
+    assert_eq!(used, 0, "no file data in RAM right after the mount");
+    // Reading one file loads only that file.
+    assert_eq!(fs::read(big.path("d7/f3")).unwrap().len(), 512);
+    assert_eq!(fs::read_dir(&data).unwrap().count(), 1);
+}
+
+fn fails_with(args: &[&str], needle: &str) {
+    let out = asdfs(args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    assert!(
+        err.contains(needle),
+        "{args:?}: expected {needle:?} in {err:?}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_touches_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::prepare(|t| {
+        fs::write(t.join("file"), b"x").unwrap();
+        fs::create_dir(t.join("inner")).unwrap();
+    });
+    let before = tree_files(&m.target);
+    let vol = m.volatile.path().to_str().unwrap().to_string();
+    let t = m.target.to_str().unwrap().to_string();
+    fails_with(
+        &["mount", "/nonexistent/dir", "--volatile", &vol],
+        "no such directory",
+    );
+    fails_with(
+        &["mount", &format!("{t}/file"), "--volatile", &vol],
+        "not a directory",
+    );
+    fails_with(
+        &["mount", &t, "--volatile", &vol, "--flush-interval", "soon"],
+        "not a duration",
+    );
+    fails_with(
+        &["mount", &t, "--volatile", &vol, "--fsync", "maybe"],
+        "maybe",
+    );
+    fails_with(
+        &["mount", &t, "--volatile", &format!("{t}/inner")],
+        "its own RAM store",
+    );
+    fails_with(&["mount", &t, "--volatile", "relative/dir"], "absolute");
+    fails_with(&["flush", &t], "not kept in RAM");
+    assert_eq!(tree_files(&m.target), before);
+    m.mount();
+    fails_with(&["mount", &t, "--volatile", &vol], "already kept in RAM");
+    fails_with(
+        &["mount", &format!("{t}/inner"), "--volatile", &vol],
+        "lies inside",
+    );
+    let parent = m.disk.path().to_str().unwrap();
+    fails_with(&["mount", parent, "--volatile", &vol], "contains");
+    m.unmount();
+    assert_eq!(tree_files(&m.target), before);
+}
