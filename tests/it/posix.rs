@@ -1,0 +1,1 @@
+//! POSIX behaviour through the mount, compared with the same operations on tmpfs.
