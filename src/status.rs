@@ -12,6 +12,8 @@ pub struct Status {
     /// "mounted", "detached" (unmounted, files still open) or "stopping".
     pub state: String,
     pub pid: u32,
+    /// When the target was mounted, in seconds since the Unix epoch.
+    pub since: u64,
     /// The store directory on tmpfs.
     pub store: PathBuf,
     /// RAM used by file data in the store, in bytes.

@@ -16,6 +16,9 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// Extended attributes as (name, value) pairs.
+pub type XattrList = Vec<(OsString, Vec<u8>)>;
+
 /// A place on the disk side.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Loc {
@@ -83,7 +86,7 @@ pub struct Meta {
     pub mtime: Ts,
     /// The complete xattr set; `None` leaves xattrs as they are.
     #[serde(with = "opt_pairs", default)]
-    pub xattrs: Option<Vec<(OsString, Vec<u8>)>>,
+    pub xattrs: Option<XattrList>,
 }
 
 mod opt_pairs {
@@ -91,15 +94,12 @@ mod opt_pairs {
     use std::ffi::OsString;
     #[derive(Serialize, Deserialize)]
     struct W(#[serde(with = "crate::bytes::pairs")] Vec<(OsString, Vec<u8>)>);
-    pub fn serialize<S: Serializer>(
-        v: &Option<Vec<(OsString, Vec<u8>)>>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(v: &Option<super::XattrList>, s: S) -> Result<S::Ok, S::Error> {
         v.as_ref().map(|x| W(x.clone())).serialize(s)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Option<Vec<(OsString, Vec<u8>)>>, D::Error> {
+    ) -> Result<Option<super::XattrList>, D::Error> {
         Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
     }
 }
@@ -126,7 +126,7 @@ pub trait Backing: Send + Sync + 'static {
     fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>>;
     fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>>;
     /// Every xattr of the object (not following a symlink).
-    fn read_xattrs(&self, loc: &Loc) -> io::Result<Vec<(OsString, Vec<u8>)>>;
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList>;
     /// Copies a regular file's content into `dst` (which it truncates), keeping holes.
     fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()>;
 

@@ -143,9 +143,9 @@ impl Backing for RealBacking {
             if name == b"." || name == b".." {
                 continue;
             }
-            let kind = entry.file_type().and_then(|t| {
+            let kind = entry.file_type().map(|t| {
                 use nix::dir::Type;
-                Some(match t {
+                match t {
                     Type::File => Kind::File,
                     Type::Directory => Kind::Dir,
                     Type::Symlink => Kind::Symlink,
@@ -153,7 +153,7 @@ impl Backing for RealBacking {
                     Type::Socket => Kind::Socket,
                     Type::CharacterDevice => Kind::CharDev,
                     Type::BlockDevice => Kind::BlockDev,
-                })
+                }
             });
             out.push(DirItem {
                 name: OsString::from_vec(name.to_vec()),
@@ -169,7 +169,7 @@ impl Backing for RealBacking {
         Ok(nix::fcntl::readlinkat(&dir, name.as_os_str())?.into_vec())
     }
 
-    fn read_xattrs(&self, loc: &Loc) -> io::Result<Vec<(OsString, Vec<u8>)>> {
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<super::XattrList> {
         let fd = self.open(loc, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
         let p = proc_path(&fd);
         let mut out = Vec::new();

@@ -6,7 +6,6 @@ use anyhow::bail;
 use std::path::{Path, PathBuf};
 
 pub struct Running {
-    pub target: PathBuf,
     pub socket: PathBuf,
 }
 
@@ -46,7 +45,7 @@ pub fn running(target: &Path) -> anyhow::Result<Running> {
         }
         bail!("{}: not kept in RAM by asdfs", t.display());
     }
-    Ok(Running { target: t, socket })
+    Ok(Running { socket })
 }
 
 /// Every asdfs mount of this mount namespace.

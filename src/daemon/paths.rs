@@ -39,18 +39,18 @@ impl TargetPaths {
 }
 
 /// The target as the user named it, checked: it exists, is a directory; made absolute with
-/// symlinks resolved.
+/// symlinks resolved. A target whose asdfs daemon died (its mount answers "Transport
+/// endpoint is not connected") is accepted: the dead mount is cleared once the store is
+/// locked.
 pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
-    let meta = std::fs::metadata(given).map_err(|e| match e.raw_os_error() {
-        Some(libc::ENOENT) => anyhow::anyhow!("{}: no such directory", given.display()),
-        Some(libc::ENOTCONN) => anyhow::anyhow!(
-            "{}: a FUSE mount whose daemon died is in the way (its store will be recovered by the next `asdfs mount`)",
-            given.display()
-        ),
-        _ => anyhow::anyhow!("{}: {e}", given.display()),
-    })?;
-    if !meta.is_dir() {
-        bail!("{}: not a directory", given.display());
+    match std::fs::metadata(given) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => bail!("{}: not a directory", given.display()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            bail!("{}: no such directory", given.display())
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return dead_mount_target(given),
+        Err(e) => bail!("{}: {e}", given.display()),
     }
     let abs =
         std::fs::canonicalize(given).with_context(|| format!("resolving {}", given.display()))?;
@@ -58,6 +58,23 @@ pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
         bail!("/: the root directory cannot be a target");
     }
     Ok(abs)
+}
+
+fn dead_mount_target(given: &Path) -> anyhow::Result<PathBuf> {
+    let abs = std::path::absolute(given)?;
+    let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
+        bail!("{}: not a usable target", given.display());
+    };
+    let abs = std::fs::canonicalize(parent)
+        .with_context(|| format!("resolving {}", parent.display()))?
+        .join(name);
+    match mounting::mount_at(&abs)? {
+        Some(m) if m.fstype == mounting::FSTYPE => Ok(abs),
+        _ => bail!(
+            "{}: a FUSE mount whose daemon died is in the way; unmount it first",
+            given.display()
+        ),
+    }
 }
 
 /// The side directory of a target: `/a/b` -> `/a/.b-asdfs`.

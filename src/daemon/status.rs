@@ -41,6 +41,11 @@ pub fn of(t: &Target) -> Status {
         }
         .into(),
         pid: std::process::id(),
+        since: t
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
         store: t.paths.store.clone(),
         ram_bytes: s.ram_bytes,
         dirty_files: s.dirty_nodes,

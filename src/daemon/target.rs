@@ -59,6 +59,7 @@ impl Target {
         paths::prepare_store(&p)?;
         let lock = take_lock(&p)?;
         clear_dead_mount(&p.target)?;
+        paths::resolve_target(&p.target)?;
         paths::prepare_side(&p)?;
         let backing = open_backing(&p)?;
         let (generation, completed) =

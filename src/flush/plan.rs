@@ -36,8 +36,11 @@ pub(crate) struct DraftStep {
 }
 
 /// State `rebase` changed, to put back if the commit then fails.
+/// A node's disk-related fields: origin, disk inode, hidden links, meta and data seqs.
+type SavedNode = (NodeId, Option<Origin>, Option<u64>, u32, u64, u64);
+
 pub(crate) struct Undo {
-    nodes: Vec<(NodeId, Option<Origin>, Option<u64>, u32, u64, u64)>,
+    nodes: Vec<SavedNode>,
     dirty: Vec<(NodeId, BTreeMap<OsString, DirtyName>)>,
     sets: (BTreeSet<NodeId>, BTreeSet<NodeId>),
     disk_inos: HashMap<u64, NodeId>,
@@ -268,7 +271,7 @@ impl Inner {
             d.moved.entry(o).or_insert(None);
             touched.insert(c.dir);
         }
-        evictions.sort_by(|a, b| b.0.cmp(&a.0));
+        evictions.sort_by_key(|e| std::cmp::Reverse(e.0));
         d.steps.extend(
             evictions
                 .into_iter()
@@ -403,7 +406,7 @@ impl Inner {
             ));
             with_meta.insert(id);
         }
-        metas.sort_by(|a, b| b.0.cmp(&a.0));
+        metas.sort_by_key(|m| std::cmp::Reverse(m.0));
         d.steps.extend(
             metas
                 .into_iter()

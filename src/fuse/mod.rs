@@ -64,6 +64,7 @@ impl AsdFs {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // mirrors fuser's mknod
     fn make(
         &self,
         req: &Request,

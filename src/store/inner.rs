@@ -15,7 +15,8 @@ use std::sync::Arc;
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handle {
     pub node: NodeId,
-    pub write: bool,
+    /// Opened for writing (with FUSE passthrough this is what marks data dirty).
+    pub _write: bool,
 }
 
 /// Counters reported by status.

@@ -51,7 +51,7 @@ pub(crate) struct NodeRec {
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_bytes")]
     pub symlink: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_pairs")]
-    pub xattrs: Option<Vec<(OsString, Vec<u8>)>>,
+    pub xattrs: Option<crate::backing::XattrList>,
     #[serde(default)]
     pub meta_dirty: bool,
     #[serde(default)]
@@ -83,14 +83,14 @@ mod opt_pairs {
     #[derive(Serialize, Deserialize)]
     struct W(#[serde(with = "crate::bytes::pairs")] Vec<(OsString, Vec<u8>)>);
     pub fn serialize<S: Serializer>(
-        v: &Option<Vec<(OsString, Vec<u8>)>>,
+        v: &Option<crate::backing::XattrList>,
         s: S,
     ) -> Result<S::Ok, S::Error> {
         v.as_ref().map(|x| W(x.clone())).serialize(s)
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
-    ) -> Result<Option<Vec<(OsString, Vec<u8>)>>, D::Error> {
+    ) -> Result<Option<crate::backing::XattrList>, D::Error> {
         Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
     }
 }

@@ -290,7 +290,13 @@ impl Inner {
     pub(crate) fn open_handle(&mut self, id: NodeId, write: bool) -> FsResult<HandleId> {
         let h = self.next_handle;
         self.next_handle += 1;
-        self.handles.insert(h, Handle { node: id, write });
+        self.handles.insert(
+            h,
+            Handle {
+                node: id,
+                _write: write,
+            },
+        );
         self.node_mut(id)?.opens += 1;
         Ok(HandleId(h))
     }

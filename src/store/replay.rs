@@ -38,6 +38,18 @@ impl Store {
         self.inner.lock().replaying = false;
         r?;
         self.reach_restored_nodes()?;
+        // A restored directory knows its entries, and so its link count, once populated.
+        let dirs: Vec<NodeId> = nodes
+            .values()
+            .filter(|n| n.kind == Kind::Dir)
+            .map(|n| n.id)
+            .collect();
+        for d in dirs {
+            if self.inner.lock().nodes.contains_key(&d) {
+                self.ensure_populated(d)
+                    .with_context(|| format!("populating node {}", d.0))?;
+            }
+        }
         self.remove_unused_data()?;
         Ok(())
     }
@@ -51,7 +63,7 @@ impl Store {
             self.ensure_child(dir, &name).with_context(what)?;
             let mut inner = self.inner.lock();
             if let Some(c) = child {
-                if inner.nodes.get(&c).is_none() {
+                if !inner.nodes.contains_key(&c) {
                     anyhow::bail!("{}: node {} has no record", what(), c.0);
                 }
             }

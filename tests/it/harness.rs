@@ -47,6 +47,9 @@ pub struct Mount {
     pub volatile: tempfile::TempDir,
     pub target: PathBuf,
     pub extra: Vec<String>,
+    /// The target directory opened before any mount: `/proc/self/fd/N` reaches the disk
+    /// copy underneath the mount.
+    under: std::fs::File,
 }
 
 impl Mount {
@@ -63,12 +66,20 @@ impl Mount {
         let target = disk.path().join("t");
         std::fs::create_dir(&target).unwrap();
         setup(&target);
+        let under = std::fs::File::open(&target).expect("open target");
         Mount {
             disk,
             volatile,
             target,
             extra: Vec::new(),
+            under,
         }
+    }
+
+    /// A path that reaches the disk copy even while the target is mounted.
+    pub fn disk_copy(&self) -> PathBuf {
+        use std::os::fd::AsRawFd;
+        PathBuf::from(format!("/proc/self/fd/{}", self.under.as_raw_fd()))
     }
 
     /// An empty target, mounted.

@@ -3,6 +3,7 @@
 
 mod common;
 mod harness;
+mod model;
 mod mount;
-mod store;
 mod posix;
+mod store;

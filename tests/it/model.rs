@@ -1,0 +1,497 @@
+//! The model test: seeded random operations applied through the mount and to a reference
+//! directory on tmpfs, with flushes, unmount/mount cycles and daemon kills mixed in. After
+//! every step the two trees are compared; after every flush and unmount, the disk copy too.
+//!
+//! A failure prints the seed; `ASDFS_SEED=<seed> cargo test --test it model` replays it, and
+//! `ASDFS_MODEL_STEPS` sets the number of steps.
+
+use crate::harness::{Mount, fuse_available};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const MAX_DEPTH: usize = 3;
+
+/// What is compared of one path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    kind: &'static str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    nlink: u64,
+    data: Vec<u8>,
+    xattrs: BTreeMap<Vec<u8>, Vec<u8>>,
+    mtime: Option<(i64, i64)>,
+}
+
+type Tree = BTreeMap<String, Entry>;
+
+fn user_xattrs(p: &Path) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let mut names = vec![0u8; 4096];
+    // SAFETY: valid buffers and NUL-terminated path.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+    let mut out = BTreeMap::new();
+    if n <= 0 {
+        return out;
+    }
+    for name in names[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| s.starts_with(b"user."))
+    {
+        let cn = CString::new(name).unwrap();
+        let mut v = vec![0u8; 65536];
+        // SAFETY: as above.
+        let len =
+            unsafe { libc::lgetxattr(c.as_ptr(), cn.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        if len >= 0 {
+            v.truncate(len as usize);
+            out.insert(name.to_vec(), v);
+        }
+    }
+    out
+}
+
+/// Everything under `root`; with `times`, the mtimes of files and symlinks too.
+fn tree(root: &Path, times: bool) -> Tree {
+    let mut out = Tree::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let Ok(rd) = fs::read_dir(root.join(&rel)) else {
+            continue;
+        };
+        for e in rd {
+            let e = e.unwrap();
+            let r = rel.join(e.file_name());
+            let p = root.join(&r);
+            let m = fs::symlink_metadata(&p).unwrap();
+            let (kind, data) = if m.is_dir() {
+                stack.push(r.clone());
+                ("dir", Vec::new())
+            } else if m.file_type().is_symlink() {
+                (
+                    "symlink",
+                    fs::read_link(&p).unwrap().as_os_str().as_bytes().to_vec(),
+                )
+            } else {
+                ("file", fs::read(&p).unwrap())
+            };
+            let mtime = (times && kind != "dir").then(|| (m.mtime(), m.mtime_nsec()));
+            let mode = if kind == "symlink" {
+                0
+            } else {
+                m.mode() & 0o7777
+            };
+            let entry = Entry {
+                kind,
+                mode,
+                uid: m.uid(),
+                gid: m.gid(),
+                nlink: m.nlink(),
+                data,
+                xattrs: user_xattrs(&p),
+                mtime,
+            };
+            out.insert(r.display().to_string(), entry);
+        }
+    }
+    out
+}
+
+fn errno<T>(r: std::io::Result<T>) -> Result<(), i32> {
+    r.map(|_| ()).map_err(|e| e.raw_os_error().unwrap_or(-1))
+}
+
+fn nix_errno<T>(r: nix::Result<T>) -> Result<(), i32> {
+    r.map(|_| ()).map_err(|e| e as i32)
+}
+
+/// One random operation, applicable to either root.
+#[derive(Clone, Debug)]
+enum Op {
+    Write {
+        path: String,
+        off: u64,
+        data: Vec<u8>,
+    },
+    Truncate {
+        path: String,
+        len: u64,
+    },
+    Rename {
+        from: String,
+        to: String,
+        flags: u32,
+    },
+    Link {
+        from: String,
+        to: String,
+    },
+    Unlink {
+        path: String,
+    },
+    Mkdir {
+        path: String,
+    },
+    Rmdir {
+        path: String,
+    },
+    Chmod {
+        path: String,
+        mode: u32,
+    },
+    Chown {
+        path: String,
+        uid: u32,
+        gid: u32,
+    },
+    Utimens {
+        path: String,
+        sec: i64,
+        nsec: i64,
+    },
+    SetXattr {
+        path: String,
+        name: String,
+        value: Vec<u8>,
+    },
+    RemoveXattr {
+        path: String,
+        name: String,
+    },
+    Symlink {
+        target: String,
+        path: String,
+    },
+}
+
+impl Op {
+    fn random(rng: &mut StdRng) -> Op {
+        let path = |rng: &mut StdRng| {
+            let depth = rng.random_range(1..=MAX_DEPTH);
+            (0..depth)
+                .map(|_| NAMES[rng.random_range(0..NAMES.len())])
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        let p = path(rng);
+        match rng.random_range(0..100) {
+            0..=24 => {
+                let mut data = vec![0u8; rng.random_range(0..20_000)];
+                rng.fill(&mut data[..]);
+                Op::Write {
+                    path: p,
+                    off: rng.random_range(0..30_000),
+                    data,
+                }
+            }
+            25..=29 => Op::Truncate {
+                path: p,
+                len: rng.random_range(0..40_000),
+            },
+            30..=42 => {
+                let flags = [0, 0, 0, libc::RENAME_NOREPLACE, libc::RENAME_EXCHANGE]
+                    [rng.random_range(0..5)];
+                Op::Rename {
+                    from: p,
+                    to: path(rng),
+                    flags,
+                }
+            }
+            43..=47 => Op::Link {
+                from: p,
+                to: path(rng),
+            },
+            48..=55 => Op::Unlink { path: p },
+            56..=67 => Op::Mkdir { path: p },
+            68..=72 => Op::Rmdir { path: p },
+            73..=78 => Op::Chmod {
+                path: p,
+                mode: [0o644, 0o600, 0o755, 0o4755, 0o2700, 0o1777][rng.random_range(0..6)],
+            },
+            79..=81 => {
+                let ids = [0, 1000, 65534];
+                Op::Chown {
+                    path: p,
+                    uid: ids[rng.random_range(0..3)],
+                    gid: ids[rng.random_range(0..3)],
+                }
+            }
+            82..=86 => Op::Utimens {
+                path: p,
+                sec: rng.random_range(1_000_000..2_000_000_000),
+                nsec: rng.random_range(0..1_000_000_000),
+            },
+            87..=92 => {
+                let mut value = vec![0u8; rng.random_range(0..100)];
+                rng.fill(&mut value[..]);
+                Op::SetXattr {
+                    path: p,
+                    name: format!("user.k{}", rng.random_range(0..3)),
+                    value,
+                }
+            }
+            93..=94 => Op::RemoveXattr {
+                path: p,
+                name: format!("user.k{}", rng.random_range(0..3)),
+            },
+            _ => Op::Symlink {
+                target: path(rng),
+                path: p,
+            },
+        }
+    }
+
+    fn apply(&self, root: &Path) -> Result<(), i32> {
+        let at = |p: &str| root.join(p);
+        match self {
+            Op::Write { path, off, data } => errno((|| {
+                let mut f = fs::OpenOptions::new()
+                    .create(true)
+                    .write(true)
+                    .truncate(false)
+                    .open(at(path))?;
+                f.seek(SeekFrom::Start(*off))?;
+                f.write_all(data)
+            })()),
+            Op::Truncate { path, len } => errno(
+                fs::OpenOptions::new()
+                    .write(true)
+                    .open(at(path))
+                    .and_then(|f| f.set_len(*len)),
+            ),
+            Op::Rename { from, to, flags } => nix_errno(nix::fcntl::renameat2(
+                nix::fcntl::AT_FDCWD,
+                &at(from),
+                nix::fcntl::AT_FDCWD,
+                &at(to),
+                nix::fcntl::RenameFlags::from_bits_truncate(*flags),
+            )),
+            Op::Link { from, to } => errno(fs::hard_link(at(from), at(to))),
+            Op::Unlink { path } => errno(fs::remove_file(at(path))),
+            Op::Mkdir { path } => errno(fs::create_dir(at(path))),
+            Op::Rmdir { path } => errno(fs::remove_dir(at(path))),
+            Op::Chmod { path, mode } => errno(fs::set_permissions(
+                at(path),
+                fs::Permissions::from_mode(*mode),
+            )),
+            Op::Chown { path, uid, gid } => {
+                errno(std::os::unix::fs::lchown(at(path), Some(*uid), Some(*gid)))
+            }
+            Op::Utimens { path, sec, nsec } => {
+                let t = nix::sys::time::TimeSpec::new(*sec, *nsec);
+                nix_errno(nix::sys::stat::utimensat(
+                    nix::fcntl::AT_FDCWD,
+                    &at(path),
+                    &t,
+                    &t,
+                    nix::sys::stat::UtimensatFlags::NoFollowSymlink,
+                ))
+            }
+            Op::SetXattr { path, name, value } => xattr_call(&at(path), name, Some(value)),
+            Op::RemoveXattr { path, name } => xattr_call(&at(path), name, None),
+            Op::Symlink { target, path } => errno(std::os::unix::fs::symlink(target, at(path))),
+        }
+    }
+}
+
+fn xattr_call(p: &Path, name: &str, value: Option<&Vec<u8>>) -> Result<(), i32> {
+    let c = CString::new(p.as_os_str().as_bytes()).unwrap();
+    let n = CString::new(name).unwrap();
+    // SAFETY: valid buffers and NUL-terminated strings.
+    let r = unsafe {
+        match value {
+            Some(v) => libc::lsetxattr(c.as_ptr(), n.as_ptr(), v.as_ptr().cast(), v.len(), 0),
+            None => libc::lremovexattr(c.as_ptr(), n.as_ptr()),
+        }
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(-1))
+    } else {
+        Ok(())
+    }
+}
+
+fn diff(a: &Tree, b: &Tree) -> String {
+    let mut out = String::new();
+    for (k, v) in a {
+        match b.get(k) {
+            None => out += &format!("  only in first: {k} ({})\n", v.kind),
+            Some(w) if w != v => {
+                let mut v2 = v.clone();
+                let mut w2 = w.clone();
+                let big = v.data.len() > 64 || w.data.len() > 64;
+                if big {
+                    v2.data = format!("{} bytes", v.data.len()).into_bytes();
+                    w2.data = format!("{} bytes", w.data.len()).into_bytes();
+                }
+                out += &format!("  {k}:\n    {v2:?}\n    {w2:?}\n");
+            }
+            _ => {}
+        }
+    }
+    for k in b.keys().filter(|k| !a.contains_key(*k)) {
+        out += &format!("  only in second: {k}\n");
+    }
+    out
+}
+
+struct Run {
+    seed: u64,
+    m: Mount,
+    reference: tempfile::TempDir,
+    log: Vec<String>,
+}
+
+impl Run {
+    fn fail(&self, what: &str) -> ! {
+        let tail: Vec<&String> = self
+            .log
+            .iter()
+            .rev()
+            .take(15)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        panic!(
+            "model test failed (ASDFS_SEED={}): {what}\nlast steps:\n{}",
+            self.seed,
+            tail.iter()
+                .map(|s| format!("  {s}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    fn compare_view(&self) {
+        let (m, r) = (
+            tree(&self.m.target, false),
+            tree(self.reference.path(), false),
+        );
+        if m != r {
+            self.fail(&format!(
+                "the mount differs from the reference (first = mount):\n{}",
+                diff(&m, &r)
+            ));
+        }
+    }
+
+    /// After a flush: the disk copy equals the reference, and its times equal the mount's.
+    fn compare_disk(&self, mounted: bool) {
+        let disk_root = if mounted {
+            self.m.disk_copy()
+        } else {
+            self.m.target.clone()
+        };
+        let disk = tree(&disk_root, false);
+        let r = tree(self.reference.path(), false);
+        if disk != r {
+            self.fail(&format!(
+                "the disk copy differs from the reference (first = disk):\n{}",
+                diff(&disk, &r)
+            ));
+        }
+        if mounted {
+            let (dt, mt) = (tree(&disk_root, true), tree(&self.m.target, true));
+            if dt != mt {
+                self.fail(&format!(
+                    "disk times differ from the mount's (first = disk):\n{}",
+                    diff(&dt, &mt)
+                ));
+            }
+        }
+    }
+
+    fn step(&mut self, rng: &mut StdRng, i: usize) {
+        match rng.random_range(0..1000) {
+            0..=29 => {
+                self.log.push(format!("{i}: flush"));
+                self.m.flush();
+                self.compare_disk(true);
+            }
+            30..=39 => {
+                self.log.push(format!("{i}: unmount + mount"));
+                self.m.unmount();
+                self.compare_disk(false);
+                self.m.mount();
+            }
+            40..=49 => {
+                self.log.push(format!("{i}: kill the daemon + mount"));
+                self.m.kill_daemon();
+                self.m.mount();
+            }
+            _ => {
+                let op = Op::random(rng);
+                let (a, b) = (op.apply(&self.m.target), op.apply(self.reference.path()));
+                self.log.push(
+                    format!("{i}: {op:?} -> mount {a:?}, reference {b:?}")
+                        .chars()
+                        .take(300)
+                        .collect(),
+                );
+                if a != b {
+                    self.fail("the operation's result differs");
+                }
+            }
+        }
+        self.compare_view();
+    }
+}
+
+fn run_model(seed: u64, steps: usize) {
+    let m = Mount::with(|t| {
+        fs::create_dir(t.join("a")).unwrap();
+        fs::write(t.join("a/b"), b"from disk").unwrap();
+        fs::write(t.join("c"), vec![7u8; 5000]).unwrap();
+    });
+    let reference = tempfile::Builder::new()
+        .prefix("asdfs-ref-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    fs::create_dir(reference.path().join("a")).unwrap();
+    fs::write(reference.path().join("a/b"), b"from disk").unwrap();
+    fs::write(reference.path().join("c"), vec![7u8; 5000]).unwrap();
+    let mut run = Run {
+        seed,
+        m,
+        reference,
+        log: Vec::new(),
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    for i in 0..steps {
+        run.step(&mut rng, i);
+    }
+    run.m.unmount();
+    run.compare_disk(false);
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("ASDFS_SEED") {
+        Ok(s) => vec![s.parse().expect("ASDFS_SEED is a number")],
+        Err(_) => vec![1, 2, 3],
+    }
+}
+
+#[test]
+fn random_operations_match_tmpfs_and_reach_disk() {
+    if !fuse_available() {
+        return;
+    }
+    let steps = std::env::var("ASDFS_MODEL_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1500);
+    for seed in seeds() {
+        eprintln!("model test: seed {seed}, {steps} steps");
+        run_model(seed, steps);
+    }
+}
