@@ -21,6 +21,8 @@ use std::time::Duration;
     name = "asdfs",
     version,
     about = "Keep directories in RAM and write them back to disk safely"
+,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -7,3 +7,4 @@ mod model;
 mod mount;
 mod posix;
 mod store;
+mod writeback;
