@@ -1,6 +1,6 @@
 //! Helpers shared by the integration tests.
 
-use asdfs::backing::RealBacking;
+use asdfs::backing::{Backing, RealBacking};
 use asdfs::flush::{Flusher, recover_disk};
 use asdfs::store::types::{Ctx, NodeId, Stat};
 use asdfs::store::{Store, StoreSetup};
@@ -57,14 +57,24 @@ impl Fixture {
     }
 
     pub fn open_with(tmp: tempfile::TempDir, take_over: bool) -> Fixture {
+        Self::open_wrapped(tmp, take_over, |b| b)
+    }
+
+    /// Like `open_with`, with the real backing wrapped (to inject faults).
+    pub fn open_wrapped(
+        tmp: tempfile::TempDir,
+        take_over: bool,
+        wrap: impl FnOnce(Arc<dyn Backing>) -> Arc<dyn Backing>,
+    ) -> Fixture {
         let side = tmp.path().join("disk/.target-asdfs");
         std::fs::create_dir_all(&side).unwrap();
         let private = tmp.path().join("store/private");
         std::fs::create_dir_all(&private).unwrap();
-        let backing = Arc::new(RealBacking::new(
+        let real: Arc<dyn Backing> = Arc::new(RealBacking::new(
             open_dir(&tmp.path().join("disk/target")),
             open_dir(&side),
         ));
+        let backing = wrap(real);
         let (generation, _) = recover_disk(backing.as_ref()).unwrap();
         let setup = StoreSetup {
             backing,

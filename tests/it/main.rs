@@ -8,3 +8,4 @@ mod mount;
 mod posix;
 mod store;
 mod writeback;
+mod faults;
