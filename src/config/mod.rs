@@ -1,9 +1,38 @@
 //! One validated configuration: what to mount and how. Built from command-line options, from
 //! `/etc/asdfs.toml` (or a user's `~/.config/asdfs/asdfs.toml`), or from asd's `/etc/asd.conf`
 //! read without running it. Each field says its default.
+//!
+//! Map: `toml` and `asdconf` (with `shell`, the bash-subset reader) parse the two formats;
+//! both end in `validate`, the rules every config obeys; `write` turns a config back into
+//! TOML (`asdfs config import`) or a description (`asdfs config check`); `error` holds the
+//! one-line `<file>:<line>[:<col>]: <problem>` error. `load` reads a file and picks the parser.
 
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub mod asdconf;
+mod error;
+mod shell;
+pub mod toml;
+mod validate;
+mod write;
+
+#[cfg(test)]
+mod tests;
+
+pub use self::asdconf::parse_asd_conf;
+pub use self::error::{ConfigError, Place};
+pub use self::toml::parse_toml;
+pub use self::validate::{MAX_BACKUP_LIMIT, validate};
+pub use self::write::{describe, to_toml};
+
+/// asd's config file, read when `$ASDCONF` is not set.
+pub const ASD_CONF: &str = "/etc/asd.conf";
+/// The system-wide asdfs config file.
+pub const SYSTEM_TOML: &str = "/etc/asdfs.toml";
+/// Config files larger than this are refused unread.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// What fsync(2) on a file in the mount does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -87,4 +116,77 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// A whole configuration: the targets to mount, each with all its settings resolved, and
+/// remarks made while reading it (settings ignored, defaults taken from asd) to show the user.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub targets: Vec<TargetSettings>,
+    pub notes: Vec<String>,
+}
+
+/// Reads and checks a config file: asdfs TOML if its name ends in `.toml` or its first
+/// non-comment line starts with `[`, else asd.conf syntax.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = read_text(path)?;
+    match is_toml(path, &text) {
+        true => parse_toml(&text, path),
+        false => parse_asd_conf(&text, path),
+    }
+}
+
+/// The asd.conf to read given the value of `$ASDCONF`, as asd chooses it.
+pub fn asd_conf_path(asdconf_env: Option<&std::ffi::OsStr>) -> PathBuf {
+    match asdconf_env {
+        Some(value) if !value.is_empty() => PathBuf::from(value),
+        _ => PathBuf::from(ASD_CONF),
+    }
+}
+
+/// A user's asdfs config, `$XDG_CONFIG_HOME/asdfs/asdfs.toml` or else
+/// `$HOME/.config/asdfs/asdfs.toml`; `None` if neither variable gives an absolute path.
+pub fn user_toml(xdg_config_home: Option<&Path>, home: Option<&Path>) -> Option<PathBuf> {
+    let config = match (xdg_config_home, home) {
+        (Some(xdg), _) if xdg.is_absolute() => xdg.to_path_buf(),
+        (_, Some(home)) if home.is_absolute() => home.join(".config"),
+        _ => return None,
+    };
+    Some(config.join("asdfs").join("asdfs.toml"))
+}
+
+fn is_toml(path: &Path, text: &str) -> bool {
+    if path.extension().is_some_and(|ext| ext == "toml") {
+        return true;
+    }
+    let first = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'));
+    first.is_some_and(|l| l.starts_with('['))
+}
+
+/// The file as text; an error names the file, and the line of the first byte that is not
+/// UTF-8.
+fn read_text(path: &Path) -> Result<String, ConfigError> {
+    let fail = |problem: String| ConfigError::new(path, None, problem);
+    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let mut bytes = Vec::new();
+    let read = file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes);
+    read.map_err(|e| fail(format!("cannot read: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(fail(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes: not a config file"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..valid]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1;
+        let problem = format!("byte {valid} is not UTF-8 text");
+        ConfigError::new(path, Some(Place::line(line)), problem)
+    })
 }
