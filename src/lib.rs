@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod error;
 pub mod flush;
 pub mod fuse;
+pub mod snapshot;
 pub mod status;
 pub mod store;

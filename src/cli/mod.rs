@@ -2,6 +2,7 @@
 //! every command returns an exit code, and errors are printed once, by `main`.
 
 mod locate;
+pub mod snapshots;
 mod show;
 
 use crate::config::{self, FsyncPolicy, Mode, TargetSettings};

@@ -9,3 +9,4 @@ mod posix;
 mod store;
 mod writeback;
 mod faults;
+mod snapshots;

@@ -1,0 +1,1 @@
+//! `asdfs snapshots`: list, restore and clean crash snapshots.

@@ -1,0 +1,1 @@
+//! Crash snapshots: zstd tarballs of the disk copy, with asd's names.

@@ -1,0 +1,1 @@
+//! Crash snapshots: made, unpacked, restored, listed, cleaned, limited.
