@@ -35,8 +35,8 @@ fn one_line(text: &str) -> String {
 }
 
 fn init_logging() {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("ASDFS_LOG").unwrap_or_else(|_| "info,fuser::reply=off".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ASDFS_LOG")
+        .unwrap_or_else(|_| "info,fuser::reply=off".into());
     use std::io::IsTerminal;
     let ansi =
         std::io::stderr().is_terminal() && std::env::var_os(asdfs::daemon::READY_FD_ENV).is_none();

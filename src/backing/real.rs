@@ -131,10 +131,12 @@ impl Backing for RealBacking {
     }
 
     fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>> {
-        let fd = self.open(
-            loc,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-        )?;
+        // O_NOATIME: reading the disk copy must not change it (owner or root only).
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW;
+        let fd = match self.open(loc, flags | OFlag::O_NOATIME) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(loc, flags)?,
+            other => other?,
+        };
         let mut dir = nix::dir::Dir::from_fd(fd)?;
         let mut out = Vec::new();
         for entry in dir.iter() {
@@ -166,7 +168,22 @@ impl Backing for RealBacking {
 
     fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>> {
         let (dir, name) = self.parent(loc)?;
-        Ok(nix::fcntl::readlinkat(&dir, name.as_os_str())?.into_vec())
+        let before = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        let target = nix::fcntl::readlinkat(&dir, name.as_os_str())?.into_vec();
+        // readlink updates the symlink's atime; reading the disk copy must not change it.
+        let after = fstatat(&dir, name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if (after.st_atime, after.st_atime_nsec) != (before.st_atime, before.st_atime_nsec) {
+            let atime = TimeSpec::new(before.st_atime, before.st_atime_nsec);
+            let omit = TimeSpec::UTIME_OMIT;
+            let _ = utimensat(
+                &dir,
+                name.as_os_str(),
+                &atime,
+                &omit,
+                UtimensatFlags::NoFollowSymlink,
+            );
+        }
+        Ok(target)
     }
 
     fn read_xattrs(&self, loc: &Loc) -> io::Result<super::XattrList> {

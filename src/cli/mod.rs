@@ -2,8 +2,8 @@
 //! every command returns an exit code, and errors are printed once, by `main`.
 
 mod locate;
-pub mod snapshots;
 mod show;
+pub mod snapshots;
 
 use crate::config::{self, FsyncPolicy, Mode, TargetSettings};
 use crate::control::{self, Request};
@@ -21,8 +21,7 @@ use std::time::Duration;
 #[command(
     name = "asdfs",
     version,
-    about = "Keep directories in RAM and write them back to disk safely"
-,
+    about = "Keep directories in RAM and write them back to disk safely",
     args_override_self = true
 )]
 pub struct Cli {

@@ -60,23 +60,7 @@ impl Journal {
         for (i, step) in self.steps.iter().enumerate() {
             run_step(b, step, redo).map_err(|e| ctx(i, e))?;
         }
-        for (i, step) in self.steps.iter().enumerate() {
-            if let Step::Rename {
-                from,
-                to: to @ Loc::Target(_),
-                ino,
-            }
-            | Step::Link {
-                from,
-                to: to @ Loc::Target(_),
-                ino,
-            } = step
-            {
-                if ino_at(b, to).map_err(|e| ctx(i, e))? != Some(*ino) {
-                    return Err(ctx(i, changed_behind(from, to, *ino)));
-                }
-            }
-        }
+        self.verify(b).map_err(|(i, e)| ctx(i, e))?;
         for loc in &self.syncs {
             match b.sync_dir(loc) {
                 Ok(()) => {}
@@ -86,6 +70,38 @@ impl Journal {
             }
         }
         b.sync_dir(&Loc::side(""))
+    }
+}
+
+impl Journal {
+    /// Every name the plan gives an object holds it, and every object it moves out of the
+    /// target is in the stage (unless a later step moved it on).
+    fn verify(&self, b: &dyn Backing) -> Result<(), (usize, io::Error)> {
+        let sources: std::collections::HashSet<&Loc> = self
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Rename { from, .. } => Some(from),
+                _ => None,
+            })
+            .collect();
+        for (i, step) in self.steps.iter().enumerate() {
+            let (Step::Rename { from, to, ino } | Step::Link { from, to, ino }) = step else {
+                continue;
+            };
+            let found = |l: &Loc| ino_at(b, l).map_err(|e| (i, e));
+            let check = match (from, to) {
+                (_, Loc::Target(_)) => true,
+                (Loc::Target(_), Loc::Side(_)) => {
+                    matches!(step, Step::Rename { .. }) && !sources.contains(to)
+                }
+                _ => false,
+            };
+            if check && found(to)? != Some(*ino) {
+                return Err((i, changed_behind(from, to, *ino)));
+            }
+        }
+        Ok(())
     }
 }
 

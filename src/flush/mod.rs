@@ -126,7 +126,7 @@ impl Flusher {
         self.finish_pending()?;
         self.prepare()?;
         let generation = self.disk_gen() + 1;
-        let draft = self.store.inner.lock().snapshot(generation);
+        let draft = self.store.lock().snapshot(generation);
         if draft.is_empty() {
             return Ok(FlushReport {
                 generation: generation - 1,
@@ -150,6 +150,11 @@ impl Flusher {
             }
         };
         let journal = draft.journal(&inos, gen_ino);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            for s in &journal.steps {
+                tracing::debug!(generation = draft.generation, step = ?s, "plan");
+            }
+        }
         let gate = self.store.disk_gate.write();
         if let Err(e) = self.commit(draft, &inos, &journal) {
             drop(gate);
@@ -210,7 +215,7 @@ impl Flusher {
         journal: &Journal,
     ) -> anyhow::Result<()> {
         let b = &self.store.backing;
-        let mut inner = self.store.inner.lock();
+        let mut inner = self.store.lock();
         let undo = inner.rebase(d, inos);
         let order = match inner.prepare_log(d.generation) {
             Ok(o) => o,
@@ -257,7 +262,7 @@ impl Flusher {
     /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
     /// write anew, the other names of hard-linked files).
     fn prepare(&self) -> anyhow::Result<()> {
-        let (need_xattrs, hidden) = self.store.inner.lock().flush_needs();
+        let (need_xattrs, hidden) = self.store.lock().flush_needs();
         for id in need_xattrs {
             self.store.ensure_xattrs(id)?;
         }

@@ -58,6 +58,9 @@ pub(crate) struct Draft {
     pub bytes: u64,
     /// (dir, name, node wanted there) for every name the flush writes.
     names: Vec<(NodeId, OsString, Option<NodeId>)>,
+    /// The disk inode of each node wanted somewhere, as of the snapshot (nodes may be freed
+    /// before the commit; what the flush put on disk is known from here and the stage).
+    want_inos: HashMap<NodeId, u64>,
     /// Nodes whose disk location changes: their first name at the snapshot, or none.
     moved: HashMap<NodeId, Option<(NodeId, OsString)>>,
     staged: BTreeSet<NodeId>,
@@ -168,6 +171,11 @@ impl Inner {
                 .iter()
                 .map(|c| (c.dir, c.name.clone(), c.want))
                 .collect(),
+            want_inos: changes
+                .iter()
+                .filter_map(|c| c.want)
+                .filter_map(|w| Some((w, self.nodes.get(&w)?.disk_ino?)))
+                .collect(),
             moved: HashMap::new(),
             staged: staged.clone(),
             dirty_nodes: self.dirty_nodes.iter().copied().collect(),
@@ -184,6 +192,13 @@ impl Inner {
         );
         self.plan_meta(&staged, &touched_dirs, &mut d);
         self.plan_stage(&staged, &stage, &mut d);
+        // After the flush every name a moved or rewritten node has now holds its inode on
+        // disk: its first name is its origin (design.md §6 step 5).
+        let firsts: Vec<NodeId> = d.moved.keys().chain(d.staged.iter()).copied().collect();
+        for x in firsts {
+            let first = self.nodes.get(&x).and_then(|n| n.names.first().cloned());
+            d.moved.insert(x, first);
+        }
         d
     }
 
@@ -329,10 +344,6 @@ impl Inner {
                     placed.entry(x).or_insert(to);
                 }
                 None => links.push((x, to)),
-            }
-            if !is_staged {
-                let first = self.nodes.get(&x).and_then(|n| n.names.first().cloned());
-                d.moved.insert(x, first);
             }
         }
         renames.sort_by_key(|r| r.0);
@@ -496,7 +507,9 @@ impl Inner {
                 name: name.clone(),
             });
             if let Some(n) = self.nodes.get_mut(id) {
-                if origin.is_none() {
+                // Without a name in RAM the node may still be on disk under names not met
+                // yet (hard links): then it keeps its inode, to be met there.
+                if origin.is_none() && n.hidden_links == 0 {
                     n.disk_ino = None;
                 }
                 n.origin = origin;
@@ -511,14 +524,10 @@ impl Inner {
             }
             n.disk_ino = inos.get(&x).copied();
             n.hidden_links = 0;
-            n.origin = n.names.first().map(|(p, name)| Origin {
-                parent: *p,
-                name: name.clone(),
-            });
         }
         for (dir, name, want) in &d.names {
-            let want_ino =
-                want.and_then(|w| self.nodes.get(&w).and_then(|n| n.disk_ino.map(|i| (w, i))));
+            // Staged nodes got a new inode; the others are where they were.
+            let want_ino = want.and_then(|w| inos.get(&w).or(d.want_inos.get(&w)).map(|i| (w, *i)));
             let Some(dn) = self.nodes.get_mut(dir).and_then(|n| n.dir_mut()) else {
                 continue;
             };

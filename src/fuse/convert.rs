@@ -32,7 +32,19 @@ pub(super) fn file_type(k: Kind) -> FileType {
 pub(super) fn set_time(t: TimeOrNow) -> SetTime {
     match t {
         TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(t) => SetTime::At(Ts::from_system(t)),
+        TimeOrNow::SpecificTime(t) => SetTime::At(request_time(t)),
+    }
+}
+
+/// A time from a request. fuser 0.18 turns (seconds < 0, nanoseconds) into
+/// epoch - (|seconds| + nanoseconds) instead of epoch - |seconds| + nanoseconds; undo that.
+fn request_time(t: std::time::SystemTime) -> Ts {
+    match UNIX_EPOCH.duration_since(t) {
+        Ok(d) if !d.is_zero() => Ts {
+            sec: -(d.as_secs() as i64),
+            nsec: d.subsec_nanos(),
+        },
+        _ => Ts::from_system(t),
     }
 }
 

@@ -131,7 +131,7 @@ impl Filesystem for AsdFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -156,7 +156,15 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        match self.store.setattr(NodeId(ino.0), sa) {
+        let r = self.store.setattr(NodeId(ino.0), sa);
+        let r = match r {
+            Ok(_) if size.is_some() => self
+                .store
+                .drop_sgid_after_change(ctx(req), NodeId(ino.0))
+                .and_then(|_| self.store.getattr(NodeId(ino.0))),
+            other => other,
+        };
+        match r {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -292,8 +300,8 @@ impl Filesystem for AsdFs {
 
     fn write(
         &self,
-        _req: &Request,
-        _ino: INodeNo,
+        req: &Request,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -302,7 +310,11 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.store.write(HandleId(fh.0), offset, data) {
+        let r = self.store.write(HandleId(fh.0), offset, data);
+        if r.is_ok() {
+            let _ = self.store.drop_sgid_after_change(ctx(req), NodeId(ino.0));
+        }
+        match r {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }

@@ -16,12 +16,12 @@ const XATTR_SIZE_MAX: usize = 65536;
 
 impl Store {
     pub fn getattr(&self, id: NodeId) -> FsResult<Stat> {
-        self.inner.lock().stat(id)
+        self.lock().stat(id)
     }
 
     pub fn setattr(&self, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
         if sa.size.is_some() {
-            if self.inner.lock().node(id)?.kind != Kind::File {
+            if self.lock().node(id)?.kind != Kind::File {
                 return Err(Errno::EISDIR);
             }
             self.ensure_loaded(id)?;
@@ -29,7 +29,7 @@ impl Store {
         if sa.mode.is_some() {
             self.ensure_xattrs(id)?;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let seq = inner.next_seq();
         let now = Ts::now();
         if let Some(size) = sa.size {
@@ -63,15 +63,16 @@ impl Store {
     }
 
     pub fn readlink(&self, id: NodeId) -> FsResult<Vec<u8>> {
-        match &self.inner.lock().node(id)?.content {
+        match &self.lock().node(id)?.content {
             Content::Symlink(t) => Ok(t.clone()),
             _ => Err(Errno::EINVAL),
         }
     }
 
     pub fn getxattr(&self, id: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
+        check_xattr_name(name)?;
         self.ensure_xattrs(id)?;
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let x = inner.node(id)?.xattrs.as_ref().ok_or(Errno::EIO)?;
         x.get(name).cloned().ok_or(Errno::ENODATA)
     }
@@ -79,7 +80,7 @@ impl Store {
     /// The names of a node's xattrs; `trusted.*` only for root, as tmpfs does.
     pub fn listxattr(&self, ctx: Ctx, id: NodeId) -> FsResult<Vec<OsString>> {
         self.ensure_xattrs(id)?;
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let x = inner.node(id)?.xattrs.as_ref().ok_or(Errno::EIO)?;
         Ok(x.keys()
             .filter(|k| ctx.uid == 0 || !k.as_bytes().starts_with(b"trusted."))
@@ -88,14 +89,12 @@ impl Store {
     }
 
     pub fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
-        if name.is_empty() || name.len() > 255 {
-            return Err(Errno::ERANGE);
-        }
+        check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
         self.ensure_xattrs(id)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let exists = inner
             .node(id)?
             .xattrs
@@ -127,8 +126,9 @@ impl Store {
     }
 
     pub fn removexattr(&self, id: NodeId, name: &OsStr) -> FsResult<()> {
+        check_xattr_name(name)?;
         self.ensure_xattrs(id)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let n = inner.node_mut(id)?;
         let x = n.xattrs.as_mut().ok_or(Errno::EIO)?;
         if x.remove(name).is_none() {
@@ -139,6 +139,45 @@ impl Store {
     }
 }
 
+impl Store {
+    /// After a program (not root) changed a file's data: setgid goes if the program is not
+    /// in the file's group, as the kernel does for local filesystems (the FUSE kernel
+    /// module only clears it when the group may execute).
+    pub fn drop_sgid_after_change(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {
+        let (mode, gid) = {
+            let inner = self.lock();
+            let a = inner.node(id)?.attr;
+            (a.mode, a.gid)
+        };
+        let keep = ctx.uid == 0
+            || mode & libc::S_ISGID == 0
+            || mode & libc::S_IXGRP != 0
+            || in_group(ctx, gid);
+        if keep {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let seq = inner.next_seq();
+        let n = inner.node_mut(id)?;
+        n.attr.mode &= !libc::S_ISGID;
+        inner.mark_meta(id, seq);
+        inner.log_node(id);
+        Ok(())
+    }
+}
+
+/// Whether the caller is in group `gid` (its own or a supplementary group).
+fn in_group(ctx: Ctx, gid: u32) -> bool {
+    if ctx.gid == gid {
+        return true;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{}/status", ctx.pid)).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
+}
+
 impl Inner {
     fn xattr_changed(&mut self, id: NodeId) {
         let seq = self.next_seq();
@@ -147,6 +186,29 @@ impl Inner {
         }
         self.mark_meta(id, seq);
         self.log_node(id);
+    }
+}
+
+/// The namespaces tmpfs keeps (user, trusted, security, and POSIX ACLs in system); other
+/// names are refused as tmpfs refuses them, so that a flush can always write what it holds.
+fn check_xattr_name(name: &OsStr) -> FsResult<()> {
+    let b = name.as_bytes();
+    if b.len() > 255 {
+        return Err(Errno::ERANGE);
+    }
+    let rest = ["user.", "trusted.", "security.", "system."]
+        .iter()
+        .find_map(|p| b.strip_prefix(p.as_bytes()));
+    match rest {
+        None => Err(Errno::EOPNOTSUPP),
+        Some([]) => Err(Errno::EINVAL),
+        Some(_)
+            if b.starts_with(b"system.")
+                && ![acl::ACCESS, acl::DEFAULT].contains(&name.to_str().unwrap_or("")) =>
+        {
+            Err(Errno::EOPNOTSUPP)
+        }
+        Some(_) => Ok(()),
     }
 }
 

@@ -59,6 +59,15 @@ impl DataDir {
         )?))
     }
 
+    pub fn exists(&self, id: DataId) -> bool {
+        nix::sys::stat::fstatat(
+            &self.dir,
+            id.0.to_string().as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
+    }
+
     pub fn remove(&self, id: DataId) {
         let r = nix::unistd::unlinkat(
             &self.dir,

@@ -10,7 +10,7 @@ use std::ffi::OsString;
 
 impl Store {
     pub fn opendir(&self, id: NodeId) -> FsResult<HandleId> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if inner.node(id)?.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
@@ -32,7 +32,7 @@ impl Store {
         mut add: impl FnMut(&DirEntry, Option<&Stat>) -> bool,
     ) -> FsResult<()> {
         self.ensure_all_instantiated(dir)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let node = inner.node(dir)?;
         let parent = node.names.first().map(|(p, _)| *p).unwrap_or(dir);
         let mut list: Vec<DirEntry> = Vec::new();

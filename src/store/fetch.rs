@@ -50,7 +50,7 @@ impl Store {
     /// Makes sure a directory's entries are known.
     pub(crate) fn ensure_populated(&self, dir: NodeId) -> FsResult<()> {
         loop {
-            if self.inner.lock().dir(dir)?.populated {
+            if self.lock().dir(dir)?.populated {
                 return Ok(());
             }
             let Some(_claim) = self.claim(dir, POPULATE) else {
@@ -58,7 +58,7 @@ impl Store {
             };
             let _gate = self.disk_gate.read();
             let path = {
-                let mut inner = self.inner.lock();
+                let mut inner = self.lock();
                 if inner.dir(dir)?.populated {
                     return Ok(());
                 }
@@ -85,7 +85,16 @@ impl Store {
                         .map(|s| s.kind);
                 }
             }
-            self.inner.lock().install_listing(dir, listing);
+            // Listing a directory may update its atime on disk (when O_NOATIME is not
+            // allowed): keep reporting what the disk says.
+            let after = self.backing.stat(&Loc::Target(path.clone())).ok();
+            let mut inner = self.lock();
+            inner.install_listing(dir, listing);
+            if let (Some(st), Ok(n)) = (after, inner.node_mut(dir)) {
+                if n.meta_seq == 0 && n.origin.is_some() {
+                    n.attr.atime = st.attr.atime;
+                }
+            }
             return Ok(());
         }
     }
@@ -94,18 +103,18 @@ impl Store {
     pub(crate) fn ensure_child(&self, dir: NodeId, name: &OsStr) -> FsResult<()> {
         self.ensure_populated(dir)?;
         loop {
-            if !matches!(self.inner.lock().entry(dir, name)?, Some(Target::Disk(_))) {
+            if !matches!(self.lock().entry(dir, name)?, Some(Target::Disk(_))) {
                 return Ok(());
             }
             let Some(_claim) = self.claim(dir, INSTANTIATE) else {
                 continue;
             };
             let _gate = self.disk_gate.read();
-            let Some(path) = self.inner.lock().disk_path(dir) else {
+            let Some(path) = self.lock().disk_path(dir) else {
                 return Err(Errno::EIO);
             };
             let found = self.read_node(&path.join(name))?;
-            self.inner.lock().install_child(dir, name, found);
+            self.lock().install_child(dir, name, found);
             return Ok(());
         }
     }
@@ -115,7 +124,7 @@ impl Store {
         self.ensure_populated(dir)?;
         loop {
             let pending: Vec<OsString> = {
-                let inner = self.inner.lock();
+                let inner = self.lock();
                 let d = inner.dir(dir)?;
                 d.entries
                     .iter()
@@ -130,7 +139,7 @@ impl Store {
                 continue;
             };
             let _gate = self.disk_gate.read();
-            let Some(path) = self.inner.lock().disk_path(dir) else {
+            let Some(path) = self.lock().disk_path(dir) else {
                 return Err(Errno::EIO);
             };
             let mut found = Vec::with_capacity(pending.len());
@@ -142,7 +151,7 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             for (name, f) in found {
                 inner.install_child(dir, &name, f);
             }
@@ -164,7 +173,7 @@ impl Store {
     /// Makes sure a regular file's data is in RAM.
     pub(crate) fn ensure_loaded(&self, id: NodeId) -> FsResult<()> {
         loop {
-            if !matches!(self.inner.lock().node(id)?.content, Content::File(None)) {
+            if !matches!(self.lock().node(id)?.content, Content::File(None)) {
                 return Ok(());
             }
             let Some(_claim) = self.claim(id, LOAD) else {
@@ -172,7 +181,7 @@ impl Store {
             };
             let _gate = self.disk_gate.read();
             let path = {
-                let inner = self.inner.lock();
+                let inner = self.lock();
                 if !matches!(inner.node(id)?.content, Content::File(None)) {
                     return Ok(());
                 }
@@ -187,7 +196,7 @@ impl Store {
                 }
             }
             let size = file.metadata()?.len();
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             let n = inner.node_mut(id)?;
             n.content = Content::File(Some(DataCell::new(data_id, file)));
             n.attr.size = size;
@@ -200,7 +209,7 @@ impl Store {
     /// Makes sure a node's xattrs are in RAM.
     pub(crate) fn ensure_xattrs(&self, id: NodeId) -> FsResult<()> {
         loop {
-            if self.inner.lock().node(id)?.xattrs.is_some() {
+            if self.lock().node(id)?.xattrs.is_some() {
                 return Ok(());
             }
             let Some(_claim) = self.claim(id, XATTRS) else {
@@ -208,7 +217,7 @@ impl Store {
             };
             let _gate = self.disk_gate.read();
             let path = {
-                let inner = self.inner.lock();
+                let inner = self.lock();
                 if inner.node(id)?.xattrs.is_some() {
                     return Ok(());
                 }
@@ -218,7 +227,7 @@ impl Store {
                 Some(p) => self.backing.read_xattrs(&Loc::Target(p))?,
                 None => Vec::new(),
             };
-            self.inner.lock().node_mut(id)?.xattrs = Some(list.into_iter().collect());
+            self.lock().node_mut(id)?.xattrs = Some(list.into_iter().collect());
             return Ok(());
         }
     }
@@ -272,7 +281,7 @@ impl Inner {
                 .disk_inos
                 .get(&st.ino)
                 .copied()
-                .filter(|_| st.kind != Kind::Dir)
+                .filter(|x| st.kind != Kind::Dir && self.nodes.contains_key(x))
             {
                 Some(x) => {
                     let n = self.nodes.get_mut(&x)?;

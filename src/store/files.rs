@@ -18,38 +18,38 @@ impl Store {
     /// Opens a regular file; `truncate` is O_TRUNC (the data is then not read from disk).
     pub fn open(&self, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
         {
-            let inner = self.inner.lock();
+            let inner = self.lock();
             match inner.node(id)?.kind {
                 Kind::File => {}
                 Kind::Dir => return Err(Errno::EISDIR),
                 _ => return Err(Errno::ENXIO),
             }
         }
-        if truncate && write {
+        if truncate {
             self.replace_with_empty(id)?;
         } else {
             self.ensure_loaded(id)?;
         }
-        self.inner.lock().open_handle(id, write)
+        self.lock().open_handle(id, write)
     }
 
     /// O_TRUNC on a file: its data becomes an empty data file, without reading the old.
     fn replace_with_empty(&self, id: NodeId) -> FsResult<()> {
-        let loaded = matches!(self.inner.lock().node(id)?.content, Content::File(Some(_)));
+        let loaded = matches!(self.lock().node(id)?.content, Content::File(Some(_)));
         if loaded {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             let seq = inner.next_seq();
             return inner.truncate(id, 0, seq);
         }
         let data_id = self.data.alloc();
         let cell = DataCell::new(data_id, self.data.create(data_id)?);
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let seq = inner.next_seq();
         let n = inner.node_mut(id)?;
         if !matches!(n.content, Content::File(None)) {
             drop(inner);
             self.data.remove(data_id);
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             let seq = inner.next_seq();
             return inner.truncate(id, 0, seq);
         }
@@ -64,7 +64,7 @@ impl Store {
     }
 
     fn cell_of(&self, fh: HandleId) -> FsResult<(NodeId, Arc<DataCell>)> {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
         let cell = inner.node(h.node)?.cell().cloned().ok_or(Errno::EBADF)?;
         Ok((h.node, cell))
@@ -81,14 +81,14 @@ impl Store {
     pub fn write(&self, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(&self.data, |f| write_some(f, data, off))?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.data_changed(id, Some(off + n as u64), new_id.is_some())?;
         inner.counters.bytes_written += n as u64;
         Ok(n)
     }
 
     pub fn release(&self, fh: HandleId) -> FsResult<()> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let h = inner.handles.remove(&fh.0).ok_or(Errno::EBADF)?;
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
@@ -111,7 +111,7 @@ impl Store {
             }
         })?;
         let size = cell.file().metadata()?.len();
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.node_mut(id)?.attr.size = size;
         inner.data_changed(id, None, new_id.is_some())
     }
@@ -143,7 +143,7 @@ impl Store {
         let (n, new_id) = cout.modify(&self.data, |dst| {
             copy_range(&src, off_in, dst, off_out, len)
         })?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.data_changed(id, Some(off_out + n), new_id.is_some())?;
         inner.counters.bytes_written += n;
         Ok(n)

@@ -48,6 +48,9 @@ pub(crate) struct Inner {
     /// When the oldest change not yet on disk was made, and the first change since the
     /// last flush snapshot.
     pub dirty_since: Option<std::time::SystemTime>,
+    /// Records of the operation in progress: appended as one batch, with a commit marker,
+    /// when the store lock is released (design.md §3).
+    pub log_buf: Vec<Record>,
     pub since_snapshot: Option<std::time::SystemTime>,
 }
 
@@ -252,6 +255,11 @@ impl Inner {
         let n = self.nodes.remove(&id).expect("checked above");
         self.dirty_nodes.remove(&id);
         self.dirty_dirs.remove(&id);
+        if let Some(ino) = n.disk_ino {
+            if self.disk_inos.get(&ino) == Some(&id) {
+                self.disk_inos.remove(&ino);
+            }
+        }
         if let Some(cell) = n.cell() {
             self.data.remove(cell.id());
         }
@@ -318,7 +326,18 @@ impl Inner {
                 n.logged_epoch = epoch;
             }
         }
-        let _ = self.log.append(&recs);
+        self.log_buf.extend(recs);
+    }
+
+    /// Appends the records of the operation just done, as one batch that a replay applies
+    /// whole or not at all.
+    pub fn flush_log(&mut self) {
+        if self.log_buf.is_empty() {
+            return;
+        }
+        let mut batch = std::mem::take(&mut self.log_buf);
+        batch.push(Record::Commit);
+        let _ = self.log.append(&batch);
     }
 
     /// Appends an entry record (the child's node record first).
@@ -335,7 +354,7 @@ impl Inner {
             name: name.to_os_string(),
             child,
         };
-        let _ = self.log.append(&[rec]);
+        self.log_buf.push(rec);
     }
 
     /// Counts a new kernel reference to a node.

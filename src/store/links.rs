@@ -23,8 +23,8 @@ impl Inner {
             let Some(n) = self.nodes.get(&id) else {
                 continue;
             };
-            let rewritten = n.kind == Kind::File && n.data_seq != 0 && n.origin.is_some();
-            if !rewritten || n.names.is_empty() {
+            let rewritten = n.kind == Kind::File && n.data_seq != 0 && n.disk_ino.is_some();
+            if !rewritten || (n.names.is_empty() && n.hidden_links == 0) {
                 continue;
             }
             if n.xattrs.is_none() {
@@ -59,7 +59,7 @@ impl Store {
         for p in &found {
             self.meet_disk_path(p)?;
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         for id in inos.values() {
             if let Some(n) = inner.nodes.get_mut(id) {
                 if n.hidden_links > 0 {
@@ -89,7 +89,7 @@ impl Store {
                 Some(None) => return Ok(()),
                 None => {
                     self.ensure_child(cur, name)?;
-                    match self.inner.lock().entry(cur, name)? {
+                    match self.lock().entry(cur, name)? {
                         Some(Target::Node(x)) => x,
                         _ => return Ok(()),
                     }
@@ -102,7 +102,7 @@ impl Store {
     /// Who is on disk under `dir/name`: `Some(Some(node))`, `Some(None)` for nothing, `None`
     /// when the entry is on disk but not instantiated yet.
     fn disk_child(&self, dir: NodeId, name: &OsStr) -> FsResult<Option<Option<NodeId>>> {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let d = inner.dir(dir)?;
         if let Some(dn) = d.dirty.get(name) {
             return Ok(Some(dn.old.map(|o| o.0)));

@@ -18,6 +18,12 @@ const RESERVE: u64 = 8 << 20;
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Record {
     Header(Header),
+    /// Ends the records of one operation: a replay applies a batch only if it has this.
+    Commit,
+    /// The last record of a rewritten log: it was written completely.
+    End {
+        records: u64,
+    },
     Node(NodeRec),
     Entry {
         dir: NodeId,
@@ -156,6 +162,9 @@ impl StoreLog {
         for r in records {
             buf.extend_from_slice(&encode(r));
         }
+        buf.extend_from_slice(&encode(&Record::End {
+            records: records.len() as u64,
+        }));
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -194,13 +203,31 @@ impl StoreLog {
     /// it (the daemon died between a flush's commit and its log switch), else `log`.
     pub fn read_for(dir: &Path, disk_gen: u64) -> io::Result<(Header, Vec<Record>)> {
         if let Ok((h, r)) = Self::read_file(&Self::new_path(dir)) {
-            if h.base_gen == disk_gen {
+            // Only a complete rewrite counts (it ends with its End record).
+            let complete = matches!(r.last(), Some(Record::End { records }) if *records as usize + 1 == r.len());
+            if h.base_gen == disk_gen && complete {
                 std::fs::rename(Self::new_path(dir), Self::path(dir))?;
                 return Ok((h, r));
             }
         }
         let _ = std::fs::remove_file(Self::new_path(dir));
         Self::read_file(&Self::path(dir))
+    }
+
+    /// A log object for a takeover: nothing is written until the replayed state is (with
+    /// `rewrite`), so a takeover killed half way leaves the old log as it was.
+    pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
+        Ok(StoreLog {
+            dir: dir.to_path_buf(),
+            file: File::open("/dev/null")?,
+            len: 0,
+            reserved: 0,
+            epoch: 1,
+            base_gen,
+            target: target.to_path_buf(),
+            failures: 0,
+            pending: None,
+        })
     }
 
     /// Appends records with one write(2). On failure the error is counted and returned.
@@ -268,6 +295,18 @@ impl StoreLog {
                         format!("store log line {}: {e}", i + 1),
                     ));
                 }
+            }
+        }
+        let whole = records
+            .iter()
+            .rposition(|r| matches!(r, Record::Commit | Record::End { .. } | Record::Header(_)));
+        if let Some(last) = whole {
+            if last + 1 < records.len() {
+                tracing::warn!(
+                    dropped = records.len() - last - 1,
+                    "store log: ignoring an operation cut short"
+                );
+                records.truncate(last + 1);
             }
         }
         let mut it = records.into_iter();

@@ -10,7 +10,7 @@
 //! 3. a file's `DataCell` lock: taken without `inner` for data I/O.
 
 pub mod acl;
-mod attrs;
+pub mod attrs;
 pub(crate) mod data;
 mod dirs;
 mod fetch;
@@ -85,16 +85,11 @@ impl Store {
                 s.private_dir.display()
             );
         }
-        // Keep the old log until the replayed state has been written as a new one.
-        let old = s.private_dir.join("log");
-        let keep = s.private_dir.join("log.replayed");
-        std::fs::copy(&old, &keep)?;
-        let log = log::StoreLog::create(s.private_dir, s.target, s.base_gen, &[])?;
+        let log = log::StoreLog::unopened(s.private_dir, s.target, s.base_gen)?;
         let store = Store::assemble(s.backing, s.private_dir, log)?;
         store.add_root()?;
         store.replay(records)?;
         store.rewrite_log()?;
-        std::fs::remove_file(&keep)?;
         Ok(store)
     }
 
@@ -120,6 +115,7 @@ impl Store {
             data: data.clone(),
             dirty_since: None,
             since_snapshot: None,
+            log_buf: Vec::new(),
         };
         Ok(Store {
             disk_gate: RwLock::new(()),
@@ -151,13 +147,13 @@ impl Store {
         });
         root.disk_ino = Some(st.ino);
         root.lookups = 1;
-        self.inner.lock().nodes.insert(NodeId::ROOT, root);
+        self.lock().nodes.insert(NodeId::ROOT, root);
         Ok(())
     }
 
     /// Writes the current dirty state as a fresh store log (same base generation).
     pub fn rewrite_log(&self) -> std::io::Result<()> {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let base = inner.log.base_gen;
         inner.rewrite_log(base)
     }
@@ -188,7 +184,7 @@ impl Store {
 
     /// A summary for status reports.
     pub fn summary(&self) -> StoreSummary {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let mut s = StoreSummary {
             nodes: inner.nodes.len() as u64,
             dirty_nodes: inner.dirty_nodes.len() as u64,
@@ -213,6 +209,35 @@ impl Store {
         drop(inner);
         s.ram_bytes = dir_bytes(&self.private.join("data"));
         s
+    }
+}
+
+/// The store lock; releasing it appends the records of what was done under it as one batch.
+pub(crate) struct Locked<'a>(parking_lot::MutexGuard<'a, Inner>);
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Inner {
+        &mut self.0
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        self.0.flush_log();
+    }
+}
+
+impl Store {
+    /// Takes the store lock (see the lock order at the top of this file).
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        Locked(self.inner.lock())
     }
 }
 

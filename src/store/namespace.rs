@@ -26,7 +26,7 @@ impl Store {
             return Err(Errno::ENAMETOOLONG);
         }
         self.ensure_child(parent, name)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         match inner.entry(parent, name)? {
             Some(Target::Node(id)) => {
                 inner.add_lookup(id);
@@ -37,7 +37,7 @@ impl Store {
     }
 
     pub fn forget(&self, id: NodeId, n: u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if let Some(node) = inner.nodes.get_mut(&id) {
             node.lookups = node.lookups.saturating_sub(n);
         }
@@ -64,7 +64,7 @@ impl Store {
             }
             _ => None,
         };
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let r = inner.make(ctx, parent, name, kind, mode, umask, cell.clone());
         if r.is_err() {
             if let Some(c) = cell {
@@ -85,7 +85,7 @@ impl Store {
         write: bool,
     ) -> FsResult<(Stat, HandleId)> {
         let st = self.make(ctx, parent, name, NewKind::File, mode, umask)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let h = inner.open_handle(st.ino, write)?;
         Ok((st, h))
     }
@@ -93,7 +93,7 @@ impl Store {
     pub fn link(&self, id: NodeId, newparent: NodeId, newname: &OsStr) -> FsResult<Stat> {
         check_name(newname)?;
         self.ensure_child(newparent, newname)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let n = inner.node(id)?;
         if n.kind == Kind::Dir {
             return Err(Errno::EPERM);
@@ -116,7 +116,7 @@ impl Store {
 
     pub fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
         self.ensure_child(parent, name)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(Target::Node(id)) = inner.entry(parent, name)? else {
             return Err(Errno::ENOENT);
         };
@@ -128,15 +128,15 @@ impl Store {
 
     pub fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
         self.ensure_child(parent, name)?;
-        let id = match self.inner.lock().entry(parent, name)? {
+        let id = match self.lock().entry(parent, name)? {
             Some(Target::Node(id)) => id,
             _ => return Err(Errno::ENOENT),
         };
-        if self.inner.lock().node(id)?.kind != Kind::Dir {
+        if self.lock().node(id)?.kind != Kind::Dir {
             return Err(Errno::ENOTDIR);
         }
         self.ensure_populated(id)?;
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         if inner.entry(parent, name)? != Some(Target::Node(id)) {
             return Err(Errno::ENOENT);
         }
@@ -164,13 +164,13 @@ impl Store {
         self.ensure_child(parent, name)?;
         self.ensure_child(newparent, newname)?;
         // A directory that would be replaced must be known to be empty.
-        let dst = self.inner.lock().entry(newparent, newname)?;
+        let dst = self.lock().entry(newparent, newname)?;
         if let Some(Target::Node(d)) = dst {
-            if self.inner.lock().node(d)?.kind == Kind::Dir {
+            if self.lock().node(d)?.kind == Kind::Dir {
                 self.ensure_populated(d)?;
             }
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         let Some(Target::Node(src)) = inner.entry(parent, name)? else {
             return Err(Errno::ENOENT);
         };

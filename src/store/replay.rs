@@ -22,22 +22,41 @@ impl Store {
                     nodes.insert(n.id, n);
                 }
                 Record::Entry { dir, name, child } => entries.push((dir, name, child)),
-                Record::Header(_) => {}
+                Record::Header(_) | Record::End { .. } | Record::Commit => {}
             }
         }
+        let mut skipped: HashSet<NodeId> = HashSet::new();
         {
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             inner.replaying = true;
             for rec in nodes.values() {
+                if rec.id != NodeId::ROOT && rec.data.is_some_and(|d| !inner.data.exists(d)) {
+                    // Created, then unlinked and freed (which removes the data file). It lost
+                    // every name, so a later entry record sets each name it had.
+                    skipped.insert(rec.id);
+                    continue;
+                }
                 inner
                     .restore_node(rec)
                     .with_context(|| format!("restoring node {}", rec.id.0))?;
             }
         }
-        let r = self.replay_entries(entries);
-        self.inner.lock().replaying = false;
+        let r = self.replay_entries(entries, &skipped);
+        self.lock().replaying = false;
         r?;
         self.reach_restored_nodes()?;
+        {
+            let mut inner = self.lock();
+            let nameless: Vec<NodeId> = inner
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.names.is_empty())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in nameless {
+                inner.maybe_free(id);
+            }
+        }
         // A restored directory knows its entries, and so its link count, once populated.
         let dirs: Vec<NodeId> = nodes
             .values()
@@ -45,7 +64,7 @@ impl Store {
             .map(|n| n.id)
             .collect();
         for d in dirs {
-            if self.inner.lock().nodes.contains_key(&d) {
+            if self.lock().nodes.contains_key(&d) {
                 self.ensure_populated(d)
                     .with_context(|| format!("populating node {}", d.0))?;
             }
@@ -57,11 +76,13 @@ impl Store {
     fn replay_entries(
         &self,
         entries: Vec<(NodeId, OsString, Option<NodeId>)>,
+        skipped: &HashSet<NodeId>,
     ) -> anyhow::Result<()> {
         for (dir, name, child) in entries {
+            let child = child.filter(|c| !skipped.contains(c));
             let what = || format!("replaying entry {:?} in node {}", name, dir.0);
             self.ensure_child(dir, &name).with_context(what)?;
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             if let Some(c) = child {
                 if !inner.nodes.contains_key(&c) {
                     anyhow::bail!("{}: node {} has no record", what(), c.0);
@@ -91,7 +112,7 @@ impl Store {
                 self.ensure_populated(*d)
                     .with_context(|| format!("populating node {}", d.0))?;
             }
-            let mut inner = self.inner.lock();
+            let mut inner = self.lock();
             // A name no longer on disk: nothing of it is left to reach.
             inner.pending_origins.retain(|(d, _), _| !dirs.contains(d));
         }
@@ -100,7 +121,7 @@ impl Store {
 
     /// Deletes data files no node refers to (left by copy-on-write or a dead daemon).
     fn remove_unused_data(&self) -> std::io::Result<()> {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         let used: HashSet<DataId> = inner
             .nodes
             .values()

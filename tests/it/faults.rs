@@ -23,14 +23,22 @@ struct Faulty {
 
 impl Faulty {
     fn new(errno: i32) -> Arc<Faulty> {
-        Arc::new(Faulty { real: std::sync::OnceLock::new(), countdown: AtomicI64::new(i64::MAX), errno })
+        Arc::new(Faulty {
+            real: std::sync::OnceLock::new(),
+            countdown: AtomicI64::new(i64::MAX),
+            errno,
+        })
     }
     fn inner(&self) -> &Arc<dyn Backing> {
         self.real.get().expect("wrapped")
     }
     fn tick(&self) -> io::Result<()> {
         let left = self.countdown.fetch_sub(1, Ordering::SeqCst);
-        if left <= 0 && left > i64::MIN / 2 { Err(io::Error::from_raw_os_error(self.errno)) } else { Ok(()) }
+        if left <= 0 && left > i64::MIN / 2 {
+            Err(io::Error::from_raw_os_error(self.errno))
+        } else {
+            Ok(())
+        }
     }
     fn heal(&self) {
         self.countdown.store(i64::MAX, Ordering::SeqCst);
@@ -135,11 +143,24 @@ fn workload(f: &Fixture) {
     f.store.write(fh, 0, b"new a, longer than before").unwrap();
     f.store.release(fh).unwrap();
     f.write_file("", "c", &vec![9u8; 300_000]);
-    f.store.rename(root, OsStr::new("d"), root, OsStr::new("e"), 0).unwrap();
+    f.store
+        .rename(root, OsStr::new("d"), root, OsStr::new("e"), 0)
+        .unwrap();
     f.store.unlink(root, OsStr::new("b")).unwrap();
-    f.store.make(CTX, root, OsStr::new("f"), NewKind::Dir, 0o750, 0).unwrap();
+    f.store
+        .make(CTX, root, OsStr::new("f"), NewKind::Dir, 0o750, 0)
+        .unwrap();
     f.write_file("f", "y", b"new y");
-    f.store.make(CTX, root, OsStr::new("l"), NewKind::Symlink(b"e/x"), 0o777, 0).unwrap();
+    f.store
+        .make(
+            CTX,
+            root,
+            OsStr::new("l"),
+            NewKind::Symlink(b"e/x"),
+            0o777,
+            0,
+        )
+        .unwrap();
 }
 
 fn final_tree() -> BTreeMap<String, Vec<u8>> {
@@ -167,28 +188,47 @@ fn fail_at_every_step(errno: i32) {
         faulty.countdown.store(n, Ordering::SeqCst);
         let r = f.flusher.flush();
         let Err(e) = r else {
-            assert_eq!(snapshot(&f.target()), want, "a flush that did not hit the fault");
+            assert_eq!(
+                snapshot(&f.target()),
+                want,
+                "a flush that did not hit the fault"
+            );
             break;
         };
         failures += 1;
         let msg = format!("{e:#}");
-        assert!(msg.contains(&io::Error::from_raw_os_error(errno).to_string()), "step {n}: {msg}");
+        assert!(
+            msg.contains(&io::Error::from_raw_os_error(errno).to_string()),
+            "step {n}: {msg}"
+        );
         // No half-written file: each file on disk is its old or its new version.
         let now = snapshot(&f.target());
         for (path, data) in &now {
             let old = initial.get(path);
             let new = want.get(path);
-            assert!(old == Some(data) || new == Some(data), "step {n}: {path} is neither old nor new");
+            assert!(
+                old == Some(data) || new == Some(data),
+                "step {n}: {path} is neither old nor new"
+            );
         }
         assert!(f.flusher.failures() >= 1);
         // The changes are still in RAM.
         assert_eq!(f.read_file("a"), b"new a, longer than before");
         faulty.heal();
-        f.flusher.flush().unwrap_or_else(|e| panic!("step {n}: the retry failed: {e:#}"));
+        f.flusher
+            .flush()
+            .unwrap_or_else(|e| panic!("step {n}: the retry failed: {e:#}"));
         assert_eq!(snapshot(&f.target()), want, "step {n}: after the retry");
         let side = f.tmp.path().join("disk/.target-asdfs");
-        let left: Vec<_> = std::fs::read_dir(side).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(left, vec![std::ffi::OsString::from("generation")], "step {n}: leftovers");
+        let left: Vec<_> = std::fs::read_dir(side)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            left,
+            vec![std::ffi::OsString::from("generation")],
+            "step {n}: leftovers"
+        );
     }
     assert!(failures > 10, "the fault was hit at only {failures} steps");
 }

@@ -36,7 +36,10 @@ where
 {
     Command::new(BIN)
         .args(args)
-        .env("ASDFS_LOG", "warn")
+        .env(
+            "ASDFS_LOG",
+            std::env::var("ASDFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .output()
         .expect("running asdfs")
 }

@@ -2,11 +2,15 @@
 //! /dev/fuse, model tests and crash tests.
 
 mod common;
+mod concurrent;
+mod faults;
 mod harness;
+mod kill;
 mod model;
 mod mount;
 mod posix;
+mod powercut;
+mod simdisk;
+mod snapshots;
 mod store;
 mod writeback;
-mod faults;
-mod snapshots;

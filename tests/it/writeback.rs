@@ -18,7 +18,11 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 
 fn status_json(m: &Mount) -> serde_json::Value {
     let out = asdfs(["status", "--json", m.target.to_str().unwrap()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     v[0].clone()
 }
@@ -32,7 +36,9 @@ fn the_timer_flushes_by_itself() {
     m.extra = vec!["--flush-interval".into(), "1s".into()];
     m.mount();
     fs::write(m.path("tick"), b"tock").unwrap();
-    wait_for("the timed flush", Duration::from_secs(10), || fs::read(m.disk_copy().join("tick")).ok().as_deref() == Some(b"tock"));
+    wait_for("the timed flush", Duration::from_secs(10), || {
+        fs::read(m.disk_copy().join("tick")).ok().as_deref() == Some(b"tock")
+    });
 }
 
 #[test]
@@ -45,7 +51,10 @@ fn fsync_sync_writes_the_file_before_returning() {
     m.mount();
     let mut f = fs::File::create(m.path("db")).unwrap();
     f.write_all(b"committed").unwrap();
-    assert!(!m.disk_copy().join("db").exists(), "nothing on disk before fsync");
+    assert!(
+        !m.disk_copy().join("db").exists(),
+        "nothing on disk before fsync"
+    );
     f.sync_all().unwrap();
     assert_eq!(fs::read(m.disk_copy().join("db")).unwrap(), b"committed");
 }
@@ -70,13 +79,22 @@ fn sigterm_flushes_and_unmounts() {
     let m = Mount::new();
     fs::write(m.path("x"), b"before sigterm").unwrap();
     let pid = m.daemon_pid().unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     wait_for("the unmount", Duration::from_secs(10), || !m.is_mounted());
     wait_for("the daemon to exit", Duration::from_secs(10), || {
-        fs::read_to_string(format!("/proc/{pid}/stat")).map(|s| s.split(' ').nth(2) == Some("Z")).unwrap_or(true)
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split(' ').nth(2) == Some("Z"))
+            .unwrap_or(true)
     });
     assert_eq!(fs::read(m.path("x")).unwrap(), b"before sigterm");
-    assert!(!m.store().join("private").exists(), "the store is removed after a clean stop");
+    assert!(
+        !m.store().join("private").exists(),
+        "the store is removed after a clean stop"
+    );
 }
 
 #[test]
@@ -89,10 +107,15 @@ fn an_unmount_by_someone_else_flushes() {
         fs::write(m.path("y"), tool.as_bytes()).unwrap();
         let st = match tool {
             "umount" => Command::new("umount").arg(&m.target).status(),
-            _ => Command::new("fusermount3").arg("-u").arg(&m.target).status(),
+            _ => Command::new("fusermount3")
+                .arg("-u")
+                .arg(&m.target)
+                .status(),
         };
         assert!(st.unwrap().success(), "{tool}");
-        wait_for("the final flush", Duration::from_secs(10), || fs::read(m.path("y")).ok().as_deref() == Some(tool.as_bytes()));
+        wait_for("the final flush", Duration::from_secs(10), || {
+            fs::read(m.path("y")).ok().as_deref() == Some(tool.as_bytes())
+        });
     }
 }
 
@@ -102,7 +125,10 @@ struct SmallFs(std::path::PathBuf);
 impl SmallFs {
     fn new(dir: &Path, size: &str) -> SmallFs {
         fs::create_dir_all(dir).unwrap();
-        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "asdfs-test"]).arg(dir).status();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "asdfs-test"])
+            .arg(dir)
+            .status();
         assert!(st.unwrap().success(), "mounting a small tmpfs");
         SmallFs(dir.to_path_buf())
     }
@@ -136,7 +162,11 @@ fn a_full_tmpfs_gives_enospc_and_loses_nothing() {
     let err = err.expect("writing 10 MiB into a 4 MiB tmpfs must fail");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
     drop(big);
-    assert_eq!(fs::read(m.path("kept")).unwrap(), vec![1u8; 1 << 20], "what was written before is intact");
+    assert_eq!(
+        fs::read(m.path("kept")).unwrap(),
+        vec![1u8; 1 << 20],
+        "what was written before is intact"
+    );
     fs::remove_file(m.path("big")).unwrap();
     m.unmount();
     assert_eq!(fs::read(m.path("kept")).unwrap(), vec![1u8; 1 << 20]);
@@ -149,33 +179,69 @@ fn a_full_disk_keeps_changes_in_ram_reports_and_retries() {
         return;
     }
     // The disk copy lives on a small filesystem of its own.
-    let base = tempfile::Builder::new().prefix("asdfs-full-").tempdir_in("/tmp").unwrap();
+    let base = tempfile::Builder::new()
+        .prefix("asdfs-full-")
+        .tempdir_in("/tmp")
+        .unwrap();
     let small = SmallFs::new(&base.path().join("fs"), "2m");
     let target = small.0.join("t");
     fs::create_dir(&target).unwrap();
     fs::write(target.join("old"), b"old content").unwrap();
-    let vol = tempfile::Builder::new().prefix("asdfs-vol-").tempdir_in("/dev/shm").unwrap();
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
     let t = target.to_str().unwrap();
-    let out = asdfs(["mount", t, "--volatile", vol.path().to_str().unwrap(), "--flush-interval", "1h"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = asdfs([
+        "mount",
+        t,
+        "--volatile",
+        vol.path().to_str().unwrap(),
+        "--flush-interval",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let guard = scopeguard(t);
     fs::write(target.join("old"), b"new content").unwrap();
     fs::write(target.join("huge"), vec![3u8; 3 << 20]).unwrap();
     let out = asdfs(["flush", t]);
     assert!(!out.status.success(), "a flush onto a full disk fails");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("No space left") && err.contains("stay in RAM"), "{err}");
+    assert!(
+        err.contains("No space left") && err.contains("stay in RAM"),
+        "{err}"
+    );
     let out = asdfs(["status", "--json", t]);
     let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(st[0]["last_flush"]["ok"], false, "status shows the failure: {st}");
+    assert_eq!(
+        st[0]["last_flush"]["ok"], false,
+        "status shows the failure: {st}"
+    );
     assert!(st[0]["flush_failures"].as_u64().unwrap() >= 1);
     // Nothing half-written: the old file is intact and no staging is left.
     let side = small.0.join(".t-asdfs");
-    assert!(fs::read_dir(&side).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("stage")));
+    assert!(fs::read_dir(&side).unwrap().all(|e| {
+        !e.unwrap()
+            .file_name()
+            .to_string_lossy()
+            .starts_with("stage")
+    }));
     // Make room: the next flush succeeds with everything.
-    Command::new("mount").args(["-o", "remount,size=16m"]).arg(&small.0).status().unwrap();
+    Command::new("mount")
+        .args(["-o", "remount,size=16m"])
+        .arg(&small.0)
+        .status()
+        .unwrap();
     let out = asdfs(["flush", t]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(guard);
     assert_eq!(fs::read(target.join("old")).unwrap(), b"new content");
     assert_eq!(fs::read(target.join("huge")).unwrap().len(), 3 << 20);
@@ -207,11 +273,21 @@ fn only_root_and_the_owner_may_command_the_daemon() {
     fs::set_permissions(m.volatile.path(), fs::Permissions::from_mode(0o755)).unwrap();
     // Another user (nobody) may look but not command.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", crate::harness::BIN, "flush"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            crate::harness::BIN,
+            "flush",
+        ])
         .arg(&m.target)
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(status_json(&m)["state"] == "mounted");
 }

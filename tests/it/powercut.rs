@@ -1,0 +1,193 @@
+//! Power cuts at every durability point of a scripted workload (redb's crash test is the
+//! model): after each cut, and for every state the disk may have kept, recovery must give
+//! exactly the state of one completed flush, and never an older one than a flush that
+//! returned success.
+
+use crate::common::{CTX, Fixture, scratch};
+use crate::simdisk::{Durable, Picture, SimDisk, picture, side_names};
+use asdfs::flush::recover_disk;
+use asdfs::store::attrs::XATTR_CREATE;
+use asdfs::store::namespace::NewKind;
+use asdfs::store::types::SetAttr;
+use std::ffi::OsStr;
+use std::sync::Arc;
+
+fn initial_disk() -> SimDisk {
+    let d = SimDisk::new();
+    d.put_dir("docs");
+    d.put_file("docs/readme", b"read me");
+    d.put_file("docs/notes", b"notes v1");
+    d.put_dir("logs");
+    d.put_file("logs/app.log", b"line 1\n");
+    d.put_file("db", &vec![5u8; 20_000]);
+    d
+}
+
+fn over(sim: Arc<SimDisk>) -> Fixture {
+    let tmp = scratch();
+    std::fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
+    Fixture::open_wrapped(tmp, false, move |_real| sim)
+}
+
+fn append(f: &Fixture, path: &str, data: &[u8]) {
+    let id = f.node(path).ino;
+    let size = f.store.getattr(id).unwrap().attr.size;
+    let fh = f.store.open(id, true, false).unwrap();
+    f.store.write(fh, size, data).unwrap();
+    f.store.release(fh).unwrap();
+}
+
+/// The scripted changes, in three batches; a flush follows each.
+fn batch(f: &Fixture, n: usize) {
+    let root = f.node("").ino;
+    let name = OsStr::new;
+    match n {
+        0 => {
+            f.write_file("", "new.txt", b"created in RAM");
+            append(f, "logs/app.log", b"line 2\n");
+            f.store
+                .make(CTX, root, name("cache"), NewKind::Dir, 0o700, 0)
+                .unwrap();
+            f.write_file("cache", "blob", &vec![1u8; 70_000]);
+            f.store
+                .rename(root, name("docs"), root, name("documents"), 0)
+                .unwrap();
+            f.store
+                .link(f.node("db").ino, f.node("cache").ino, name("db-link"))
+                .unwrap();
+            f.store
+                .make(
+                    CTX,
+                    root,
+                    name("current"),
+                    NewKind::Symlink(b"logs/app.log"),
+                    0o777,
+                    0,
+                )
+                .unwrap();
+            let sa = SetAttr {
+                mode: Some(0o600),
+                ..Default::default()
+            };
+            f.store.setattr(f.node("documents/readme").ino, sa).unwrap();
+            f.store
+                .setxattr(f.node("new.txt").ino, name("user.tag"), b"v1", XATTR_CREATE)
+                .unwrap();
+        }
+        1 => {
+            append(f, "db", b"appended through one name");
+            let docs = f.node("documents").ino;
+            f.store
+                .rename(docs, name("notes"), root, name("new.txt"), 0)
+                .unwrap();
+            f.store.unlink(f.node("cache").ino, name("blob")).unwrap();
+            f.store
+                .rename(
+                    root,
+                    name("logs"),
+                    root,
+                    name("cache"),
+                    libc::RENAME_EXCHANGE,
+                )
+                .unwrap();
+            append(f, "cache/app.log", b"line 3\n");
+        }
+        _ => {
+            let logs = f.node("logs").ino;
+            f.store.unlink(logs, name("db-link")).unwrap();
+            f.store.rmdir(root, name("logs")).unwrap();
+            f.store
+                .rename(
+                    root,
+                    name("cache"),
+                    f.node("documents").ino,
+                    name("logs"),
+                    0,
+                )
+                .unwrap();
+            f.write_file("documents", "big", &vec![2u8; 200_000]);
+            f.store.unlink(root, name("db")).unwrap();
+        }
+    }
+}
+
+/// Runs the workload; returns the acknowledged generation (the last flush that returned
+/// success) and stops at the first failure.
+fn run(f: &Fixture) -> u64 {
+    let mut acked = 0;
+    for n in 0..3 {
+        batch(f, n);
+        match f.flusher.flush() {
+            Ok(r) => acked = r.generation,
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+/// The disk after each generation, without power cuts; and how many durability points the
+/// whole workload has.
+fn expected() -> (Vec<Picture>, u64) {
+    let sim = Arc::new(initial_disk());
+    let mut pics = vec![picture(&sim.everything())];
+    let f = over(sim.clone());
+    for n in 0..3 {
+        batch(&f, n);
+        f.flusher.flush().unwrap();
+        pics.push(picture(&sim.everything()));
+    }
+    assert_eq!(
+        side_names(&sim.everything()),
+        vec!["generation".to_string()]
+    );
+    (pics, sim.points())
+}
+
+fn recover(state: Durable) -> (Picture, Vec<String>) {
+    let disk = SimDisk::from_durable(state);
+    let (generation, _) = recover_disk(&disk).unwrap_or_else(|e| panic!("recovery failed: {e:#}"));
+    let after = disk.everything();
+    let _ = generation;
+    (picture(&after), side_names(&after))
+}
+
+#[test]
+fn recovery_after_a_power_cut_at_any_point_gives_one_whole_flush() {
+    let (pics, points) = expected();
+    assert!(
+        points > 20,
+        "the workload has only {points} durability points"
+    );
+    let mut checked = 0;
+    for cut in 1..=points {
+        let sim = Arc::new(initial_disk());
+        sim.cut_power_at(cut);
+        let acked = run(&over(sim.clone()));
+        let survivors = sim
+            .survivors()
+            .unwrap_or_else(|| panic!("cut {cut}: the power never went out"));
+        for (i, state) in survivors.into_iter().enumerate() {
+            let (pic, side) = recover(state);
+            let generation = pics.iter().position(|p| *p == pic);
+            let Some(generation) = generation else {
+                panic!(
+                    "cut at point {cut}, surviving state {i}: the disk is not the state of any flush:\n{pic:#?}"
+                );
+            };
+            assert!(
+                generation as u64 >= acked,
+                "cut {cut}/{i}: flush {acked} returned success but the disk is at {generation}"
+            );
+            assert!(
+                generation as u64 <= acked + 1,
+                "cut {cut}/{i}: generation {generation} after acked {acked}"
+            );
+            assert!(
+                side.iter().all(|n| n == "generation"),
+                "cut {cut}/{i}: leftovers {side:?}"
+            );
+            checked += 1;
+        }
+    }
+    eprintln!("power cuts: {points} points, {checked} surviving states recovered");
+}
