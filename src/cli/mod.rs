@@ -45,6 +45,11 @@ pub enum Cmd {
     },
     /// Final flush, then unmount; the disk copy then equals what programs saw.
     Unmount { target: PathBuf },
+    /// Crash snapshots: list, restore, clean.
+    Snapshots {
+        #[command(subcommand)]
+        cmd: snapshots::SnapshotsCmd,
+    },
 }
 
 #[derive(Args, Debug, Clone)]
@@ -61,9 +66,34 @@ pub struct MountArgs {
     /// What fsync(2) does: defer (return at once, like asd) or sync (write the data first).
     #[arg(long, value_enum, default_value_t = FsyncArg::Defer)]
     pub fsync: FsyncArg,
+    /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
+    /// (`.NAME-backup_asd-old`) and crash snapshots (`yes` or `no`).
+    #[arg(long, value_name = "yes|no", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
+    pub backups: bool,
+    /// How many crash snapshots to keep per target.
+    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKUP_LIMIT)]
+    pub backup_limit: u32,
+    /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM).
+    #[arg(long, value_enum, default_value_t = ModeArg::Fuse)]
+    pub mode: ModeArg,
     /// Stay in the foreground (for systemd and debugging).
     #[arg(long)]
     pub foreground: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Fuse,
+    Overlay,
+}
+
+/// yes/no as asd writes it (yes, no, true, false, 1, 0, on, off).
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "1" | "on" | "enable" | "enabled" => Ok(true),
+        "n" | "no" | "false" | "0" | "off" | "disable" | "disabled" => Ok(false),
+        _ => Err(format!("{s:?} is neither yes nor no")),
+    }
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +105,12 @@ pub enum FsyncArg {
 impl MountArgs {
     fn settings(&self) -> TargetSettings {
         let mut s = TargetSettings::new(self.target.clone());
-        s.mode = Mode::Fuse;
+        s.mode = match self.mode {
+            ModeArg::Fuse => Mode::Fuse,
+            ModeArg::Overlay => Mode::Overlay,
+        };
+        s.backups = self.backups;
+        s.backup_limit = self.backup_limit;
         s.flush_interval = self.flush_interval;
         s.fsync = match self.fsync {
             FsyncArg::Defer => FsyncPolicy::Defer,
@@ -94,6 +129,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Flush { target } => command(&target, Request::Flush),
         Cmd::Unmount { target } => command(&target, Request::Unmount),
         Cmd::Status { json, target } => show::status(json, target.as_deref()),
+        Cmd::Snapshots { cmd } => snapshots::run(cmd),
     }
 }
 
@@ -124,6 +160,14 @@ fn spawn_daemon(m: &MountArgs) -> anyhow::Result<i32> {
     if let Some(v) = &m.volatile {
         cmd.arg("--volatile").arg(v);
     }
+    cmd.arg("--backups")
+        .arg(if m.backups { "yes" } else { "no" });
+    cmd.arg("--backup-limit").arg(m.backup_limit.to_string());
+    cmd.arg("--mode").arg(if m.mode == ModeArg::Overlay {
+        "overlay"
+    } else {
+        "fuse"
+    });
     let w = write_end.as_raw_fd();
     cmd.env(READY_FD_ENV, w.to_string())
         .stdin(Stdio::null())

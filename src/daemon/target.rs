@@ -49,10 +49,14 @@ impl Target {
     /// Checks, recovers, takes over or creates the store, and mounts. Returns once the mount
     /// is live.
     pub fn start(
-        settings: TargetSettings,
+        mut settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
     ) -> anyhow::Result<Arc<Target>> {
+        if settings.mode == crate::config::Mode::Overlay {
+            tracing::warn!(target = %settings.target.display(), "overlay mode is not available in this build; serving in FUSE mode");
+            settings.mode = crate::config::Mode::Fuse;
+        }
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
