@@ -4,6 +4,7 @@
 //! and protocols it implements.
 
 pub mod backing;
+pub mod backup;
 pub mod bytes;
 pub mod cli;
 pub mod config;

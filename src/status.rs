@@ -39,6 +39,21 @@ pub struct Status {
     pub open_files: u64,
     /// Store-log appends that failed (a killed daemon could lose those changes).
     pub log_failures: u64,
+    /// The hardlink backup (`.NAME-backup_asd-old`): "off", "being made", or what it holds.
+    pub backup: String,
+    /// What this session found at its start if the previous one ended uncleanly.
+    pub unclean_start: Option<String>,
+    /// The target's crash snapshots, newest first.
+    pub crash_snapshots: Vec<SnapshotStatus>,
+}
+
+/// One crash snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotStatus {
+    pub path: PathBuf,
+    /// "YYYY-mm-dd HH:MM:SS", local time.
+    pub taken: String,
+    pub size: u64,
 }
 
 /// The outcome of the last flush.

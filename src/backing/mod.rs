@@ -7,7 +7,8 @@ mod copy;
 mod real;
 
 pub use copy::{copy_sparse, copy_sparse_range};
-pub use real::RealBacking;
+pub use real::{RealBacking, open_beneath};
+pub(crate) use real::{get_xattr, list_xattrs, proc_path, set_xattr};
 
 use crate::store::types::{Attr, Kind, Ts};
 use serde::{Deserialize, Serialize};

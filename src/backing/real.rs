@@ -475,7 +475,7 @@ fn invalid(msg: String) -> io::Error {
 
 /// `/proc/self/fd/N` for a descriptor: xattr calls that follow this magic link act on the
 /// object the descriptor names, even a symlink opened with `O_PATH|O_NOFOLLOW`.
-fn proc_path(fd: &impl AsRawFd) -> CString {
+pub(crate) fn proc_path(fd: &impl AsRawFd) -> CString {
     CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).expect("no NUL in a number")
 }
 

@@ -144,6 +144,31 @@ fn command(target: &std::path::Path, req: Request) -> anyhow::Result<i32> {
     }
 }
 
+/// `PROGRESS done total what`: a bar on a terminal, one line otherwise.
+fn show_progress(bar: &mut Option<indicatif::ProgressBar>, p: &str) {
+    use std::io::IsTerminal;
+    let mut it = p.splitn(3, ' ');
+    let (Some(done), Some(total), Some(what)) = (it.next(), it.next(), it.next()) else {
+        return;
+    };
+    let (done, total) = (done.parse().unwrap_or(0), total.parse().unwrap_or(0));
+    let b = bar.get_or_insert_with(|| {
+        if !std::io::stderr().is_terminal() {
+            eprintln!("asdfs: {what}...");
+            return indicatif::ProgressBar::hidden();
+        }
+        let b = indicatif::ProgressBar::new(total);
+        let style =
+            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        b.set_style(style);
+        b.set_message(what.to_string());
+        b
+    });
+    b.set_length(total);
+    b.set_position(done);
+}
+
 /// Starts the daemon in the background and waits until its mounts are live or failed.
 fn spawn_daemon(m: &MountArgs) -> anyhow::Result<i32> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
@@ -191,8 +216,16 @@ fn spawn_daemon(m: &MountArgs) -> anyhow::Result<i32> {
 fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
     let mut ok = 0;
     let mut failed = Vec::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
     for line in BufReader::new(std::fs::File::from(read_end)).lines() {
         let line = line?;
+        if let Some(p) = line.strip_prefix("PROGRESS ") {
+            show_progress(&mut bar, p);
+            continue;
+        }
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
+        }
         if let Some(t) = line.strip_prefix("OK ") {
             println!("asdfs: {t} is in RAM");
             ok += 1;

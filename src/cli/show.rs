@@ -110,6 +110,28 @@ pub fn render(s: &Status) -> String {
         HumanBytes(s.bytes_flushed)
     );
     out += &format!("  open files:  {}\n", s.open_files);
+    out += &format!("  backup:      {}\n", s.backup);
+    if let Some(u) = &s.unclean_start {
+        out += &format!("  at start:    {u}\n");
+    }
+    match s.crash_snapshots.len() {
+        0 => out += "  snapshots:   none\n",
+        n => {
+            let size: u64 = s.crash_snapshots.iter().map(|c| c.size).sum();
+            out += &format!(
+                "  snapshots:   {n} ({}) <- delete with `asdfs snapshots clean`\n",
+                HumanBytes(size)
+            );
+            for c in &s.crash_snapshots {
+                out += &format!(
+                    "               {} {} ({})\n",
+                    c.taken,
+                    c.path.display(),
+                    HumanBytes(c.size)
+                );
+            }
+        }
+    }
     if s.log_failures > 0 {
         out += &format!(
             "  WARNING:     {} changes could not be logged to the RAM store\n",

@@ -4,6 +4,7 @@
 
 pub mod mounting;
 pub mod paths;
+mod safety;
 mod status;
 pub mod target;
 
@@ -57,6 +58,20 @@ impl Ready {
             return Ready::Systemd;
         }
         Ready::Quiet
+    }
+
+    /// Progress of long work before the mounts are ready (a crash snapshot).
+    fn progress(&self, what: &str, done: u64, total: u64) {
+        match self {
+            Ready::Pipe(f) => {
+                let _ = (&*f).write_all(format!("PROGRESS {done} {total} {what}\n").as_bytes());
+            }
+            Ready::Systemd => {
+                let status = format!("{what}: {}%", done * 100 / total.max(1));
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&status)]);
+            }
+            Ready::Quiet => {}
+        }
     }
 
     fn report(self, lines: &[String], log: Option<&std::path::Path>) {
@@ -129,8 +144,9 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     let mut live: Vec<Option<Arc<Target>>> = Vec::new();
     let mut lines = Vec::new();
     let mut code = 0;
+    let progress = |what: &str, done: u64, total: u64| ready.progress(what, done, total);
     for (i, s) in settings.into_iter().enumerate() {
-        match Target::start(s, tx.clone(), i) {
+        match Target::start(s, tx.clone(), i, &progress) {
             Ok(t) => {
                 lines.push(format!("OK {}", t.paths.target.display()));
                 live.push(Some(t));

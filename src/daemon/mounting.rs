@@ -231,7 +231,7 @@ pub fn unmount(target: &Path) -> anyhow::Result<()> {
 /// True if `path` is a mount point whose FUSE daemon is gone ("Transport endpoint is not
 /// connected").
 pub fn is_dead_fuse_mount(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+    matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
 }
 
 /// For tests and messages: the bytes of a path.

@@ -38,18 +38,20 @@ impl TargetPaths {
     }
 }
 
-/// The target as the user named it, checked: it exists, is a directory; made absolute with
-/// symlinks resolved. A target whose asdfs daemon died (its mount answers "Transport
-/// endpoint is not connected") is accepted: the dead mount is cleared once the store is
-/// locked.
+/// The target as the user named it, checked: it exists, is a directory owned by the caller
+/// (or the caller is root); made absolute with symlinks resolved. A target whose asdfs
+/// daemon died (its mount answers "Transport endpoint is not connected") is accepted: the
+/// dead mount is cleared once the store is locked, and the target checked again.
 pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
     match std::fs::metadata(given) {
-        Ok(meta) if meta.is_dir() => {}
+        Ok(meta) if meta.is_dir() => check_owner(given, &meta)?,
         Ok(_) => bail!("{}: not a directory", given.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             bail!("{}: no such directory", given.display())
         }
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return dead_mount_target(given),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)) => {
+            return dead_mount_target(given);
+        }
         Err(e) => bail!("{}: {e}", given.display()),
     }
     let abs =
@@ -58,6 +60,20 @@ pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
         bail!("/: the root directory cannot be a target");
     }
     Ok(abs)
+}
+
+/// Only root and the directory's owner may keep it in RAM: a user's mount over another
+/// user's directory would put their daemon between that user and their files.
+fn check_owner(given: &Path, meta: &std::fs::Metadata) -> anyhow::Result<()> {
+    let me = nix::unistd::geteuid();
+    if me.is_root() || meta.uid() == me.as_raw() {
+        return Ok(());
+    }
+    bail!(
+        "{}: owned by uid {}, not by you (uid {me}); only its owner or root may keep it in RAM",
+        given.display(),
+        meta.uid()
+    )
 }
 
 fn dead_mount_target(given: &Path) -> anyhow::Result<PathBuf> {

@@ -68,5 +68,16 @@ pub fn of(t: &Target) -> Status {
         flush_failures: t.flusher.failures(),
         open_files: s.open_handles,
         log_failures: s.log_failures,
+        backup: t.backup_state.lock().clone(),
+        unclean_start: t.crash.clone(),
+        crash_snapshots: crate::snapshot::list(&t.paths.target)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|i| crate::status::SnapshotStatus {
+                path: i.path,
+                taken: i.taken,
+                size: i.size,
+            })
+            .collect(),
     }
 }

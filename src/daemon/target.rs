@@ -2,8 +2,8 @@
 //! takeover, the mount, the flush timer and the control socket, to the final flush.
 
 use super::paths::{self, TargetPaths};
-use super::{Event, mounting, status};
-use crate::backing::{Backing, RealBacking};
+use super::{Event, mounting, safety, status};
+use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
 use crate::flush::{Flusher, recover_disk};
@@ -12,7 +12,7 @@ use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
 use anyhow::{Context, bail};
 use crossbeam_channel::{Receiver, Sender};
-use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::path::Path;
@@ -43,6 +43,11 @@ pub struct Target {
     wake: Sender<()>,
     stopping: AtomicBool,
     pub(super) started: SystemTime,
+    pub(super) backups: Option<Arc<crate::backup::Backups>>,
+    /// What the hardlink backup is doing, for status.
+    pub(super) backup_state: Mutex<String>,
+    /// What happened at start if the previous session ended uncleanly.
+    pub(super) crash: Option<String>,
 }
 
 impl Target {
@@ -52,6 +57,7 @@ impl Target {
         mut settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
+        progress: safety::Progress<'_>,
     ) -> anyhow::Result<Arc<Target>> {
         if settings.mode == crate::config::Mode::Overlay {
             tracing::warn!(target = %settings.target.display(), "overlay mode is not available in this build; serving in FUSE mode");
@@ -65,12 +71,14 @@ impl Target {
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
         paths::prepare_side(&p)?;
-        let backing = open_backing(&p)?;
+        let (backing, backups) = safety::open_disk(&p, &settings)?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
+        let crash = safety::ended_uncleanly(&p)
+            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         let (store, took_over) = open_store(&p, backing, generation)?;
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
@@ -92,8 +100,12 @@ impl Target {
             wake,
             stopping: AtomicBool::new(false),
             started: SystemTime::now(),
+            backups,
+            backup_state: Mutex::new("off".into()),
+            crash,
         });
         t.mount(events.clone(), idx)?;
+        safety::refresh_backup(&t);
         t.start_timer(wake_rx);
         t.start_control(events, idx)?;
         Ok(t)
@@ -283,6 +295,7 @@ impl Target {
                 self.paths.target.display()
             );
         }
+        safety::remove_backup(self);
         self.remove_store();
         Ok(())
     }
@@ -307,23 +320,47 @@ fn retry_delay(failures: u32, cap: Duration) -> Duration {
 }
 
 fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(p.lock())?;
-    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
-        Ok(l) => Ok(l),
-        Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-            let pid = std::fs::read_to_string(p.store.join("owner.json"))
-                .ok()
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .and_then(|v| v["pid"].as_u64())
-                .map(|p| format!(" (pid {p})"))
-                .unwrap_or_default();
-            bail!("{}: already kept in RAM by asdfs{pid}", p.target.display())
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(p.lock())?;
+        match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                let pid = owner_pid(p);
+                // A daemon that was just killed holds the lock until its last thread is gone.
+                if pid.is_some_and(dying) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                bail!("{}: already kept in RAM by asdfs{pid}", p.target.display())
+            }
+            Err((_, e)) => return Err(e).context("locking the store"),
         }
-        Err((_, e)) => Err(e).context("locking the store"),
+    }
+}
+
+fn owner_pid(p: &TargetPaths) -> Option<u32> {
+    let s = std::fs::read_to_string(p.store.join("owner.json")).ok()?;
+    serde_json::from_str::<serde_json::Value>(&s).ok()?["pid"]
+        .as_u64()
+        .map(|p| p as u32)
+}
+
+/// Whether a process is gone or exiting (its main thread a zombie).
+fn dying(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        }
+        Err(_) => true,
     }
 }
 
@@ -338,19 +375,6 @@ fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
         mounting::unmount(target)?;
     }
     Ok(())
-}
-
-fn open_dir(p: &Path) -> anyhow::Result<std::os::fd::OwnedFd> {
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
-        .with_context(|| format!("opening {}", p.display()))
-}
-
-fn open_backing(p: &TargetPaths) -> anyhow::Result<Arc<dyn Backing>> {
-    Ok(Arc::new(RealBacking::new(
-        open_dir(&p.target)?,
-        open_dir(&p.side)?,
-    )))
 }
 
 fn open_store(

@@ -150,6 +150,7 @@ impl Flusher {
             }
         };
         let journal = draft.journal(&inos, gen_ino);
+        let _writers = self.store.disk_writers.lock();
         if tracing::enabled!(tracing::Level::DEBUG) {
             for s in &journal.steps {
                 tracing::debug!(generation = draft.generation, step = ?s, "plan");
@@ -249,6 +250,7 @@ impl Flusher {
         };
         let b = self.store.backing.clone();
         {
+            let _writers = self.store.disk_writers.lock();
             let _gate = self.store.disk_gate.write();
             j.apply(b.as_ref(), true)
                 .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;

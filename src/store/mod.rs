@@ -37,6 +37,9 @@ use types::{FsStats, NodeId};
 
 /// The store of one target.
 pub struct Store {
+    /// Held by whoever needs the disk copy unchanged for a long time (the hardlink backup);
+    /// a flush takes it before the disk gate, so it waits here without stalling lazy fills.
+    pub disk_writers: Mutex<()>,
     pub(crate) disk_gate: RwLock<()>,
     pub(crate) inner: Mutex<Inner>,
     /// Nodes whose data or directory listing is being read from disk; waiters sleep on `fetched`.
@@ -118,6 +121,7 @@ impl Store {
             log_buf: Vec::new(),
         };
         Ok(Store {
+            disk_writers: Mutex::new(()),
             disk_gate: RwLock::new(()),
             inner: Mutex::new(inner),
             busy: Mutex::new(HashSet::new()),

@@ -142,6 +142,21 @@ impl Mount {
         self.wait_unmounted();
     }
 
+    /// Waits until the hardlink backup of the session start is made (it is made in the
+    /// background after the mount).
+    pub fn wait_backup(&self) {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = asdfs(["status", "--json", self.target.to_str().unwrap()]);
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            if v[0]["backup"].as_str() != Some("being made") {
+                return;
+            }
+            assert!(Instant::now() < end, "the backup took too long");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn flush(&self) {
         let out = asdfs(["flush", self.target.to_str().unwrap()]);
         assert!(
@@ -192,10 +207,20 @@ impl Mount {
             nix::unistd::Pid::from_raw(pid),
             nix::sys::signal::Signal::SIGKILL,
         );
+        // Gone when no thread of it is left (a zombie leader can outlive its threads' exit
+        // by a moment, and the descriptors close with the last thread).
         let end = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+        while Instant::now() < end {
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| d.count())
+                .unwrap_or(0);
             let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if status.split(' ').nth(2) == Some("Z") {
+            let zombie = status
+                .rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z");
+            if threads == 0 || (threads == 1 && zombie) {
                 let _ = nix::sys::wait::waitpid(
                     nix::unistd::Pid::from_raw(pid),
                     Some(nix::sys::wait::WaitPidFlag::WNOHANG),

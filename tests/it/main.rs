@@ -10,6 +10,7 @@ mod model;
 mod mount;
 mod posix;
 mod powercut;
+mod safety;
 mod simdisk;
 mod snapshots;
 mod store;

@@ -1,0 +1,387 @@
+//! asd's hardlink backup (design.md §8): `.NAME-backup_asd-old` beside the target is a
+//! hardlink copy of the disk copy taken when a session starts. Flushes replace files by
+//! rename, so the copy keeps the session-start state without copying data.
+//!
+//! Backup links raise the link counts of the disk copy's files; `BackupIndex` counts them,
+//! and `Discounting` (a `Backing` wrapper) subtracts them, so that programs see the link
+//! counts of the target alone. Creating or removing a backup link and reading a link count
+//! happen under the index lock, so the two always agree.
+
+use crate::backing::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, XattrList, open_beneath};
+use crate::store::types::{Kind, Ts};
+use nix::fcntl::{AtFlags, OFlag};
+use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmodat, fstatat, mkdirat, utimensat};
+use nix::sys::time::TimeSpec;
+use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// How many backup links each disk inode has.
+#[derive(Default)]
+pub struct BackupIndex {
+    links: Mutex<HashMap<u64, u32>>,
+}
+
+impl BackupIndex {
+    fn add(&self, ino: u64, by: i64) {
+        bump(&mut self.links.lock(), ino, by);
+    }
+}
+
+fn bump(links: &mut HashMap<u64, u32>, ino: u64, by: i64) {
+    let n = links.entry(ino).or_insert(0);
+    *n = (i64::from(*n) + by).max(0) as u32;
+    if *n == 0 {
+        links.remove(&ino);
+    }
+}
+
+/// The backups of one target: its disk copy and the directory that holds the target.
+pub struct Backups {
+    target: OwnedFd,
+    parent: OwnedFd,
+    name: OsString,
+    pub index: Arc<BackupIndex>,
+}
+
+/// `.NAME-backup_asd-old`, asd's name for the session-start copy.
+pub fn backup_name(target_name: &OsStr) -> OsString {
+    let mut n = OsString::from(".");
+    n.push(target_name);
+    n.push("-backup_asd-old");
+    n
+}
+
+impl Backups {
+    /// `target` and `parent` are directory descriptors (O_PATH is enough); `name` is the
+    /// target's name in `parent`.
+    pub fn new(target: OwnedFd, parent: OwnedFd, name: &OsStr) -> Backups {
+        Backups {
+            target,
+            parent,
+            name: name.to_os_string(),
+            index: Arc::new(BackupIndex::default()),
+        }
+    }
+
+    fn old(&self) -> OsString {
+        backup_name(&self.name)
+    }
+
+    /// Backup trees beside the target: the current one and any left half made or half
+    /// removed (`.NAME-backup_asd-old.*`).
+    fn trees(&self) -> io::Result<Vec<OsString>> {
+        let old = self.old();
+        let dir = open_beneath(
+            self.parent.as_fd(),
+            Path::new("."),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )?;
+        let mut out = Vec::new();
+        for e in nix::dir::Dir::from_fd(dir)?.iter() {
+            let n = OsStr::from_bytes(e?.file_name().to_bytes()).to_os_string();
+            let b = n.as_bytes();
+            if n == old || (b.starts_with(old.as_bytes()) && b.get(old.len()) == Some(&b'.')) {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts the links of the backup trees already beside the target (after a restart).
+    pub fn index_existing(&self) -> io::Result<()> {
+        for tree in self.trees()? {
+            walk(self.parent.as_fd(), Path::new(&tree), &mut |_, _, item| {
+                if item.kind != Some(Kind::Dir) {
+                    self.index.add(item.ino, 1);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the backup by a hardlink copy of the disk copy as it is now. The caller keeps
+    /// the disk copy from changing meanwhile (no flush).
+    pub fn refresh(&self) -> io::Result<u64> {
+        let stale = self.retire_trees()?;
+        let mut tmp = self.old();
+        tmp.push(format!(".new-{}", std::process::id()));
+        let files = self.copy_tree(&tmp)?;
+        nix::fcntl::renameat(
+            &self.parent,
+            tmp.as_os_str(),
+            &self.parent,
+            self.old().as_os_str(),
+        )?;
+        for s in stale {
+            self.remove_tree(&s)?;
+        }
+        Ok(files)
+    }
+
+    /// Deletes every backup tree (at a clean stop).
+    pub fn remove_all(&self) -> io::Result<()> {
+        for t in self.trees()? {
+            self.remove_tree(&t)?;
+        }
+        Ok(())
+    }
+
+    /// Renames existing backup trees out of the way (they are removed after the new one).
+    fn retire_trees(&self) -> io::Result<Vec<OsString>> {
+        let mut out = Vec::new();
+        for (i, t) in self.trees()?.into_iter().enumerate() {
+            let mut s = self.old();
+            s.push(format!(".stale-{}-{i}", std::process::id()));
+            nix::fcntl::renameat(&self.parent, t.as_os_str(), &self.parent, s.as_os_str())?;
+            out.push(s);
+        }
+        Ok(out)
+    }
+
+    fn copy_tree(&self, tmp: &OsStr) -> io::Result<u64> {
+        mkdirat(&self.parent, tmp, Mode::from_bits_truncate(0o700))?;
+        let mut files = 0u64;
+        let mut dirs: Vec<PathBuf> = vec![PathBuf::new()];
+        let mut dst: Option<(PathBuf, OwnedFd)> = None;
+        walk(
+            self.target.as_fd(),
+            Path::new(""),
+            &mut |rel, src_dir, item| {
+                if dst.as_ref().map(|(p, _)| p.as_path()) != Some(rel) {
+                    let fd = open_beneath(
+                        self.parent.as_fd(),
+                        &Path::new(tmp).join(rel),
+                        OFlag::O_PATH | OFlag::O_DIRECTORY,
+                    )?;
+                    dst = Some((rel.to_path_buf(), fd));
+                }
+                let dst_dir = &dst.as_ref().expect("set above").1;
+                if item.kind == Some(Kind::Dir) {
+                    mkdirat(
+                        dst_dir,
+                        item.name.as_os_str(),
+                        Mode::from_bits_truncate(0o700),
+                    )?;
+                    dirs.push(rel.join(&item.name));
+                    return Ok(());
+                }
+                let mut links = self.index.links.lock();
+                linkat(
+                    src_dir,
+                    item.name.as_os_str(),
+                    dst_dir,
+                    item.name.as_os_str(),
+                    AtFlags::empty(),
+                )?;
+                bump(&mut links, item.ino, 1);
+                files += 1;
+                Ok(())
+            },
+        )?;
+        // Directories get their attributes last, deepest first (a 0500 directory must be
+        // filled before it is closed).
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            copy_dir_meta(
+                self.target.as_fd(),
+                &d,
+                self.parent.as_fd(),
+                &Path::new(tmp).join(&d),
+            )?;
+        }
+        Ok(files)
+    }
+
+    fn remove_tree(&self, tree: &OsStr) -> io::Result<()> {
+        let mut dirs = vec![PathBuf::from(tree)];
+        walk(
+            self.parent.as_fd(),
+            Path::new(tree),
+            &mut |rel, dir, item| {
+                if item.kind == Some(Kind::Dir) {
+                    dirs.push(Path::new(tree).join(rel).join(&item.name));
+                    return Ok(());
+                }
+                let mut links = self.index.links.lock();
+                unlinkat(dir, item.name.as_os_str(), UnlinkatFlags::NoRemoveDir)?;
+                bump(&mut links, item.ino, -1);
+                Ok(())
+            },
+        )?;
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let (parent, name) = (
+                d.parent().unwrap_or(Path::new("")),
+                d.file_name().unwrap_or_default(),
+            );
+            let pfd = open_beneath(
+                self.parent.as_fd(),
+                parent,
+                OFlag::O_PATH | OFlag::O_DIRECTORY,
+            )?;
+            unlinkat(&pfd, name, UnlinkatFlags::RemoveDir)?;
+        }
+        Ok(())
+    }
+}
+
+/// Calls `f(rel, dir, item)` for every entry below `root/top`: `rel` is the directory's path
+/// relative to `top`, `dir` its open descriptor; parents come before their children.
+type Visit<'a> = dyn FnMut(&Path, BorrowedFd<'_>, &DirItem) -> io::Result<()> + 'a;
+
+fn walk(root: BorrowedFd<'_>, top: &Path, f: &mut Visit<'_>) -> io::Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME;
+        let fd = open_beneath(root, &top.join(&rel), flags)?;
+        let listing = nix::unistd::dup(&fd)?;
+        let mut items = Vec::new();
+        for e in nix::dir::Dir::from_fd(listing)?.iter() {
+            let e = e?;
+            let name = e.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let kind = match e.file_type() {
+                Some(nix::dir::Type::Directory) => Some(Kind::Dir),
+                Some(_) => Some(Kind::File),
+                None => None,
+            };
+            items.push(DirItem {
+                name: OsString::from_vec(name.to_vec()),
+                kind,
+                ino: e.ino(),
+            });
+        }
+        for mut item in items {
+            if item.kind.is_none() {
+                let st = fstatat(&fd, item.name.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+                item.kind = Some(if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                });
+            }
+            f(&rel, fd.as_fd(), &item)?;
+            if item.kind == Some(Kind::Dir) {
+                stack.push(rel.join(&item.name));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives the backup directory `dst` the owner, mode, times and xattrs of `src`.
+fn copy_dir_meta(
+    src_root: BorrowedFd<'_>,
+    src: &Path,
+    dst_root: BorrowedFd<'_>,
+    dst: &Path,
+) -> io::Result<()> {
+    let s = open_beneath(
+        src_root,
+        src,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOATIME,
+    )?;
+    let d = open_beneath(dst_root, dst, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    let st = nix::sys::stat::fstat(&s)?;
+    let sp = crate::backing::proc_path(&s);
+    let dp = crate::backing::proc_path(&d);
+    for name in crate::backing::list_xattrs(&sp)? {
+        if let Ok(v) = crate::backing::get_xattr(&sp, &name) {
+            let _ = crate::backing::set_xattr(&dp, &name, &v);
+        }
+    }
+    let _ = fchownat(
+        &d,
+        "",
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_EMPTY_PATH,
+    );
+    fchmodat(
+        nix::fcntl::AT_FDCWD,
+        dp.as_c_str(),
+        Mode::from_bits_truncate(st.st_mode & 0o7777),
+        FchmodatFlags::FollowSymlink,
+    )?;
+    let a = TimeSpec::new(st.st_atime, st.st_atime_nsec);
+    let m = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        dp.as_c_str(),
+        &a,
+        &m,
+        UtimensatFlags::FollowSymlink,
+    )?;
+    Ok(())
+}
+
+/// A `Backing` whose link counts leave out the backup's links.
+pub struct Discounting {
+    pub inner: Arc<dyn Backing>,
+    pub index: Arc<BackupIndex>,
+}
+
+impl Backing for Discounting {
+    fn stat(&self, loc: &Loc) -> io::Result<DiskStat> {
+        let links = self.index.links.lock();
+        let mut st = self.inner.stat(loc)?;
+        if matches!(loc, Loc::Target(_)) && st.kind != Kind::Dir {
+            let backup = links.get(&st.ino).copied().unwrap_or(0);
+            st.nlink = st.nlink.saturating_sub(backup).max(1);
+        }
+        Ok(st)
+    }
+    fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>> {
+        self.inner.read_dir(loc)
+    }
+    fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        self.inner.read_link(loc)
+    }
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
+        self.inner.read_xattrs(loc)
+    }
+    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
+        self.inner.read_data(loc, dst)
+    }
+    fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.inner.create(loc, content, meta)
+    }
+    fn make_dir(&self, loc: &Loc) -> io::Result<()> {
+        self.inner.make_dir(loc)
+    }
+    fn rename(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn link(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        self.inner.link(from, to)
+    }
+    fn remove(&self, loc: &Loc) -> io::Result<()> {
+        self.inner.remove(loc)
+    }
+    fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
+        self.inner.set_meta(loc, kind, meta)
+    }
+    fn set_times(&self, loc: &Loc, atime: Ts, mtime: Ts) -> io::Result<()> {
+        self.inner.set_times(loc, atime, mtime)
+    }
+    fn sync_dir(&self, loc: &Loc) -> io::Result<()> {
+        self.inner.sync_dir(loc)
+    }
+    fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()> {
+        self.inner.write_file(loc, bytes)
+    }
+    fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        self.inner.read_file(loc)
+    }
+}

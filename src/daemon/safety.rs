@@ -1,0 +1,130 @@
+//! asd's safety nets in the daemon: the hardlink backup of the disk copy (kept fresh at each
+//! session start, removed at a clean stop) and the crash snapshot written when a session is
+//! found to have ended uncleanly (design.md §8).
+
+use super::paths::TargetPaths;
+use super::target::Target;
+use crate::backing::{Backing, RealBacking};
+use crate::backup::{Backups, Discounting};
+use crate::config::TargetSettings;
+use crate::snapshot;
+use anyhow::Context;
+use nix::fcntl::OFlag;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+/// Reports progress of long work: (what, done, total) in bytes or items.
+pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
+
+fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", p.display()))
+}
+
+/// A target's disk side, with its backups when they are on.
+type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
+
+/// The disk side of a target, and its backups when they are on: link counts then leave out
+/// the backup's links.
+pub fn open_disk(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<Disk> {
+    let real: Arc<dyn Backing> =
+        Arc::new(RealBacking::new(open_dir(&p.target)?, open_dir(&p.side)?));
+    if !s.backups {
+        return Ok((real, None));
+    }
+    let parent = p.target.parent().unwrap_or(Path::new("/"));
+    let name = p.target.file_name().unwrap_or_default();
+    let b = Arc::new(Backups::new(open_dir(&p.target)?, open_dir(parent)?, name));
+    b.index_existing()
+        .context("reading the hardlink backup beside the target")?;
+    Ok((
+        Arc::new(Discounting {
+            inner: real,
+            index: b.index.clone(),
+        }),
+        Some(b),
+    ))
+}
+
+/// Whether the previous session ended without its daemon stopping cleanly and without its
+/// RAM store surviving (a reboot or power cut): its session marker is still there.
+pub fn ended_uncleanly(p: &TargetPaths) -> bool {
+    p.side.join("session").exists() && !p.private().join("log").exists()
+}
+
+/// After an unclean end: a crash snapshot of the recovered disk copy (the last completed
+/// flush), the newest `backup_limit` kept. Returns a line for the log and status. A
+/// snapshot that cannot be written is reported and does not stop the mount.
+pub fn crash_snapshot(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    generation: u64,
+    progress: Progress<'_>,
+) -> String {
+    let t = p.target.display();
+    tracing::warn!(target = %t, generation, "the previous session ended uncleanly (reboot or power cut); the disk copy holds its last completed flush");
+    if !s.backups {
+        return "the previous session ended uncleanly; no crash snapshot (backups are off)".into();
+    }
+    let dest = snapshot::snapshot_path(&p.target, SystemTime::now());
+    let name = p.target.file_name().unwrap_or_default();
+    let made = open_dir(&p.target).and_then(|fd| {
+        snapshot::create(fd.as_fd(), name, &dest, &mut |d, total| {
+            progress("crash snapshot", d, total)
+        })
+    });
+    match made {
+        Ok(info) => {
+            if let Err(e) = snapshot::enforce_limit(&p.target, s.backup_limit) {
+                tracing::warn!(error = %e, "could not remove old crash snapshots");
+            }
+            tracing::warn!(target = %t, snapshot = %info.path.display(), size = info.size, "wrote a crash snapshot");
+            format!(
+                "the previous session ended uncleanly; crash snapshot {} written",
+                info.path.display()
+            )
+        }
+        Err(e) => {
+            tracing::error!(target = %t, error = %format!("{e:#}"), "the crash snapshot could not be written");
+            format!("the previous session ended uncleanly; the crash snapshot FAILED: {e:#}")
+        }
+    }
+}
+
+/// Makes the hardlink backup of the session start, in the background: flushes wait for it
+/// (they need the disk copy unchanged), lookups do not.
+pub fn refresh_backup(t: &Arc<Target>) {
+    let Some(b) = t.backups.clone() else { return };
+    *t.backup_state.lock() = "being made".into();
+    let target = t.clone();
+    let spawned = std::thread::Builder::new().name("backup".into()).spawn(move || {
+        let _writers = target.store.disk_writers.lock();
+        let _gate = target.store.disk_gate.read();
+        let state = match b.refresh() {
+            Ok(files) => {
+                tracing::info!(target = %target.paths.target.display(), files, "hardlink backup of the session start made");
+                format!("session start, {files} files linked")
+            }
+            Err(e) => {
+                tracing::error!(target = %target.paths.target.display(), error = %e, "the hardlink backup could not be made");
+                format!("FAILED: {e}")
+            }
+        };
+        *target.backup_state.lock() = state;
+    });
+    if let Err(e) = spawned {
+        *t.backup_state.lock() = format!("FAILED: {e}");
+    }
+}
+
+/// At a clean stop (everything on disk): the backup goes, as asd's unsync removes it.
+pub fn remove_backup(t: &Target) {
+    let Some(b) = &t.backups else { return };
+    let _writers = t.store.disk_writers.lock();
+    if let Err(e) = b.remove_all() {
+        tracing::warn!(error = %e, "could not remove the hardlink backup");
+    }
+}

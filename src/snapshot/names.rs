@@ -1,0 +1,349 @@
+//! Snapshot names: the path a new snapshot gets (asd's names, in local time), taking a name
+//! apart again, and the operations that only need names: listing a target's snapshots
+//! newest first, pruning them to a limit, and cleaning them all.
+
+use super::SnapshotInfo;
+use super::fs::invalid;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const MARKER: &str = "-backup_asd-crashrecovery-";
+const EXT: &str = ".tar.zstd";
+
+/// The snapshot name for `target` at `when` (local time): `/foo/bar` ->
+/// `/foo/.bar-backup_asd-crashrecovery-YYYYmmdd_HHMMSS.tar.zstd`. If that name is taken (two
+/// crashes within a second), `_01`, `_02`, ... is added after the time: `_` sorts after the
+/// `.` of the plain name, and the two digits keep byte order up to `_99`; `list` orders by
+/// the number, so more also work.
+pub fn snapshot_path(target: &Path, when: SystemTime) -> PathBuf {
+    let name = target.file_name().unwrap_or_default();
+    let mut base = OsString::from(".");
+    base.push(name);
+    base.push(MARKER);
+    base.push(stamp(when));
+    let base = target.with_file_name(base);
+    // After any snapshot of the same second (even one the limit already removed a sibling
+    // of): names must keep sorting in the order they were taken.
+    let taken = list(target).unwrap_or_default();
+    let prefix = base.file_name().unwrap_or_default().as_bytes().to_vec();
+    let same_second = taken
+        .iter()
+        .filter(|i| {
+            i.path
+                .file_name()
+                .is_some_and(|n| n.as_bytes().starts_with(&prefix))
+        })
+        .count();
+    if same_second == 0 {
+        return free_name(&base, EXT);
+    }
+    let next = taken
+        .iter()
+        .filter_map(|i| i.path.file_name())
+        .filter_map(|n| {
+            n.as_bytes()
+                .strip_prefix(prefix.as_slice())
+                .map(<[u8]>::to_vec)
+        })
+        .filter_map(|rest| {
+            std::str::from_utf8(&rest)
+                .ok()?
+                .strip_prefix('_')?
+                .split('.')
+                .next()?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let mut s = base.into_os_string();
+    s.push(format!("_{next:02}"));
+    s.push(EXT);
+    PathBuf::from(s)
+}
+
+/// The first of `base+ext`, `base_01+ext`, `base_02+ext`, ... that does not exist.
+pub(super) fn free_name(base: &Path, ext: &str) -> PathBuf {
+    let with = |suffix: String| {
+        let mut s = base.as_os_str().to_os_string();
+        s.push(suffix);
+        s.push(ext);
+        PathBuf::from(s)
+    };
+    let mut candidate = with(String::new());
+    let mut n = 1u32;
+    while candidate.symlink_metadata().is_ok() {
+        candidate = with(format!("_{n:02}"));
+        n += 1;
+    }
+    candidate
+}
+
+/// The target a snapshot was taken of (`/foo/.bar-…-crashrecovery-….tar.zstd` -> `/foo/bar`).
+pub fn target_of(snapshot: &Path) -> Option<PathBuf> {
+    let parsed = parse_name(snapshot.file_name()?)?;
+    Some(snapshot.with_file_name(parsed.name))
+}
+
+/// A snapshot file name taken apart.
+pub(super) struct Parsed {
+    pub(super) name: OsString,
+    /// `YYYYmmdd_HHMMSS`.
+    pub(super) stamp: String,
+    seq: u32,
+}
+
+pub(super) fn parse_name(file: &OsStr) -> Option<Parsed> {
+    let core = file
+        .as_bytes()
+        .strip_prefix(b".")?
+        .strip_suffix(EXT.as_bytes())?;
+    let marker = MARKER.as_bytes();
+    let at = core.windows(marker.len()).rposition(|w| w == marker)?;
+    let (name, rest) = (
+        &core[..at],
+        std::str::from_utf8(&core[at + marker.len()..]).ok()?,
+    );
+    let (stamp, seq) = match rest.split_at_checked(15)? {
+        (s, "") => (s, 0),
+        (s, tail) => (s, tail.strip_prefix('_')?.parse().ok()?),
+    };
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    let ok = stamp.as_bytes()[8] == b'_' && digits(&stamp[..8]) && digits(&stamp[9..]);
+    (ok && !name.is_empty()).then(|| Parsed {
+        name: OsString::from_vec(name.to_vec()),
+        stamp: stamp.to_string(),
+        seq,
+    })
+}
+
+/// `YYYYmmdd_HHMMSS` -> `YYYY-mm-dd HH:MM:SS`.
+pub(super) fn pretty(stamp: &str) -> String {
+    let s = stamp;
+    format!(
+        "{}-{}-{} {}:{}:{}",
+        &s[..4],
+        &s[4..6],
+        &s[6..8],
+        &s[9..11],
+        &s[11..13],
+        &s[13..15]
+    )
+}
+
+/// `when` in local time as `YYYYmmdd_HHMMSS`.
+pub(crate) fn stamp(when: SystemTime) -> String {
+    let secs = match when.duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_secs() as i64,
+        Err(e) => -(e.duration().as_secs_f64().ceil() as i64),
+    };
+    let t = secs as libc::time_t;
+    // SAFETY: an all-zero `tm` is a valid value (integers and a null zone pointer).
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r is thread-safe.
+    if unsafe { libc::localtime_r(&t, &mut tm) }.is_null() {
+        return "19700101_000000".into();
+    }
+    format!(
+        "{:04}{:02}{:02}_{:02}{:02}{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
+}
+
+/// The directory that holds `path` ("." for a bare name).
+pub(super) fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// The crash snapshots of `target`, newest first. Looks only in the target's parent.
+pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
+    let name = target
+        .file_name()
+        .ok_or_else(|| invalid(format!("{} has no name", target.display())))?;
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(parent_of(target))? {
+        let entry = entry?;
+        let file = entry.file_name();
+        let Some(p) = parse_name(&file).filter(|p| p.name == name) else {
+            continue;
+        };
+        let meta = match entry.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        let info = SnapshotInfo {
+            path: target.with_file_name(&file),
+            target: target.to_path_buf(),
+            taken: pretty(&p.stamp),
+            size: meta.len(),
+        };
+        found.push(((p.stamp, p.seq), info));
+    }
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    Ok(found.into_iter().map(|(_, i)| i).collect())
+}
+
+/// Keeps the newest `limit` snapshots of `target`, deletes the rest; returns what it deleted.
+pub fn enforce_limit(target: &Path, limit: u32) -> io::Result<Vec<PathBuf>> {
+    let mut deleted = Vec::new();
+    for old in list(target)?.into_iter().skip(limit as usize) {
+        match std::fs::remove_file(&old.path) {
+            Ok(()) => deleted.push(old.path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", old.path.display()),
+                ));
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes every crash snapshot of `target` (asd's `clean`); returns what it deleted.
+pub fn clean(target: &Path) -> io::Result<Vec<PathBuf>> {
+    enforce_limit(target, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    /// The local time as date(1) formats it: an oracle independent of `stamp`.
+    fn date(secs: u64, fmt: &str) -> String {
+        let out = std::process::Command::new("date")
+            .arg("-d")
+            .arg(format!("@{secs}"))
+            .arg(format!("+{fmt}"))
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn touch(p: &Path, len: usize) {
+        std::fs::write(p, vec![7u8; len]).unwrap();
+    }
+
+    #[test]
+    fn name_is_asds_in_local_time() {
+        for secs in [0, 1_700_000_000, 1_719_792_000 + 3599, 4_102_444_799] {
+            let p = snapshot_path(Path::new("/foo/bar"), at(secs));
+            let want = format!(
+                "/foo/.bar-backup_asd-crashrecovery-{}.tar.zstd",
+                date(secs, "%Y%m%d_%H%M%S")
+            );
+            assert_eq!(p, PathBuf::from(want));
+        }
+    }
+
+    #[test]
+    fn target_of_inverts_snapshot_path() {
+        for t in [
+            "/foo/bar",
+            "/a/.hidden",
+            "/x/we-backup_asd-crashrecovery-ird",
+            "rel",
+        ] {
+            let p = snapshot_path(Path::new(t), at(1_700_000_000));
+            assert_eq!(target_of(&p), Some(PathBuf::from(t)), "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn other_names_are_not_snapshots() {
+        for n in [
+            ".bar-backup_asd-old",
+            ".bar-backup_asd",
+            "bar-backup_asd-crashrecovery-20240101_120000.tar.zstd",
+            ".-backup_asd-crashrecovery-20240101_120000.tar.zstd",
+            ".bar-backup_asd-crashrecovery-2024010_1120000.tar.zstd",
+            ".bar-backup_asd-crashrecovery-20240101_120000.tar.gz",
+            ".bar-backup_asd-crashrecovery-20240101_120000_.tar.zstd",
+            "..bar-backup_asd-crashrecovery-20240101_120000.tar.zstd.tmp-12",
+        ] {
+            assert_eq!(target_of(&Path::new("/x").join(n)), None, "{n}");
+        }
+    }
+
+    #[test]
+    fn same_second_gets_a_suffix_that_sorts_after_and_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bar");
+        let first = snapshot_path(&target, at(1_700_000_000));
+        touch(&first, 1);
+        let second = snapshot_path(&target, at(1_700_000_000));
+        touch(&second, 2);
+        let third = snapshot_path(&target, at(1_700_000_000));
+        assert_ne!(first, second);
+        assert_ne!(second, third);
+        assert!(second.file_name() > first.file_name());
+        assert!(third.file_name() > second.file_name());
+        assert_eq!(target_of(&second), Some(target.clone()));
+        let listed: Vec<_> = list(&target).unwrap().into_iter().map(|i| i.path).collect();
+        assert_eq!(listed, vec![second, first]);
+    }
+
+    #[test]
+    fn list_finds_only_this_targets_files_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bar");
+        let (old, new) = (at(1_600_000_000), at(1_700_000_000));
+        touch(&snapshot_path(&target, old), 10);
+        let newest = snapshot_path(&target, new);
+        touch(&newest, 20);
+        touch(&snapshot_path(&dir.path().join("barbaz"), new), 1);
+        touch(&snapshot_path(&dir.path().join("ba"), new), 1);
+        std::fs::create_dir(dir.path().join(".bar-backup_asd-old")).unwrap();
+        std::fs::create_dir(snapshot_path(&target, at(1_800_000_000))).unwrap();
+        let inner = dir.path().join("sub");
+        std::fs::create_dir(&inner).unwrap();
+        touch(&snapshot_path(&inner.join("bar"), new), 1);
+        let got = list(&target).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].size, 20);
+        assert_eq!(got[1].size, 10);
+        assert_eq!(got[0].taken, date(1_700_000_000, "%Y-%m-%d %H:%M:%S"));
+        assert_eq!(got[0].target, target);
+        assert_eq!(got[0].path, newest);
+    }
+
+    #[test]
+    fn limit_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bar");
+        let paths: Vec<PathBuf> = (0..7)
+            .map(|i| {
+                let p = snapshot_path(&target, at(1_700_000_000 + i * 86_400));
+                touch(&p, 1);
+                p
+            })
+            .collect();
+        let mut deleted = enforce_limit(&target, 5).unwrap();
+        deleted.sort();
+        assert_eq!(deleted, paths[..2].to_vec());
+        assert!(paths[2..].iter().all(|p| p.exists()));
+        assert!(enforce_limit(&target, 5).unwrap().is_empty());
+        assert_eq!(clean(&target).unwrap().len(), 5);
+        assert!(list(&target).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,163 @@
+//! Restoring a snapshot: the checks on the destination (not a mounted asdfs target, not
+//! occupied without `force`), unpacking into a fresh temporary directory beside it, and
+//! moving the result into place, keeping any previous content aside.
+
+use super::RestoreReport;
+use super::fs::{TempPath, file_name, rename_noreplace};
+use super::names::{free_name, parent_of, stamp};
+use super::progress::{Counting, Progress};
+use super::unpack::Unpacker;
+use anyhow::{Context, bail};
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::SystemTime;
+
+/// What is at the restore destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Occupancy {
+    Absent,
+    EmptyDir,
+    Occupied,
+}
+
+fn occupancy(to: &Path) -> io::Result<Occupancy> {
+    match to.symlink_metadata() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Occupancy::Absent),
+        Err(e) => Err(e),
+        Ok(m) if m.is_dir() && std::fs::read_dir(to)?.next().is_none() => Ok(Occupancy::EmptyDir),
+        Ok(_) => Ok(Occupancy::Occupied),
+    }
+}
+
+/// Restores the tree in `snapshot` (its single top-level directory) to `to`: unpacked beside
+/// `to` first, then moved into place. An existing non-empty `to` is replaced only with
+/// `force`, and then kept as `<to>.before-restore-YYYYmmdd_HHMMSS`. Never over a mounted
+/// asdfs target.
+pub fn restore(
+    snapshot: &Path,
+    to: &Path,
+    force: bool,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<RestoreReport> {
+    let dir = parent_of(to);
+    refuse_if_mounted(to)?;
+    if occupancy(to)? == Occupancy::Occupied && !force {
+        bail!(not_empty(to));
+    }
+    let (tmp, (files, bytes)) = unpack_beside(snapshot, to, progress)
+        .with_context(|| format!("restoring {}", snapshot.display()))?;
+    let kept_old = place_dir(tmp.path(), to, force)?;
+    tmp.keep();
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))?;
+    Ok(RestoreReport {
+        restored_to: to.to_path_buf(),
+        kept_old,
+        files,
+        bytes,
+    })
+}
+
+/// Unpacks `snapshot` into a new temporary directory beside `to` (removed again on error);
+/// returns it with the numbers of files and bytes restored.
+fn unpack_beside(
+    snapshot: &Path,
+    to: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<(TempPath, (u64, u64))> {
+    let (dir, name) = (parent_of(to), file_name(to)?);
+    let file = File::open(snapshot)?;
+    let total = file.metadata()?.len();
+    let dir_fd = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    let (tmp, tmp_name) = make_temp_dir(&dir_fd, dir, name)?;
+    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name)?;
+    let mut progress = Progress::new(progress, total);
+    unpacker.unpack(Counting::new(file, &mut progress))?;
+    progress.finish();
+    Ok((tmp, unpacker.counts()))
+}
+
+fn not_empty(to: &Path) -> String {
+    format!(
+        "{0} exists and is not empty; use --force to replace it (the current content is kept as \
+         {0}.before-restore-<date>)",
+        to.display()
+    )
+}
+
+/// Refuses when `to` is where an asdfs mount is: the restore would go into RAM and then be
+/// replaced by the next flush, or hide the mount.
+fn refuse_if_mounted(to: &Path) -> anyhow::Result<()> {
+    let name = file_name(to)?;
+    let abs = match parent_of(to).canonicalize() {
+        Ok(dir) => dir.join(name),
+        Err(_) => std::path::absolute(to)?,
+    };
+    let mount = crate::daemon::mounting::mount_at(&abs)?;
+    if mount.is_some_and(|m| m.fstype == crate::daemon::mounting::FSTYPE) {
+        bail!(
+            "{} is mounted by asdfs; unmount it first, or restore elsewhere with --to",
+            to.display()
+        );
+    }
+    Ok(())
+}
+
+/// Creates `.<name>.restore-<pid>[-n]` (mode 0700) in `dir`.
+fn make_temp_dir(
+    dir_fd: &OwnedFd,
+    dir: &Path,
+    name: &OsStr,
+) -> anyhow::Result<(TempPath, OsString)> {
+    for n in 0..1000 {
+        let mut tmp = OsString::from(".");
+        tmp.push(name);
+        tmp.push(format!(".restore-{}", std::process::id()));
+        if n > 0 {
+            tmp.push(format!("-{n}"));
+        }
+        match nix::sys::stat::mkdirat(dir_fd, tmp.as_os_str(), Mode::from_bits_truncate(0o700)) {
+            Ok(()) => return Ok((TempPath::dir(dir.join(&tmp)), tmp)),
+            Err(Errno::EEXIST) => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("creating a directory in {}", dir.display()));
+            }
+        }
+    }
+    bail!("no free temporary name in {}", dir.display())
+}
+
+/// Moves the restored tree to `to`; returns where the old content went.
+fn place_dir(tmp: &Path, to: &Path, force: bool) -> anyhow::Result<Option<PathBuf>> {
+    let ctx = || format!("moving the restored tree to {}", to.display());
+    match occupancy(to)? {
+        Occupancy::Absent => rename_noreplace(tmp, to).with_context(ctx)?,
+        // rename(2) replaces an empty directory atomically (and fails if it was filled).
+        Occupancy::EmptyDir => std::fs::rename(tmp, to).with_context(ctx)?,
+        Occupancy::Occupied if !force => bail!(not_empty(to)),
+        Occupancy::Occupied => {
+            let mut base = to.as_os_str().to_os_string();
+            base.push(".before-restore-");
+            base.push(stamp(SystemTime::now()));
+            let kept = free_name(Path::new(&base), "");
+            rename_noreplace(to, &kept)
+                .with_context(|| format!("moving {} to {}", to.display(), kept.display()))?;
+            if let Err(e) = rename_noreplace(tmp, to) {
+                let _ = rename_noreplace(&kept, to);
+                return Err(e).with_context(ctx);
+            }
+            return Ok(Some(kept));
+        }
+    }
+    Ok(None)
+}

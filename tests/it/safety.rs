@@ -1,0 +1,352 @@
+//! asd's safety nets on real mounts: the hardlink backup of the session start, and the
+//! crash snapshot written when a session ended uncleanly (a reboot: the daemon died and its
+//! tmpfs store is gone).
+
+use crate::harness::{Mount, asdfs, fuse_available};
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            if p.is_dir() {
+                out.insert(rel + "/", Vec::new());
+                stack.push(p);
+            } else {
+                out.insert(rel, fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// A reboot: the daemon dies and its tmpfs store is gone; the dead mount goes too.
+fn reboot(m: &Mount) {
+    m.kill_daemon();
+    let _ = Command::new("umount").arg("-l").arg(&m.target).status();
+    fs::remove_dir_all(m.store()).unwrap();
+}
+
+fn snapshots(m: &Mount) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(m.disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".t-backup_asd-crashrecovery-")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn status(m: &Mount) -> serde_json::Value {
+    let out = asdfs(["status", "--json", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+}
+
+fn wait_backup(m: &Mount) {
+    let end = Instant::now() + Duration::from_secs(20);
+    while !status(m)["backup"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("session start")
+    {
+        assert!(
+            Instant::now() < end,
+            "the backup was not made: {}",
+            status(m)["backup"]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_reboot_leaves_a_crash_snapshot_of_the_last_flush() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| fs::write(t.join("from-disk"), b"1").unwrap());
+    fs::create_dir(m.path("d")).unwrap();
+    fs::write(m.path("d/flushed"), b"this reached disk").unwrap();
+    m.flush();
+    let flushed = files(&m.disk_copy());
+    fs::write(m.path("d/lost"), b"written after the last flush").unwrap();
+    reboot(&m);
+    m.mount();
+    let snaps = snapshots(&m);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    let name = snaps[0].file_name().unwrap().to_string_lossy().into_owned();
+    // asd's name: .NAME-backup_asd-crashrecovery-YYYYmmdd_HHMMSS.tar.zstd
+    let stamp = name
+        .trim_start_matches(".t-backup_asd-crashrecovery-")
+        .trim_end_matches(".tar.zstd");
+    assert!(
+        stamp.len() == 15
+            && stamp.as_bytes()[8] == b'_'
+            && stamp.replace('_', "").bytes().all(|b| b.is_ascii_digit()),
+        "{name}"
+    );
+    // It unpacks (with the recipe of asd's manual, run beside the target) to the last flush.
+    let out = tempfile::tempdir_in("/tmp").unwrap();
+    let st = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(&snaps[0])
+        .arg("-C")
+        .arg(out.path())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(files(&out.path().join("t")), flushed);
+    let s = status(&m);
+    assert!(
+        s["unclean_start"]
+            .as_str()
+            .unwrap()
+            .contains("crash snapshot"),
+        "{s}"
+    );
+    assert_eq!(s["crash_snapshots"].as_array().unwrap().len(), 1);
+    // The data lost with RAM is gone; what was flushed is there.
+    assert!(!m.path("d/lost").exists());
+    assert_eq!(fs::read(m.path("d/flushed")).unwrap(), b"this reached disk");
+}
+
+#[test]
+fn crash_snapshots_are_limited_and_restored() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|t| fs::write(t.join("v"), b"0").unwrap());
+    m.extra = vec!["--backup-limit".into(), "3".into()];
+    m.mount();
+    for i in 1..=5 {
+        fs::write(m.path("v"), format!("{i}")).unwrap();
+        m.flush();
+        reboot(&m);
+        m.mount();
+    }
+    let snaps = snapshots(&m);
+    assert_eq!(snaps.len(), 3, "the limit keeps the newest 3: {snaps:?}");
+    let newest = snaps.last().unwrap().clone();
+    // Restoring in place is refused while mounted; elsewhere it works.
+    let out = asdfs(["snapshots", "restore", newest.to_str().unwrap()]);
+    assert!(
+        !out.status.success(),
+        "restore over a mounted target must be refused"
+    );
+    let dest = m.disk.path().join("restored");
+    let out = asdfs([
+        "snapshots",
+        "restore",
+        newest.to_str().unwrap(),
+        "--to",
+        dest.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(dest.join("v")).unwrap(), b"5");
+    // In place, after unmount: refused without --force, then the old content is kept.
+    fs::write(m.path("v"), b"newer").unwrap();
+    m.unmount();
+    let out = asdfs(["snapshots", "restore", newest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let out = asdfs(["snapshots", "restore", newest.to_str().unwrap(), "--force"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read(m.path("v")).unwrap(), b"5");
+    let kept: Vec<_> = fs::read_dir(m.disk.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("t.before-restore-"))
+        .collect();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        fs::read(m.disk.path().join(&kept[0]).join("v")).unwrap(),
+        b"newer"
+    );
+    // clean removes them all.
+    let out = asdfs(["snapshots", "clean", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(snapshots(&m).is_empty());
+}
+
+#[test]
+fn the_hardlink_backup_keeps_the_session_start_and_link_counts_stay_right() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| {
+        fs::write(t.join("a"), b"start").unwrap();
+        fs::write(t.join("p"), b"pair").unwrap();
+        fs::hard_link(t.join("p"), t.join("q")).unwrap();
+    });
+    wait_backup(&m);
+    let backup = m.disk.path().join(".t-backup_asd-old");
+    assert_eq!(
+        fs::metadata(backup.join("a")).unwrap().ino(),
+        fs::metadata(m.disk_copy().join("a")).unwrap().ino()
+    );
+    // Programs see the target's own link counts, not the backup's.
+    assert_eq!(fs::metadata(m.path("a")).unwrap().nlink(), 1);
+    assert_eq!(fs::metadata(m.path("p")).unwrap().nlink(), 2);
+    fs::write(m.path("a"), b"changed").unwrap();
+    fs::write(m.path("p"), b"changed pair").unwrap();
+    m.flush();
+    assert_eq!(fs::read(m.disk_copy().join("a")).unwrap(), b"changed");
+    assert_eq!(fs::read(m.disk_copy().join("q")).unwrap(), b"changed pair");
+    assert_eq!(
+        fs::read(backup.join("a")).unwrap(),
+        b"start",
+        "the backup keeps the session start"
+    );
+    assert_eq!(fs::read(backup.join("q")).unwrap(), b"pair");
+    m.unmount();
+    assert!(!backup.exists(), "a clean stop removes the backup");
+}
+
+#[test]
+fn backups_no_makes_neither_backup_nor_snapshot() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|t| fs::write(t.join("a"), b"x").unwrap());
+    m.extra = vec!["--backups".into(), "no".into()];
+    m.mount();
+    fs::write(m.path("b"), b"y").unwrap();
+    m.flush();
+    reboot(&m);
+    m.mount();
+    assert!(snapshots(&m).is_empty());
+    assert!(!m.disk.path().join(".t-backup_asd-old").exists());
+    let s = status(&m);
+    assert!(
+        s["unclean_start"]
+            .as_str()
+            .unwrap()
+            .contains("backups are off"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_written_does_not_stop_the_mount() {
+    if !fuse_available() {
+        return;
+    }
+    // The disk copy lives on a small filesystem that the snapshot will not fit on.
+    let base = tempfile::Builder::new()
+        .prefix("asdfs-snapfull-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let fs_dir = base.path().join("fs");
+    fs::create_dir(&fs_dir).unwrap();
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=3m", "snapfull"])
+            .arg(&fs_dir)
+            .status()
+            .unwrap()
+            .success()
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(fs_dir.clone());
+    let t = fs_dir.join("t");
+    fs::create_dir(&t).unwrap();
+    // Incompressible data filling most of the filesystem.
+    let mut noise = vec![0u8; 2_400_000];
+    rand::RngExt::fill(
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+        &mut noise[..],
+    );
+    fs::write(t.join("noise"), &noise).unwrap();
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let (ts, vs) = (t.to_str().unwrap(), vol.path().to_str().unwrap());
+    let mount = || {
+        asdfs([
+            "mount",
+            ts,
+            "--volatile",
+            vs,
+            "--flush-interval",
+            "1h",
+            "--backups",
+            "yes",
+        ])
+    };
+    assert!(mount().status.success());
+    // Reboot.
+    let pid: i32 = {
+        let store = fs::read_dir(vol.path().join("asdfs"))
+            .unwrap()
+            .find_map(|e| e.ok().map(|e| e.path()).filter(|p| p.is_dir()))
+            .unwrap();
+        let v: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.join("owner.json")).unwrap()).unwrap();
+        fs::remove_dir_all(&store).ok();
+        v["pid"].as_i64().unwrap() as i32
+    };
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = Command::new("umount").arg("-l").arg(&t).status();
+    let out = mount();
+    assert!(
+        out.status.success(),
+        "the mount goes on: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let st = asdfs(["status", "--json", ts]);
+    let s: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert!(
+        s[0]["unclean_start"].as_str().unwrap().contains("FAILED"),
+        "{}",
+        s[0]
+    );
+    let leftovers: Vec<_> = fs::read_dir(&fs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("crashrecovery"))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "no half-written snapshot: {leftovers:?}"
+    );
+    assert!(asdfs(["unmount", ts]).status.success());
+}
