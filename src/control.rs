@@ -4,7 +4,7 @@
 use crate::status::Status;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -56,26 +56,52 @@ impl Response {
     }
 }
 
+/// A line the daemon sends before its answer while it works: bytes done and total.
+#[derive(Serialize, Deserialize)]
+struct Progress {
+    progress: (u64, u64),
+}
+
 /// Sends one request and waits for the answer.
 pub fn call(sock: &Path, req: &Request) -> anyhow::Result<Response> {
+    call_with_progress(sock, req, &mut |_, _| {})
+}
+
+/// Sends one request; `progress(done, total)` gets the daemon's progress lines until the
+/// answer comes.
+pub fn call_with_progress(
+    sock: &Path,
+    req: &Request,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<Response> {
     let mut s =
         UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
     let mut line = serde_json::to_vec(req)?;
     line.push(b'\n');
     s.write_all(&line)?;
-    let mut reply = String::new();
-    BufReader::new(&s).read_line(&mut reply)?;
-    if reply.is_empty() {
-        anyhow::bail!("the daemon closed the connection without answering");
+    let mut lines = BufReader::new(&s);
+    loop {
+        let mut reply = String::new();
+        lines.read_line(&mut reply)?;
+        if reply.is_empty() {
+            anyhow::bail!("the daemon closed the connection without answering");
+        }
+        if let Ok(p) = serde_json::from_str::<Progress>(&reply) {
+            progress(p.progress.0, p.progress.1);
+            continue;
+        }
+        return serde_json::from_str(&reply).context("reading the daemon's answer");
     }
-    serde_json::from_str(&reply).context("reading the daemon's answer")
 }
+
+/// How a request handler reports progress to the caller: bytes done, total.
+pub type Report<'a> = &'a dyn Fn(u64, u64);
 
 /// Serves requests until the listener fails; each connection gets its own thread.
 pub fn serve(
     listener: UnixListener,
     allowed: Vec<u32>,
-    handle: impl Fn(Request) -> Response + Send + Sync + 'static,
+    handle: impl Fn(Request, Report<'_>) -> Response + Send + Sync + 'static,
 ) {
     let handle = std::sync::Arc::new(handle);
     for conn in listener.incoming() {
@@ -86,8 +112,16 @@ pub fn serve(
         let spawned = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
+                let report = |done: u64, total: u64| {
+                    let p = Progress {
+                        progress: (done, total),
+                    };
+                    let mut line = serde_json::to_vec(&p).unwrap_or_default();
+                    line.push(b'\n');
+                    let _ = (&conn).write_all(&line);
+                };
                 let reply = match read_request(&conn, &allowed) {
-                    Ok(req) => handle(req),
+                    Ok(req) => handle(req, &report),
                     Err(e) => Response::err(format!("{e:#}")),
                 };
                 let mut line = serde_json::to_vec(&reply).unwrap_or_default();
@@ -102,13 +136,15 @@ pub fn serve(
     }
 }
 
+/// Reads the request, then checks who sent it: reading first lets a refused caller get the
+/// refusal as an answer rather than a broken pipe.
 fn read_request(conn: &UnixStream, allowed: &[u32]) -> anyhow::Result<Request> {
     use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    let mut line = String::new();
+    BufReader::new(conn.take(64 * 1024)).read_line(&mut line)?;
     let cred = getsockopt(conn, PeerCredentials).context("reading the caller's credentials")?;
     if !allowed.contains(&cred.uid()) {
         anyhow::bail!("permission denied: only root and the target's owner may command this mount");
     }
-    let mut line = String::new();
-    BufReader::new(conn).read_line(&mut line)?;
     serde_json::from_str(&line).context("not a request")
 }

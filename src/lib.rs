@@ -16,3 +16,4 @@ pub mod fuse;
 pub mod snapshot;
 pub mod status;
 pub mod store;
+pub mod usage;

@@ -2,24 +2,41 @@
 
 use clap::Parser;
 use std::process::ExitCode;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format};
+use tracing_subscriber::registry::LookupSpan;
 
 fn main() -> ExitCode {
     init_logging();
-    let cli = match asdfs::cli::Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(),
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if asdfs::cli::asd::called_as_asd(&argv0) {
+        return match asdfs::cli::asd::AsdCli::try_parse() {
+            Ok(cli) => finish("asd", asdfs::cli::asd::run(cli)),
+            Err(e) => usage_error("asd", e),
+        };
+    }
+    match asdfs::cli::Cli::try_parse() {
+        Ok(cli) => finish("asdfs", asdfs::cli::run(cli)),
+        Err(e) => usage_error("asdfs", e),
+    }
+}
+
+fn finish(name: &str, result: anyhow::Result<i32>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("asdfs: {}", one_line(&e.render().to_string()));
-            return ExitCode::from(2);
-        }
-    };
-    match asdfs::cli::run(cli) {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(e) => {
-            eprintln!("asdfs: {e:#}");
+            eprintln!("{name}: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--help` and `--version` print and exit 0; a usage error is one line and exit 2.
+fn usage_error(name: &str, e: clap::Error) -> ExitCode {
+    if !e.use_stderr() {
+        e.exit();
+    }
+    eprintln!("{name}: {}", one_line(&e.render().to_string()));
+    ExitCode::from(2)
 }
 
 /// clap's usage errors as one line: the problem, and the accepted values if it lists them.
@@ -37,13 +54,43 @@ fn one_line(text: &str) -> String {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASDFS_LOG")
         .unwrap_or_else(|_| "info,fuser::reply=off".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd: the journal stamps the time; `<N>` gives each line its priority.
+        builder.with_ansi(false).event_format(Journal).init();
+        return;
+    }
     use std::io::IsTerminal;
     let ansi =
         std::io::stderr().is_terminal() && std::env::var_os(asdfs::daemon::READY_FD_ENV).is_none();
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .init();
+    builder.with_ansi(ansi).init();
+}
+
+/// Log lines for the journal: `<priority>message fields`, as sd-daemon(3) reads stderr.
+struct Journal;
+
+impl<S, N> FormatEvent<S, N> for Journal
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let priority = match *event.metadata().level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        write!(w, "<{priority}>")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
 }

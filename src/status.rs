@@ -18,8 +18,12 @@ pub struct Status {
     pub store: PathBuf,
     /// RAM used by file data in the store, in bytes.
     pub ram_bytes: u64,
-    /// Nodes with changes not yet on disk, and the bytes of their data.
+    /// The disk copy's size, as last measured (in the background; `None` until then).
+    pub disk: Option<DiskUsage>,
+    /// Files (everything but directories) with changes not yet on disk, and the bytes of
+    /// their data; directories whose entries or attributes changed.
     pub dirty_files: u64,
+    pub dirty_dirs: u64,
     pub dirty_bytes: u64,
     /// Age of the oldest change not yet on disk, in seconds.
     pub oldest_change_secs: Option<u64>,
@@ -47,6 +51,19 @@ pub struct Status {
     pub crash_snapshots: Vec<SnapshotStatus>,
 }
 
+/// The size of the disk copy, as du(1) counts it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskUsage {
+    pub bytes: u64,
+    pub files: u64,
+    pub dirs: u64,
+    /// When it was measured, in seconds since the Unix epoch.
+    pub measured_at: u64,
+    /// The disk copy's generation when it was measured: older than `generation` means a
+    /// flush has changed it since (a new measurement is then under way).
+    pub generation: u64,
+}
+
 /// One crash snapshot.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotStatus {
@@ -54,6 +71,25 @@ pub struct SnapshotStatus {
     /// "YYYY-mm-dd HH:MM:SS", local time.
     pub taken: String,
     pub size: u64,
+}
+
+impl From<crate::snapshot::SnapshotInfo> for SnapshotStatus {
+    fn from(i: crate::snapshot::SnapshotInfo) -> SnapshotStatus {
+        SnapshotStatus {
+            path: i.path,
+            taken: i.taken,
+            size: i.size,
+        }
+    }
+}
+
+/// The crash snapshots of a target, newest first (none if they cannot be listed).
+pub fn snapshots_of(target: &std::path::Path) -> Vec<SnapshotStatus> {
+    crate::snapshot::list(target)
+        .unwrap_or_default()
+        .into_iter()
+        .map(SnapshotStatus::from)
+        .collect()
 }
 
 /// The outcome of the last flush.

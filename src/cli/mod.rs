@@ -1,21 +1,22 @@
-//! The `asdfs` command. Arguments are parsed as typed (clap), then resolved into settings;
-//! every command returns an exit code, and errors are printed once, by `main`.
+//! The `asdfs` command (and `asd`, see `asd.rs`). Arguments are parsed as typed (clap), then
+//! resolved into settings; every command returns an exit code, and errors are printed once,
+//! by `main`.
 
+pub mod asd;
+mod configcmd;
 mod locate;
+pub mod mount;
 mod show;
 pub mod snapshots;
 
-use crate::config::{self, FsyncPolicy, Mode, TargetSettings};
-use crate::control::{self, Request};
-use crate::daemon::{self, READY_FD_ENV, Ready};
-use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
-use std::io::{BufRead, BufReader};
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use crate::control::{self, Request, Response};
+use anyhow::bail;
+use clap::{CommandFactory, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Exit codes: 0 done, 1 failed, 2 bad usage, 3 not running (asd's verbs).
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_NOT_RUNNING: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -32,7 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Put a directory in RAM: mount asdfs over it. Returns once the mount is live.
-    Mount(MountArgs),
+    Mount(mount::MountArgs),
     /// Write what changed to disk now; returns when it is on disk.
     Flush { target: PathBuf },
     /// Show mode, RAM used, dirty files and bytes, last and next flush.
@@ -50,92 +51,47 @@ pub enum Cmd {
         #[command(subcommand)]
         cmd: snapshots::SnapshotsCmd,
     },
-}
-
-#[derive(Args, Debug, Clone)]
-pub struct MountArgs {
-    /// The directory to keep in RAM.
-    pub target: PathBuf,
-    /// Where the RAM store lives (a tmpfs directory); default /run for root,
-    /// $XDG_RUNTIME_DIR for users.
-    #[arg(long, value_name = "DIR")]
-    pub volatile: Option<PathBuf>,
-    /// How often changes are written to disk, e.g. 30s, 5min, 1h.
-    #[arg(long, value_name = "DURATION", default_value = "5min", value_parser = config::parse_duration)]
-    pub flush_interval: Duration,
-    /// What fsync(2) does: defer (return at once, like asd) or sync (write the data first).
-    #[arg(long, value_enum, default_value_t = FsyncArg::Defer)]
-    pub fsync: FsyncArg,
-    /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
-    /// (`.NAME-backup_asd-old`) and crash snapshots (`yes` or `no`).
-    #[arg(long, value_name = "yes|no", default_value = "yes", value_parser = parse_yes_no, action = clap::ArgAction::Set)]
-    pub backups: bool,
-    /// How many crash snapshots to keep per target.
-    #[arg(long, value_name = "N", default_value_t = config::DEFAULT_BACKUP_LIMIT)]
-    pub backup_limit: u32,
-    /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM).
-    #[arg(long, value_enum, default_value_t = ModeArg::Fuse)]
-    pub mode: ModeArg,
-    /// Stay in the foreground (for systemd and debugging).
-    #[arg(long)]
-    pub foreground: bool,
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModeArg {
-    Fuse,
-    Overlay,
-}
-
-/// yes/no as asd writes it (yes, no, true, false, 1, 0, on, off).
-pub fn parse_yes_no(s: &str) -> Result<bool, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "y" | "yes" | "true" | "1" | "on" | "enable" | "enabled" => Ok(true),
-        "n" | "no" | "false" | "0" | "off" | "disable" | "disabled" => Ok(false),
-        _ => Err(format!("{s:?} is neither yes nor no")),
-    }
-}
-
-#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FsyncArg {
-    Defer,
-    Sync,
-}
-
-impl MountArgs {
-    fn settings(&self) -> TargetSettings {
-        let mut s = TargetSettings::new(self.target.clone());
-        s.mode = match self.mode {
-            ModeArg::Fuse => Mode::Fuse,
-            ModeArg::Overlay => Mode::Overlay,
-        };
-        s.backups = self.backups;
-        s.backup_limit = self.backup_limit;
-        s.flush_interval = self.flush_interval;
-        s.fsync = match self.fsync {
-            FsyncArg::Defer => FsyncPolicy::Defer,
-            FsyncArg::Sync => FsyncPolicy::Sync,
-        };
-        s.volatile = self.volatile.clone();
-        s
-    }
+    /// Configuration files: check them, import asd's.
+    Config {
+        #[command(subcommand)]
+        cmd: configcmd::ConfigCmd,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        shell: clap_complete::Shell,
+        /// The command to complete: asdfs, or its asd name.
+        #[arg(long, value_parser = ["asdfs", "asd"], default_value = "asdfs")]
+        command: String,
+    },
+    /// Write the man pages (asdfs, its subcommands, asd) into a directory.
+    #[command(hide = true)]
+    Manpages { dir: PathBuf },
 }
 
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
-        Cmd::Mount(m) if m.foreground => Ok(daemon::run(vec![m.settings()], Ready::from_env())),
-        Cmd::Mount(m) => spawn_daemon(&m),
+        Cmd::Mount(m) => mount::run(&m),
         Cmd::Flush { target } => command(&target, Request::Flush),
         Cmd::Unmount { target } => command(&target, Request::Unmount),
         Cmd::Status { json, target } => show::status(json, target.as_deref()),
         Cmd::Snapshots { cmd } => snapshots::run(cmd),
+        Cmd::Config { cmd } => configcmd::run(cmd),
+        Cmd::Completions { shell, command } => {
+            let mut cmd = match command.as_str() {
+                "asd" => asd::AsdCli::command(),
+                _ => Cli::command(),
+            };
+            clap_complete::generate(shell, &mut cmd, command, &mut std::io::stdout());
+            Ok(0)
+        }
+        Cmd::Manpages { dir } => manpages(&dir),
     }
 }
 
-fn command(target: &std::path::Path, req: Request) -> anyhow::Result<i32> {
-    let found = locate::running(target)?;
-    let r = control::call(&found.socket, &req)?;
+/// Sends one command to the daemon of a target; flushes show their progress on a terminal.
+pub fn command(target: &Path, req: Request) -> anyhow::Result<i32> {
+    let r = send(target, req)?;
     if r.ok {
         println!("{}", r.message);
         Ok(0)
@@ -144,100 +100,51 @@ fn command(target: &std::path::Path, req: Request) -> anyhow::Result<i32> {
     }
 }
 
-/// `PROGRESS done total what`: a bar on a terminal, one line otherwise.
-fn show_progress(bar: &mut Option<indicatif::ProgressBar>, p: &str) {
-    use std::io::IsTerminal;
-    let mut it = p.splitn(3, ' ');
-    let (Some(done), Some(total), Some(what)) = (it.next(), it.next(), it.next()) else {
-        return;
-    };
-    let (done, total) = (done.parse().unwrap_or(0), total.parse().unwrap_or(0));
-    let b = bar.get_or_insert_with(|| {
-        if !std::io::stderr().is_terminal() {
-            eprintln!("asdfs: {what}...");
-            return indicatif::ProgressBar::hidden();
-        }
-        let b = indicatif::ProgressBar::new(total);
-        let style =
-            indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-        b.set_style(style);
-        b.set_message(what.to_string());
-        b
-    });
-    b.set_length(total);
-    b.set_position(done);
-}
-
-/// Starts the daemon in the background and waits until its mounts are live or failed.
-fn spawn_daemon(m: &MountArgs) -> anyhow::Result<i32> {
-    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let exe = std::env::current_exe().context("finding the asdfs executable")?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("mount").arg("--foreground").arg(&m.target);
-    cmd.arg("--flush-interval")
-        .arg(format!("{}s", m.flush_interval.as_secs()));
-    cmd.arg("--fsync").arg(if m.fsync == FsyncArg::Sync {
-        "sync"
-    } else {
-        "defer"
-    });
-    if let Some(v) = &m.volatile {
-        cmd.arg("--volatile").arg(v);
-    }
-    cmd.arg("--backups")
-        .arg(if m.backups { "yes" } else { "no" });
-    cmd.arg("--backup-limit").arg(m.backup_limit.to_string());
-    cmd.arg("--mode").arg(if m.mode == ModeArg::Overlay {
-        "overlay"
-    } else {
-        "fuse"
-    });
-    let w = write_end.as_raw_fd();
-    cmd.env(READY_FD_ENV, w.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            libc::setsid();
-            let flags = libc::fcntl(w, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(w, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().context("starting the asdfs daemon")?;
-    drop(write_end);
-    read_readiness(read_end)
-}
-
-fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
-    let mut ok = 0;
-    let mut failed = Vec::new();
+/// Sends one command and waits for the answer, showing flush progress on a terminal.
+pub fn send(target: &Path, req: Request) -> anyhow::Result<Response> {
+    let found = locate::running(target)?;
     let mut bar: Option<indicatif::ProgressBar> = None;
-    for line in BufReader::new(std::fs::File::from(read_end)).lines() {
-        let line = line?;
-        if let Some(p) = line.strip_prefix("PROGRESS ") {
-            show_progress(&mut bar, p);
-            continue;
-        }
-        if let Some(b) = bar.take() {
-            b.finish_and_clear();
-        }
-        if let Some(t) = line.strip_prefix("OK ") {
-            println!("asdfs: {t} is in RAM");
-            ok += 1;
-        } else if let Some(e) = line.strip_prefix("ERR ") {
-            failed.push(e.to_string());
-        }
+    let r = control::call_with_progress(&found.socket, &req, &mut |done, total| {
+        let b = bar.get_or_insert_with(|| progress_bar("writing to disk", total));
+        b.set_length(total);
+        b.set_position(done);
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
-    if ok == 0 && failed.is_empty() {
-        bail!("the daemon exited before the mount was ready");
+    r
+}
+
+/// A byte progress bar on a terminal; hidden (with one line saying what) otherwise.
+pub fn progress_bar(what: &str, total: u64) -> indicatif::ProgressBar {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
     }
-    for e in &failed {
-        eprintln!("asdfs: {e}");
+    let b = indicatif::ProgressBar::new(total);
+    let style =
+        indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    b.set_style(style);
+    b.set_message(what.to_string());
+    b
+}
+
+fn manpages(dir: &Path) -> anyhow::Result<i32> {
+    std::fs::create_dir_all(dir)?;
+    let write = |cmd: clap::Command, name: &str| -> anyhow::Result<()> {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(cmd).render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.1")), out)?;
+        Ok(())
+    };
+    let top = Cli::command();
+    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("asdfs-{}", sub.get_name());
+        write(sub.clone().name(name.clone()), &name)?;
     }
-    Ok(if failed.is_empty() { 0 } else { 1 })
+    write(top, "asdfs")?;
+    write(asd::AsdCli::command(), "asd")?;
+    println!("man pages written to {}", dir.display());
+    Ok(0)
 }

@@ -39,6 +39,49 @@ pub fn status(json: bool, target: Option<&Path>) -> anyhow::Result<i32> {
     Ok(code)
 }
 
+/// The text form for a configured target that is not in RAM.
+pub fn render_idle(target: &Path, settings: Option<&crate::config::TargetSettings>) -> String {
+    let mut out = format!("{}: not in RAM", target.display());
+    if let Some(s) = settings {
+        out += &format!(" (configured: {:?} mode)", s.mode).to_lowercase();
+    }
+    out += "\n";
+    out += &match crate::usage::measure(target) {
+        Ok(u) => format!(
+            "  on disk:     {}, {} files, {} directories\n",
+            HumanBytes(u.bytes),
+            u.files,
+            u.dirs
+        ),
+        Err(e) => format!("  on disk:     cannot be read: {e}\n"),
+    };
+    out += &snapshots_lines(&crate::status::snapshots_of(target));
+    out
+}
+
+fn snapshots_lines(snaps: &[crate::status::SnapshotStatus]) -> String {
+    let mut out = String::new();
+    match snaps.len() {
+        0 => out += "  snapshots:   none\n",
+        n => {
+            let size: u64 = snaps.iter().map(|c| c.size).sum();
+            out += &format!(
+                "  snapshots:   {n} ({}) <- delete with `asdfs snapshots clean` or `asd c`\n",
+                HumanBytes(size)
+            );
+            for c in snaps {
+                out += &format!(
+                    "               {} {} ({})\n",
+                    c.taken,
+                    c.path.display(),
+                    HumanBytes(c.size)
+                );
+            }
+        }
+    }
+    out
+}
+
 fn ago(secs: u64) -> String {
     format!("{} ago", HumanDuration(Duration::from_secs(secs)))
 }
@@ -57,14 +100,29 @@ pub fn render(s: &Status) -> String {
         s.store.display(),
         HumanBytes(s.ram_bytes)
     );
+    out += &match &s.disk {
+        Some(d) => format!(
+            "  on disk:     {}, {} files, {} directories{}\n",
+            HumanBytes(d.bytes),
+            d.files,
+            d.dirs,
+            if d.generation == s.generation {
+                ""
+            } else {
+                " (before the last flush; measuring)"
+            }
+        ),
+        None => "  on disk:     being measured\n".to_string(),
+    };
     let oldest = s
         .oldest_change_secs
         .map(|a| format!(", oldest change {}", ago(a)))
         .unwrap_or_default();
     out += &format!(
-        "  not on disk: {} files, {}{oldest}\n",
+        "  not on disk: {} files ({}), {} directories{oldest}\n",
         s.dirty_files,
-        HumanBytes(s.dirty_bytes)
+        HumanBytes(s.dirty_bytes),
+        s.dirty_dirs
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -114,24 +172,7 @@ pub fn render(s: &Status) -> String {
     if let Some(u) = &s.unclean_start {
         out += &format!("  at start:    {u}\n");
     }
-    match s.crash_snapshots.len() {
-        0 => out += "  snapshots:   none\n",
-        n => {
-            let size: u64 = s.crash_snapshots.iter().map(|c| c.size).sum();
-            out += &format!(
-                "  snapshots:   {n} ({}) <- delete with `asdfs snapshots clean`\n",
-                HumanBytes(size)
-            );
-            for c in &s.crash_snapshots {
-                out += &format!(
-                    "               {} {} ({})\n",
-                    c.taken,
-                    c.path.display(),
-                    HumanBytes(c.size)
-                );
-            }
-        }
-    }
+    out += &snapshots_lines(&s.crash_snapshots);
     if s.log_failures > 0 {
         out += &format!(
             "  WARNING:     {} changes could not be logged to the RAM store\n",

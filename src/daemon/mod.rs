@@ -17,6 +17,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use target::Target;
 
 /// The environment variable through which `asdfs mount` passes its readiness pipe.
@@ -81,7 +82,8 @@ impl Ready {
                 text.push('\n');
                 let _ = f.write_all(text.as_bytes());
                 drop(f);
-                if let Some(log) = log {
+                // Under systemd (`asd sync` from asd.service) stderr is the journal: keep it.
+                if std::env::var_os("JOURNAL_STREAM").is_none() {
                     redirect_output(log);
                 }
             }
@@ -97,13 +99,17 @@ impl Ready {
     }
 }
 
-/// Sends stdout and stderr to the daemon's log file once `asdfs mount` has returned.
-fn redirect_output(log: &std::path::Path) {
-    let Ok(f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-    else {
+/// Sends stdout and stderr to the daemon's log file (or /dev/null) once `asdfs mount` has
+/// returned: that closes the pipe `asdfs mount` reads our early warnings from.
+fn redirect_output(log: Option<&std::path::Path>) {
+    let opened = log.and_then(|l| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(l)
+            .ok()
+    });
+    let Some(f) = opened.or_else(|| File::options().write(true).open("/dev/null").ok()) else {
         return;
     };
     for fd in [1, 2] {
@@ -113,6 +119,28 @@ fn redirect_output(log: &std::path::Path) {
     if let Ok(null) = File::open("/dev/null") {
         // SAFETY: as above, for standard input.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
+}
+
+/// The store keeps up to half the soft limit of RAM data files open (`store::data`): raise
+/// the soft limit to the hard one, and as root both to the kernel's maximum (`fs.nr_open`).
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    let max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    if nix::unistd::geteuid().is_root()
+        && max > hard
+        && setrlimit(Resource::RLIMIT_NOFILE, max, max).is_ok()
+    {
+        return;
+    }
+    if soft < hard {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
     }
 }
 
@@ -130,6 +158,7 @@ fn block_signals() -> SigSet {
 /// Runs the daemon for these targets until every one is unmounted. Returns the exit code.
 pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     let signals = block_signals();
+    raise_fd_limit();
     let (tx, rx) = crossbeam_channel::unbounded();
     let sig_tx = tx.clone();
     let _ = std::thread::Builder::new()
@@ -175,14 +204,51 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     code
 }
 
+/// After SIGTERM, how long files still open may keep the daemon (and a shutdown) waiting
+/// before they are cut off; `ASDFS_STOP_GRACE` (seconds) changes it.
+const STOP_GRACE: Duration = Duration::from_secs(20);
+
+fn stop_grace() -> Duration {
+    std::env::var("ASDFS_STOP_GRACE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(STOP_GRACE)
+}
+
 fn serve(
     live: &mut [Option<Arc<Target>>],
     rx: &crossbeam_channel::Receiver<Event>,
     mut code: i32,
 ) -> i32 {
     let mut waiting: HashMap<usize, (Sender<Response>, Response)> = HashMap::new();
+    // Set by a signal: when open files are cut off, then when the daemon stops waiting.
+    let mut deadline: Option<(Instant, bool)> = None;
     while live.iter().any(Option::is_some) {
-        let Ok(ev) = rx.recv() else { break };
+        let ev = match deadline {
+            None => rx.recv().ok(),
+            Some((at, cut)) => match rx.recv_deadline(at) {
+                Ok(ev) => Some(ev),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) if !cut => {
+                    for t in live.iter().flatten() {
+                        t.cut_off_open_files();
+                    }
+                    deadline = Some((Instant::now() + Duration::from_secs(10), true));
+                    continue;
+                }
+                Err(_) => {
+                    // The sessions did not end: write what they hold and stop anyway.
+                    for t in live.iter_mut().filter_map(Option::take) {
+                        if let Err(e) = t.finish() {
+                            tracing::error!("{e:#}");
+                            code = 1;
+                        }
+                    }
+                    break;
+                }
+            },
+        };
+        let Some(ev) = ev else { break };
         match ev {
             Event::Signal(sig) => {
                 tracing::info!(signal = %sig, "stopping: final flush and unmount");
@@ -190,6 +256,7 @@ fn serve(
                     let r = t.begin_stop();
                     tracing::info!("{}", r.message);
                 }
+                deadline.get_or_insert((Instant::now() + stop_grace(), false));
             }
             Event::Stop { idx, reply } => {
                 let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {

@@ -20,6 +20,8 @@ pub const FSTYPE: &str = "fuse.asdfs";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
     pub mount_point: PathBuf,
+    /// The filesystem's device, `major:minor`.
+    pub dev: String,
     pub fstype: String,
     pub source: String,
     pub options: String,
@@ -39,6 +41,7 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
     let sep = fields.iter().position(|f| *f == b"-")?;
     Some(MountEntry {
         mount_point: PathBuf::from(OsString::from_vec(unescape(fields.get(4)?))),
+        dev: String::from_utf8_lossy(fields.get(2)?).into_owned(),
         options: String::from_utf8_lossy(fields.get(5)?).into_owned(),
         fstype: String::from_utf8_lossy(fields.get(sep + 1)?).into_owned(),
         source: String::from_utf8_lossy(&unescape(fields.get(sep + 2)?)).into_owned(),
@@ -228,6 +231,33 @@ pub fn unmount(target: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The FUSE connection number of the mount on `path` (its device as the kernel numbers it,
+/// the name of its directory under /sys/fs/fuse/connections).
+pub fn fuse_connection(path: &Path) -> Option<u64> {
+    let m = mount_at(path).ok()??;
+    let (major, minor) = m.dev.split_once(':')?;
+    Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?)
+}
+
+/// Aborts a FUSE connection: every request of programs then fails with ENOTCONN and the
+/// session ends. Mounts the fusectl filesystem first if it is not there (as systemd does).
+pub fn abort_connection(conn: u64) -> anyhow::Result<()> {
+    let root = Path::new("/sys/fs/fuse/connections");
+    let dir = root.join(conn.to_string());
+    if !dir.exists() {
+        nix::mount::mount(
+            Some("fusectl"),
+            root,
+            Some("fusectl"),
+            MsFlags::empty(),
+            None::<&str>,
+        )
+        .with_context(|| format!("mounting fusectl on {}", root.display()))?;
+    }
+    std::fs::write(dir.join("abort"), b"1")
+        .with_context(|| format!("aborting FUSE connection {conn}"))
+}
+
 /// True if `path` is a mount point whose FUSE daemon is gone ("Transport endpoint is not
 /// connected").
 pub fn is_dead_fuse_mount(path: &Path) -> bool {
@@ -247,6 +277,7 @@ mod tests {
     fn mountinfo_lines_parse_with_escapes() {
         let line = b"36 35 98:0 / /mnt/with\\040space rw,noatime master:1 - fuse.asdfs /src\\040x rw,user_id=0";
         let m = parse_mountinfo_line(line).unwrap();
+        assert_eq!(m.dev, "98:0");
         assert_eq!(m.mount_point, PathBuf::from("/mnt/with space"));
         assert_eq!(m.fstype, "fuse.asdfs");
         assert_eq!(m.source, "/src x");

@@ -18,7 +18,7 @@ use std::time::SystemTime;
 /// Reports progress of long work: (what, done, total) in bytes or items.
 pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
 
-fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
+pub(super) fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
         .with_context(|| format!("opening {}", p.display()))

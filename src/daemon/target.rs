@@ -48,6 +48,12 @@ pub struct Target {
     pub(super) backup_state: Mutex<String>,
     /// What happened at start if the previous session ended uncleanly.
     pub(super) crash: Option<String>,
+    /// The disk copy's size, measured in the background (status::disk_usage).
+    pub(super) usage: Arc<Mutex<status::UsageState>>,
+    /// The disk copy's directory, opened before the mount covered it.
+    pub(super) disk_dir: Arc<std::os::fd::OwnedFd>,
+    /// The FUSE connection number, to abort it if a stop must not wait for open files.
+    fuse_conn: Mutex<Option<u64>>,
 }
 
 impl Target {
@@ -72,6 +78,7 @@ impl Target {
         paths::resolve_target(&p.target)?;
         paths::prepare_side(&p)?;
         let (backing, backups) = safety::open_disk(&p, &settings)?;
+        let disk_dir = Arc::new(safety::open_dir(&p.target)?);
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -103,9 +110,13 @@ impl Target {
             backups,
             backup_state: Mutex::new("off".into()),
             crash,
+            usage: Arc::default(),
+            disk_dir,
+            fuse_conn: Mutex::new(None),
         });
         t.mount(events.clone(), idx)?;
         safety::refresh_backup(&t);
+        status::measure_disk(&t);
         t.start_timer(wake_rx);
         t.start_control(events, idx)?;
         Ok(t)
@@ -114,6 +125,7 @@ impl Target {
     fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let root = self.store.getattr(NodeId::ROOT)?;
         let dev = mounting::mount_fuse(&self.paths.target, libc::S_IFDIR | root.attr.mode)?;
+        *self.fuse_conn.lock() = mounting::fuse_connection(&self.paths.target);
         let hook: Option<SyncHook> = match self.settings.fsync {
             FsyncPolicy::Sync => {
                 let f = self.flusher.clone();
@@ -189,14 +201,22 @@ impl Target {
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
-                control::serve(listener, allowed, move |req| t.handle(req, &events, idx));
+                control::serve(listener, allowed, move |req, report| {
+                    t.handle(req, report, &events, idx)
+                });
             })?;
         Ok(())
     }
 
-    fn handle(&self, req: Request, events: &Sender<Event>, idx: usize) -> Response {
+    fn handle(
+        &self,
+        req: Request,
+        report: control::Report<'_>,
+        events: &Sender<Event>,
+        idx: usize,
+    ) -> Response {
         match req {
-            Request::Flush => match self.flusher.flush() {
+            Request::Flush => match self.flusher.flush_reporting(report) {
                 Ok(r) => Response::ok(format!(
                     "{}: flushed {} files, {} bytes in {} ms (generation {})",
                     self.paths.target.display(),
@@ -262,6 +282,22 @@ impl Target {
             )
         };
         Response::ok(msg)
+    }
+
+    /// At a stop that cannot wait any longer for programs to close their files: cuts them
+    /// off (their next request fails with ENOTCONN, so nothing they write is silently
+    /// dropped); the session then ends and `finish` writes everything to disk.
+    pub fn cut_off_open_files(&self) {
+        let open = self.store.summary().open_handles;
+        tracing::warn!(target = %self.paths.target.display(), open, "files still open at the stop: cutting them off; what was written through them is flushed");
+        let conn = *self.fuse_conn.lock();
+        match conn.map(mounting::abort_connection) {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not abort the FUSE connection")
+            }
+            None => tracing::warn!("the FUSE connection is not known; cannot cut off open files"),
+        }
     }
 
     fn stop_timer(&self) {

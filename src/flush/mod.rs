@@ -92,9 +92,14 @@ impl Flusher {
 
     /// Writes everything that changed to the disk copy; returns when it is durable.
     pub fn flush(&self) -> anyhow::Result<FlushReport> {
+        self.flush_reporting(&|_, _| {})
+    }
+
+    /// `flush`, reporting the bytes written to the stage as it goes.
+    pub fn flush_reporting(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _one = self.running.lock();
         let started = Instant::now();
-        let r = self.flush_locked(started);
+        let r = self.flush_locked(started, progress);
         let mut st = self.state.lock();
         match &r {
             Ok(rep) => {
@@ -122,7 +127,11 @@ impl Flusher {
         r
     }
 
-    fn flush_locked(&self, started: Instant) -> anyhow::Result<FlushReport> {
+    fn flush_locked(
+        &self,
+        started: Instant,
+        progress: &dyn Fn(u64, u64),
+    ) -> anyhow::Result<FlushReport> {
         self.finish_pending()?;
         self.prepare()?;
         let generation = self.disk_gen() + 1;
@@ -134,15 +143,20 @@ impl Flusher {
                 ..Default::default()
             });
         }
-        let r = self.write(&draft, started);
+        let r = self.write(&draft, started, progress);
         self.thaw(&draft);
         r
     }
 
-    fn write(&self, draft: &Draft, started: Instant) -> anyhow::Result<FlushReport> {
+    fn write(
+        &self,
+        draft: &Draft,
+        started: Instant,
+        progress: &dyn Fn(u64, u64),
+    ) -> anyhow::Result<FlushReport> {
         let b = self.store.backing.clone();
         let stage = Loc::side(Journal::stage_dir(draft.generation));
-        let (inos, gen_ino) = match self.stage(draft) {
+        let (inos, gen_ino) = match self.stage(draft, progress) {
             Ok(x) => x,
             Err(e) => {
                 let _ = b.remove(&stage);
@@ -180,15 +194,39 @@ impl Flusher {
     }
 
     /// Step 2: writes the new objects into the stage and makes them durable.
-    fn stage(&self, d: &Draft) -> anyhow::Result<(HashMap<NodeId, u64>, u64)> {
+    fn stage(
+        &self,
+        d: &Draft,
+        progress: &dyn Fn(u64, u64),
+    ) -> anyhow::Result<(HashMap<NodeId, u64>, u64)> {
         let b = &self.store.backing;
         let stage = Path::new(&Journal::stage_dir(d.generation)).to_path_buf();
-        let _ = b.remove(&Loc::Side(stage.clone()));
+        match b.remove(&Loc::Side(stage.clone())) {
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
+                return Err(
+                    anyhow::Error::new(e).context("removing the stage an earlier attempt left")
+                );
+            }
+            _ => {}
+        }
         b.make_dir(&Loc::Side(stage.clone()))?;
         let mut inos = HashMap::new();
+        let mut done = 0u64;
         for item in &d.stage {
+            let opened;
             let content = match &item.content {
-                StageContent::File(f) => NewContent::File(f),
+                StageContent::File(frozen) => {
+                    opened = match &frozen.file {
+                        Some(f) => f.clone(),
+                        None => {
+                            Arc::new(self.store.data.open_existing(frozen.id).map_err(|e| {
+                                anyhow::anyhow!("reading RAM data file {}: {e}", frozen.id.0)
+                            })?)
+                        }
+                    };
+                    done += opened.metadata().map(|m| m.len()).unwrap_or(0);
+                    NewContent::File(&opened)
+                }
                 StageContent::Dir => NewContent::Dir,
                 StageContent::Symlink(t) => NewContent::Symlink(t),
                 StageContent::Special(kind, rdev) => NewContent::Special {
@@ -200,6 +238,7 @@ impl Flusher {
                 .create(&item.loc, content, &item.meta)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
             inos.insert(item.node, ino);
+            progress(done.min(d.bytes), d.bytes);
         }
         let gen_loc = Loc::Side(stage.join("generation"));
         b.write_file(&gen_loc, format!("{}\n", d.generation).as_bytes())?;

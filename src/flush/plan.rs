@@ -4,19 +4,18 @@
 
 use super::journal::{Journal, Step};
 use crate::backing::{Loc, Meta};
-use crate::store::data::DataCell;
+use crate::store::data::{DataCell, FrozenData};
 use crate::store::inner::Inner;
 use crate::store::node::{Content, DirtyName, Origin, Target};
 use crate::store::types::{DataId, Kind, NodeId};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ffi::OsString;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// What the stage gets for a node.
 pub(crate) enum StageContent {
-    File(Arc<File>),
+    File(FrozenData),
     Dir,
     Symlink(Vec<u8>),
     Special(Kind, u64),
@@ -466,11 +465,11 @@ impl Inner {
             let mut meta = self.meta_of(x);
             let content = match &n.content {
                 Content::File(Some(cell)) => {
-                    let (id, file) = cell.freeze();
-                    d.frozen.push((cell.clone(), id));
+                    let frozen = cell.freeze();
+                    d.frozen.push((cell.clone(), frozen.id));
                     d.files += 1;
                     d.bytes += n.attr.size;
-                    StageContent::File(file)
+                    StageContent::File(frozen)
                 }
                 Content::File(None) => {
                     tracing::error!(node = x.0, "a changed file has no data in RAM; skipped");

@@ -198,7 +198,7 @@ impl Store {
             let size = file.metadata()?.len();
             let mut inner = self.lock();
             let n = inner.node_mut(id)?;
-            n.content = Content::File(Some(DataCell::new(data_id, file)));
+            n.content = Content::File(Some(DataCell::new(&self.data, data_id, file)));
             n.attr.size = size;
             inner.counters.loads += 1;
             inner.counters.bytes_loaded += size;

@@ -42,7 +42,7 @@ impl Store {
             return inner.truncate(id, 0, seq);
         }
         let data_id = self.data.alloc();
-        let cell = DataCell::new(data_id, self.data.create(data_id)?);
+        let cell = DataCell::new(&self.data, data_id, self.data.create(data_id)?);
         let mut inner = self.lock();
         let seq = inner.next_seq();
         let n = inner.node_mut(id)?;
@@ -80,7 +80,7 @@ impl Store {
 
     pub fn write(&self, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
         let (id, cell) = self.cell_of(fh)?;
-        let (n, new_id) = cell.modify(&self.data, |f| write_some(f, data, off))?;
+        let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
         inner.data_changed(id, Some(off + n as u64), new_id.is_some())?;
         inner.counters.bytes_written += n as u64;
@@ -99,7 +99,7 @@ impl Store {
 
     pub fn fallocate(&self, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
         let (id, cell) = self.cell_of(fh)?;
-        let (_, new_id) = cell.modify(&self.data, |f| {
+        let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
             let r = unsafe {
                 libc::fallocate(f.as_raw_fd(), mode, off as libc::off_t, len as libc::off_t)
@@ -110,7 +110,7 @@ impl Store {
                 Ok(())
             }
         })?;
-        let size = cell.file().metadata()?.len();
+        let size = cell.metadata()?.len();
         let mut inner = self.lock();
         inner.node_mut(id)?.attr.size = size;
         inner.data_changed(id, None, new_id.is_some())
@@ -119,7 +119,7 @@ impl Store {
     /// SEEK_DATA / SEEK_HOLE.
     pub fn lseek(&self, fh: HandleId, off: i64, whence: i32) -> FsResult<i64> {
         let (_, cell) = self.cell_of(fh)?;
-        let f = cell.file();
+        let f = cell.file()?;
         // SAFETY: lseek on a descriptor the cell owns; reads and writes use explicit offsets.
         let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, whence) };
         if r < 0 {
@@ -139,10 +139,8 @@ impl Store {
     ) -> FsResult<u64> {
         let (_, cin) = self.cell_of(fh_in)?;
         let (id, cout) = self.cell_of(fh_out)?;
-        let src = cin.file();
-        let (n, new_id) = cout.modify(&self.data, |dst| {
-            copy_range(&src, off_in, dst, off_out, len)
-        })?;
+        let src = cin.file()?;
+        let (n, new_id) = cout.modify(|dst| copy_range(&src, off_in, dst, off_out, len))?;
         let mut inner = self.lock();
         inner.data_changed(id, Some(off_out + n), new_id.is_some())?;
         inner.counters.bytes_written += n;
@@ -188,7 +186,7 @@ impl Inner {
     /// Sets a loaded file's size.
     pub(crate) fn truncate(&mut self, id: NodeId, size: u64, seq: u64) -> FsResult<()> {
         let cell = self.node(id)?.cell().cloned().ok_or(Errno::EIO)?;
-        let (_, new_id) = cell.modify(&self.data, |f| f.set_len(size))?;
+        let (_, new_id) = cell.modify(|f| f.set_len(size))?;
         let now = Ts::now();
         let n = self.node_mut(id)?;
         n.attr.size = size;

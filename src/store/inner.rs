@@ -131,7 +131,7 @@ impl Inner {
         };
         let mut attr = n.attr;
         if let Some(cell) = n.cell() {
-            if let Ok(m) = cell.file().metadata() {
+            if let Ok(m) = cell.metadata() {
                 use std::os::unix::fs::MetadataExt;
                 attr.blocks = m.blocks();
             }

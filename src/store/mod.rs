@@ -33,7 +33,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use types::{FsStats, NodeId};
+use types::{FsStats, Kind, NodeId};
 
 /// The store of one target.
 pub struct Store {
@@ -203,13 +203,21 @@ impl Store {
                 .filter(|_| !inner.dirty_nodes.is_empty() || !inner.dirty_dirs.is_empty()),
             ..Default::default()
         };
+        let mut dirs: HashSet<NodeId> = inner.dirty_dirs.iter().copied().collect();
         for id in &inner.dirty_nodes {
-            if let Some(n) = inner.nodes.get(id) {
-                if n.data_seq != 0 || n.origin.is_none() {
-                    s.dirty_bytes += n.attr.size;
-                }
+            let Some(n) = inner.nodes.get(id) else {
+                continue;
+            };
+            if n.kind == Kind::Dir {
+                dirs.insert(*id);
+                continue;
+            }
+            s.dirty_files += 1;
+            if n.data_seq != 0 || n.origin.is_none() {
+                s.dirty_bytes += n.attr.size;
             }
         }
+        s.dirty_dir_count = dirs.len() as u64;
         drop(inner);
         s.ram_bytes = dir_bytes(&self.private.join("data"));
         s
@@ -251,6 +259,10 @@ pub struct StoreSummary {
     pub nodes: u64,
     pub dirty_nodes: u64,
     pub dirty_dirs: u64,
+    /// Changed nodes that are not directories, and directories with changed entries or
+    /// attributes.
+    pub dirty_files: u64,
+    pub dirty_dir_count: u64,
     pub dirty_bytes: u64,
     pub open_handles: u64,
     pub ram_bytes: u64,

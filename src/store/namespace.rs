@@ -60,7 +60,7 @@ impl Store {
         let cell = match kind {
             NewKind::File => {
                 let id = self.data.alloc();
-                Some(DataCell::new(id, self.data.create(id)?))
+                Some(DataCell::new(&self.data, id, self.data.create(id)?))
             }
             _ => None,
         };

@@ -142,13 +142,7 @@ impl Inner {
     fn restore_node(&mut self, rec: &NodeRec) -> anyhow::Result<()> {
         let content = match rec.kind {
             Kind::File => match rec.data {
-                Some(id) => {
-                    let f = self
-                        .data
-                        .open_existing(id)
-                        .with_context(|| format!("data file {}", id.0))?;
-                    Content::File(Some(DataCell::new(id, f)))
-                }
+                Some(id) => Content::File(Some(DataCell::closed(&self.data, id))),
                 None => Content::File(None),
             },
             Kind::Dir if rec.origin.is_some() => Content::Dir(Dir::unpopulated(2)),
@@ -158,7 +152,9 @@ impl Inner {
         };
         let mut attr = rec.attr;
         if let Content::File(Some(cell)) = &content {
-            let m = cell.file().metadata()?;
+            let m = cell
+                .metadata()
+                .with_context(|| format!("data file {}", cell.id().0))?;
             attr.size = m.len();
             if let Ok(t) = m.modified() {
                 attr.mtime = attr.mtime.max(Ts::from_system(t));

@@ -34,8 +34,18 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
+    asdfs_env(args, &[])
+}
+
+/// Runs asdfs with arguments and extra environment variables; returns its output.
+pub fn asdfs_env<I, S>(args: I, env: &[(String, String)]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
     Command::new(BIN)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env(
             "ASDFS_LOG",
             std::env::var("ASDFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -50,6 +60,8 @@ pub struct Mount {
     pub volatile: tempfile::TempDir,
     pub target: PathBuf,
     pub extra: Vec<String>,
+    /// Environment variables for the daemon.
+    pub env: Vec<(String, String)>,
     /// The target directory opened before any mount: `/proc/self/fd/N` reaches the disk
     /// copy underneath the mount.
     under: std::fs::File,
@@ -75,6 +87,7 @@ impl Mount {
             volatile,
             target,
             extra: Vec::new(),
+            env: Vec::new(),
             under,
         }
     }
@@ -119,7 +132,7 @@ impl Mount {
     }
 
     pub fn mount(&self) {
-        let out = asdfs(self.mount_args());
+        let out = asdfs_env(self.mount_args(), &self.env);
         assert!(
             out.status.success(),
             "mount failed: {}",

@@ -1,6 +1,7 @@
 //! The one integration test binary: store tests without a mount, mount tests through
 //! /dev/fuse, model tests and crash tests.
 
+mod asd;
 mod common;
 mod concurrent;
 mod faults;
@@ -14,4 +15,5 @@ mod safety;
 mod simdisk;
 mod snapshots;
 mod store;
+mod system;
 mod writeback;

@@ -98,6 +98,44 @@ fn sigterm_flushes_and_unmounts() {
 }
 
 #[test]
+fn sigterm_cuts_off_files_still_open_after_the_grace_and_loses_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.env.push(("ASDFS_STOP_GRACE".into(), "1".into()));
+    m.mount();
+    let mut f = fs::File::create(m.path("held")).unwrap();
+    f.write_all(b"written while open").unwrap();
+    let pid = m.daemon_pid().unwrap();
+    let sent = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    wait_for("the daemon to exit", Duration::from_secs(30), || {
+        fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| s.split(' ').nth(2) == Some("Z"))
+            .unwrap_or(true)
+    });
+    assert!(
+        sent.elapsed() >= Duration::from_secs(1),
+        "stopped before the grace"
+    );
+    // The holder is told: its next write fails rather than vanishing.
+    let late = f.write_all(b" and after").and_then(|_| f.sync_all());
+    assert!(late.is_err(), "a write after the cut-off succeeded");
+    drop(f);
+    assert!(!m.is_mounted());
+    assert_eq!(fs::read(m.path("held")).unwrap(), b"written while open");
+    assert!(
+        !m.store().join("private").exists(),
+        "the store is removed after the final flush"
+    );
+}
+
+#[test]
 fn an_unmount_by_someone_else_flushes() {
     if !fuse_available() {
         return;
@@ -290,4 +328,94 @@ fn only_root_and_the_owner_may_command_the_daemon() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(status_json(&m)["state"] == "mounted");
+}
+
+/// Open descriptors of a process.
+fn fd_count(pid: i32) -> usize {
+    fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn more_files_than_the_descriptor_budget_stay_correct_through_flush_kill_and_takeover() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|t| {
+        for i in 0..50 {
+            fs::write(t.join(format!("disk{i}")), format!("on disk {i}")).unwrap();
+        }
+    });
+    m.env.push(("ASDFS_OPEN_FILES".into(), "16".into()));
+    m.mount();
+    let content = |i: usize| format!("file {i} ").repeat(i % 7 + 1);
+    // Some files stay open throughout, the rest are written and closed.
+    let mut held: Vec<fs::File> = (0..5)
+        .map(|i| fs::File::create(m.path(&format!("held{i}"))).unwrap())
+        .collect();
+    for i in 0..300 {
+        fs::write(m.path(&format!("f{i}")), content(i)).unwrap();
+        if i % 60 == 0 {
+            for (j, h) in held.iter_mut().enumerate() {
+                write!(h, "{j}:{i} ").unwrap();
+            }
+        }
+    }
+    for i in 0..50 {
+        let p = m.path(&format!("disk{i}"));
+        assert_eq!(fs::read_to_string(&p).unwrap(), format!("on disk {i}"));
+    }
+    let pid = m.daemon_pid().unwrap();
+    let fds = fd_count(pid);
+    assert!(
+        fds < 120,
+        "the daemon holds {fds} descriptors with a budget of 16"
+    );
+    m.flush();
+    for i in (0..300).step_by(3) {
+        fs::write(m.path(&format!("f{i}")), format!("changed {i}")).unwrap();
+    }
+    drop(held);
+    m.kill_daemon();
+    m.mount();
+    let expect = |i: usize| {
+        if i % 3 == 0 {
+            format!("changed {i}")
+        } else {
+            content(i)
+        }
+    };
+    for i in 0..300 {
+        assert_eq!(
+            fs::read_to_string(m.path(&format!("f{i}"))).unwrap(),
+            expect(i)
+        );
+    }
+    let held_text = |j: usize| {
+        (0..300)
+            .step_by(60)
+            .map(|i| format!("{j}:{i} "))
+            .collect::<String>()
+    };
+    for j in 0..5 {
+        assert_eq!(
+            fs::read_to_string(m.path(&format!("held{j}"))).unwrap(),
+            held_text(j)
+        );
+    }
+    m.unmount();
+    for i in 0..300 {
+        assert_eq!(
+            fs::read_to_string(m.path(&format!("f{i}"))).unwrap(),
+            expect(i),
+            "f{i} on disk"
+        );
+    }
+    for j in 0..5 {
+        assert_eq!(
+            fs::read_to_string(m.path(&format!("held{j}"))).unwrap(),
+            held_text(j)
+        );
+    }
 }

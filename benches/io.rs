@@ -1,0 +1,562 @@
+//! The I/O benchmark: the same workloads on a tmpfs directory, a plain disk directory (/tmp)
+//! and an asdfs mount (target on /tmp, RAM store on /dev/shm), interleaved in one run; prints
+//! absolute numbers and the ratios asdfs/tmpfs and asdfs/disk. Then what only asdfs pays:
+//! the first `asdfs flush` of 100 MiB in 1,000 files (against writing them to plain disk and
+//! syncing), and mount time for an empty vs a 20,000-file target.
+//!
+//! `cargo bench --bench io` as root; `ASDFS_BENCH_RUNS` (default 5) sets the repetitions,
+//! `--mode overlay` or `ASDFS_BENCH_MODE=overlay` the asdfs mode, `ASDFS_BENCH_MOUNT_ARGS`
+//! more `asdfs mount` arguments. Every number is the median of the runs; setup and cleanup
+//! are never inside a timed section.
+
+mod common;
+
+use common::{
+    Asdfs, Env, MIB, XorShift, check_interrupt, drop_caches, fmt_num, fmt_time, median, pattern,
+    temp_dir_in, time, write_file,
+};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const SEQ_BYTES: usize = 256 * MIB;
+const RAND_FILE_BYTES: usize = 64 * MIB;
+const RAND_BLOCK: usize = 4096;
+/// How long each random-write sample runs.
+const RAND_TIME: Duration = Duration::from_secs(1);
+const SMALL_FILES: usize = 10_000;
+const SMALL_BYTES: usize = 1024;
+const RENAMES: usize = 1_000;
+/// Warm passes (stat, readdir) repeat until this much time has passed, for a stable rate.
+const MIN_TIMED: Duration = Duration::from_millis(200);
+const FLUSH_FILES: usize = 1_000;
+const FLUSH_FILE_BYTES: usize = 100 * MIB / FLUSH_FILES;
+const MOUNT_TREE_DIRS: usize = 20;
+
+/// One line of the main table.
+struct Row {
+    name: &'static str,
+    unit: &'static str,
+}
+
+/// A workload: the rows it reports, a preparation done once per place, one sample (a rate
+/// per row) taken per run and place, doing its own untimed setup and cleanup, and a cleanup
+/// once per place at the end.
+struct Workload {
+    rows: &'static [Row],
+    prepare: fn(&Path) -> io::Result<()>,
+    sample: fn(&Path) -> io::Result<Vec<f64>>,
+    finish: fn(&Path) -> io::Result<()>,
+}
+
+/// The medians of one row on tmpfs, disk and asdfs (NaN where every run failed).
+struct Measured {
+    row: &'static Row,
+    rates: [f64; 3],
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        rows: &[Row {
+            name: "sequential write, 256 MiB, 1 MiB writes",
+            unit: "MiB/s",
+        }],
+        prepare: nothing,
+        sample: seq_write,
+        finish: nothing,
+    },
+    Workload {
+        rows: &[
+            Row {
+                name: "sequential read, cold cache",
+                unit: "MiB/s",
+            },
+            Row {
+                name: "sequential read, warm cache",
+                unit: "MiB/s",
+            },
+        ],
+        prepare: make_read_file,
+        sample: seq_read,
+        finish: remove_read_file,
+    },
+    Workload {
+        rows: &[Row {
+            name: "random 4 KiB writes in a 64 MiB file",
+            unit: "ops/s",
+        }],
+        prepare: make_rand_file,
+        sample: rand_write,
+        finish: remove_rand_file,
+    },
+    Workload {
+        rows: &[Row {
+            name: "create+write+close, 10,000 x 1 KiB files",
+            unit: "files/s",
+        }],
+        prepare: nothing,
+        sample: create_files,
+        finish: nothing,
+    },
+    Workload {
+        rows: &[
+            Row {
+                name: "stat 10,000 files, cold cache",
+                unit: "stats/s",
+            },
+            Row {
+                name: "stat 10,000 files, warm cache",
+                unit: "stats/s",
+            },
+        ],
+        prepare: make_tree10k,
+        sample: stat_files,
+        finish: nothing,
+    },
+    Workload {
+        rows: &[Row {
+            name: "readdir, 10,000-entry directory",
+            unit: "entries/s",
+        }],
+        prepare: make_tree10k,
+        sample: readdir,
+        finish: remove_tree10k,
+    },
+    Workload {
+        rows: &[Row {
+            name: "unlink 10,000 files",
+            unit: "ops/s",
+        }],
+        prepare: nothing,
+        sample: unlink_files,
+        finish: nothing,
+    },
+    Workload {
+        rows: &[Row {
+            name: "rename 1,000 files",
+            unit: "ops/s",
+        }],
+        prepare: nothing,
+        sample: rename_files,
+        finish: nothing,
+    },
+];
+
+const PLACES: [&str; 3] = ["tmpfs", "disk", "asdfs"];
+
+fn main() {
+    let env = common::preflight("io", 5);
+    let tmpfs = temp_dir_in("/dev/shm", "asdfs-bench-tmpfs-");
+    let disk = temp_dir_in("/tmp", "asdfs-bench-plain-");
+    let mut asdfs = Asdfs::prepare(&env, |_| Ok(()));
+    let (_, said) = asdfs.mount();
+    print_header(&env, &said);
+    let places = [tmpfs.path(), disk.path(), asdfs.target()];
+    let (mut results, mut errors) = (Vec::new(), Vec::new());
+    for w in WORKLOADS {
+        let started = Instant::now();
+        results.extend(measure(w, &places, env.runs, &mut errors));
+        eprintln!("  {:.1} s", started.elapsed().as_secs_f64());
+    }
+    asdfs.unmount();
+    let extra = asdfs_only(&env);
+    print_table(&results);
+    for e in &errors {
+        println!("error: {e}");
+    }
+    println!();
+    for line in extra {
+        println!("{line}");
+    }
+}
+
+fn print_header(env: &Env, said: &str) {
+    println!(
+        "asdfs io benchmark: {}; median of {} runs; asdfs mount {} ({})",
+        common::machine(),
+        env.runs,
+        env.describe_mount(),
+        env.bin.display()
+    );
+    println!("tmpfs = /dev/shm, disk = /tmp, asdfs = target on /tmp with its store on /dev/shm");
+    for line in said.lines().filter(|l| !l.trim().is_empty()) {
+        println!("asdfs mount said: {line}");
+    }
+}
+
+/// The median rate of each of `w`'s rows on each place (tmpfs, disk, asdfs). Runs are the
+/// outer loop, so that load from elsewhere on the machine falls on all places alike. A
+/// failed sample is reported in `errors` and left out; the benchmark goes on.
+fn measure(
+    w: &'static Workload,
+    places: &[&Path; 3],
+    runs: usize,
+    errors: &mut Vec<String>,
+) -> Vec<Measured> {
+    let name = w.rows[0].name;
+    eprintln!("running: {name}");
+    let mut samples = vec![[const { Vec::new() }; 3]; w.rows.len()];
+    for (i, p) in places.iter().enumerate() {
+        if let Err(e) = (w.prepare)(p) {
+            errors.push(format!("{name}, preparing on {}: {e}", PLACES[i]));
+        }
+    }
+    for run in 1..=runs {
+        for (i, p) in places.iter().enumerate() {
+            check_interrupt();
+            match (w.sample)(p) {
+                Ok(rates) => rates
+                    .into_iter()
+                    .enumerate()
+                    .for_each(|(row, rate)| samples[row][i].push(rate)),
+                Err(e) => errors.push(format!("{name}, run {run} on {}: {e}", PLACES[i])),
+            }
+        }
+    }
+    for (i, p) in places.iter().enumerate() {
+        if let Err(e) = (w.finish)(p) {
+            errors.push(format!("{name}, cleaning up on {}: {e}", PLACES[i]));
+        }
+    }
+    let medians = |s: [Vec<f64>; 3]| s.map(|v| if v.is_empty() { f64::NAN } else { median(v) });
+    w.rows
+        .iter()
+        .zip(samples)
+        .map(|(row, s)| Measured {
+            row,
+            rates: medians(s),
+        })
+        .collect()
+}
+
+fn print_table(results: &[Measured]) {
+    println!(
+        "{:<44} {:>9} {:>10} {:>10} {:>10} {:>11} {:>10}",
+        "workload", "unit", "tmpfs", "disk", "asdfs", "asdfs/tmpfs", "asdfs/disk"
+    );
+    for Measured {
+        row,
+        rates: [tmpfs, disk, asdfs],
+    } in results
+    {
+        println!(
+            "{:<44} {:>9} {:>10} {:>10} {:>10} {:>11.2} {:>10.2}",
+            row.name,
+            row.unit,
+            fmt_num(*tmpfs),
+            fmt_num(*disk),
+            fmt_num(*asdfs),
+            asdfs / tmpfs,
+            asdfs / disk
+        );
+    }
+}
+
+fn nothing(_: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+fn mib_per_s(bytes: usize, d: Duration) -> f64 {
+    bytes as f64 / MIB as f64 / d.as_secs_f64()
+}
+
+fn per_s(ops: usize, d: Duration) -> f64 {
+    ops as f64 / d.as_secs_f64()
+}
+
+fn seq_write(dir: &Path) -> io::Result<Vec<f64>> {
+    let path = dir.join("seq.bin");
+    let chunk = pattern(MIB, 1);
+    common::sync();
+    let (r, took) = time(|| write_file(&path, SEQ_BYTES, &chunk));
+    r?;
+    std::fs::remove_file(&path)?;
+    Ok(vec![mib_per_s(SEQ_BYTES, took)])
+}
+
+fn make_read_file(dir: &Path) -> io::Result<()> {
+    write_file(&dir.join("read.bin"), SEQ_BYTES, &pattern(MIB, 2))
+}
+
+/// Cold (after dropping caches), then warm (the same file again at once).
+fn seq_read(dir: &Path) -> io::Result<Vec<f64>> {
+    let path = dir.join("read.bin");
+    drop_caches();
+    let (cold, cold_took) = time(|| read_all(&path));
+    let (warm, warm_took) = time(|| read_all(&path));
+    for n in [cold?, warm?] {
+        if n != SEQ_BYTES {
+            return Err(io::Error::other(format!(
+                "read {n} bytes, wrote {SEQ_BYTES}"
+            )));
+        }
+    }
+    Ok(vec![
+        mib_per_s(SEQ_BYTES, cold_took),
+        mib_per_s(SEQ_BYTES, warm_took),
+    ])
+}
+
+fn read_all(path: &Path) -> io::Result<usize> {
+    let mut f = File::open(path)?;
+    let mut buf = vec![0u8; MIB];
+    let mut total = 0;
+    loop {
+        match f.read(&mut buf)? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
+fn make_rand_file(dir: &Path) -> io::Result<()> {
+    write_file(&dir.join("rand.bin"), RAND_FILE_BYTES, &pattern(MIB, 3))
+}
+
+/// 4 KiB pwrites at random aligned offsets for `RAND_TIME`; the close is timed too (a FUSE
+/// writeback cache sends its dirty pages then).
+fn rand_write(dir: &Path) -> io::Result<Vec<f64>> {
+    let block = pattern(RAND_BLOCK, 4);
+    let blocks = (RAND_FILE_BYTES / RAND_BLOCK) as u64;
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    common::sync();
+    let start = Instant::now();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("rand.bin"))?;
+    let mut ops = 0;
+    while ops % 64 != 0 || start.elapsed() < RAND_TIME {
+        f.write_all_at(&block, (rng.next() % blocks) * RAND_BLOCK as u64)?;
+        ops += 1;
+    }
+    drop(f);
+    Ok(vec![per_s(ops, start.elapsed())])
+}
+
+/// `dir/NAME` with `n` files `f00000...` of 1 KiB, made fresh.
+fn make_files(dir: &Path, name: &str, n: usize) -> io::Result<(PathBuf, Vec<PathBuf>)> {
+    let sub = fresh_dir(dir, name)?;
+    let names = file_names(&sub, "f", n);
+    let data = pattern(SMALL_BYTES, 5);
+    for p in &names {
+        std::fs::write(p, &data)?;
+    }
+    Ok((sub, names))
+}
+
+fn file_names(dir: &Path, prefix: &str, n: usize) -> Vec<PathBuf> {
+    (0..n)
+        .map(|i| dir.join(format!("{prefix}{i:05}")))
+        .collect()
+}
+
+fn create_files(dir: &Path) -> io::Result<Vec<f64>> {
+    let sub = fresh_dir(dir, "create")?;
+    let names = file_names(&sub, "f", SMALL_FILES);
+    let data = pattern(SMALL_BYTES, 5);
+    common::sync();
+    let (r, took) = time(|| -> io::Result<()> {
+        for p in &names {
+            File::create(p)?.write_all(&data)?;
+        }
+        Ok(())
+    });
+    r?;
+    std::fs::remove_dir_all(&sub)?;
+    Ok(vec![per_s(SMALL_FILES, took)])
+}
+
+fn remove_read_file(dir: &Path) -> io::Result<()> {
+    std::fs::remove_file(dir.join("read.bin"))
+}
+
+fn remove_rand_file(dir: &Path) -> io::Result<()> {
+    std::fs::remove_file(dir.join("rand.bin"))
+}
+
+fn remove_tree10k(dir: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(dir.join("tree10k"))
+}
+
+fn make_tree10k(dir: &Path) -> io::Result<()> {
+    if !dir.join("tree10k").exists() {
+        make_files(dir, "tree10k", SMALL_FILES)?;
+    }
+    Ok(())
+}
+
+/// One pass after dropping caches, then passes until `MIN_TIMED` has passed.
+fn stat_files(dir: &Path) -> io::Result<Vec<f64>> {
+    let names = file_names(&dir.join("tree10k"), "f", SMALL_FILES);
+    let stat_all = || -> io::Result<usize> {
+        for p in &names {
+            std::fs::symlink_metadata(p)?;
+        }
+        Ok(names.len())
+    };
+    drop_caches();
+    let (r, cold) = time(stat_all);
+    let cold = per_s(r?, cold);
+    Ok(vec![cold, repeat_rate(stat_all)?])
+}
+
+/// Listings of the directory (after one untimed) until `MIN_TIMED` has passed.
+fn readdir(dir: &Path) -> io::Result<Vec<f64>> {
+    let sub = dir.join("tree10k");
+    let list = || -> io::Result<usize> {
+        let mut n = 0;
+        for e in std::fs::read_dir(&sub)? {
+            e?;
+            n += 1;
+        }
+        match n {
+            SMALL_FILES => Ok(n),
+            _ => Err(io::Error::other(format!("listed {n} entries"))),
+        }
+    };
+    list()?;
+    Ok(vec![repeat_rate(list)?])
+}
+
+/// Runs `pass` until `MIN_TIMED` has passed; the rate of the items it reports.
+fn repeat_rate(mut pass: impl FnMut() -> io::Result<usize>) -> io::Result<f64> {
+    let start = Instant::now();
+    let mut items = 0;
+    while items == 0 || start.elapsed() < MIN_TIMED {
+        items += pass()?;
+    }
+    Ok(per_s(items, start.elapsed()))
+}
+
+fn unlink_files(dir: &Path) -> io::Result<Vec<f64>> {
+    let (sub, names) = make_files(dir, "unlink", SMALL_FILES)?;
+    common::sync();
+    let (r, took) = time(|| names.iter().try_for_each(std::fs::remove_file));
+    r?;
+    std::fs::remove_dir(&sub)?;
+    Ok(vec![per_s(SMALL_FILES, took)])
+}
+
+fn rename_files(dir: &Path) -> io::Result<Vec<f64>> {
+    let (sub, from) = make_files(dir, "rename", RENAMES)?;
+    let to = file_names(&sub, "g", RENAMES);
+    common::sync();
+    let (r, took) = time(|| {
+        from.iter()
+            .zip(&to)
+            .try_for_each(|(a, b)| std::fs::rename(a, b))
+    });
+    r?;
+    std::fs::remove_dir_all(&sub)?;
+    Ok(vec![per_s(RENAMES, took)])
+}
+
+/// An empty directory `dir/name`; what an earlier, failed sample left there is removed.
+fn fresh_dir(dir: &Path, name: &str) -> io::Result<PathBuf> {
+    let sub = dir.join(name);
+    if sub.exists() {
+        std::fs::remove_dir_all(&sub)?;
+    }
+    std::fs::create_dir(&sub)?;
+    Ok(sub)
+}
+
+/// The lines of the asdfs-only report: first flush, and mount time by tree size.
+fn asdfs_only(env: &Env) -> Vec<String> {
+    let (flush, reference) = first_flush(env);
+    let (empty, full) = mount_times(env);
+    let mb = mib(FLUSH_FILES * FLUSH_FILE_BYTES);
+    let rate = |secs: f64| format!("{} = {} MiB/s", fmt_time(secs), fmt_num(mb / secs));
+    vec![
+        format!("{:<44} {:>24}   reference", "asdfs only", "asdfs"),
+        format!(
+            "{:<44} {:>24}   plain disk write + syncfs: {}; asdfs/disk {:.2}",
+            "first flush, 100 MiB in 1,000 new files",
+            rate(flush),
+            rate(reference),
+            reference / flush,
+        ),
+        format!(
+            "{:<44} {:>24}",
+            "mount, empty target, cold cache",
+            fmt_time(empty)
+        ),
+        format!(
+            "{:<44} {:>24}   {:.2}x the empty target's",
+            "mount, 20,000-file target, cold cache",
+            fmt_time(full),
+            full / empty
+        ),
+    ]
+}
+
+fn mib(bytes: usize) -> f64 {
+    bytes as f64 / MIB as f64
+}
+
+/// Median seconds of: the first `asdfs flush` of a fresh mount after writing 1,000 files
+/// (100 MiB); and writing the same files to plain disk followed by syncfs.
+fn first_flush(env: &Env) -> (f64, f64) {
+    eprintln!("running: first flush of 100 MiB in 1,000 files");
+    let data = pattern(FLUSH_FILE_BYTES, 6);
+    let (mut flush, mut reference) = (Vec::new(), Vec::new());
+    for _ in 0..env.runs.min(3) {
+        check_interrupt();
+        let mut m = Asdfs::prepare(env, |_| Ok(()));
+        m.mount();
+        write_flush_files(&m.target().join("data"), &data).expect("writing through asdfs");
+        common::sync();
+        flush.push(m.flush().as_secs_f64());
+        let last = m.disk_copy().join(format!("data/f{:05}", FLUSH_FILES - 1));
+        let on_disk = std::fs::metadata(&last).map(|m| m.len() as usize);
+        assert_eq!(
+            on_disk.ok(),
+            Some(data.len()),
+            "flush did not reach the disk"
+        );
+        m.unmount();
+        reference.push(plain_disk_write_sync(&data));
+    }
+    (median(flush), median(reference))
+}
+
+fn write_flush_files(dir: &Path, data: &[u8]) -> io::Result<()> {
+    std::fs::create_dir(dir)?;
+    file_names(dir, "f", FLUSH_FILES)
+        .iter()
+        .try_for_each(|p| std::fs::write(p, data))
+}
+
+fn plain_disk_write_sync(data: &[u8]) -> f64 {
+    let dir = temp_dir_in("/tmp", "asdfs-bench-plain-");
+    common::sync();
+    let (r, took) = time(|| -> io::Result<()> {
+        write_flush_files(&dir.path().join("data"), data)?;
+        nix::unistd::syncfs(File::open(dir.path())?)?;
+        Ok(())
+    });
+    r.expect("writing to plain disk");
+    took.as_secs_f64()
+}
+
+/// Median seconds of `asdfs mount` after dropping caches: an empty target, and one with
+/// 20,000 files of 1 KiB in 20 directories.
+fn mount_times(env: &Env) -> (f64, f64) {
+    eprintln!("running: mount time, empty vs 20,000-file target");
+    let mut empty = Asdfs::prepare(env, |_| Ok(()));
+    let mut full = Asdfs::prepare(env, |t| {
+        common::make_tree(t, MOUNT_TREE_DIRS, 1_000, SMALL_BYTES)
+    });
+    let (mut e, mut f) = (Vec::new(), Vec::new());
+    for _ in 0..env.runs {
+        for (m, out) in [(&mut empty, &mut e), (&mut full, &mut f)] {
+            check_interrupt();
+            drop_caches();
+            out.push(m.mount().0.as_secs_f64());
+            m.unmount();
+        }
+    }
+    (median(e), median(f))
+}

@@ -1,0 +1,347 @@
+//! The same binary called `asd` or `anything-sync-daemon`: asd's verbs over asd's config,
+//! done by asdfs. `sync` starts one daemon for every target not yet in RAM, `resync` flushes,
+//! `unsync` flushes and unmounts, `p` shows the status, `c` deletes crash snapshots.
+//!
+//! Unlike asd, every verb exits non-zero when it did not do its job: 1 when something failed,
+//! 3 when `resync` finds nothing running. Verbs run one at a time (a lock beside the stores,
+//! as asd's `/run/asd-lock`), and the targets `sync` mounted are remembered, so `unsync`
+//! stops them even if the config changed in between (asd keeps a copy of the config for this).
+
+use super::{EXIT_FAILED, EXIT_NOT_RUNNING, locate, show};
+use crate::config::{self, Config};
+use crate::control::Request;
+use crate::daemon::paths;
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use nix::fcntl::{Flock, FlockArg};
+use std::ffi::OsString;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "asd",
+    version,
+    about = "anything-sync-daemon, done by asdfs: keep the directories of asd.conf in RAM",
+    long_about = "anything-sync-daemon, done by asdfs: keep the directories listed in asd.conf \
+                  ($ASDCONF, else /etc/asd.conf, else /etc/asdfs.toml) in RAM and write them \
+                  back to disk safely. Usually run by systemd: `systemctl enable --now asd`."
+)]
+pub struct AsdCli {
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    /// Put every configured target in RAM; returns when all are mounted.
+    Sync,
+    /// Write every target's changes to disk; returns when they are on disk.
+    Resync,
+    /// Final write to disk, unmount, stop.
+    Unsync,
+    /// Show the configuration and the status of every target.
+    #[command(visible_aliases = ["p", "parse"], aliases = ["P", "Parse", "Preview", "debug"])]
+    Preview,
+    /// Delete the crash snapshots of every configured target.
+    #[command(visible_alias = "c", aliases = ["C", "Clean"])]
+    Clean,
+}
+
+/// True when the program was called by one of asd's names.
+pub fn called_as_asd(argv0: &std::ffi::OsStr) -> bool {
+    let name = Path::new(argv0).file_name().unwrap_or(argv0);
+    name == "asd" || name == "anything-sync-daemon"
+}
+
+/// The config file asd reads: `$ASDCONF`, else `/etc/asd.conf`, else asdfs's own config.
+pub fn conf_path() -> PathBuf {
+    let env = std::env::var_os("ASDCONF");
+    let asd = config::asd_conf_path(env.as_deref());
+    if env.is_some_and(|v| !v.is_empty()) || asd.exists() {
+        return asd;
+    }
+    super::mount::config_file(None).unwrap_or(asd)
+}
+
+pub fn run(cli: AsdCli) -> anyhow::Result<i32> {
+    let conf = conf_path();
+    if !conf.exists() {
+        anyhow::bail!(
+            "cannot find {} (set ASDCONF, or write /etc/asdfs.toml)",
+            conf.display()
+        );
+    }
+    let cfg = config::load(&conf)?;
+    let _lock = take_lock(&conf)?;
+    let state = State::at(&conf)?;
+    match cli.verb {
+        Verb::Sync => sync(&conf, &cfg, &state),
+        Verb::Resync => resync(&cfg, &state),
+        Verb::Unsync => unsync(&cfg, &state),
+        Verb::Preview => preview(&conf, &cfg, &state),
+        Verb::Clean => clean(&cfg),
+    }
+}
+
+/// Serializes asd verbs, as asd's flock does; says so when it has to wait.
+fn take_lock(conf: &Path) -> anyhow::Result<Flock<File>> {
+    let dir = lock_dir()?;
+    let path = dir.join(format!("asd-{}.lock", paths::store_key(conf)));
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock {}", path.display()))?;
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(l) => Ok(l),
+        Err((f, _)) => {
+            eprintln!("asd: waiting for another asd command to finish...");
+            Flock::lock(f, FlockArg::LockExclusive)
+                .map_err(|(_, e)| anyhow::anyhow!("locking {}: {e}", path.display()))
+        }
+    }
+}
+
+/// `<volatile>/asdfs`, where the stores live, created 0700.
+fn lock_dir() -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = paths::default_volatile()?.join("asdfs");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The targets `sync` mounted for this config file, so `unsync` finds them all.
+struct State {
+    file: PathBuf,
+    synced: Vec<PathBuf>,
+}
+
+impl State {
+    fn at(conf: &Path) -> anyhow::Result<State> {
+        let file = lock_dir()?.join(format!("asd-{}.targets", paths::store_key(conf)));
+        let synced = std::fs::read(&file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(State { file, synced })
+    }
+
+    fn save(&self, synced: &[PathBuf]) -> anyhow::Result<()> {
+        let text = serde_json::to_vec(synced)?;
+        std::fs::write(&self.file, text).with_context(|| format!("writing {}", self.file.display()))
+    }
+
+    fn clear(&self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+
+    /// The configured targets, then those synced earlier that the config no longer lists.
+    fn targets(&self, cfg: &Config) -> Vec<PathBuf> {
+        let mut all: Vec<PathBuf> = cfg.targets.iter().map(|t| t.target.clone()).collect();
+        for t in &self.synced {
+            if !all.contains(t) {
+                all.push(t.clone());
+            }
+        }
+        all
+    }
+}
+
+fn is_running(target: &Path) -> bool {
+    locate::running(target).is_ok()
+}
+
+fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
+    let mut pending = Vec::new();
+    for t in &cfg.targets {
+        if is_running(&t.target) {
+            println!("asd: {} is already in RAM", t.target.display());
+        } else {
+            pending.push(t.target.clone());
+        }
+    }
+    let code = if pending.is_empty() {
+        println!("asd: every target is already in RAM");
+        0
+    } else {
+        let mut args: Vec<OsString> = vec!["mount".into(), "--config".into(), conf.into()];
+        args.extend(pending.iter().map(OsString::from));
+        super::mount::spawn_daemon(args)?
+    };
+    let running: Vec<PathBuf> = state
+        .targets(cfg)
+        .into_iter()
+        .filter(|t| is_running(t))
+        .collect();
+    state.save(&running)?;
+    let failed = cfg.targets.len()
+        - cfg
+            .targets
+            .iter()
+            .filter(|t| running.contains(&t.target))
+            .count();
+    if code == 0 && failed == 0 {
+        println!("Sync successful");
+        Ok(0)
+    } else {
+        eprintln!(
+            "asd: sync FAILED for {failed} of {} targets (see above)",
+            cfg.targets.len()
+        );
+        Ok(EXIT_FAILED)
+    }
+}
+
+/// Sends a request to every running target; returns (how many ran, how many failed).
+fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
+    let (mut ran, mut failed) = (0, 0);
+    for t in targets {
+        if !is_running(t) {
+            continue;
+        }
+        ran += 1;
+        match super::send(t, req.clone()) {
+            Ok(r) if r.ok => println!("asd: {}", r.message),
+            Ok(r) => {
+                eprintln!("asd: {}", r.message);
+                failed += 1;
+            }
+            Err(e) => {
+                eprintln!("asd: {}: {e:#}", t.display());
+                failed += 1;
+            }
+        }
+    }
+    (ran, failed)
+}
+
+fn resync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
+    let (ran, failed) = each_running(&state.targets(cfg), Request::Flush);
+    if ran == 0 {
+        eprintln!("asd: ASD is not running (no target is in RAM)");
+        return Ok(EXIT_NOT_RUNNING);
+    }
+    if failed > 0 {
+        eprintln!("asd: resync FAILED for {failed} of {ran} targets; their changes stay in RAM");
+        return Ok(EXIT_FAILED);
+    }
+    println!("Sync successful");
+    Ok(0)
+}
+
+fn unsync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
+    let targets = state.targets(cfg);
+    let (ran, failed) = each_running(&targets, Request::Unmount);
+    if ran == 0 {
+        state.clear();
+        println!("asd: ASD is not running (no target is in RAM)");
+        return Ok(0);
+    }
+    if failed > 0 {
+        eprintln!("asd: unsync FAILED for {failed} of {ran} targets (see above)");
+        let still: Vec<PathBuf> = targets.into_iter().filter(|t| is_running(t)).collect();
+        state.save(&still)?;
+        return Ok(EXIT_FAILED);
+    }
+    state.clear();
+    println!("Unsync successful");
+    Ok(0)
+}
+
+fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
+    println!(
+        "asdfs {} answering as anything-sync-daemon{}",
+        env!("CARGO_PKG_VERSION"),
+        os_name().map(|n| format!(" on {n}")).unwrap_or_default()
+    );
+    let overlay = std::fs::read_to_string("/proc/filesystems")
+        .map(|f| f.lines().any(|l| l.ends_with("\toverlay")))
+        .unwrap_or(false);
+    println!(
+        " Overlayfs is {} in this kernel.",
+        if overlay {
+            "available"
+        } else {
+            "not available"
+        }
+    );
+    println!(
+        "Asd will manage the following per {} settings:",
+        conf.display()
+    );
+    for n in &cfg.notes {
+        println!(" note: {n}");
+    }
+    let mut code = 0;
+    for t in state.targets(cfg) {
+        println!();
+        if is_running(&t) {
+            match super::send(&t, Request::Status) {
+                Ok(r) if r.ok => {
+                    if let Some(s) = &r.status {
+                        print!("{}", show::render(s));
+                    }
+                }
+                Ok(r) => {
+                    eprintln!("asd: {}", r.message);
+                    code = EXIT_FAILED;
+                }
+                Err(e) => {
+                    eprintln!("asd: {}: {e:#}", t.display());
+                    code = EXIT_FAILED;
+                }
+            }
+        } else {
+            print!(
+                "{}",
+                show::render_idle(&t, cfg.targets.iter().find(|s| s.target == t))
+            );
+        }
+    }
+    Ok(code)
+}
+
+fn clean(cfg: &Config) -> anyhow::Result<i32> {
+    let mut code = 0;
+    for t in &cfg.targets {
+        match crate::snapshot::clean(&t.target) {
+            Ok(gone) if gone.is_empty() => {
+                println!(
+                    "Found no crashrecovery snapshots for: {}",
+                    t.target.display()
+                )
+            }
+            Ok(gone) => {
+                println!(
+                    "Deleted {} crashrecovery snapshot(s) for sync target {}",
+                    gone.len(),
+                    t.target.display()
+                );
+                for g in gone {
+                    println!(" {}", g.display());
+                }
+            }
+            Err(e) => {
+                eprintln!(
+                    "asd: {}: cannot delete its crash snapshots: {e}",
+                    t.target.display()
+                );
+                code = EXIT_FAILED;
+            }
+        }
+    }
+    Ok(code)
+}
+
+/// PRETTY_NAME of /etc/os-release.
+fn os_name() -> Option<String> {
+    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    let line = text.lines().find(|l| l.starts_with("PRETTY_NAME="))?;
+    Some(line["PRETTY_NAME=".len()..].trim_matches('"').to_string())
+}

@@ -1,0 +1,56 @@
+//! `asdfs config`: check a configuration file and show what it resolves to; write the asdfs
+//! TOML equivalent of asd's asd.conf.
+
+use super::mount::config_file;
+use crate::config;
+use anyhow::Context;
+use clap::Subcommand;
+use std::path::PathBuf;
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Check a configuration file (default: /etc/asdfs.toml, or the user's) and print the
+    /// settings of each target.
+    Check { file: Option<PathBuf> },
+    /// Write the asdfs TOML equivalent of asd's asd.conf (default: $ASDCONF or /etc/asd.conf).
+    Import {
+        file: Option<PathBuf>,
+        /// Write to this file instead of standard output (never over an existing file).
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
+    match cmd {
+        ConfigCmd::Check { file } => {
+            let path = config_file(file.as_deref()).context("no configuration file (give one)")?;
+            let cfg = config::load(&path)?;
+            println!("{}: ok", path.display());
+            for n in &cfg.notes {
+                println!("note: {n}");
+            }
+            print!("{}", config::describe(&cfg));
+            Ok(0)
+        }
+        ConfigCmd::Import { file, output } => {
+            let path = file
+                .unwrap_or_else(|| config::asd_conf_path(std::env::var_os("ASDCONF").as_deref()));
+            let cfg = config::load(&path)?;
+            let text = config::to_toml(&cfg);
+            match output {
+                None => print!("{text}"),
+                Some(out) => {
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&out)
+                        .with_context(|| format!("{}: cannot create it", out.display()))?;
+                    std::io::Write::write_all(&mut f, text.as_bytes())?;
+                    println!("wrote {}", out.display());
+                }
+            }
+            Ok(0)
+        }
+    }
+}

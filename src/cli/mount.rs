@@ -1,0 +1,267 @@
+//! `asdfs mount`: the options as typed, resolved against the configuration file into target
+//! settings, and the start of the daemon (in the background unless `--foreground`), waiting
+//! until every mount is live or has failed.
+
+use crate::config::{self, Config, FsyncPolicy, Mode, TargetSettings};
+use crate::daemon::{self, READY_FD_ENV, Ready};
+use anyhow::{Context, bail};
+use clap::{Args, ValueEnum};
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+#[derive(Args, Debug, Clone)]
+pub struct MountArgs {
+    /// The directories to keep in RAM (one daemon serves them all).
+    #[arg(required_unless_present = "all")]
+    pub targets: Vec<PathBuf>,
+    /// Every target of the configuration file, served by one daemon.
+    #[arg(long, conflicts_with = "targets")]
+    pub all: bool,
+    /// The configuration file: asdfs TOML, or asd's asd.conf (default: /etc/asdfs.toml for
+    /// root, ~/.config/asdfs/asdfs.toml for users, if it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the RAM store lives (a tmpfs directory); default /run for root,
+    /// $XDG_RUNTIME_DIR for users.
+    #[arg(long, value_name = "DIR")]
+    pub volatile: Option<PathBuf>,
+    /// How often changes are written to disk, e.g. 30s, 5min, 1h [default: 5min].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub flush_interval: Option<Duration>,
+    /// What fsync(2) does: defer (return at once, like asd) or sync (write the data first)
+    /// [default: defer].
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncArg>,
+    /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
+    /// (`.NAME-backup_asd-old`) and crash snapshots [default: yes].
+    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    pub backups: Option<bool>,
+    /// How many crash snapshots to keep per target [default: 5].
+    #[arg(long, value_name = "N")]
+    pub backup_limit: Option<u32>,
+    /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)
+    /// [default: fuse].
+    #[arg(long, value_enum)]
+    pub mode: Option<ModeArg>,
+    /// Stay in the foreground (for systemd and debugging).
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncArg {
+    Defer,
+    Sync,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeArg {
+    Fuse,
+    Overlay,
+}
+
+/// yes/no as asd writes it (yes, no, true, false, 1, 0, on, off).
+pub fn parse_yes_no(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "y" | "yes" | "true" | "1" | "on" | "enable" | "enabled" => Ok(true),
+        "n" | "no" | "false" | "0" | "off" | "disable" | "disabled" => Ok(false),
+        _ => Err(format!("{s:?} is neither yes nor no")),
+    }
+}
+
+/// The configuration file to read: the one named, else the default one if it exists.
+pub fn config_file(named: Option<&Path>) -> Option<PathBuf> {
+    if let Some(p) = named {
+        return Some(p.to_path_buf());
+    }
+    let default = if nix::unistd::geteuid().is_root() {
+        Some(PathBuf::from(config::SYSTEM_TOML))
+    } else {
+        let xdg = std::env::var_os("XDG_CONFIG_HOME").map(PathBuf::from);
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        config::user_toml(xdg.as_deref(), home.as_deref())
+    };
+    default.filter(|p| p.exists())
+}
+
+fn read_config(named: Option<&Path>) -> anyhow::Result<Config> {
+    match config_file(named) {
+        Some(p) => Ok(config::load(&p)?),
+        None => Ok(Config {
+            targets: Vec::new(),
+            notes: Vec::new(),
+        }),
+    }
+}
+
+impl MountArgs {
+    /// The targets to mount: from the configuration file, with the command line's options
+    /// over them.
+    pub fn resolve(&self) -> anyhow::Result<Vec<TargetSettings>> {
+        let cfg = read_config(self.config.as_deref())?;
+        let mut targets = if self.all {
+            if cfg.targets.is_empty() {
+                bail!("--all: no configuration file lists targets (give --config FILE)");
+            }
+            cfg.targets
+        } else {
+            let mut chosen = Vec::new();
+            for given in &self.targets {
+                let abs = std::fs::canonicalize(given).unwrap_or(std::path::absolute(given)?);
+                let listed = cfg
+                    .targets
+                    .iter()
+                    .find(|t| t.target == abs || t.target == *given);
+                chosen.push(
+                    listed
+                        .cloned()
+                        .unwrap_or_else(|| TargetSettings::new(given.clone())),
+                );
+            }
+            chosen
+        };
+        for t in &mut targets {
+            self.apply(t);
+        }
+        Ok(targets)
+    }
+
+    fn apply(&self, s: &mut TargetSettings) {
+        if let Some(m) = self.mode {
+            s.mode = if m == ModeArg::Overlay {
+                Mode::Overlay
+            } else {
+                Mode::Fuse
+            };
+        }
+        if let Some(d) = self.flush_interval {
+            s.flush_interval = d;
+        }
+        if let Some(f) = self.fsync {
+            s.fsync = if f == FsyncArg::Sync {
+                FsyncPolicy::Sync
+            } else {
+                FsyncPolicy::Defer
+            };
+        }
+        if let Some(b) = self.backups {
+            s.backups = b;
+        }
+        if let Some(n) = self.backup_limit {
+            s.backup_limit = n;
+        }
+        if let Some(v) = &self.volatile {
+            s.volatile = Some(v.clone());
+        }
+    }
+}
+
+/// `asdfs mount`: serve here, or start the daemon and wait for its report.
+pub fn run(m: &MountArgs) -> anyhow::Result<i32> {
+    let targets = m.resolve()?;
+    if m.foreground {
+        return Ok(daemon::run(targets, Ready::from_env()));
+    }
+    spawn_daemon(std::env::args_os().skip(1).collect())
+}
+
+/// Starts `asdfs ARGS --foreground`, detached, and waits until its mounts are live or failed.
+pub fn spawn_daemon(args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let exe = std::env::current_exe().context("finding the asdfs executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(args).arg("--foreground");
+    let w = write_end.as_raw_fd();
+    // Under systemd the daemon logs to the journal; elsewhere its early warnings come through
+    // a pipe to this terminal, and then it logs to its log file.
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    cmd.env(READY_FD_ENV, w.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(if journal {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        });
+    // SAFETY: only async-signal-safe calls (setsid, fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let flags = libc::fcntl(w, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(w, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().context("starting the asdfs daemon")?;
+    drop(write_end);
+    let warnings = child.stderr.take().map(|err| {
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if !is_chatter(&line) {
+                    eprintln!("{line}");
+                }
+            }
+        })
+    });
+    let result = read_readiness(read_end);
+    // The daemon moves its output to its log file once ready, which ends this pipe.
+    if let Some(w) = warnings {
+        let _ = w.join();
+    }
+    result
+}
+
+/// The daemon's log lines worth showing to the person who ran `asdfs mount` before it
+/// detaches: warnings and errors; info and debug lines go to its log file only.
+fn is_chatter(line: &str) -> bool {
+    [" INFO ", " DEBUG ", " TRACE "]
+        .iter()
+        .any(|l| line.contains(l))
+}
+
+/// `PROGRESS done total what`: a bar on a terminal, one line otherwise.
+fn show_progress(bar: &mut Option<indicatif::ProgressBar>, p: &str) {
+    let mut it = p.splitn(3, ' ');
+    let (Some(done), Some(total), Some(what)) = (it.next(), it.next(), it.next()) else {
+        return;
+    };
+    let (done, total) = (done.parse().unwrap_or(0), total.parse().unwrap_or(0));
+    let b = bar.get_or_insert_with(|| super::progress_bar(what, total));
+    b.set_length(total);
+    b.set_position(done);
+}
+
+fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    for line in BufReader::new(std::fs::File::from(read_end)).lines() {
+        let line = line?;
+        if let Some(p) = line.strip_prefix("PROGRESS ") {
+            show_progress(&mut bar, p);
+            continue;
+        }
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
+        }
+        if let Some(t) = line.strip_prefix("OK ") {
+            println!("asdfs: {t} is in RAM");
+            ok += 1;
+        } else if let Some(e) = line.strip_prefix("ERR ") {
+            failed.push(e.to_string());
+        }
+    }
+    if ok == 0 && failed.is_empty() {
+        bail!("the daemon exited before the mount was ready");
+    }
+    for e in &failed {
+        eprintln!("asdfs: {e}");
+    }
+    Ok(if failed.is_empty() { 0 } else { 1 })
+}
