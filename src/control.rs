@@ -37,6 +37,10 @@ pub struct Response {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
+    /// An unmount answered before its final flush: programs still held this many files
+    /// open. The daemon serves them and writes to disk when the last is closed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<u64>,
 }
 
 impl Response {
@@ -44,14 +48,14 @@ impl Response {
         Response {
             ok: true,
             message: message.into(),
-            status: None,
+            ..Response::default()
         }
     }
     pub fn err(message: impl Into<String>) -> Response {
         Response {
             ok: false,
             message: message.into(),
-            status: None,
+            ..Response::default()
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod error;
 pub mod flush;
 pub mod fuse;
+pub mod overlay;
 pub mod snapshot;
 pub mod status;
 pub mod store;

@@ -108,6 +108,12 @@ fn try_preflight(default_runs: usize) -> Result<Env, String> {
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| format!("ASDFS_BENCH_RUNS={v:?} is not a positive number"))?,
+        // `cargo test --all-targets` runs benchmarks without `--bench`: once, as a smoke test
+        // that every workload still works; `cargo bench` measures.
+        Err(_) if !std::env::args().any(|a| a == "--bench") => {
+            eprintln!("smoke run (one repetition): use `cargo bench` for numbers");
+            1
+        }
         Err(_) => default_runs,
     };
     let mount_args = std::env::var("ASDFS_BENCH_MOUNT_ARGS")

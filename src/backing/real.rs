@@ -33,6 +33,11 @@ impl RealBacking {
         RealBacking { target, side }
     }
 
+    /// The target's directory descriptor.
+    pub fn target_root(&self) -> &OwnedFd {
+        &self.target
+    }
+
     fn root(&self, loc: &Loc) -> BorrowedFd<'_> {
         match loc {
             Loc::Target(_) => self.target.as_fd(),

@@ -207,7 +207,10 @@ fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
         }
         ran += 1;
         match super::send(t, req.clone()) {
-            Ok(r) if r.ok => println!("asd: {}", r.message),
+            Ok(r) if r.ok => match r.open_files {
+                Some(n) => println!("asd: {}", still_open(t, n)),
+                None => println!("asd: {}", r.message),
+            },
             Ok(r) => {
                 eprintln!("asd: {}", r.message);
                 failed += 1;
@@ -219,6 +222,18 @@ fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
         }
     }
     (ran, failed)
+}
+
+/// An unmount the daemon answered before its final flush: what happens to the open files.
+fn still_open(target: &Path, n: u64) -> String {
+    let (files, them, closed) = match n {
+        1 => ("1 file was".to_string(), "it", "it is"),
+        n => (format!("{n} files were"), "them", "the last is"),
+    };
+    format!(
+        "{}: unmounted, but {files} still open: the daemon keeps serving {them} and writes the changes to disk when {closed} closed or the daemon is stopped",
+        target.display()
+    )
 }
 
 fn resync(cfg: &Config, state: &State) -> anyhow::Result<i32> {

@@ -3,6 +3,8 @@
 //! with a final flush. One process serves any number of targets.
 
 pub mod mounting;
+mod overlay;
+mod overlay_status;
 pub mod paths;
 mod safety;
 mod status;
@@ -22,6 +24,52 @@ use target::Target;
 
 /// The environment variable through which `asdfs mount` passes its readiness pipe.
 pub const READY_FD_ENV: &str = "ASDFS_READY_FD";
+
+/// A target being served, in either mode: what the main loop needs of it.
+pub trait Served: Send + Sync {
+    fn paths(&self) -> &paths::TargetPaths;
+    /// Final flush, then detach the mount; files still open keep working.
+    fn begin_stop(&self) -> Response;
+    /// After the session ended: the final flush, then the store goes.
+    fn finish(&self) -> anyhow::Result<()>;
+    /// Files programs still have open in the mount.
+    fn open_files(&self) -> u64;
+    /// At a stop that cannot wait any longer for open files.
+    fn cut_off_open_files(&self);
+}
+
+/// Starts one target in its mode; overlay mode falls back to FUSE where it cannot work.
+fn start(
+    s: TargetSettings,
+    events: Sender<Event>,
+    idx: usize,
+    progress: safety::Progress<'_>,
+) -> anyhow::Result<Arc<dyn Served>> {
+    let mut s = s;
+    if s.mode == crate::config::Mode::Fuse && overlay_store_left(&s) {
+        tracing::warn!(target = %s.target.display(), "the previous session, in overlay mode, left its layers; recovering them in overlay mode");
+        s.mode = crate::config::Mode::Overlay;
+    }
+    if s.mode == crate::config::Mode::Overlay {
+        match overlay::OverlayTarget::start(s.clone(), events.clone(), idx, progress) {
+            Ok(t) => return Ok(t),
+            Err(overlay::Start::Fallback(why)) => {
+                tracing::warn!(target = %s.target.display(), "overlay mode is not possible here ({why}); serving in FUSE mode");
+            }
+            Err(overlay::Start::Failed(e)) => return Err(e),
+        }
+    }
+    s.mode = crate::config::Mode::Fuse;
+    let t: Arc<dyn Served> = Target::start(s, events, idx, progress)?;
+    Ok(t)
+}
+
+/// Whether the target's store holds an overlay-mode session's layers.
+fn overlay_store_left(s: &TargetSettings) -> bool {
+    paths::resolve_target(&s.target)
+        .and_then(|t| paths::target_paths(&t, s.volatile.as_deref()))
+        .is_ok_and(|p| p.private().join("overlay.json").exists())
+}
 
 /// What the daemon's main loop reacts to.
 pub enum Event {
@@ -170,14 +218,14 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
                 }
             }
         });
-    let mut live: Vec<Option<Arc<Target>>> = Vec::new();
+    let mut live: Vec<Option<Arc<dyn Served>>> = Vec::new();
     let mut lines = Vec::new();
     let mut code = 0;
     let progress = |what: &str, done: u64, total: u64| ready.progress(what, done, total);
     for (i, s) in settings.into_iter().enumerate() {
-        match Target::start(s, tx.clone(), i, &progress) {
+        match start(s, tx.clone(), i, &progress) {
             Ok(t) => {
-                lines.push(format!("OK {}", t.paths.target.display()));
+                lines.push(format!("OK {}", t.paths().target.display()));
                 live.push(Some(t));
             }
             Err(e) => {
@@ -191,10 +239,10 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
         .iter()
         .flatten()
         .next()
-        .map(|t| t.paths.store_root.join("daemon.log"));
+        .map(|t| t.paths().store_root.join("daemon.log"));
     ready.report(&lines, log.as_deref());
     for t in live.iter().flatten() {
-        tracing::info!(target = %t.paths.target.display(), store = %t.paths.store.display(), "in RAM");
+        tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), "in RAM");
     }
     if live.iter().all(Option::is_none) {
         return 1;
@@ -217,7 +265,7 @@ fn stop_grace() -> Duration {
 }
 
 fn serve(
-    live: &mut [Option<Arc<Target>>],
+    live: &mut [Option<Arc<dyn Served>>],
     rx: &crossbeam_channel::Receiver<Event>,
     mut code: i32,
 ) -> i32 {
@@ -262,12 +310,17 @@ fn serve(
                 let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {
                     continue;
                 };
-                let r = t.begin_stop();
+                let mut r = t.begin_stop();
+                let open = t.open_files();
                 match reply {
-                    Some(tx) if r.ok && t.store.summary().open_handles == 0 => {
+                    Some(tx) if r.ok && open == 0 => {
                         waiting.insert(idx, (tx, r));
                     }
                     Some(tx) => {
+                        // Answered now; the final flush comes when the last file is closed.
+                        if r.ok {
+                            r.open_files = Some(open);
+                        }
                         let _ = tx.send(r);
                     }
                     None => {}
@@ -281,7 +334,7 @@ fn serve(
                 let reply = waiting.remove(&idx);
                 match result {
                     Ok(()) => {
-                        tracing::info!(target = %t.paths.target.display(), "unmounted; the disk copy is up to date");
+                        tracing::info!(target = %t.paths().target.display(), "unmounted; the disk copy is up to date");
                         if let Some((tx, r)) = reply {
                             let _ = tx.send(r);
                         }

@@ -15,6 +15,8 @@ use std::process::{Command, Stdio};
 
 /// The filesystem type asdfs mounts show in /proc/mounts.
 pub const FSTYPE: &str = "fuse.asdfs";
+/// The source name of asdfs's overlay mounts (their type is `overlay`).
+pub const OVERLAY_SOURCE: &str = "asdfs";
 
 /// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +27,13 @@ pub struct MountEntry {
     pub fstype: String,
     pub source: String,
     pub options: String,
+}
+
+impl MountEntry {
+    /// An asdfs mount, in either mode.
+    pub fn is_asdfs(&self) -> bool {
+        self.fstype == FSTYPE || (self.fstype == "overlay" && self.source == OVERLAY_SOURCE)
+    }
 }
 
 /// The mount table of this mount namespace.
@@ -70,10 +79,7 @@ fn unescape(s: &[u8]) -> Vec<u8> {
 
 /// The asdfs mounts of this namespace (the last mount of a path is the visible one).
 pub fn asdfs_mounts() -> anyhow::Result<Vec<MountEntry>> {
-    Ok(mounts()?
-        .into_iter()
-        .filter(|m| m.fstype == FSTYPE)
-        .collect())
+    Ok(mounts()?.into_iter().filter(MountEntry::is_asdfs).collect())
 }
 
 /// The mount whose mount point is exactly `path`, if any (the top one).
@@ -239,23 +245,64 @@ pub fn fuse_connection(path: &Path) -> Option<u64> {
     Some((major.parse::<u64>().ok()? << 20) | minor.parse::<u64>().ok()?)
 }
 
+/// Where systemd mounts the fusectl filesystem.
+const FUSECTL: &str = "/sys/fs/fuse/connections";
+const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);
+
 /// Aborts a FUSE connection: every request of programs then fails with ENOTCONN and the
-/// session ends. Mounts the fusectl filesystem first if it is not there (as systemd does).
-pub fn abort_connection(conn: u64) -> anyhow::Result<()> {
-    let root = Path::new("/sys/fs/fuse/connections");
-    let dir = root.join(conn.to_string());
-    if !dir.exists() {
-        nix::mount::mount(
-            Some("fusectl"),
-            root,
-            Some("fusectl"),
-            MsFlags::empty(),
-            None::<&str>,
-        )
-        .with_context(|| format!("mounting fusectl on {}", root.display()))?;
+/// session ends. Mounts the fusectl filesystem on /sys/fs/fuse/connections first if it is not
+/// there (as systemd does); where that fails (a container's /sys), mounts it for a moment on
+/// a fresh directory in `scratch` (the target's store) instead. Its error is one line.
+pub fn abort_connection(conn: u64, scratch: &Path) -> anyhow::Result<()> {
+    let root = Path::new(FUSECTL);
+    if root.join(conn.to_string()).exists() || is_fusectl(root) {
+        return write_abort(root, conn);
     }
-    std::fs::write(dir.join("abort"), b"1")
-        .with_context(|| format!("aborting FUSE connection {conn}"))
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    match nix::mount::mount(Some("fusectl"), root, Some("fusectl"), flags, None::<&str>) {
+        Ok(()) => write_abort(root, conn),
+        Err(at_root) => abort_through_private_fusectl(conn, scratch).map_err(|e| {
+            anyhow::anyhow!(
+                "aborting FUSE connection {conn}: mounting fusectl on {FUSECTL} failed ({at_root}), and {e}"
+            )
+        }),
+    }
+}
+
+fn is_fusectl(dir: &Path) -> bool {
+    nix::sys::statfs::statfs(dir).is_ok_and(|s| s.filesystem_type() == FUSECTL_SUPER_MAGIC)
+}
+
+fn write_abort(fusectl: &Path, conn: u64) -> anyhow::Result<()> {
+    let file = fusectl.join(conn.to_string()).join("abort");
+    std::fs::write(&file, b"1")
+        .map_err(|e| anyhow::anyhow!("aborting FUSE connection {conn}: {}: {e}", file.display()))
+}
+
+/// fusectl mounted on `<scratch>/fusectl` for one write, then detached and the directory
+/// removed. The error names what failed (for `abort_connection`'s line).
+fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()> {
+    let dir = scratch.join("fusectl");
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        // Left by an attempt that did not finish: mount over it, remove it after.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => bail!("creating {}: {e}", dir.display()),
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let result =
+        match nix::mount::mount(Some("fusectl"), &dir, Some("fusectl"), flags, None::<&str>) {
+            Ok(()) => {
+                let file = dir.join(conn.to_string()).join("abort");
+                let written = std::fs::write(&file, b"1")
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()));
+                let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+                written
+            }
+            Err(e) => Err(anyhow::anyhow!("on {} too ({e})", dir.display())),
+        };
+    let _ = std::fs::remove_dir(&dir);
+    result
 }
 
 /// True if `path` is a mount point whose FUSE daemon is gone ("Transport endpoint is not
@@ -283,5 +330,99 @@ mod tests {
         assert_eq!(m.source, "/src x");
         assert_eq!(m.options, "rw,noatime");
         assert!(parse_mountinfo_line(b"garbage").is_none());
+    }
+
+    /// Where fusectl cannot be mounted on /sys/fs/fuse/connections, a connection is aborted
+    /// through a private fusectl that is gone afterwards. In a mount namespace of its own
+    /// thread, so the host's mounts are never touched: /sys/fs/fuse covered there (the mount
+    /// on /sys fails), and a FUSE connection made for the test that no daemon answers.
+    #[test]
+    fn abort_falls_back_to_a_private_fusectl() {
+        if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+            eprintln!("skipping: needs root and /dev/fuse");
+            return;
+        }
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().to_path_buf();
+        std::thread::spawn(move || abort_in_own_namespace(&dir))
+            .join()
+            .unwrap();
+    }
+
+    fn abort_in_own_namespace(scratch: &Path) {
+        use nix::mount::{MntFlags, mount, umount2};
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        // SAFETY: unshare only changes this thread's mount namespace (and its fs_struct).
+        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNS) }, 0, "unshare");
+        let none = None::<&str>;
+        mount(none, "/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none).unwrap();
+        if Path::new("/sys/fs/fuse").is_dir() {
+            mount(
+                Some("tmpfs"),
+                "/sys/fs/fuse",
+                Some("tmpfs"),
+                MsFlags::empty(),
+                none,
+            )
+            .unwrap();
+        }
+        let mnt = scratch.join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let dev = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/fuse")
+            .unwrap();
+        let data = format!("fd={},rootmode=40000,user_id=0,group_id=0", dev.as_raw_fd());
+        mount(
+            Some("test"),
+            &mnt,
+            Some("fuse"),
+            MsFlags::empty(),
+            Some(data.as_str()),
+        )
+        .unwrap();
+        let own_mounts = || -> Vec<MountEntry> {
+            std::fs::read("/proc/thread-self/mountinfo")
+                .unwrap()
+                .split(|b| *b == b'\n')
+                .filter_map(parse_mountinfo_line)
+                .collect()
+        };
+        let m = own_mounts()
+            .into_iter()
+            .find(|m| m.mount_point == mnt)
+            .expect("the test's FUSE mount");
+        let (major, minor) = m.dev.split_once(':').unwrap();
+        let conn = (major.parse::<u64>().unwrap() << 20) | minor.parse::<u64>().unwrap();
+
+        abort_connection(conn, scratch).unwrap();
+        // Aborted: the INIT request waiting in the queue is gone, reads fail.
+        let mut buf = vec![0u8; 1 << 17];
+        let err = (&dev).read(&mut buf).unwrap_err();
+        assert!(
+            matches!(err.raw_os_error(), Some(libc::ENODEV | libc::ECONNABORTED)),
+            "{err}"
+        );
+        assert!(
+            !scratch.join("fusectl").exists(),
+            "the private mount point is removed"
+        );
+        assert!(
+            !own_mounts()
+                .iter()
+                .any(|m| m.mount_point.starts_with(scratch) && m.fstype == "fusectl"),
+            "no fusectl mount is left"
+        );
+        // A connection that does not exist: one line naming both attempts.
+        let e = abort_connection(u64::from(u32::MAX), scratch).unwrap_err();
+        let line = format!("{e:#}");
+        assert!(!line.contains('\n'), "{line}");
+        assert!(line.starts_with("aborting FUSE connection 4294967295: mounting fusectl on /sys/fs/fuse/connections failed"), "{line}");
+        assert!(line.contains("4294967295/abort"), "{line}");
+        assert!(!scratch.join("fusectl").exists());
+        umount2(&mnt, MntFlags::MNT_DETACH).unwrap();
     }
 }

@@ -228,6 +228,57 @@ pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Shared BSD locks on the store root and the target's store, held while the daemon serves
+/// the target: `systemd-tmpfiles --clean` skips a directory it cannot lock, so an aging rule
+/// on the volatile directory (`/tmp` is aged after 10 days) never deletes the RAM copy of a
+/// long-running mount. Not the store's exclusive `lock` file: any number of daemons share
+/// the store root.
+pub struct AgingGuard {
+    _locks: Vec<nix::fcntl::Flock<std::fs::File>>,
+}
+
+/// Locks `p.store_root` and `p.store` against aging. A directory that cannot be locked is
+/// only a warning: the mount works, unprotected from tmpfiles.
+pub fn guard_from_aging(p: &TargetPaths) -> AgingGuard {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut locks = Vec::new();
+    for dir in [&p.store_root, &p.store] {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY)
+            .open(dir);
+        let mut f = match opened {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot open the store to guard it from tmpfiles aging");
+                continue;
+            }
+        };
+        // tmpfiles holds its exclusive lock only while it looks into the directory.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match Flock::lock(f, FlockArg::LockSharedNonblock) {
+                Ok(l) => {
+                    locks.push(l);
+                    break;
+                }
+                Err((back, nix::errno::Errno::EWOULDBLOCK))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    f = back;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err((_, e)) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot lock the store to guard it from tmpfiles aging");
+                    break;
+                }
+            }
+        }
+    }
+    AgingGuard { _locks: locks }
+}
+
 fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
     match std::fs::DirBuilder::new().mode(mode).create(dir) {
         Ok(()) => {}
@@ -278,9 +329,9 @@ fn mount_private_tmpfs(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the side directory and checks that it is on the same filesystem as the target
-/// (flushes rename between them).
-pub fn prepare_side(p: &TargetPaths) -> anyhow::Result<()> {
+/// Creates the side directory and checks that it is on the same filesystem as the target,
+/// whose device is `target_dev` (flushes rename between them).
+pub fn prepare_side(p: &TargetPaths, target_dev: u64) -> anyhow::Result<()> {
     let parent = p.side.parent().unwrap_or(Path::new("/"));
     match std::fs::DirBuilder::new().mode(0o711).create(&p.side) {
         Ok(()) => {}
@@ -298,7 +349,6 @@ pub fn prepare_side(p: &TargetPaths) -> anyhow::Result<()> {
     if !side_meta.is_dir() {
         bail!("{}: exists and is not a directory", p.side.display());
     }
-    let target_dev = std::fs::metadata(&p.target)?.dev();
     if side_meta.dev() != target_dev {
         bail!(
             "{}: is a mount point of its own; asdfs needs {} on the same filesystem to replace files atomically",

@@ -30,14 +30,34 @@ type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
 /// The disk side of a target, and its backups when they are on: link counts then leave out
 /// the backup's links.
 pub fn open_disk(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<Disk> {
-    let real: Arc<dyn Backing> =
-        Arc::new(RealBacking::new(open_dir(&p.target)?, open_dir(&p.side)?));
+    open_disk_in(
+        p,
+        s,
+        &open_dir(p.target.parent().unwrap_or(Path::new("/")))?,
+    )
+}
+
+/// `open_disk` through `parent`, a descriptor of the directory that holds the target and
+/// its side directory (a pinned copy of it when the target's path is covered by a mount:
+/// renames between the target and the side directory need one mount for both).
+pub fn open_disk_in(p: &TargetPaths, s: &TargetSettings, parent: &OwnedFd) -> anyhow::Result<Disk> {
+    let name = p.target.file_name().unwrap_or_default();
+    let side_name = p.side.file_name().unwrap_or_default();
+    let beneath = |n: &std::ffi::OsStr| {
+        nix::fcntl::openat(
+            parent,
+            n,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", p.target.with_file_name(n).display()))
+    };
+    let real: Arc<dyn Backing> = Arc::new(RealBacking::new(beneath(name)?, beneath(side_name)?));
     if !s.backups {
         return Ok((real, None));
     }
-    let parent = p.target.parent().unwrap_or(Path::new("/"));
-    let name = p.target.file_name().unwrap_or_default();
-    let b = Arc::new(Backups::new(open_dir(&p.target)?, open_dir(parent)?, name));
+    let again = nix::unistd::dup(parent).context("duplicating a descriptor")?;
+    let b = Arc::new(Backups::new(beneath(name)?, again, name));
     b.index_existing()
         .context("reading the hardlink backup beside the target")?;
     Ok((
@@ -52,7 +72,10 @@ pub fn open_disk(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<Disk> {
 /// Whether the previous session ended without its daemon stopping cleanly and without its
 /// RAM store surviving (a reboot or power cut): its session marker is still there.
 pub fn ended_uncleanly(p: &TargetPaths) -> bool {
-    p.side.join("session").exists() && !p.private().join("log").exists()
+    let store = ["log", "overlay.json"]
+        .iter()
+        .any(|f| p.private().join(f).exists());
+    p.side.join("session").exists() && !store
 }
 
 /// After an unclean end: a crash snapshot of the recovered disk copy (the last completed
@@ -98,25 +121,38 @@ pub fn crash_snapshot(
 /// (they need the disk copy unchanged), lookups do not.
 pub fn refresh_backup(t: &Arc<Target>) {
     let Some(b) = t.backups.clone() else { return };
-    *t.backup_state.lock() = "being made".into();
     let target = t.clone();
-    let spawned = std::thread::Builder::new().name("backup".into()).spawn(move || {
+    backup_in_background(t.backup_state.clone(), t.paths.target.clone(), move || {
         let _writers = target.store.disk_writers.lock();
         let _gate = target.store.disk_gate.read();
-        let state = match b.refresh() {
+        b.refresh()
+    });
+}
+
+/// Runs `make` (which makes the backup, holding what keeps flushes out) in a thread, and
+/// keeps `state` saying where it is.
+pub fn backup_in_background(
+    state: Arc<parking_lot::Mutex<String>>,
+    target: std::path::PathBuf,
+    make: impl FnOnce() -> std::io::Result<u64> + Send + 'static,
+) {
+    *state.lock() = "being made".into();
+    let st = state.clone();
+    let spawned = std::thread::Builder::new().name("backup".into()).spawn(move || {
+        let line = match make() {
             Ok(files) => {
-                tracing::info!(target = %target.paths.target.display(), files, "hardlink backup of the session start made");
+                tracing::info!(target = %target.display(), files, "hardlink backup of the session start made");
                 format!("session start, {files} files linked")
             }
             Err(e) => {
-                tracing::error!(target = %target.paths.target.display(), error = %e, "the hardlink backup could not be made");
+                tracing::error!(target = %target.display(), error = %e, "the hardlink backup could not be made");
                 format!("FAILED: {e}")
             }
         };
-        *target.backup_state.lock() = state;
+        *st.lock() = line;
     });
     if let Err(e) = spawned {
-        *t.backup_state.lock() = format!("FAILED: {e}");
+        *state.lock() = format!("FAILED: {e}");
     }
 }
 

@@ -2,8 +2,10 @@
 
 use super::target::{Phase, Target};
 use crate::status::{DiskUsage, FlushStatus, Status};
-use std::os::fd::AsRawFd;
+use parking_lot::Mutex;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// The disk copy's size: the last measurement, and whether one is under way.
@@ -15,20 +17,24 @@ pub struct UsageState {
 
 /// Measures the disk copy in the background, unless a measurement is already under way.
 pub fn measure_disk(t: &Target) {
-    let mut st = t.usage.lock();
+    measure(&t.usage, &t.disk_dir, t.flusher.disk_gen());
+}
+
+/// Measures the disk copy at `dir` (generation `generation`) in the background.
+pub fn measure(usage: &Arc<Mutex<UsageState>>, dir: &Arc<OwnedFd>, generation: u64) {
+    let mut st = usage.lock();
     if st.running {
         return;
     }
     st.running = true;
     drop(st);
-    let generation = t.flusher.disk_gen();
-    let (usage, dir) = (t.usage.clone(), t.disk_dir.clone());
+    let (usage2, dir) = (usage.clone(), dir.clone());
     let spawned = std::thread::Builder::new()
         .name("disk-usage".into())
         .spawn(move || {
             let root = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
             let measured = crate::usage::measure(&root);
-            let mut st = usage.lock();
+            let mut st = usage2.lock();
             st.running = false;
             match measured {
                 Ok(u) => {
@@ -44,18 +50,19 @@ pub fn measure_disk(t: &Target) {
             }
         });
     if spawned.is_err() {
-        t.usage.lock().running = false;
+        usage.lock().running = false;
     }
 }
 
 /// The last measurement of the disk copy; starts a new one if a flush changed it since.
-fn disk_usage(t: &Target) -> Option<DiskUsage> {
-    let last = t.usage.lock().last.clone();
-    if last
-        .as_ref()
-        .is_none_or(|l| l.generation != t.flusher.disk_gen())
-    {
-        measure_disk(t);
+pub fn disk_usage(
+    usage: &Arc<Mutex<UsageState>>,
+    dir: &Arc<OwnedFd>,
+    generation: u64,
+) -> Option<DiskUsage> {
+    let last = usage.lock().last.clone();
+    if last.as_ref().is_none_or(|l| l.generation != generation) {
+        measure(usage, dir, generation);
     }
     last
 }
@@ -66,42 +73,37 @@ fn secs(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
+/// The status form of a flush's outcome.
+pub fn flush_status(l: crate::flush::LastFlush) -> FlushStatus {
+    let at = secs(l.at);
+    match l.result {
+        Ok(r) => FlushStatus {
+            at,
+            ok: true,
+            error: None,
+            took_ms: r.took.as_millis() as u64,
+            files: r.files,
+            bytes: r.bytes,
+            generation: r.generation,
+        },
+        Err(e) => FlushStatus {
+            at,
+            ok: false,
+            error: Some(e),
+            ..Default::default()
+        },
+    }
+}
+
 pub fn of(t: &Target) -> Status {
     let s = t.store.summary();
     let now = SystemTime::now();
     let phase = *t.phase.lock();
-    let last_flush = t.flusher.last().map(|l| {
-        let at =
-            l.at.duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0);
-        match l.result {
-            Ok(r) => FlushStatus {
-                at,
-                ok: true,
-                error: None,
-                took_ms: r.took.as_millis() as u64,
-                files: r.files,
-                bytes: r.bytes,
-                generation: r.generation,
-            },
-            Err(e) => FlushStatus {
-                at,
-                ok: false,
-                error: Some(e),
-                ..Default::default()
-            },
-        }
-    });
+    let last_flush = t.flusher.last().map(flush_status);
     Status {
         target: t.paths.target.clone(),
         mode: "fuse".into(),
-        state: match phase {
-            Phase::Mounted => "mounted",
-            Phase::Detached => "detached",
-            Phase::Stopped => "stopping",
-        }
-        .into(),
+        state: phase.as_str().into(),
         pid: std::process::id(),
         since: t
             .started
@@ -110,7 +112,7 @@ pub fn of(t: &Target) -> Status {
             .unwrap_or(0),
         store: t.paths.store.clone(),
         ram_bytes: s.ram_bytes,
-        disk: disk_usage(t),
+        disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.disk_gen()),
         dirty_files: s.dirty_files,
         dirty_dirs: s.dirty_dir_count,
         dirty_bytes: s.dirty_bytes,

@@ -6,7 +6,7 @@ use super::{Event, mounting, safety, status};
 use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
-use crate::flush::{Flusher, recover_disk};
+use crate::flush::{FlushReport, Flusher, recover_disk};
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
@@ -32,12 +32,68 @@ pub enum Phase {
     Stopped,
 }
 
+impl Phase {
+    /// As status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Mounted => "mounted",
+            Phase::Detached => "detached",
+            Phase::Stopped => "stopping",
+        }
+    }
+}
+
+/// The answer to a flush request.
+pub(super) fn flush_response(target: &Path, r: anyhow::Result<FlushReport>) -> Response {
+    match r {
+        Ok(r) => Response::ok(format!(
+            "{}: flushed {} files, {} bytes in {} ms (generation {})",
+            target.display(),
+            r.files,
+            r.bytes,
+            r.took.as_millis(),
+            r.generation
+        )),
+        Err(e) => Response::err(format!(
+            "{}: flush failed: {e:#}; the changes stay in RAM",
+            target.display()
+        )),
+    }
+}
+
+/// The final flush of a stop, retried with backoff; if it keeps failing the changes stay
+/// in the store, and the error says so.
+pub(super) fn final_flush(
+    p: &TargetPaths,
+    flush: impl Fn() -> anyhow::Result<FlushReport>,
+) -> anyhow::Result<()> {
+    let mut last = None;
+    for attempt in 0..5u32 {
+        match flush() {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                std::thread::sleep(retry_delay(attempt + 1, Duration::from_secs(8)));
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.unwrap_or_else(|| anyhow::anyhow!("no attempt"));
+    bail!(
+        "{}: the final flush failed ({e:#}); the changes are kept in {} and `asdfs mount {}` will write them",
+        p.target.display(),
+        p.store.display(),
+        p.target.display()
+    )
+}
+
 pub struct Target {
     pub settings: TargetSettings,
     pub paths: TargetPaths,
     pub store: Arc<Store>,
     pub flusher: Arc<Flusher>,
     _lock: Flock<File>,
+    /// Keeps `systemd-tmpfiles --clean` out of the store while it is served.
+    _aging: paths::AgingGuard,
     pub(super) phase: Mutex<Phase>,
     pub(super) next_flush: Mutex<Instant>,
     wake: Sender<()>,
@@ -45,7 +101,7 @@ pub struct Target {
     pub(super) started: SystemTime,
     pub(super) backups: Option<Arc<crate::backup::Backups>>,
     /// What the hardlink backup is doing, for status.
-    pub(super) backup_state: Mutex<String>,
+    pub(super) backup_state: Arc<Mutex<String>>,
     /// What happened at start if the previous session ended uncleanly.
     pub(super) crash: Option<String>,
     /// The disk copy's size, measured in the background (status::disk_usage).
@@ -60,23 +116,24 @@ impl Target {
     /// Checks, recovers, takes over or creates the store, and mounts. Returns once the mount
     /// is live.
     pub fn start(
-        mut settings: TargetSettings,
+        settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
         progress: safety::Progress<'_>,
     ) -> anyhow::Result<Arc<Target>> {
-        if settings.mode == crate::config::Mode::Overlay {
-            tracing::warn!(target = %settings.target.display(), "overlay mode is not available in this build; serving in FUSE mode");
-            settings.mode = crate::config::Mode::Fuse;
-        }
+        debug_assert_eq!(settings.mode, crate::config::Mode::Fuse);
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
         paths::prepare_store(&p)?;
         let lock = take_lock(&p)?;
+        let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
-        paths::prepare_side(&p)?;
+        paths::prepare_side(
+            &p,
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&p.target)?),
+        )?;
         let (backing, backups) = safety::open_disk(&p, &settings)?;
         let disk_dir = Arc::new(safety::open_dir(&p.target)?);
         let (generation, completed) =
@@ -103,12 +160,13 @@ impl Target {
             store,
             flusher,
             _lock: lock,
+            _aging: aging,
             phase: Mutex::new(Phase::Mounted),
             wake,
             stopping: AtomicBool::new(false),
             started: SystemTime::now(),
             backups,
-            backup_state: Mutex::new("off".into()),
+            backup_state: Arc::new(Mutex::new("off".into())),
             crash,
             usage: Arc::default(),
             disk_dir,
@@ -187,25 +245,10 @@ impl Target {
     }
 
     fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
-        let sock = self.paths.socket();
-        let _ = std::fs::remove_file(&sock);
-        let listener = std::os::unix::net::UnixListener::bind(&sock)
-            .with_context(|| format!("binding {}", sock.display()))?;
-        if nix::unistd::geteuid().is_root() {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
-        }
-        let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&self.paths.target)?);
-        let allowed = vec![0, nix::unistd::geteuid().as_raw(), owner];
         let t = self.clone();
-        std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                control::serve(listener, allowed, move |req, report| {
-                    t.handle(req, report, &events, idx)
-                });
-            })?;
-        Ok(())
+        open_control(&self.paths, move |req, report| {
+            t.handle(req, report, &events, idx)
+        })
     }
 
     fn handle(
@@ -216,45 +259,22 @@ impl Target {
         idx: usize,
     ) -> Response {
         match req {
-            Request::Flush => match self.flusher.flush_reporting(report) {
-                Ok(r) => Response::ok(format!(
-                    "{}: flushed {} files, {} bytes in {} ms (generation {})",
-                    self.paths.target.display(),
-                    r.files,
-                    r.bytes,
-                    r.took.as_millis(),
-                    r.generation
-                )),
-                Err(e) => Response::err(format!(
-                    "{}: flush failed: {e:#}; the changes stay in RAM",
-                    self.paths.target.display()
-                )),
-            },
+            Request::Flush => {
+                flush_response(&self.paths.target, self.flusher.flush_reporting(report))
+            }
             Request::Status => Response {
                 ok: true,
                 message: String::new(),
                 status: Some(status::of(self)),
+                ..Response::default()
             },
-            Request::Unmount => {
-                let (tx, rx) = crossbeam_channel::bounded(1);
-                if events
-                    .send(Event::Stop {
-                        idx,
-                        reply: Some(tx),
-                    })
-                    .is_err()
-                {
-                    return Response::err("the daemon is shutting down");
-                }
-                rx.recv()
-                    .unwrap_or_else(|_| Response::err("the daemon ended before answering"))
-            }
+            Request::Unmount => request_stop(events, idx),
         }
     }
 
     /// Flushes, then detaches the mount. Files still open keep working; the session ends
     /// when the last is closed.
-    pub fn begin_stop(&self) -> Response {
+    fn stop(&self) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
@@ -287,11 +307,11 @@ impl Target {
     /// At a stop that cannot wait any longer for programs to close their files: cuts them
     /// off (their next request fails with ENOTCONN, so nothing they write is silently
     /// dropped); the session then ends and `finish` writes everything to disk.
-    pub fn cut_off_open_files(&self) {
+    fn cut_off(&self) {
         let open = self.store.summary().open_handles;
         tracing::warn!(target = %self.paths.target.display(), open, "files still open at the stop: cutting them off; what was written through them is flushed");
         let conn = *self.fuse_conn.lock();
-        match conn.map(mounting::abort_connection) {
+        match conn.map(|c| mounting::abort_connection(c, &self.paths.store)) {
             Some(Ok(())) => {}
             Some(Err(e)) => {
                 tracing::warn!(error = %format!("{e:#}"), "could not abort the FUSE connection")
@@ -307,30 +327,10 @@ impl Target {
 
     /// After the session ended: the final flush (retried), then the store is removed. If the
     /// flush keeps failing the store stays on tmpfs for the next mount to recover.
-    pub fn finish(&self) -> anyhow::Result<()> {
+    fn end(&self) -> anyhow::Result<()> {
         self.stop_timer();
         *self.phase.lock() = Phase::Stopped;
-        let mut last = None;
-        for attempt in 0..5u32 {
-            match self.flusher.flush() {
-                Ok(_) => {
-                    last = None;
-                    break;
-                }
-                Err(e) => {
-                    std::thread::sleep(retry_delay(attempt + 1, Duration::from_secs(8)));
-                    last = Some(e);
-                }
-            }
-        }
-        if let Some(e) = last {
-            bail!(
-                "{}: the final flush failed ({e:#}); the changes are kept in {} and `asdfs mount {}` will write them",
-                self.paths.target.display(),
-                self.paths.store.display(),
-                self.paths.target.display()
-            );
-        }
+        final_flush(&self.paths, || self.flusher.flush())?;
         safety::remove_backup(self);
         self.remove_store();
         Ok(())
@@ -348,14 +348,70 @@ impl Target {
     }
 }
 
-fn retry_delay(failures: u32, cap: Duration) -> Duration {
+impl super::Served for Target {
+    fn paths(&self) -> &TargetPaths {
+        &self.paths
+    }
+    fn begin_stop(&self) -> Response {
+        self.stop()
+    }
+    fn finish(&self) -> anyhow::Result<()> {
+        self.end()
+    }
+    fn open_files(&self) -> u64 {
+        self.store.summary().open_handles
+    }
+    fn cut_off_open_files(&self) {
+        self.cut_off()
+    }
+}
+
+/// Serves the target's control socket: root, the daemon's user and the target's owner may
+/// send requests.
+pub(super) fn open_control(
+    p: &TargetPaths,
+    handle: impl Fn(Request, control::Report<'_>) -> Response + Send + Sync + 'static,
+) -> anyhow::Result<()> {
+    let sock = p.socket();
+    let _ = std::fs::remove_file(&sock);
+    let listener = std::os::unix::net::UnixListener::bind(&sock)
+        .with_context(|| format!("binding {}", sock.display()))?;
+    if nix::unistd::geteuid().is_root() {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
+    }
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&p.target)?);
+    let allowed = vec![0, nix::unistd::geteuid().as_raw(), owner];
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || control::serve(listener, allowed, handle))?;
+    Ok(())
+}
+
+/// An unmount asked for on the control socket: the main loop stops the target and answers.
+pub(super) fn request_stop(events: &Sender<Event>, idx: usize) -> Response {
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    if events
+        .send(Event::Stop {
+            idx,
+            reply: Some(tx),
+        })
+        .is_err()
+    {
+        return Response::err("the daemon is shutting down");
+    }
+    rx.recv()
+        .unwrap_or_else(|_| Response::err("the daemon ended before answering"))
+}
+
+pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
     let secs = 1u64 << failures.min(16);
     Duration::from_secs(secs)
         .min(cap)
         .max(Duration::from_secs(1))
 }
 
-fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
+pub(super) fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let f = std::fs::OpenOptions::new()
@@ -367,8 +423,14 @@ fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
             Ok(l) => return Ok(l),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
                 let pid = owner_pid(p);
-                // A daemon that was just killed holds the lock until its last thread is gone.
-                if pid.is_some_and(dying) && Instant::now() < deadline {
+                // A daemon that was just killed, or that is exiting after its unmount, holds
+                // the lock until its last thread is gone.
+                let mounted = mounting::mount_at(&p.target)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|m| m.is_asdfs());
+                let ending = pid.is_some_and(dying) || !mounted;
+                if ending && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }
@@ -402,7 +464,7 @@ fn dying(pid: u32) -> bool {
 
 /// A mount left on the target by a daemon that died is removed, so that the directory
 /// underneath can be reached again.
-fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
+pub(super) fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
     while let Some(m) = mounting::mount_at(target)? {
         if m.fstype != mounting::FSTYPE {
             break;
@@ -436,7 +498,7 @@ fn open_store(
     ))
 }
 
-fn write_owner(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<()> {
+pub(super) fn write_owner(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<()> {
     let started = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())

@@ -38,6 +38,40 @@ pub struct LastFlush {
     pub result: Result<FlushReport, String>,
 }
 
+impl LastFlush {
+    /// Logs a flush's outcome and counts it (`failures` in a row, `bytes_flushed` in all);
+    /// returns it as the last flush.
+    pub fn record(
+        r: &anyhow::Result<FlushReport>,
+        failures: &mut u32,
+        bytes_flushed: &mut u64,
+    ) -> LastFlush {
+        match r {
+            Ok(rep) => {
+                *failures = 0;
+                *bytes_flushed += rep.bytes;
+                if rep.steps > 0 {
+                    tracing::info!(
+                        generation = rep.generation,
+                        files = rep.files,
+                        bytes = rep.bytes,
+                        ms = rep.took.as_millis() as u64,
+                        "flushed"
+                    );
+                }
+            }
+            Err(e) => {
+                *failures += 1;
+                tracing::warn!(failures = *failures, error = %format!("{e:#}"), "flush failed; the changes stay in RAM and will be retried");
+            }
+        }
+        LastFlush {
+            at: SystemTime::now(),
+            result: r.as_ref().cloned().map_err(|e| format!("{e:#}")),
+        }
+    }
+}
+
 /// Flushes one store. One flush runs at a time.
 pub struct Flusher {
     store: Arc<Store>,
@@ -100,30 +134,12 @@ impl Flusher {
         let _one = self.running.lock();
         let started = Instant::now();
         let r = self.flush_locked(started, progress);
-        let mut st = self.state.lock();
-        match &r {
-            Ok(rep) => {
-                st.failures = 0;
-                st.bytes_flushed += rep.bytes;
-                if rep.steps > 0 {
-                    tracing::info!(
-                        generation = rep.generation,
-                        files = rep.files,
-                        bytes = rep.bytes,
-                        ms = rep.took.as_millis() as u64,
-                        "flushed"
-                    );
-                }
-            }
-            Err(e) => {
-                st.failures += 1;
-                tracing::warn!(failures = st.failures, error = %format!("{e:#}"), "flush failed; the changes stay in RAM and will be retried");
-            }
-        }
-        st.last = Some(LastFlush {
-            at: SystemTime::now(),
-            result: r.as_ref().map(|r| r.clone()).map_err(|e| format!("{e:#}")),
-        });
+        let st = &mut *self.state.lock();
+        st.last = Some(LastFlush::record(
+            &r,
+            &mut st.failures,
+            &mut st.bytes_flushed,
+        ));
         r
     }
 
@@ -328,7 +344,7 @@ impl Flusher {
 }
 
 /// Step 8: the journal and what is left in the stage go.
-fn finish(b: &dyn crate::backing::Backing, generation: u64) {
+pub(crate) fn finish(b: &dyn crate::backing::Backing, generation: u64) {
     if let Err(e) = b.remove(&Loc::side(Journal::file_name(generation))) {
         tracing::warn!(error = %e, "could not remove a finished flush journal");
     }

@@ -103,7 +103,7 @@ fn refuse_if_mounted(to: &Path) -> anyhow::Result<()> {
         Err(_) => std::path::absolute(to)?,
     };
     let mount = crate::daemon::mounting::mount_at(&abs)?;
-    if mount.is_some_and(|m| m.fstype == crate::daemon::mounting::FSTYPE) {
+    if mount.is_some_and(|m| m.is_asdfs()) {
         bail!(
             "{} is mounted by asdfs; unmount it first, or restore elsewhere with --to",
             to.display()

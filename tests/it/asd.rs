@@ -355,3 +355,48 @@ fn status_counts_what_the_program_did() {
     );
     assert_eq!(flushed["crash_snapshots"].as_array().unwrap().len(), 0);
 }
+
+#[test]
+fn unsync_says_which_target_still_has_open_files() {
+    if !fuse_available() {
+        return;
+    }
+    use std::io::Write;
+    let s = Scene::new();
+    ok(&s.asd("sync"), "asd sync");
+    let held = &s.targets[1];
+    let pid = status(held)["pid"].as_u64().unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(held.join("old.txt"))
+        .unwrap();
+    f.write_all(b"before unsync\n").unwrap();
+
+    let u = ok(&s.asd("unsync"), "asd unsync");
+    let lines: Vec<&str> = u.lines().collect();
+    let about = |t: &Path| {
+        let prefix = format!("asd: {}:", t.display());
+        let mine: Vec<&&str> = lines.iter().filter(|l| l.starts_with(&prefix)).collect();
+        assert_eq!(mine.len(), 1, "one line per target: {u}");
+        mine[0].to_string()
+    };
+    assert!(
+        about(held).contains("unmounted, but 1 file was still open")
+            && about(held).contains("when it is closed"),
+        "{u}"
+    );
+    for t in [&s.targets[0], &s.targets[2]] {
+        assert!(about(t).ends_with("the disk copy is up to date"), "{u}");
+    }
+    assert_eq!(lines.last(), Some(&"Unsync successful"), "{u}");
+    assert!(s.mounted().is_empty(), "still mounted: {:?}", s.mounted());
+
+    // The daemon serves the open file until it is closed, then writes it and exits.
+    f.write_all(b"after unsync\n").unwrap();
+    drop(f);
+    wait_gone(pid);
+    assert_eq!(
+        read(&held.join("old.txt")),
+        b"from disk\nbefore unsync\nafter unsync\n"
+    );
+}

@@ -68,6 +68,18 @@ pub struct Mount {
 }
 
 impl Mount {
+    /// `asdfs status --json` of this mount.
+    pub fn status(&self) -> serde_json::Value {
+        let out = asdfs(["status", "--json", self.target.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v[0].clone()
+    }
+
     /// A target (`<disk>/t`) filled by `setup` before the first mount; not mounted yet.
     pub fn prepare(setup: impl FnOnce(&Path)) -> Mount {
         let disk = tempfile::Builder::new()
@@ -131,12 +143,21 @@ impl Mount {
         a
     }
 
+    /// The end of the daemons' log (for failure messages).
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.volatile.path().join("asdfs/daemon.log"))
+            .unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
     pub fn mount(&self) {
         let out = asdfs_env(self.mount_args(), &self.env);
         assert!(
             out.status.success(),
-            "mount failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "mount failed: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
         );
         assert!(
             self.is_mounted(),
@@ -174,8 +195,9 @@ impl Mount {
         let out = asdfs(["flush", self.target.to_str().unwrap()]);
         assert!(
             out.status.success(),
-            "flush failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+            "flush failed: {}\ndaemon log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log_tail()
         );
     }
 
@@ -259,10 +281,18 @@ impl Drop for Mount {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let root = self.volatile.path().join("asdfs");
-        let tmpfs = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        if tmpfs.lines().any(|l| l.split(' ').nth(1) == root.to_str()) {
-            let _ = Command::new("umount").arg("-l").arg(&root).status();
+        // Whatever is still mounted in the volatile directory (a private tmpfs, the pinned
+        // disk directory of overlay mode), deepest first, before the directories go.
+        let vol = self.volatile.path().to_str().unwrap().to_string();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut inside: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| m.starts_with(&vol))
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
 }

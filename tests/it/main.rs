@@ -9,6 +9,7 @@ mod harness;
 mod kill;
 mod model;
 mod mount;
+mod overlay;
 mod posix;
 mod powercut;
 mod safety;

@@ -241,3 +241,110 @@ fn bad_input_gets_one_clear_line_and_touches_nothing() {
     m.unmount();
     assert_eq!(tree_files(&m.target), before);
 }
+
+/// Whether another process could take `dir`'s BSD lock now (as `systemd-tmpfiles --clean`
+/// tries before it looks into a directory).
+fn exclusive_lock_free(dir: &Path) -> bool {
+    use nix::fcntl::{Flock, FlockArg};
+    let f = fs::File::open(dir).unwrap();
+    match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
+        Ok(_) => true,
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => false,
+        Err((_, e)) => panic!("flock {}: {e}", dir.display()),
+    }
+}
+
+/// Every path under `dir` on its filesystem, sorted.
+fn store_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let dev = fs::metadata(dir).unwrap().dev();
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if meta.is_dir() && meta.dev() == dev {
+                stack.push(p.clone());
+            }
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// asd users often set VOLATILE=/tmp, which tmpfiles ages: the daemon holds shared BSD locks
+/// on its store and the store root, which `systemd-tmpfiles --clean` skips, so a rule that
+/// ages everything in the volatile directory leaves the running store alone. After the
+/// unmount nothing stays locked.
+fn running_store_survives_tmpfiles_aging(m: Mount) {
+    fs::write(m.path("kept"), b"only in RAM").unwrap();
+    let store = m.store();
+    let root = m.volatile.path().join("asdfs");
+    assert_ne!(store, root, "the target's store exists");
+    for dir in [&root, &store] {
+        assert!(!exclusive_lock_free(dir), "{} is not locked", dir.display());
+    }
+    let tmpfiles = std::process::Command::new("sh")
+        .args(["-c", "command -v systemd-tmpfiles"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if tmpfiles {
+        let before = store_files(&store);
+        std::thread::sleep(Duration::from_millis(50));
+        let conf = m.disk.path().join("age-everything.conf");
+        fs::write(
+            &conf,
+            format!("d {} - - - 0\n", m.volatile.path().display()),
+        )
+        .unwrap();
+        let out = std::process::Command::new("systemd-tmpfiles")
+            .arg("--clean")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(store_files(&store), before, "tmpfiles deleted store files");
+        assert_eq!(fs::read(m.path("kept")).unwrap(), b"only in RAM");
+        m.flush();
+    } else {
+        eprintln!("systemd-tmpfiles is not installed: checked the locks only");
+    }
+    let pid = m.daemon_pid().unwrap();
+    m.unmount();
+    assert_eq!(fs::read(m.path("kept")).unwrap(), b"only in RAM");
+    // The locks go with the daemon (the store with the final flush).
+    let end = Instant::now() + Duration::from_secs(10);
+    let released =
+        || (!store.exists() || exclusive_lock_free(&store)) && exclusive_lock_free(&root);
+    while !released() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(released(), "the daemon {pid} left its store locked");
+}
+
+#[test]
+fn a_running_fuse_store_survives_tmpfiles_aging() {
+    if !fuse_available() {
+        return;
+    }
+    running_store_survives_tmpfiles_aging(Mount::new());
+}
+
+#[test]
+fn a_running_overlay_store_survives_tmpfiles_aging() {
+    if !fuse_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.extra.extend(["--mode", "overlay"].map(String::from));
+    m.mount();
+    let out = asdfs(["status", "--json", m.target.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["mode"], "overlay", "overlay mode fell back");
+    running_store_survives_tmpfiles_aging(m);
+}

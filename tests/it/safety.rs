@@ -50,19 +50,9 @@ fn snapshots(m: &Mount) -> Vec<PathBuf> {
     v
 }
 
-fn status(m: &Mount) -> serde_json::Value {
-    let out = asdfs(["status", "--json", m.target.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
-}
-
 fn wait_backup(m: &Mount) {
     let end = Instant::now() + Duration::from_secs(20);
-    while !status(m)["backup"]
+    while !m.status()["backup"]
         .as_str()
         .unwrap_or("")
         .starts_with("session start")
@@ -70,7 +60,7 @@ fn wait_backup(m: &Mount) {
         assert!(
             Instant::now() < end,
             "the backup was not made: {}",
-            status(m)["backup"]
+            m.status()["backup"]
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -114,7 +104,7 @@ fn a_reboot_leaves_a_crash_snapshot_of_the_last_flush() {
         .unwrap();
     assert!(st.success());
     assert_eq!(files(&out.path().join("t")), flushed);
-    let s = status(&m);
+    let s = m.status();
     assert!(
         s["unclean_start"]
             .as_str()
@@ -245,7 +235,7 @@ fn backups_no_makes_neither_backup_nor_snapshot() {
     m.mount();
     assert!(snapshots(&m).is_empty());
     assert!(!m.disk.path().join(".t-backup_asd-old").exists());
-    let s = status(&m);
+    let s = m.status();
     assert!(
         s["unclean_start"]
             .as_str()

@@ -651,11 +651,13 @@ fn a_user_mounts_a_directory_they_own_and_is_refused_one_they_do_not() {
 mount --bind "$WORK/fuse" /dev/fuse || exit 99
 u() {{ setpriv --reuid={uid} --regid={gid} --clear-groups -- "$@"; }}
 H="$WORK/home"
-u "$ASDFS" mount "$H/mine" --volatile "$VOL" --flush-interval 1h && echo "mine mounted"
+u "$ASDFS" mount "$H/mine" --mode overlay --volatile "$VOL" --flush-interval 1h 2>"$WORK/said" && echo "mine mounted"
+sed 's/^/said: /' "$WORK/said"
+echo "mine is $(findmnt -n -o FSTYPE "$H/mine")"
 u sh -c 'echo user-data > "$1/mine/new"' - "$H" || echo "write failed"
 u "$ASDFS" flush "$H/mine" >/dev/null && echo "mine flushed"
 u "$ASDFS" mount "$H/theirs" --volatile "$VOL" 2>&1 && echo "theirs mounted"
-findmnt -n -o FSTYPE "$H/theirs"
+echo "theirs is $(findmnt -n -o FSTYPE "$H/theirs")"
 u "$ASDFS" unmount "$H/mine" >/dev/null && echo "mine unmounted"
 "#
     ));
@@ -664,7 +666,20 @@ u "$ASDFS" unmount "$H/mine" >/dev/null && echo "mine unmounted"
     assert!(stdout.contains("mine flushed\n"), "{}", describe(&out));
     assert!(!stdout.contains("write failed"), "{}", describe(&out));
     assert!(!stdout.contains("theirs mounted"), "{}", describe(&out));
-    assert!(!stdout.contains("fuse.asdfs"), "{}", describe(&out));
+    assert!(stdout.contains("theirs is \n"), "{}", describe(&out));
+    // Overlay mode needs root: the user is told so in one line and gets FUSE mode.
+    let said: Vec<&str> = stdout.lines().filter(|l| l.starts_with("said: ")).collect();
+    assert_eq!(said.len(), 1, "{}", describe(&out));
+    assert!(
+        said[0].contains("overlay mode needs root") && said[0].contains("FUSE mode"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        stdout.contains("mine is fuse.asdfs\n"),
+        "{}",
+        describe(&out)
+    );
     assert!(
         stdout.contains(&format!("not by you (uid {uid})")),
         "{}",

@@ -16,17 +16,6 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn status_json(m: &Mount) -> serde_json::Value {
-    let out = asdfs(["status", "--json", m.target.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v[0].clone()
-}
-
 #[test]
 fn the_timer_flushes_by_itself() {
     if !fuse_available() {
@@ -327,7 +316,7 @@ fn only_root_and_the_owner_may_command_the_daemon() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(status_json(&m)["state"] == "mounted");
+    assert!(m.status()["state"] == "mounted");
 }
 
 /// Open descriptors of a process.

@@ -1,9 +1,13 @@
 //! A real systemd, booted with systemd-nspawn from an overlay of this machine's root
 //! (no download; the overlay's upper layer on /dev/shm takes every change), with asdfs
-//! installed by scripts/install and three directories in RAM: a system unit, an fstab
-//! line and a user's unit (a lingering user). After `systemctl poweroff` the disk copies
-//! must hold what was written, and the journal must show the final flush before the
-//! filesystem underneath was unmounted.
+//! installed by scripts/install. Two machines, booted side by side:
+//! - three directories in RAM: a system unit, an fstab line and a user's unit (a lingering
+//!   user);
+//! - anything-sync-daemon's way: /etc/asd.conf with two targets and asd.service enabled,
+//!   `asd-resync.service` run while up, a file kept open through the power-off.
+//!
+//! After `systemctl poweroff` the disk copies must hold what was written, and the journal
+//! must show the final flush before the filesystem underneath was unmounted.
 
 use super::{Bins, REPO, can_mount_in_namespaces, describe, has_tool, needs, open_dir, text};
 use std::fs;
@@ -83,7 +87,7 @@ impl Container {
         self.root.join(p.trim_start_matches('/'))
     }
 
-    /// The machine's own services stay off; asdfs is installed and enabled.
+    /// The machine's own services stay off; asdfs is installed, nothing of it enabled yet.
     fn configure(&mut self, bins: &Bins) {
         for wants in ["multi-user", "timers", "getty"] {
             let d = self.at(&format!("etc/systemd/system/{wants}.target.wants"));
@@ -100,8 +104,20 @@ impl Container {
             .output()
             .unwrap();
         assert!(out.status.success(), "install: {}", describe(&out));
-        self.add_user();
-        self.enable();
+        fs::create_dir(&self.data).unwrap();
+    }
+
+    fn systemctl_offline(&self, args: &[&str]) {
+        run(Command::new("systemctl")
+            .arg(format!("--root={}", self.root.display()))
+            .args(args));
+    }
+
+    /// Writes a file under the container's root, making its directories.
+    fn put(&self, path: &str, contents: &str) {
+        let p = self.at(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, contents).unwrap();
     }
 
     fn add_user(&mut self) {
@@ -123,25 +139,19 @@ impl Container {
         }
     }
 
-    /// Flush intervals of an hour: what reaches the disk at power-off was written by
-    /// the final flush.
-    fn enable(&self) {
-        let root = format!("--root={}", self.root.display());
-        run(Command::new("systemctl").args([&root, "enable", "asdfs@srv-data-sys.service"]));
-        run(Command::new("systemctl").args([&root, "enable", "asdfs-sleep.service"]));
-        run(Command::new("systemctl").args([
-            &root,
-            "--global",
-            "enable",
-            "asdfs@srv-data-u-cache.service",
-        ]));
+    /// A system unit, an fstab line and a lingering user's unit. Flush intervals of an
+    /// hour: what reaches the disk at power-off was written by the final flush.
+    fn enable_asdfs_units(&mut self) {
+        self.add_user();
+        self.systemctl_offline(&["enable", "asdfs@srv-data-sys.service"]);
+        self.systemctl_offline(&["enable", "asdfs-sleep.service"]);
+        self.systemctl_offline(&["--global", "enable", "asdfs@srv-data-u-cache.service"]);
         let opts = "[Service]\nEnvironment=\"ASDFS_OPTIONS=--flush-interval 1h\"\n";
         for d in [
             "etc/systemd/system/asdfs@srv-data-sys.service.d",
             "etc/systemd/user/asdfs@srv-data-u-cache.service.d",
         ] {
-            fs::create_dir_all(self.at(d)).unwrap();
-            fs::write(self.at(d).join("test.conf"), opts).unwrap();
+            self.put(&format!("{d}/test.conf"), opts);
         }
         let mut fstab = fs::read_to_string(self.at("etc/fstab")).unwrap_or_default();
         fstab += "/srv/data/tab /srv/data/tab fuse.asdfs defaults,flush_interval=1h 0 0\n";
@@ -159,11 +169,16 @@ impl Container {
         .unwrap();
         fs::set_permissions(&node, fs::Permissions::from_mode(0o666)).unwrap();
         // nspawn removes its propagation directory only from a tmpfs; /run may be on disk.
+        // Its /sys has no /sys/fs/fuse/connections, which systemd mounts on a machine and
+        // the daemon uses to cut off files still open at a stop: it is bound in (fusectl
+        // mounted first if this machine has not, in this private namespace only).
         let script = format!(
             "mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn && \
+             {{ mountpoint -q {ctl} || mount -t fusectl fusectl {ctl}; }} && \
              exec systemd-nspawn -D '{root}' --register=no --keep-unit --link-journal=no \
              --private-network --console=read-only --bind='{node}:/dev/fuse' \
-             --bind='{data}:/srv/data' --boot",
+             --bind='{data}:/srv/data' --bind={ctl} --boot",
+            ctl = "/sys/fs/fuse/connections",
             root = self.root.display(),
             node = node.display(),
             data = self.data.display()
@@ -213,8 +228,9 @@ impl Container {
     /// The filesystem type at `path` inside the container.
     fn fstype(&self, path: &str) -> Option<String> {
         let info = fs::read_to_string(format!("/proc/{}/mountinfo", self.init)).ok()?;
+        let escaped = path.replace(' ', "\\040");
         info.lines()
-            .rfind(|l| l.split(' ').nth(4) == Some(path))
+            .rfind(|l| l.split(' ').nth(4) == Some(escaped.as_str()))
             .and_then(|l| l.split(" - ").nth(1))
             .and_then(|rest| rest.split(' ').next())
             .map(str::to_string)
@@ -241,14 +257,40 @@ impl Container {
         }
     }
 
-    fn journal(&self) -> String {
+    /// Boots and waits until every start-up job is done; the system must be running.
+    fn boot_until_running(&mut self) {
+        self.boot();
+        let out = self.exec(&["timeout", "90", "systemctl", "is-system-running", "--wait"]);
+        let state = text(&out.stdout);
+        assert!(
+            state.starts_with("running") || state.starts_with("degraded"),
+            "boot: {}\n{}",
+            describe(&out),
+            text(&self.exec(&["systemctl", "--failed", "--no-pager"]).stdout)
+        );
+    }
+
+    /// `systemctl show -p PROP --value UNIT` inside the container.
+    fn property(&self, unit: &str, prop: &str) -> String {
+        let out = self.exec(&["systemctl", "show", "-p", prop, "--value", unit]);
+        assert!(out.status.success(), "{}", describe(&out));
+        text(&out.stdout).trim().to_string()
+    }
+
+    /// The container's journal (read after power-off), with journalctl's `args`.
+    fn journal_with(&self, args: &[&str]) -> String {
         let out = Command::new("journalctl")
             .arg("-D")
             .arg(self.at("var/log/journal"))
             .args(["--no-pager", "-o", "short-monotonic"])
+            .args(args)
             .output()
             .expect("running journalctl");
         text(&out.stdout)
+    }
+
+    fn journal(&self) -> String {
+        self.journal_with(&[])
     }
 }
 
@@ -291,15 +333,8 @@ fn systemd_in_a_container_writes_every_mount_back_at_poweroff() {
     }
     let bins = Bins::new();
     let mut c = Container::prepare(&bins);
-    c.boot();
-    let out = c.exec(&["timeout", "90", "systemctl", "is-system-running", "--wait"]);
-    let state = text(&out.stdout);
-    assert!(
-        state.starts_with("running") || state.starts_with("degraded"),
-        "boot: {}\n{}",
-        describe(&out),
-        text(&c.exec(&["systemctl", "--failed", "--no-pager"]).stdout)
-    );
+    c.enable_asdfs_units();
+    c.boot_until_running();
     let out = c.exec(&["systemctl", "is-active", "asdfs@srv-data-sys.service"]);
     assert_eq!(text(&out.stdout).trim(), "active", "{}", describe(&out));
     for dir in ["/srv/data/sys", "/srv/data/tab", "/srv/data/u/cache"] {
@@ -343,7 +378,11 @@ fn systemd_in_a_container_writes_every_mount_back_at_poweroff() {
         Some("user-data\n"),
         "{journal}"
     );
-    check_shutdown_order(&journal);
+    check_shutdown_order(
+        &journal,
+        "/srv/data/sys: unmounted; the disk copy is up to date",
+        "Stopped asdfs@srv-data-sys.service",
+    );
 }
 
 fn write_into(c: &Container) {
@@ -367,12 +406,12 @@ fn write_into(c: &Container) {
     assert!(out.status.success(), "{}", describe(&out));
 }
 
-/// The system unit's final flush finished ("Stopped") before systemd began unmounting the
-/// filesystem holding the directory.
-fn check_shutdown_order(journal: &str) {
+/// A unit's final flush (the line `flushed`) finished, and the unit stopped (`stopped`),
+/// before systemd began unmounting the filesystem holding the directories.
+fn check_shutdown_order(journal: &str, flushed: &str, stopped: &str) {
     let pos = |needle: &str| journal.lines().position(|l| l.contains(needle));
-    let flushed = pos("/srv/data/sys: unmounted; the disk copy is up to date");
-    let stopped = pos("Stopped asdfs@srv-data-sys.service");
+    let flushed = pos(flushed);
+    let stopped = pos(stopped);
     let unmounting = journal
         .lines()
         .position(|l| l.contains("srv-data.mount") && l.contains("nmount"));
@@ -386,4 +425,369 @@ fn check_shutdown_order(journal: &str) {
             "unmounting began before the flush: {journal}"
         );
     }
+}
+
+/// The processes of the container named `comm`: (PID inside the container, its cgroups).
+fn container_processes(c: &Container, comm: &str) -> Vec<(i32, String)> {
+    let ns = |pid: &str| fs::read_link(format!("/proc/{pid}/ns/pid")).ok();
+    let ours = ns(&c.init.to_string());
+    assert!(ours.is_some(), "the container's PID 1 is gone");
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.to_string();
+            pid.parse::<i32>().ok()?;
+            let name = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            if name.trim_end() != comm || ns(&pid) != ours {
+                return None;
+            }
+            let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let inner = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))?
+                .split_whitespace()
+                .last()?
+                .parse()
+                .ok()?;
+            Some((
+                inner,
+                fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Every file and directory under `dir`: relative path → contents ("/" for a directory).
+fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            if e.file_type().unwrap().is_dir() {
+                out.insert(rel, "/".to_string());
+                stack.push(p);
+            } else {
+                out.insert(rel, fs::read_to_string(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+fn expect(entries: &[(&str, &str)]) -> std::collections::BTreeMap<String, String> {
+    entries
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A shell in the container appending `lineN` to a file every 50 ms while it can, and
+/// printing N to us once each write has succeeded. Killed when dropped.
+struct Holder {
+    child: Option<Child>,
+}
+
+impl Holder {
+    fn start(c: &Container, file: &str) -> Holder {
+        let script = "exec 3>>\"$1\" || exit 1; i=0; \
+                      while echo \"line$i\" >&3; do echo $i; i=$((i+1)); sleep 0.05; done";
+        let child = Command::new("nsenter")
+            .args(["-t", &c.init.to_string(), "-a", "--"])
+            .args(["sh", "-c", script, "holder", file])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("running nsenter");
+        Holder { child: Some(child) }
+    }
+
+    /// After the container is gone: how many writes were acknowledged.
+    fn finish(&mut self) -> usize {
+        let out = self.child.take().unwrap().wait_with_output().unwrap();
+        text(&out.stdout).lines().count()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// asd's targets (one with a space) under /srv/data/asd: the directory `asd` on the host.
+const ASD_TARGETS: [&str; 2] = ["/srv/data/asd/web root", "/srv/data/asd/cache"];
+
+/// anything-sync-daemon's way: /etc/asd.conf, `systemctl enable asd.service` (which pulls in
+/// asd-resync.service and its timer), boot. Both targets must be asdfs mounts of one daemon
+/// in asd.service's cgroup; `asd-resync.service` must put what was written on the disk copy
+/// underneath while it stays mounted; at power-off `asd unsync` (and, for a file a program
+/// keeps open, the daemon's stop on systemd's SIGTERM) must write the rest before the
+/// filesystem underneath is unmounted, and leave the directories holding exactly what
+/// programs saw. The daemon's log lines reach the journal with their own priorities.
+#[test]
+fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
+    if !available() {
+        return;
+    }
+    let bins = Bins::new();
+    let mut c = Container::prepare(&bins);
+    let disk = c.data.join("asd");
+    let (web, cache) = (disk.join("web root"), disk.join("cache"));
+    fs::create_dir_all(web.join("sub")).unwrap();
+    fs::create_dir_all(&cache).unwrap();
+    fs::write(web.join("old.txt"), "from disk\n").unwrap();
+    fs::write(web.join("sub/keep"), "keep\n").unwrap();
+    fs::write(cache.join("gone"), "delete me\n").unwrap();
+    let web_before = tree(&web);
+    let cache_before = tree(&cache);
+    c.put(
+        "etc/asd.conf",
+        "# /etc/asd.conf as anything-sync-daemon's users write it (VOLATILE: asd's /tmp)\n\
+         WHATTOSYNC=(\n  '/srv/data/asd/web root'   # quoted: a space\n  /srv/data/asd/cache\n)\n\
+         USE_BACKUPS=\"yes\"\nBACKUP_LIMIT=5\n",
+    );
+    // The flush plan is logged at debug level: lines of priority 7 in the journal.
+    c.put(
+        "etc/systemd/system/asd.service.d/test.conf",
+        "[Service]\nEnvironment=ASDFS_LOG=info,fuser::reply=off,asdfs::flush=debug\n\
+         Environment=ASDFS_STOP_GRACE=1\n",
+    );
+    c.systemctl_offline(&["enable", "asd.service"]);
+    c.boot_until_running();
+
+    // `asd sync` succeeded; asd-resync.service ran once at boot and armed its timer.
+    let show = |unit: &str, props: &[&str]| -> Vec<String> {
+        props.iter().map(|p| c.property(unit, p)).collect()
+    };
+    assert_eq!(
+        show("asd.service", &["ActiveState", "Result", "ExecMainStatus"]),
+        ["active", "success", "0"]
+    );
+    assert_eq!(
+        show("asd-resync.service", &["Result", "ExecMainStatus"]),
+        ["success", "0"]
+    );
+    assert_eq!(
+        show("asd-resync.timer", &["ActiveState", "SubState"]),
+        ["active", "waiting"]
+    );
+    for t in ASD_TARGETS {
+        assert_eq!(c.fstype(t).as_deref(), Some("fuse.asdfs"), "{t}");
+    }
+    // One daemon serves both, and it runs in asd.service's cgroup (so stopping the unit
+    // waits for it); `asd sync` itself has exited.
+    let out = c.exec(&["asdfs", "status", "--json"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let pid_of = |t: &str| {
+        let r = reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == t);
+        let r = r.unwrap_or_else(|| panic!("{t} not in {reports:#}"));
+        assert_eq!(r["state"], "mounted", "{r:#}");
+        r["pid"].as_i64().unwrap() as i32
+    };
+    let pid = pid_of(ASD_TARGETS[0]);
+    assert_eq!(pid_of(ASD_TARGETS[1]), pid, "{reports:#}");
+    let daemons = container_processes(&c, "asdfs");
+    assert_eq!(daemons.len(), 1, "{daemons:?}");
+    assert_eq!(daemons[0].0, pid, "{daemons:?}");
+    assert!(
+        daemons[0].1.contains("/system.slice/asd.service\n"),
+        "{}",
+        daemons[0].1
+    );
+    assert!(container_processes(&c, "asd").is_empty());
+
+    // Programs write; nothing reaches the disk copy yet.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "cd '/srv/data/asd/web root' && echo '<h1>hi</h1>' > index.html && \
+         echo changed > old.txt && echo spaced > 'a b.txt' && \
+         cd ../cache && rm gone && mkdir dir && echo deep > dir/f",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(tree(&web), web_before, "written to disk before a resync");
+    assert_eq!(
+        tree(&cache),
+        cache_before,
+        "written to disk before a resync"
+    );
+
+    // asd's timed resync, started by hand: on the disk copy, still mounted.
+    let out = c.exec(&["systemctl", "start", "asd-resync.service"]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(
+        show("asd-resync.service", &["Result", "ExecMainStatus"]),
+        ["success", "0"]
+    );
+    let web_resynced = expect(&[
+        ("index.html", "<h1>hi</h1>\n"),
+        ("old.txt", "changed\n"),
+        ("a b.txt", "spaced\n"),
+        ("sub", "/"),
+        ("sub/keep", "keep\n"),
+    ]);
+    assert_eq!(tree(&web), web_resynced);
+    assert_eq!(tree(&cache), expect(&[("dir", "/"), ("dir/f", "deep\n")]));
+    for t in ASD_TARGETS {
+        assert_eq!(c.fstype(t).as_deref(), Some("fuse.asdfs"), "{t}");
+    }
+    // The hardlink backup of the session start sits beside each target while it runs.
+    assert!(disk.join(".web root-backup_asd-old/old.txt").exists());
+
+    // More changes, left for the final flush at power-off.
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "cd /srv/data/asd && mv 'web root/sub' 'web root/moved' && rm 'web root/old.txt' && \
+         echo late > cache/late",
+    ]);
+    assert!(out.status.success(), "{}", describe(&out));
+    assert_eq!(tree(&web), web_resynced, "written to disk before power-off");
+    // A program that keeps a file open and appends to it through the power-off, outside
+    // every unit (systemd kills it only at the very end). `asd unsync` cannot wait for it;
+    // systemd's SIGTERM to asd.service's cgroup then makes the daemon cut it off (after
+    // ASDFS_STOP_GRACE) and write everything it was told was written.
+    let mut holder = Holder::start(&c, "/srv/data/asd/cache/held");
+    c.wait_for(Duration::from_secs(10), || {
+        let out = c.exec(&["cat", "/srv/data/asd/cache/held"]);
+        text(&out.stdout).contains("line2\n").then_some(())
+    });
+
+    let st = c.poweroff();
+    assert!(st.success(), "nspawn: {st}; console:\n{}", c.console());
+    let journal = c.journal();
+    let acknowledged = holder.finish();
+    let mut cache_now = tree(&cache);
+    let held = cache_now.remove("held").unwrap_or_default();
+    let lines: Vec<&str> = held.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .enumerate()
+            .all(|(i, l)| *l == format!("line{i}")),
+        "{held}"
+    );
+    // Every write the program was told succeeded is on disk (one more may have been
+    // written before the holder was killed between the write and its report).
+    assert!(
+        acknowledged >= 3 && lines.len() >= acknowledged,
+        "{acknowledged} acknowledged, on disk:\n{held}\n{journal}"
+    );
+    assert_eq!(
+        tree(&web),
+        expect(&[
+            ("index.html", "<h1>hi</h1>\n"),
+            ("a b.txt", "spaced\n"),
+            ("moved", "/"),
+            ("moved/keep", "keep\n"),
+        ]),
+        "{journal}"
+    );
+    assert_eq!(
+        cache_now,
+        expect(&[("dir", "/"), ("dir/f", "deep\n"), ("late", "late\n")]),
+        "{journal}"
+    );
+    // Beside the targets only asdfs's side directories stay (the hardlink backups are
+    // removed at a clean stop; a clean stop writes no crash snapshot).
+    let mut beside: Vec<String> = fs::read_dir(&disk)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    beside.sort();
+    assert_eq!(
+        beside,
+        [".cache-asdfs", ".web root-asdfs", "cache", "web root"],
+        "{journal}"
+    );
+    check_asd_journal(&c, &journal, pid);
+}
+
+/// `asd sync`, both resyncs and `asd unsync` succeeded, unsync before /srv/data was
+/// unmounted; the lines of the daemon (PID `daemon` in the container) carry their
+/// priorities.
+fn check_asd_journal(c: &Container, journal: &str, daemon: i32) {
+    let asd = c.journal_with(&["-u", "asd.service", "-u", "asd-resync.service"]);
+    for (needle, n) in [
+        ("]: Sync successful", 3), // sync, the resync at boot, ours
+        ("]: Unsync successful", 1),
+        ("Finished asd.service", 1),
+        ("Finished asd-resync.service", 2),
+        ("asd-resync.service: Deactivated successfully.", 2),
+        // Only after a stop whose ExecStop= exited 0.
+        ("asd.service: Deactivated successfully.", 1),
+        ("Stopped asd.service", 1),
+    ] {
+        assert_eq!(asd.matches(needle).count(), n, "{needle}:\n{asd}");
+    }
+    for bad in ["Failed", "status=", "code=", "Killing", "timed out"] {
+        assert!(!asd.contains(bad), "{bad}:\n{asd}");
+    }
+    let [web, cache] = ASD_TARGETS;
+    for line in [
+        format!("asd: {web}: unmounted; the disk copy is up to date"),
+        format!("asd: {cache}: unmounted, but 1 file was still open"),
+        format!("unmounted; the disk copy is up to date target={cache}"),
+    ] {
+        assert!(asd.contains(&line), "{line}:\n{asd}");
+    }
+    check_shutdown_order(journal, "]: Unsync successful", "Stopped asd.service");
+    // The open file was cut off and the cache written before the unit stopped.
+    check_shutdown_order(
+        journal,
+        &format!("unmounted; the disk copy is up to date target={cache}"),
+        "Stopped asd.service",
+    );
+    // systemd may still try to unmount the asdfs mounts (its stop jobs are queued at
+    // power-off, before `asd unsync` removed the mounts), but only after asd.service has
+    // stopped: they are ordered before local-fs.target, asd.service after it.
+    let pos = |needle: &str| journal.lines().position(|l| l.contains(needle));
+    if let Some(u) = pos("Unmounting srv-data-asd") {
+        assert!(pos("Stopped asd.service") < Some(u), "{journal}");
+    }
+
+    // The daemon writes `<N>message`: the journal strips the prefix and takes N as the
+    // priority. systemd logs nothing at debug level for the unit here, so every line of
+    // priority 7 is the daemon's (its flush plan); -p info leaves them out and keeps its
+    // info lines (6).
+    let at = |p: &str| c.journal_with(&["-u", "asd.service", "-p", p]);
+    let lines = |s: String| -> Vec<String> {
+        s.lines()
+            .filter(|l| !l.starts_with("-- "))
+            .map(str::to_string)
+            .collect()
+    };
+    let daemon = format!(" asd[{daemon}]: ");
+    let debug = lines(at("debug..debug"));
+    assert!(!debug.is_empty(), "no debug line:\n{asd}");
+    assert!(debug.iter().all(|l| l.contains(&daemon)), "{debug:#?}");
+    let up_to_info = lines(at("info"));
+    assert!(
+        !up_to_info.iter().any(|l| debug.contains(l)),
+        "{up_to_info:#?}"
+    );
+    let in_ram = format!("{daemon}in RAM target=/srv/data/asd/web root");
+    assert!(at("info..info").contains(&in_ram), "{asd}");
+    assert!(!at("notice").contains(&in_ram), "{asd}");
+    // Its warning (4) about the open file: kept by -p warning, not an info line.
+    let cut = format!("{daemon}files still open at the stop: cutting them off");
+    assert!(at("warning..warning").contains(&cut), "{asd}");
+    assert!(!at("info..notice").contains(&cut), "{asd}");
+    assert!(
+        !asd.lines().any(|l| l.contains("]: <")),
+        "a priority prefix was not read:\n{asd}"
+    );
 }

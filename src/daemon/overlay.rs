@@ -1,0 +1,538 @@
+//! One target served in overlay mode (design.md §10): the checks and recovery shared with
+//! FUSE mode, the directory holding the target pinned in the store, an overlay of the disk
+//! copy with its upper layer in the store mounted over the target; then flushes (each one
+//! swaps in a fresh upper layer, see `overlay::layers`), and at the end the final flush.
+
+use super::paths::{self, TargetPaths};
+use super::target::{
+    Phase, final_flush, flush_response, open_control, request_stop, retry_delay, take_lock,
+    write_owner,
+};
+use super::{Event, Served, mounting, safety, status};
+use crate::backing::{Backing, Loc, Meta};
+use crate::backup::Backups;
+use crate::config::TargetSettings;
+use crate::control::{Request, Response};
+use crate::flush::{FlushReport, recover_disk};
+use crate::overlay::flush::{Layer, OverlayFlusher};
+use crate::overlay::kernel;
+use crate::overlay::layers::{self, Saved, Stack, open_dir, remove_layer, upper_dir};
+use crate::overlay::upper::Upper;
+use anyhow::Context;
+use crossbeam_channel::{Receiver, Sender};
+use nix::fcntl::{Flock, OFlag};
+use parking_lot::Mutex;
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Why overlay mode did not start.
+pub enum Start {
+    /// It cannot work here: serve in FUSE mode instead.
+    Fallback(String),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Start {
+    fn from(e: anyhow::Error) -> Start {
+        Start::Failed(e)
+    }
+}
+
+impl From<std::io::Error> for Start {
+    fn from(e: std::io::Error) -> Start {
+        Start::Failed(e.into())
+    }
+}
+
+pub struct OverlayTarget {
+    settings: TargetSettings,
+    paths: TargetPaths,
+    _lock: Flock<File>,
+    /// Keeps `systemd-tmpfiles --clean` out of the store while it is served.
+    _aging: paths::AgingGuard,
+    flusher: OverlayFlusher,
+    stack: Mutex<Stack>,
+    /// The directory holding the target, pinned by a bind mount in the store.
+    pin: PathBuf,
+    phase: Mutex<Phase>,
+    next_flush: Mutex<Instant>,
+    wake: Sender<()>,
+    stopping: AtomicBool,
+    started: SystemTime,
+    backups: Option<Arc<Backups>>,
+    backup_state: Arc<Mutex<String>>,
+    /// Held by flushes and by the making of the backup (which needs the disk copy as it was).
+    disk_writers: Arc<Mutex<()>>,
+    crash: Option<String>,
+    usage: Arc<Mutex<status::UsageState>>,
+    disk_dir: Arc<OwnedFd>,
+    events: Sender<Event>,
+    idx: usize,
+}
+
+fn dev_of(fd: &OwnedFd) -> u64 {
+    nix::sys::stat::fstat(fd).map(|s| s.st_dev).unwrap_or(0)
+}
+
+impl OverlayTarget {
+    pub fn start(
+        settings: TargetSettings,
+        events: Sender<Event>,
+        idx: usize,
+        progress: safety::Progress<'_>,
+    ) -> Result<Arc<dyn Served>, Start> {
+        if let Some(why) = kernel::unavailable() {
+            return Err(Start::Fallback(why));
+        }
+        let target = paths::resolve_target(&settings.target)?;
+        let p = paths::target_paths(&target, settings.volatile.as_deref())?;
+        paths::check_overlaps(&p)?;
+        paths::prepare_store(&p)?;
+        let lock = take_lock(&p)?;
+        let aging = paths::guard_from_aging(&p);
+        if p.private().join("log").exists() {
+            return Err(Start::Fallback(
+                "the previous session, in FUSE mode, left changes in its RAM store".into(),
+            ));
+        }
+        super::target::clear_dead_mount(&p.target)?;
+        let private = p.private();
+        std::fs::create_dir_all(&private)?;
+        let saved = Saved::read(&private);
+        // The directory holding the target and its side directory, pinned in the store by a
+        // bind mount: a daemon taking over reaches the disk copy under the overlay there,
+        // on one mount with the side directory (a flush renames between them).
+        // Outside `private/`: nothing ever deletes recursively through it.
+        let pin = p.store.join("disk");
+        let pinned = saved.is_some() && mounting::mount_at(&pin)?.is_some();
+        let live = mounting::mount_at(&p.target)?.filter(|m| m.is_asdfs());
+        if live.is_some() && !pinned {
+            return Err(Start::Failed(anyhow::anyhow!(
+                "{}: covered by an asdfs overlay whose RAM store is gone; unmount it first",
+                p.target.display()
+            )));
+        }
+        let parent_dir = open_dir(if pinned {
+            &pin
+        } else {
+            p.target.parent().unwrap_or(Path::new("/"))
+        })?;
+        let name = p.target.file_name().unwrap_or_default().to_os_string();
+        let disk_dir = nix::fcntl::openat(
+            &parent_dir,
+            name.as_os_str(),
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", p.target.display()))?;
+        paths::prepare_side(&p, dev_of(&disk_dir))?;
+        let (backing, backups) = safety::open_disk_in(&p, &settings, &parent_dir)?;
+        let (generation, completed) =
+            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        if completed {
+            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
+        }
+        let crash = safety::ended_uncleanly(&p)
+            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        if !pinned {
+            std::fs::create_dir_all(&pin)?;
+            kernel::pin(&parent_dir, &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
+        }
+        // Until the overlay is on the target, a failure takes the pin away again.
+        let mut unpin = Unpin((!pinned).then(|| pin.clone()));
+        let lower = pin.join(&name);
+        let flusher = OverlayFlusher::new(backing.clone(), generation);
+        let stack = match (saved, live) {
+            (Some(saved), Some(_)) => {
+                tracing::warn!(target = %target.display(), "took over the overlay of a daemon that died; writing it to disk");
+                Stack::adopt(&private, &lower, saved, &open_dir(&p.target)?)?
+            }
+            (saved, None) => {
+                let saved = saved.unwrap_or_default();
+                write_left_layers(&private, &saved, &flusher)?;
+                let root = root_meta(backing.as_ref())?;
+                let n = saved.all_layers().into_iter().max().unwrap_or(0) + 1;
+                let (mut stack, mnt) = Stack::fresh(&private, &lower, n, &root)
+                    .map_err(|e| Start::Fallback(format!("{e:#}")))?;
+                if let Err(e) = kernel::attach(&mnt, &p.target, false) {
+                    remove_layer(&private, n);
+                    return Err(Start::Fallback(format!("{e:#}")));
+                }
+                stack.top.mount_id = Some(kernel::mount_id(&mnt)?);
+                stack
+            }
+            (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
+        };
+        stack.save()?;
+        write_owner(&p, &settings)?;
+        unpin.0 = None;
+        let (wake, wake_rx) = crossbeam_channel::unbounded();
+        let t = Arc::new(OverlayTarget {
+            next_flush: Mutex::new(Instant::now() + settings.flush_interval),
+            settings,
+            paths: p,
+            _lock: lock,
+            _aging: aging,
+            flusher,
+            stack: Mutex::new(stack),
+            pin,
+            phase: Mutex::new(Phase::Mounted),
+            wake,
+            stopping: AtomicBool::new(false),
+            started: SystemTime::now(),
+            backups,
+            backup_state: Arc::new(Mutex::new("off".into())),
+            disk_writers: Arc::default(),
+            crash,
+            usage: Arc::default(),
+            disk_dir: Arc::new(disk_dir),
+            events,
+            idx,
+        });
+        if let Some(b) = t.backups.clone() {
+            let lock = t.disk_writers.clone();
+            safety::backup_in_background(
+                t.backup_state.clone(),
+                t.paths.target.clone(),
+                move || {
+                    let _w = lock.lock();
+                    b.refresh()
+                },
+            );
+        }
+        if let Err(e) = t.flush(&|_, _| {}) {
+            tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
+        }
+        status::measure(&t.usage, &t.disk_dir, t.flusher.disk_gen());
+        t.start_timer(wake_rx);
+        t.start_monitor();
+        let c = t.clone();
+        open_control(&t.paths, move |req, report| c.handle(req, report))?;
+        Ok(t)
+    }
+
+    fn handle(&self, req: Request, report: crate::control::Report<'_>) -> Response {
+        match req {
+            Request::Flush => flush_response(&self.paths.target, self.flush(report)),
+            Request::Status => Response {
+                ok: true,
+                message: String::new(),
+                status: Some(super::overlay_status::of(self)),
+                ..Response::default()
+            },
+            Request::Unmount => request_stop(&self.events, self.idx),
+        }
+    }
+
+    /// Writes what programs changed to disk. While mounted: a fresh upper layer first (the
+    /// old one, now read-only, is written), and another one after, so that the layers on disk
+    /// leave the overlay and their RAM comes back. While a program holds a directory of the
+    /// overlay, or once unmounted: the upper layer is written as it is.
+    pub fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
+        let _w = self.disk_writers.lock();
+        let mut st = self.stack.lock();
+        let mounted = *self.phase.lock() == Phase::Mounted
+            && !self.stopping.load(Ordering::SeqCst)
+            && st.top.mount_id.is_some();
+        let target = &self.paths.target;
+        let rotated = mounted && st.top_used()? && st.rotate(target)?;
+        let mut report = st.flush_middles(&self.flusher, progress)?;
+        if rotated {
+            if st.has_flushed_middles() && st.rotate(target)? {
+                // The second fresh layer holds what changed during the flush: not on disk.
+            }
+        } else {
+            let root = self.overlay_root(&st);
+            let live = *self.phase.lock() != Phase::Stopped || !self.unused_locked(&st);
+            let r = st.flush_top(&self.flusher, live, root.as_ref(), progress)?;
+            report = Some(layers::add(report, r));
+        }
+        st.gc();
+        if let Err(e) = st.save() {
+            tracing::warn!(error = %format!("{e:#}"), "could not record the overlay's layers");
+        }
+        Ok(report.unwrap_or(FlushReport {
+            generation: self.flusher.disk_gen(),
+            ..Default::default()
+        }))
+    }
+
+    fn start_timer(self: &Arc<Self>, wake: Receiver<()>) {
+        let t = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("flush-timer".into())
+            .spawn(move || {
+                loop {
+                    let wait = t
+                        .next_flush
+                        .lock()
+                        .saturating_duration_since(Instant::now());
+                    let _ = wake.recv_timeout(wait);
+                    if t.stopping.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if Instant::now() < *t.next_flush.lock() {
+                        continue;
+                    }
+                    let next = match t.flush(&|_, _| {}) {
+                        Ok(_) => t.settings.flush_interval,
+                        Err(_) => retry_delay(t.flusher.failures(), t.settings.flush_interval),
+                    };
+                    *t.next_flush.lock() = Instant::now() + next;
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the flush timer");
+        }
+    }
+
+    /// Notices an unmount by someone else, and the end of a detached overlay's use: then
+    /// the session is over.
+    fn start_monitor(self: &Arc<Self>) {
+        let t = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("overlay-monitor".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_millis(100));
+                    let phase = *t.phase.lock();
+                    match phase {
+                        Phase::Mounted if !t.still_mounted() => {
+                            tracing::info!(target = %t.paths.target.display(), "unmounted by someone else");
+                            *t.phase.lock() = Phase::Detached;
+                            t.stack.lock().top.mount_id = None;
+                        }
+                        Phase::Detached if t.unused() => {
+                            let _ = t.events.send(Event::SessionEnded(t.idx));
+                            return;
+                        }
+                        Phase::Stopped => return,
+                        _ => {}
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the overlay monitor");
+        }
+    }
+
+    /// Whether our overlay is still the top mount of the target.
+    fn still_mounted(&self) -> bool {
+        let Some(st) = self.stack.try_lock() else {
+            return true;
+        };
+        st.top.mount_id.is_some() && self.overlay_root(&st).is_some()
+    }
+
+    /// The root of our overlay, opened for a moment, if it is the top mount of the target.
+    fn overlay_root(&self, st: &Stack) -> Option<OwnedFd> {
+        let id = st.top.mount_id?;
+        let root = open_dir(&self.paths.target).ok()?;
+        (kernel::mount_id(&root).ok()? == id).then_some(root)
+    }
+
+    /// No program holds anything in the current overlay or an older one.
+    fn unused(&self) -> bool {
+        self.unused_locked(&self.stack.lock())
+    }
+
+    fn unused_locked(&self, st: &Stack) -> bool {
+        st.held_count() == 0
+    }
+
+    fn stop_timer(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        let _ = self.wake.send(());
+    }
+
+    fn remove_store(&self) {
+        if let Some(b) = &self.backups {
+            let _w = self.disk_writers.lock();
+            if let Err(e) = b.remove_all() {
+                tracing::warn!(error = %e, "could not remove the hardlink backup");
+            }
+        }
+        if let Err(e) = kernel::detach(&self.pin, true) {
+            tracing::warn!(error = %e, pin = %self.pin.display(), "could not unmount the pinned disk directory");
+        }
+        // Never recursive: the pin is (or was) the user's own directory.
+        let _ = std::fs::remove_dir(&self.pin);
+        let _ = std::fs::remove_file(self.paths.side.join("session"));
+        let _ = std::fs::remove_file(self.paths.socket());
+        if let Err(e) = std::fs::remove_dir_all(self.paths.private()) {
+            tracing::warn!(error = %e, "could not remove the RAM store");
+        }
+        let _ = std::fs::remove_file(self.paths.store.join("owner.json"));
+        let _ = std::fs::remove_file(self.paths.lock());
+        let _ = std::fs::remove_dir(&self.paths.store);
+    }
+}
+
+impl Served for OverlayTarget {
+    fn paths(&self) -> &TargetPaths {
+        &self.paths
+    }
+
+    /// Flushes, then detaches the overlay. Files still open keep working; the session ends
+    /// when the last is closed.
+    fn begin_stop(&self) -> Response {
+        if *self.phase.lock() != Phase::Mounted {
+            return Response::ok(format!(
+                "{}: already unmounting",
+                self.paths.target.display()
+            ));
+        }
+        self.stop_timer();
+        if let Err(e) = self.flush(&|_, _| {}) {
+            tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
+        }
+        let mut st = self.stack.lock();
+        // Our own hold would make the plain unmount busy: try it first.
+        let plain = kernel::detach(&self.paths.target, false);
+        match plain {
+            Ok(()) => st.top.gone = true,
+            Err(_) => st.hold_top(&self.paths.target),
+        }
+        if let Err(e) = plain {
+            let lazily = kernel::detach(&self.paths.target, true);
+            if e.raw_os_error() != Some(libc::EBUSY) || lazily.is_err() {
+                return Response::err(format!("unmounting {}: {e}", self.paths.target.display()));
+            }
+        }
+        st.top.mount_id = None;
+        let open = st.held_count();
+        drop(st);
+        *self.phase.lock() = Phase::Detached;
+        Response::ok(match open {
+            0 => format!(
+                "{}: unmounted; the disk copy is up to date",
+                self.paths.target.display()
+            ),
+            n => format!(
+                "{}: unmounted; {n} open files are still served and flushed when closed",
+                self.paths.target.display()
+            ),
+        })
+    }
+
+    /// The final flush (retried). If programs still hold files of the overlay (a stop that
+    /// could not wait), the store stays for the next mount to write what they add.
+    fn finish(&self) -> anyhow::Result<()> {
+        self.stop_timer();
+        *self.phase.lock() = Phase::Stopped;
+        final_flush(&self.paths, || self.flush(&|_, _| {}))?;
+        if !self.unused() {
+            tracing::warn!(
+                target = %self.paths.target.display(),
+                store = %self.paths.store.display(),
+                "files are still open in the unmounted overlay: what they write stays in the RAM store, and the next `asdfs mount` writes it"
+            );
+            return Ok(());
+        }
+        self.remove_store();
+        Ok(())
+    }
+
+    fn open_files(&self) -> u64 {
+        self.stack.lock().held_count()
+    }
+
+    fn cut_off_open_files(&self) {
+        tracing::warn!(target = %self.paths.target.display(), "files are still open in the overlay at the stop; stopping anyway");
+    }
+}
+
+/// Unmounts the pinned directory when dropped, unless disarmed.
+struct Unpin(Option<PathBuf>);
+
+impl Drop for Unpin {
+    fn drop(&mut self) {
+        if let Some(pin) = self.0.take() {
+            let _ = kernel::detach(&pin, true);
+            let _ = std::fs::remove_dir(&pin);
+        }
+    }
+}
+
+/// Writes to disk the layers a session left when no overlay is on the target any more
+/// (nothing can change them), oldest first, and removes them.
+fn write_left_layers(private: &Path, saved: &Saved, f: &OverlayFlusher) -> anyhow::Result<()> {
+    for n in saved.unwritten() {
+        let dir = upper_dir(private, n);
+        if !dir.exists() {
+            continue;
+        }
+        let upper = Upper::open(open_dir(&dir)?)?;
+        let layer = Layer {
+            upper: &upper,
+            live: false,
+            overlay: None,
+            done: &Default::default(),
+        };
+        f.flush(&layer, &|_, _| {}).with_context(|| {
+            format!(
+                "writing the layer {} a previous session left",
+                dir.display()
+            )
+        })?;
+        tracing::warn!(layer = n, "wrote to disk a layer the previous session left");
+    }
+    for n in saved.all_layers() {
+        remove_layer(private, n);
+    }
+    Ok(())
+}
+
+/// The disk copy's root attributes, for a new upper layer's root (which the overlay shows).
+fn root_meta(disk: &dyn Backing) -> anyhow::Result<Meta> {
+    let st = disk.stat(&Loc::target(""))?;
+    Ok(Meta {
+        mode: st.attr.mode,
+        uid: st.attr.uid,
+        gid: st.attr.gid,
+        atime: st.attr.atime,
+        mtime: st.attr.mtime,
+        xattrs: Some(disk.read_xattrs(&Loc::target(""))?),
+    })
+}
+
+/// Read access for the status report.
+impl OverlayTarget {
+    pub(super) fn settings(&self) -> &TargetSettings {
+        &self.settings
+    }
+    pub(super) fn target_paths(&self) -> &TargetPaths {
+        &self.paths
+    }
+    pub(super) fn flusher(&self) -> &OverlayFlusher {
+        &self.flusher
+    }
+    pub(super) fn phase(&self) -> Phase {
+        *self.phase.lock()
+    }
+    pub(super) fn next_flush(&self) -> Instant {
+        *self.next_flush.lock()
+    }
+    pub(super) fn started(&self) -> SystemTime {
+        self.started
+    }
+    pub(super) fn backup(&self) -> String {
+        self.backup_state.lock().clone()
+    }
+    pub(super) fn crash(&self) -> Option<String> {
+        self.crash.clone()
+    }
+    pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
+        status::disk_usage(&self.usage, &self.disk_dir, self.flusher.disk_gen())
+    }
+    /// Names not yet on disk, the RAM of all layers, and files held open.
+    pub(super) fn layers(&self) -> (Vec<crate::overlay::upper::UpperEntry>, u64, u64) {
+        let st = self.stack.lock();
+        let (pending, ram) = st.pending();
+        (pending, ram, st.held_count())
+    }
+}

@@ -1,0 +1,68 @@
+//! The status of a target in overlay mode: what changed is what the upper layer holds that
+//! the last flush did not write.
+
+use super::overlay::OverlayTarget;
+use super::status::flush_status;
+use super::target::Phase;
+use crate::overlay::upper::UpperKind;
+use crate::status::Status;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+fn secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn of(t: &OverlayTarget) -> Status {
+    let p = t;
+    let (pending, ram, open) = p.layers();
+    let (mut files, mut dirs, mut bytes) = (0, 0, 0);
+    let mut oldest: Option<i64> = None;
+    for e in &pending {
+        match e.kind {
+            UpperKind::Dir { .. } => dirs += 1,
+            UpperKind::Node(crate::store::types::Kind::File) => {
+                files += 1;
+                bytes += e.st.attr.size;
+            }
+            _ => files += 1,
+        }
+        let c = e.st.attr.ctime.sec;
+        oldest = Some(oldest.map_or(c, |o| o.min(c)));
+    }
+    let now = secs(SystemTime::now()) as i64;
+    let phase = p.phase();
+    Status {
+        target: p.target_paths().target.clone(),
+        mode: "overlay".into(),
+        state: phase.as_str().into(),
+        pid: std::process::id(),
+        since: secs(p.started()),
+        store: p.target_paths().store.clone(),
+        ram_bytes: ram,
+        disk: p.disk(),
+        dirty_files: files,
+        dirty_dirs: dirs,
+        dirty_bytes: bytes,
+        oldest_change_secs: oldest.map(|o| (now - o).max(0) as u64),
+        last_flush: p.flusher().last().map(flush_status),
+        next_flush_secs: (phase == Phase::Mounted).then(|| {
+            p.next_flush()
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+        }),
+        flush_interval_secs: p.settings().flush_interval.as_secs(),
+        fsync: format!("{:?}", p.settings().fsync).to_lowercase(),
+        // The kernel serves writes: asdfs sees the files they changed, not the calls.
+        bytes_written: p.flusher().bytes_flushed() + bytes,
+        bytes_flushed: p.flusher().bytes_flushed(),
+        generation: p.flusher().disk_gen(),
+        flush_failures: p.flusher().failures(),
+        open_files: open,
+        log_failures: 0,
+        backup: p.backup(),
+        unclean_start: p.crash(),
+        crash_snapshots: crate::status::snapshots_of(&p.target_paths().target),
+    }
+}

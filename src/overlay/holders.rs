@@ -1,0 +1,91 @@
+//! Who still uses an overlay: processes whose working directory, root, open descriptors or
+//! memory mappings are in it. Found through /proc (root sees every process, in every mount
+//! namespace: objects are matched by device, not by mount).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// What programs hold in one overlay.
+#[derive(Debug, Default)]
+pub struct Holders {
+    /// Directories held (working directories, roots, directory descriptors): a program
+    /// holding one can still look names up in the overlay.
+    pub dirs: Vec<(u32, PathBuf)>,
+    /// Inode numbers of non-directories held open or mapped (the upper layer's numbers
+    /// for copied-up files).
+    pub files: HashSet<u64>,
+    /// File descriptors and mappings (directories not counted).
+    pub count: u64,
+}
+
+impl Holders {
+    pub fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.files.is_empty()
+    }
+}
+
+/// Scans every process but this one for what it holds of an overlay: directories (which
+/// report the overlay's device `ovl_dev`), files of its upper layer (which report the
+/// overlay's device number for that layer, `upper_pseudo`), and mappings of upper files
+/// (which name the real file: `upper_inos` on `upper_dev`). Files of the lower layer do not
+/// count: the overlay cannot change them.
+pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSet<u64>) -> Holders {
+    let mut h = Holders::default();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return h;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let base = p.path();
+        for link in ["cwd", "root"] {
+            let path = base.join(link);
+            if let Some((dev, mode, _)) = stat(&path) {
+                if dev == ovl_dev && mode & libc::S_IFMT == libc::S_IFDIR {
+                    h.dirs.push((pid, path));
+                }
+            }
+        }
+        for entry in list(&base.join("fd")) {
+            let Some((dev, mode, ino)) = stat(&entry) else {
+                continue;
+            };
+            let dir = mode & libc::S_IFMT == libc::S_IFDIR;
+            if dev == ovl_dev && dir {
+                h.dirs.push((pid, entry));
+            } else if !dir && (dev == upper_pseudo || dev == ovl_dev) {
+                h.count += 1;
+                h.files.insert(ino);
+            }
+        }
+        // A mapping refers to the real file under the overlay, on a filesystem (the store's
+        // tmpfs) that other files share: only the upper layer's inodes count.
+        for entry in list(&base.join("map_files")) {
+            if let Some((dev, _, ino)) = stat(&entry) {
+                if dev == upper_dev && upper_inos.contains(&ino) {
+                    h.count += 1;
+                    h.files.insert(ino);
+                }
+            }
+        }
+    }
+    h
+}
+
+fn list(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|it| it.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default()
+}
+
+/// Device, mode and inode of what a /proc link names.
+fn stat(path: &Path) -> Option<(u64, u32, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.mode(), m.ino()))
+}

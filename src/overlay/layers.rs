@@ -1,0 +1,602 @@
+//! The layers of one target in overlay mode (design.md §10.4). The overlay on the target
+//! has an upper layer (programs' changes), under it zero or more middle layers (earlier
+//! upper layers, read-only, not yet all written to disk) and at the bottom the disk copy.
+//!
+//! A flush first swaps the overlay for one whose fresh upper layer sits on top of the old
+//! upper layer, now a middle layer nothing can change; writes that middle layer to disk
+//! (the disk's names it touches are all hidden by the middle layer, so the overlay does not
+//! see them change); then swaps again, leaving out the middle layers that are on disk. The
+//! swap mounts the new overlay beneath the old one and detaches the old one: path lookups
+//! see one or the other, never neither. Files programs hold open through an old overlay are
+//! linked into the new upper layer (the very same inodes), so they stay one file. An old
+//! overlay's layers are deleted (RAM comes back) once no program holds a directory in it.
+
+use super::flush::{Layer, OverlayFlusher};
+use super::holders::{self, Holders};
+use super::kernel;
+use super::rotate::carry;
+use super::upper::{Sig, Upper, UpperKind};
+use crate::backing::{Backing, Loc, Meta, RealBacking};
+use crate::flush::FlushReport;
+use crate::store::types::Kind;
+use anyhow::Context;
+use nix::fcntl::OFlag;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// The overlay on the target and its upper layer. No descriptor of the overlay is kept
+/// (it would make an unmount by someone else fail as busy).
+pub struct Top {
+    pub n: u64,
+    pub upper: Upper,
+    /// The upper layer's filesystem (the store's tmpfs).
+    upper_dev: u64,
+    /// The device number the overlay gives upper files.
+    upper_pseudo: u64,
+    /// The overlay's mount id while it is on the target.
+    pub mount_id: Option<u64>,
+    /// The overlay's own device (what its directories report).
+    ovl_dev: u64,
+    /// Its root once it is off the target (so that its device numbers stay its own).
+    hold: Option<OwnedFd>,
+    /// Unmounted while nothing held it: nothing can (its device numbers may be reused).
+    pub gone: bool,
+}
+
+/// A read-only layer of the current overlay, between its upper layer and the disk.
+pub struct Middle {
+    pub n: u64,
+    pub upper: Upper,
+    pub flushed: bool,
+}
+
+/// An overlay replaced by a newer one: programs may still hold things in it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Old {
+    ovl_dev: u64,
+    upper_pseudo: u64,
+    upper_dev: u64,
+    /// Its upper and middle layers.
+    layers: Vec<u64>,
+    /// The inodes of its upper layer linked into a newer one.
+    carried: HashSet<u64>,
+    /// No program can look a name up in it any more: its layers may go.
+    released: bool,
+    /// Its root, held so that the overlay (and with it its device numbers, which identify
+    /// what programs hold) stays until we let go of it.
+    #[serde(skip)]
+    _root: Option<Arc<OwnedFd>>,
+}
+
+impl Old {
+    fn holders(&self, private: &Path) -> Holders {
+        let mut inos = self.carried.clone();
+        if let Some(n) = self.layers.first() {
+            inos.extend(inodes(private, *n));
+        }
+        holders::scan(self.ovl_dev, self.upper_pseudo, self.upper_dev, &inos)
+    }
+}
+
+/// The inodes of an upper layer's files (none if it is gone).
+fn inodes(private: &Path, n: u64) -> HashSet<u64> {
+    let Ok(fd) = open_dir(&upper_dir(private, n)) else {
+        return HashSet::new();
+    };
+    let Ok(upper) = Upper::open(fd) else {
+        return HashSet::new();
+    };
+    upper_inodes(&upper)
+}
+
+fn upper_inodes(upper: &Upper) -> HashSet<u64> {
+    upper
+        .walk()
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| matches!(e.kind, UpperKind::Node(_)))
+        .map(|e| e.st.ino)
+        .collect()
+}
+
+/// `private/overlay.json`: the layers, for a daemon taking over.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Saved {
+    pub layer: u64,
+    pub pseudo: u64,
+    /// Middle layers, newest first, and whether each is on disk.
+    pub middles: Vec<(u64, bool)>,
+    pub old: Vec<Old>,
+}
+
+impl Saved {
+    pub fn read(private: &Path) -> Option<Saved> {
+        let bytes = std::fs::read(private.join("overlay.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every layer number it names.
+    pub fn all_layers(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.middles.iter().map(|m| m.0).collect();
+        v.push(self.layer);
+        v.extend(self.old.iter().flat_map(|o| o.layers.iter().copied()));
+        v
+    }
+
+    /// The layers to write to disk when no overlay is on the target any more: unflushed
+    /// middle layers, oldest first, then the upper layer.
+    pub fn unwritten(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .middles
+            .iter()
+            .rev()
+            .filter(|m| !m.1)
+            .map(|m| m.0)
+            .collect();
+        v.push(self.layer);
+        v
+    }
+}
+
+/// The layers of one target.
+pub struct Stack {
+    private: PathBuf,
+    /// The disk copy's directory (pinned), the overlays' bottom layer.
+    lower: PathBuf,
+    pub top: Top,
+    /// Newest first.
+    pub middles: Vec<Middle>,
+    pub old: Vec<Old>,
+    /// Per layer: the signatures a flush of it wrote.
+    done: HashMap<u64, HashMap<PathBuf, Sig>>,
+}
+
+pub fn upper_dir(private: &Path, n: u64) -> PathBuf {
+    private.join(format!("upper.{n}"))
+}
+
+fn work_dir(private: &Path, n: u64) -> PathBuf {
+    private.join(format!("work.{n}"))
+}
+
+pub fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
+    nix::fcntl::open(
+        p,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("opening {}", p.display()))
+}
+
+fn dev_of(fd: &impl AsFd) -> u64 {
+    nix::sys::stat::fstat(fd).map(|s| s.st_dev).unwrap_or(0)
+}
+
+/// Removes a layer's directories.
+pub fn remove_layer(private: &Path, n: u64) {
+    for d in [upper_dir(private, n), work_dir(private, n)] {
+        match std::fs::remove_dir_all(&d) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %d.display(), error = %e, "could not remove an overlay layer")
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Stack {
+    /// A first overlay: upper layer `n` (its root with `root`'s attributes) over the disk.
+    /// Returns it with the overlay's mount, to attach.
+    pub fn fresh(
+        private: &Path,
+        lower: &Path,
+        n: u64,
+        root: &Meta,
+    ) -> anyhow::Result<(Stack, OwnedFd)> {
+        let (top, mnt) = new_top(private, &[lower], n, root)?;
+        let s = Stack {
+            private: private.to_path_buf(),
+            lower: lower.to_path_buf(),
+            top,
+            middles: Vec::new(),
+            old: Vec::new(),
+            done: HashMap::new(),
+        };
+        Ok((s, mnt))
+    }
+
+    /// The overlay a daemon that died left on the target, whose root is `root`.
+    pub fn adopt(
+        private: &Path,
+        lower: &Path,
+        saved: Saved,
+        root: &OwnedFd,
+    ) -> anyhow::Result<Stack> {
+        let upper = Upper::open(open_dir(&upper_dir(private, saved.layer))?)?;
+        let mut middles = Vec::new();
+        for (n, flushed) in saved.middles {
+            let upper = Upper::open(open_dir(&upper_dir(private, n))?)?;
+            middles.push(Middle { n, upper, flushed });
+        }
+        Ok(Stack {
+            private: private.to_path_buf(),
+            lower: lower.to_path_buf(),
+            top: Top {
+                n: saved.layer,
+                upper_dev: dev_of(upper.layer().target_root()),
+                upper,
+                upper_pseudo: saved.pseudo,
+                mount_id: Some(kernel::mount_id(root)?),
+                ovl_dev: dev_of(root),
+                hold: None,
+                gone: false,
+            },
+            middles,
+            old: saved.old,
+            done: HashMap::new(),
+        })
+    }
+
+    /// Before the overlay leaves the target: hold its root (see `Top::hold`).
+    pub fn hold_top(&mut self, target: &Path) {
+        if self.top.hold.is_none() {
+            self.top.hold = open_dir(target)
+                .ok()
+                .filter(|r| Some(kernel::mount_id(r).unwrap_or(0)) == self.top.mount_id);
+        }
+    }
+
+    pub fn saved(&self) -> Saved {
+        Saved {
+            layer: self.top.n,
+            pseudo: self.top.upper_pseudo,
+            middles: self.middles.iter().map(|m| (m.n, m.flushed)).collect(),
+            old: self.old.clone(),
+        }
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        let tmp = self.private.join("overlay.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec(&self.saved())?)?;
+        std::fs::rename(&tmp, self.private.join("overlay.json"))?;
+        Ok(())
+    }
+
+    /// What programs hold in the current overlay.
+    pub fn holders(&self) -> Holders {
+        if self.top.gone {
+            return Holders::default();
+        }
+        let inos = upper_inodes(&self.top.upper);
+        holders::scan(
+            self.top.ovl_dev,
+            self.top.upper_pseudo,
+            self.top.upper_dev,
+            &inos,
+        )
+    }
+
+    /// Files and directories programs hold in the current overlay and the older ones.
+    pub fn held_count(&self) -> u64 {
+        let count = |h: Holders| h.count + h.dirs.len() as u64;
+        count(self.holders())
+            + self
+                .old
+                .iter()
+                .map(|o| count(o.holders(&self.private)))
+                .sum::<u64>()
+    }
+
+    /// Whether the upper layer holds anything but its root (a fresh one would give RAM
+    /// back or make the flush of it race-free).
+    pub fn top_used(&self) -> anyhow::Result<bool> {
+        let entries = self.top.upper.walk().context("reading the upper layer")?;
+        Ok(entries.len() > 1)
+    }
+
+    /// Swaps the overlay on `target` for one with a fresh upper layer over the current one
+    /// (which becomes a middle layer) and the middle layers not yet on disk. Returns false,
+    /// changing nothing, while a program holds a directory of the current overlay.
+    pub fn rotate(&mut self, target: &Path) -> anyhow::Result<bool> {
+        let mut held = self.holders();
+        if let Some((pid, path)) = held.dirs.first() {
+            tracing::debug!(pid, path = %path.display(), "a program holds a directory of the overlay: no fresh upper layer");
+            return Ok(false);
+        }
+        for o in &self.old {
+            held.files.extend(o.holders(&self.private).files);
+        }
+        let entries = self.top.upper.walk().context("reading the upper layer")?;
+        let root = entries
+            .first()
+            .map(|r| r.meta())
+            .context("the upper layer has no root")?;
+        let n2 = self.next_number();
+        let mut lowers: Vec<PathBuf> = vec![upper_dir(&self.private, self.top.n)];
+        lowers.extend(
+            self.middles
+                .iter()
+                .filter(|m| !m.flushed)
+                .map(|m| upper_dir(&self.private, m.n)),
+        );
+        lowers.push(self.lower.clone());
+        let lower_refs: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+        let (mut top, mnt) =
+            new_top(&self.private, &lower_refs, n2, &root).context("making a fresh upper layer")?;
+        let fresh = RealBacking::new(
+            nix::unistd::dup(top.upper.layer().target_root())?,
+            nix::unistd::dup(top.upper.layer().target_root())?,
+        );
+        let carried = match carry(&self.top.upper, &entries, &fresh, &held.files) {
+            Ok(c) => c,
+            Err(e) => {
+                remove_layer(&self.private, n2);
+                return Err(
+                    anyhow::Error::new(e).context("linking open files into the fresh upper layer")
+                );
+            }
+        };
+        if let Err(e) = kernel::attach(&mnt, target, true) {
+            remove_layer(&self.private, n2);
+            return Err(e);
+        }
+        let old_root = open_dir(target).ok().map(Arc::new);
+        kernel::detach(target, true)
+            .context("detaching the previous overlay (the new one is beneath it)")?;
+        top.mount_id = Some(kernel::mount_id(&mnt).context("the new overlay's mount id")?);
+        drop(mnt);
+        let mut layers = vec![self.top.n];
+        layers.extend(self.middles.iter().map(|m| m.n));
+        let prev = std::mem::replace(&mut self.top, top);
+        self.old.push(Old {
+            ovl_dev: prev.ovl_dev,
+            upper_pseudo: prev.upper_pseudo,
+            upper_dev: prev.upper_dev,
+            layers,
+            carried,
+            released: false,
+            _root: old_root,
+        });
+        self.middles.retain(|m| !m.flushed);
+        self.middles.insert(
+            0,
+            Middle {
+                n: prev.n,
+                upper: prev.upper,
+                flushed: false,
+            },
+        );
+        Ok(true)
+    }
+
+    /// Writes the middle layers not yet on disk, oldest first.
+    pub fn flush_middles(
+        &mut self,
+        f: &OverlayFlusher,
+        progress: &dyn Fn(u64, u64),
+    ) -> anyhow::Result<Option<FlushReport>> {
+        let mut total: Option<FlushReport> = None;
+        for i in (0..self.middles.len()).rev() {
+            if self.middles[i].flushed {
+                continue;
+            }
+            let n = self.middles[i].n;
+            let done = self.done.remove(&n).unwrap_or_default();
+            let layer = Layer {
+                upper: &self.middles[i].upper,
+                live: false,
+                overlay: None,
+                done: &done,
+            };
+            let (r, _) = f.flush(&layer, progress)?;
+            self.middles[i].flushed = true;
+            total = Some(add(total, r));
+        }
+        Ok(total)
+    }
+
+    /// Whether a middle layer that is on disk is still in the overlay.
+    pub fn has_flushed_middles(&self) -> bool {
+        self.middles.iter().any(|m| m.flushed)
+    }
+
+    /// Writes the upper layer while programs may change it (`overlay`: the overlay's root,
+    /// if it is on the target), or once nothing can (`live` false).
+    pub fn flush_top(
+        &mut self,
+        f: &OverlayFlusher,
+        live: bool,
+        overlay: Option<&OwnedFd>,
+        progress: &dyn Fn(u64, u64),
+    ) -> anyhow::Result<FlushReport> {
+        let done = self.done.remove(&self.top.n).unwrap_or_default();
+        let layer = Layer {
+            upper: &self.top.upper,
+            live,
+            overlay,
+            done: &done,
+        };
+        match f.flush(&layer, progress) {
+            Ok((r, sigs)) => {
+                self.done.insert(self.top.n, sigs);
+                Ok(r)
+            }
+            Err(e) => {
+                self.done.insert(self.top.n, done);
+                Err(e)
+            }
+        }
+    }
+
+    /// Lets go of old overlays nobody can look names up in, and deletes every layer the
+    /// current overlay and the old ones still in use do not need.
+    pub fn gc(&mut self) {
+        let private = self.private.clone();
+        self.old.retain_mut(|o| {
+            let h = o.holders(&private);
+            if h.dirs.is_empty() && h.files.iter().all(|i| o.carried.contains(i)) {
+                o.released = true;
+            }
+            !(o.released && h.is_empty())
+        });
+        let mut keep: HashSet<u64> = self.middles.iter().map(|m| m.n).collect();
+        keep.insert(self.top.n);
+        for o in self.old.iter().filter(|o| !o.released) {
+            keep.extend(o.layers.iter().copied());
+        }
+        for n in self.layer_numbers() {
+            if !keep.contains(&n) {
+                remove_layer(&self.private, n);
+            }
+        }
+    }
+
+    /// Numbers of the layer directories in the store.
+    fn layer_numbers(&self) -> Vec<u64> {
+        std::fs::read_dir(&self.private)
+            .map(|it| {
+                it.flatten()
+                    .filter_map(|e| {
+                        let name = e.file_name();
+                        let s = name.to_str()?;
+                        s.strip_prefix("upper.")
+                            .or_else(|| s.strip_prefix("work."))?
+                            .parse()
+                            .ok()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn next_number(&self) -> u64 {
+        self.layer_numbers()
+            .into_iter()
+            .chain(self.old.iter().flat_map(|o| o.layers.iter().copied()))
+            .chain([self.top.n])
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    /// For status: the upper layer's names not yet written, middle layers' names not yet
+    /// written, and the RAM all layers take.
+    pub fn pending(&self) -> (Vec<super::upper::UpperEntry>, u64) {
+        let done = self.done.get(&self.top.n);
+        let mut out: Vec<_> = self
+            .top
+            .upper
+            .walk()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|e| !e.path.as_os_str().is_empty())
+            .filter(|e| done.and_then(|d| d.get(&e.path)) != Some(&e.sig()))
+            .collect();
+        for m in self.middles.iter().filter(|m| !m.flushed) {
+            out.extend(
+                m.upper
+                    .walk()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|e| !e.path.as_os_str().is_empty()),
+            );
+        }
+        let ram = self
+            .layer_numbers()
+            .into_iter()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .map(|n| {
+                crate::usage::measure(&upper_dir(&self.private, n))
+                    .map(|u| u.bytes)
+                    .unwrap_or(0)
+            })
+            .sum();
+        (out, ram)
+    }
+}
+
+/// Sums two flush reports.
+pub fn add(a: Option<FlushReport>, b: FlushReport) -> FlushReport {
+    match a {
+        None => b,
+        Some(a) => FlushReport {
+            generation: a.generation.max(b.generation),
+            files: a.files + b.files,
+            bytes: a.bytes + b.bytes,
+            steps: a.steps + b.steps,
+            took: a.took + b.took,
+        },
+    }
+}
+
+/// Makes upper and work directories `n` and an overlay of them over `lowers` (topmost
+/// first); the upper root gets `root`'s attributes. Returns it with the overlay's mount, not
+/// attached yet.
+fn new_top(
+    private: &Path,
+    lowers: &[&Path],
+    n: u64,
+    root: &Meta,
+) -> anyhow::Result<(Top, OwnedFd)> {
+    let (up, work) = (upper_dir(private, n), work_dir(private, n));
+    remove_layer(private, n);
+    std::fs::create_dir(&up)?;
+    std::fs::create_dir(&work)?;
+    let upper = Upper::open(open_dir(&up)?)?;
+    let mount = match kernel::create(lowers, &up, &work) {
+        Ok(m) => m,
+        Err(e) => {
+            remove_layer(private, n);
+            return Err(e);
+        }
+    };
+    // The device number the overlay gives upper files: seen on a file made and removed
+    // before anyone can see the overlay. Then the root gets its attributes.
+    let probe = ".asdfs-probe";
+    let f = nix::fcntl::openat(
+        &mount,
+        probe,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .context("probing the new overlay")?;
+    let upper_pseudo = dev_of(&f);
+    drop(f);
+    nix::unistd::unlinkat(&mount, probe, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+    // The kernel's own xattrs on the upper root stay: the root's are added one by one.
+    let plain = Meta {
+        xattrs: None,
+        ..root.clone()
+    };
+    upper
+        .layer()
+        .set_meta(&Loc::target(""), Kind::Dir, &plain)?;
+    let p = crate::backing::proc_path(upper.layer().target_root());
+    for (name, value) in root.xattrs.iter().flatten() {
+        if !name.to_string_lossy().starts_with("trusted.overlay.") {
+            crate::backing::set_xattr(&p, name, value)?;
+        }
+    }
+    let top = Top {
+        n,
+        upper_dev: dev_of(upper.layer().target_root()),
+        upper_pseudo,
+        ovl_dev: dev_of(&mount),
+        upper,
+        mount_id: None,
+        hold: None,
+        gone: false,
+    };
+    Ok((top, mount))
+}
+
+/// Whether a walk holds file data (what a fresh upper layer would give back).
+pub fn holds_data(entries: &[super::upper::UpperEntry]) -> bool {
+    entries
+        .iter()
+        .any(|e| e.kind == UpperKind::Node(Kind::File) && e.st.attr.size > 0)
+}
