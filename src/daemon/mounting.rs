@@ -27,6 +27,8 @@ pub struct MountEntry {
     pub fstype: String,
     pub source: String,
     pub options: String,
+    /// The filesystem's own options (overlayfs: its layers), escaped as in mountinfo.
+    pub super_options: String,
 }
 
 impl MountEntry {
@@ -54,6 +56,8 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
         options: String::from_utf8_lossy(fields.get(5)?).into_owned(),
         fstype: String::from_utf8_lossy(fields.get(sep + 1)?).into_owned(),
         source: String::from_utf8_lossy(&unescape(fields.get(sep + 2)?)).into_owned(),
+        super_options: String::from_utf8_lossy(fields.get(sep + 3).copied().unwrap_or_default())
+            .into_owned(),
     })
 }
 

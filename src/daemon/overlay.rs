@@ -147,29 +147,48 @@ impl OverlayTarget {
         let lower = pin.join(&name);
         let flusher = OverlayFlusher::new(backing.clone(), generation);
         let stack = match (saved, live) {
-            (Some(saved), Some(_)) => {
+            (Some(saved), Some(live)) => {
                 tracing::warn!(target = %target.display(), "took over the overlay of a daemon that died; writing it to disk");
-                Stack::adopt(&private, &lower, saved, &open_dir(&p.target)?)?
+                Stack::adopt(
+                    &private,
+                    &lower,
+                    saved,
+                    &live.super_options,
+                    &open_dir(&p.target)?,
+                )?
             }
             (saved, None) => {
                 let saved = saved.unwrap_or_default();
                 write_left_layers(&private, &saved, &flusher)?;
                 let root = root_meta(backing.as_ref())?;
-                let n = saved.all_layers().into_iter().max().unwrap_or(0) + 1;
+                let n = saved
+                    .all_layers()
+                    .into_iter()
+                    .chain(layers::layer_numbers(&private))
+                    .max()
+                    .unwrap_or(0)
+                    + 1;
                 let (mut stack, mnt) = Stack::fresh(&private, &lower, n, &root)
                     .map_err(|e| Start::Fallback(format!("{e:#}")))?;
-                if let Err(e) = kernel::attach(&mnt, &p.target, false) {
+                let undo = |e: anyhow::Error| {
                     remove_layer(&private, n);
-                    return Err(Start::Fallback(format!("{e:#}")));
-                }
-                stack.top.mount_id = Some(kernel::mount_id(&mnt)?);
+                    let _ = std::fs::remove_file(private.join("overlay.json"));
+                    Start::Fallback(format!("{e:#}"))
+                };
+                // Recorded before programs can write into it: from the attach on, a daemon
+                // taking over finds it.
+                stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
+                stack.save().map_err(undo)?;
+                kernel::attach(&mnt, &p.target, false).map_err(undo)?;
                 stack
             }
             (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
         };
+        // The overlay is on the target: from here on a failure leaves it, with its record
+        // and the pin, for the next mount to take over.
+        unpin.0 = None;
         stack.save()?;
         write_owner(&p, &settings)?;
-        unpin.0 = None;
         let (wake, wake_rx) = crossbeam_channel::unbounded();
         let t = Arc::new(OverlayTarget {
             next_flush: Mutex::new(Instant::now() + settings.flush_interval),
@@ -242,7 +261,11 @@ impl OverlayTarget {
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
         let mut report = st.flush_middles(&self.flusher, progress)?;
         if rotated {
-            if st.has_flushed_middles() && st.rotate(target)? {
+            if st.old_in_use() {
+                // A program got hold of the replaced overlay while it was swapped out: what
+                // it writes lands in a middle layer, which stays and is written again.
+                st.unflush_middles();
+            } else if st.has_flushed_middles() && st.rotate(target)? {
                 // The second fresh layer holds what changed during the flush: not on disk.
             }
         } else {
@@ -461,7 +484,9 @@ impl Drop for Unpin {
 /// Writes to disk the layers a session left when no overlay is on the target any more
 /// (nothing can change them), oldest first, and removes them.
 fn write_left_layers(private: &Path, saved: &Saved, f: &OverlayFlusher) -> anyhow::Result<()> {
-    for n in saved.unwritten() {
+    let unwritten = saved.unwritten(private);
+    for n in &unwritten {
+        let n = *n;
         let dir = upper_dir(private, n);
         if !dir.exists() {
             continue;
@@ -481,7 +506,7 @@ fn write_left_layers(private: &Path, saved: &Saved, f: &OverlayFlusher) -> anyho
         })?;
         tracing::warn!(layer = n, "wrote to disk a layer the previous session left");
     }
-    for n in saved.all_layers() {
+    for n in saved.all_layers().into_iter().chain(unwritten) {
         remove_layer(private, n);
     }
     Ok(())

@@ -202,7 +202,9 @@ impl OverlayFlusher {
                     // Non-blocking: the name may have become a fifo or a whiteout meanwhile.
                     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
                     let f = match open_beneath(root.as_fd(), src, flags) {
-                        Ok(fd) if is_file(&fd) => std::fs::File::from(fd),
+                        Ok(fd) if is_file(&fd) && same_inode(&fd, item.ino) => {
+                            std::fs::File::from(fd)
+                        }
                         Ok(_) => {
                             skip(&mut inos, &mut unstable, src);
                             continue;
@@ -276,6 +278,11 @@ impl OverlayFlusher {
 fn skip(inos: &mut Vec<Option<u64>>, unstable: &mut HashSet<PathBuf>, src: &Path) {
     inos.push(None);
     unstable.insert(src.to_path_buf());
+}
+
+/// Whether `fd` is the inode the walk saw (replaced since: the next flush writes it).
+fn same_inode(fd: &OwnedFd, ino: Option<u64>) -> bool {
+    ino.is_none_or(|i| nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_ino == i))
 }
 
 fn is_file(fd: &OwnedFd) -> bool {

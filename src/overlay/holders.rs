@@ -35,6 +35,11 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return h;
     };
+    // Mount namespaces already looked at; ours has the overlay on the target.
+    let mut namespaces: HashSet<PathBuf> = std::fs::read_link("/proc/self/ns/mnt")
+        .into_iter()
+        .collect();
+    let wanted = format!("{}:{}", libc::major(ovl_dev), libc::minor(ovl_dev));
     for p in procs.flatten() {
         let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
@@ -43,6 +48,13 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
             continue;
         }
         let base = p.path();
+        // A mount of the overlay in another mount namespace (a copy made by unshare or a
+        // container, not following our unmounts): programs there can use all of it.
+        if let Ok(ns) = std::fs::read_link(base.join("ns/mnt")) {
+            if namespaces.insert(ns) && mounted_in(&base.join("mountinfo"), &wanted) {
+                h.dirs.push((pid, base.join("mountinfo")));
+            }
+        }
         for link in ["cwd", "root"] {
             let path = base.join(link);
             if let Some((dev, mode, _)) = stat(&path) {
@@ -63,11 +75,15 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
                 h.files.insert(ino);
             }
         }
-        // A mapping refers to the real file under the overlay, on a filesystem (the store's
-        // tmpfs) that other files share: only the upper layer's inodes count.
+        // A mapping names the overlay's file (recent kernels: the layer's device number) or
+        // the real file on the store's tmpfs, which other files share: there only the upper
+        // layer's inodes count.
         for entry in list(&base.join("map_files")) {
             if let Some((dev, _, ino)) = stat(&entry) {
-                if dev == upper_dev && upper_inos.contains(&ino) {
+                let ours = dev == upper_pseudo
+                    || dev == ovl_dev
+                    || (dev == upper_dev && upper_inos.contains(&ino));
+                if ours {
                     h.count += 1;
                     h.files.insert(ino);
                 }
@@ -75,6 +91,13 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
         }
     }
     h
+}
+
+/// Whether a mountinfo lists a mount of the device `dev` ("major:minor").
+fn mounted_in(mountinfo: &Path, dev: &str) -> bool {
+    std::fs::read_to_string(mountinfo)
+        .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(dev)))
+        .unwrap_or(false)
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {

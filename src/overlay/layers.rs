@@ -127,8 +127,9 @@ impl Saved {
     }
 
     /// The layers to write to disk when no overlay is on the target any more: unflushed
-    /// middle layers, oldest first, then the upper layer.
-    pub fn unwritten(&self) -> Vec<u64> {
+    /// middle layers, oldest first, then the upper layer, then any newer layer in the store
+    /// (a daemon killed between swapping overlays and recording it made them).
+    pub fn unwritten(&self, private: &Path) -> Vec<u64> {
         let mut v: Vec<u64> = self
             .middles
             .iter()
@@ -137,8 +138,63 @@ impl Saved {
             .map(|m| m.0)
             .collect();
         v.push(self.layer);
+        let max = self.all_layers().into_iter().max().unwrap_or(0);
+        let mut newer: Vec<u64> = layer_numbers(private)
+            .into_iter()
+            .filter(|n| *n > max)
+            .collect();
+        newer.sort_unstable();
+        newer.dedup();
+        v.extend(newer);
         v
     }
+
+    /// Makes the record agree with the overlay on the target, whose layers its options
+    /// name (`super_options` from mountinfo): a daemon killed between swapping overlays and
+    /// recording it left the previous ones. Returns whether the upper layer differed.
+    pub fn reconcile(&mut self, super_options: &str) -> bool {
+        let Some((top, lowers)) = mounted_layers(super_options) else {
+            return false;
+        };
+        let known: HashMap<u64, bool> = self.middles.iter().copied().collect();
+        let middles: Vec<(u64, bool)> = lowers
+            .iter()
+            .map(|n| (*n, known.get(n).copied().unwrap_or(false)))
+            .collect();
+        let changed = top != self.layer;
+        if changed || middles != self.middles {
+            tracing::warn!(
+                recorded = self.layer,
+                mounted = top,
+                "the overlay's recorded layers were out of date; using the mounted ones"
+            );
+            self.layer = top;
+            self.middles = middles;
+        }
+        changed
+    }
+}
+
+/// The store's layers an overlay's options name: its upper layer and its lower layers
+/// that are upper layers of the store, topmost first.
+fn mounted_layers(super_options: &str) -> Option<(u64, Vec<u64>)> {
+    let number = |path: &str| -> Option<u64> {
+        path.rsplit('/')
+            .next()?
+            .strip_prefix("upper.")?
+            .parse()
+            .ok()
+    };
+    let mut top = None;
+    let mut lowers = Vec::new();
+    for o in super_options.split(',') {
+        if let Some(p) = o.strip_prefix("upperdir=") {
+            top = number(p);
+        } else if let Some(n) = o.strip_prefix("lowerdir+=").and_then(number) {
+            lowers.push(n);
+        }
+    }
+    Some((top?, lowers))
 }
 
 /// The layers of one target.
@@ -173,6 +229,48 @@ pub fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
 
 fn dev_of(fd: &impl AsFd) -> u64 {
     nix::sys::stat::fstat(fd).map(|s| s.st_dev).unwrap_or(0)
+}
+
+/// The device number an overlay (its root: `root`) gives the files of its upper layer:
+/// read from a file made in it and removed at once.
+fn probe_pseudo(root: &OwnedFd) -> nix::Result<u64> {
+    let probe = ".asdfs-probe";
+    let f = nix::fcntl::openat(
+        root,
+        probe,
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )?;
+    let dev = dev_of(&f);
+    drop(f);
+    nix::unistd::unlinkat(root, probe, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+    Ok(dev)
+}
+
+/// Numbers of the layer directories in the store.
+pub fn layer_numbers(private: &Path) -> Vec<u64> {
+    std::fs::read_dir(private)
+        .map(|it| {
+            it.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name();
+                    let s = name.to_str()?;
+                    s.strip_prefix("upper.")
+                        .or_else(|| s.strip_prefix("work."))?
+                        .parse()
+                        .ok()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The signatures of a flush, less those of files programs hold: a write through a
+/// mapping changes no time, so a held file is written again by every flush.
+fn unheld(sigs: HashMap<PathBuf, Sig>, held: &HashSet<u64>) -> HashMap<PathBuf, Sig> {
+    sigs.into_iter()
+        .filter(|(_, s)| !matches!(s, Sig::Object { ino, .. } if held.contains(ino)))
+        .collect()
 }
 
 /// Removes a layer's directories.
@@ -212,9 +310,13 @@ impl Stack {
     pub fn adopt(
         private: &Path,
         lower: &Path,
-        saved: Saved,
+        mut saved: Saved,
+        super_options: &str,
         root: &OwnedFd,
     ) -> anyhow::Result<Stack> {
+        if saved.reconcile(super_options) {
+            saved.pseudo = probe_pseudo(root).context("probing the overlay taken over")?;
+        }
         let upper = Upper::open(open_dir(&upper_dir(private, saved.layer))?)?;
         let mut middles = Vec::new();
         for (n, flushed) in saved.middles {
@@ -255,6 +357,13 @@ impl Stack {
             pseudo: self.top.upper_pseudo,
             middles: self.middles.iter().map(|m| (m.n, m.flushed)).collect(),
             old: self.old.clone(),
+        }
+    }
+
+    /// Records the layers now: a daemon taking over after a kill must find the ones in use.
+    fn save_or_warn(&self) {
+        if let Err(e) = self.save() {
+            tracing::warn!(error = %format!("{e:#}"), "could not record the overlay's layers");
         }
     }
 
@@ -310,6 +419,14 @@ impl Stack {
             held.files.extend(o.holders(&self.private).files);
         }
         let entries = self.top.upper.walk().context("reading the upper layer")?;
+        // Files with several names stay in the upper layer: once on disk, a change through
+        // one name would be copied up alone (no index) and the names would part.
+        held.files.extend(
+            entries
+                .iter()
+                .filter(|e| e.kind == UpperKind::Node(Kind::File) && e.st.nlink > 1)
+                .map(|e| e.st.ino),
+        );
         let root = entries
             .first()
             .map(|r| r.meta())
@@ -339,6 +456,13 @@ impl Stack {
                 );
             }
         };
+        let mount_id = match kernel::mount_id(&mnt) {
+            Ok(id) => id,
+            Err(e) => {
+                remove_layer(&self.private, n2);
+                return Err(anyhow::Error::new(e).context("the new overlay's mount id"));
+            }
+        };
         if let Err(e) = kernel::attach(&mnt, target, true) {
             remove_layer(&self.private, n2);
             return Err(e);
@@ -346,7 +470,7 @@ impl Stack {
         let old_root = open_dir(target).ok().map(Arc::new);
         kernel::detach(target, true)
             .context("detaching the previous overlay (the new one is beneath it)")?;
-        top.mount_id = Some(kernel::mount_id(&mnt).context("the new overlay's mount id")?);
+        top.mount_id = Some(mount_id);
         drop(mnt);
         let mut layers = vec![self.top.n];
         layers.extend(self.middles.iter().map(|m| m.n));
@@ -369,7 +493,26 @@ impl Stack {
                 flushed: false,
             },
         );
+        self.save_or_warn();
         Ok(true)
+    }
+
+    /// Whether a replaced overlay can still change its layers: a program holds a directory
+    /// of it, or a file not carried into a newer layer (opened while the swap ran). Its
+    /// middle layers must then stay in the overlay, and be written again.
+    pub fn old_in_use(&self) -> bool {
+        self.old.iter().filter(|o| !o.released).any(|o| {
+            let h = o.holders(&self.private);
+            !h.dirs.is_empty() || h.files.iter().any(|i| !o.carried.contains(i))
+        })
+    }
+
+    /// Makes every middle layer due for writing again (see `old_in_use`).
+    pub fn unflush_middles(&mut self) {
+        for m in &mut self.middles {
+            m.flushed = false;
+        }
+        self.save_or_warn();
     }
 
     /// Writes the middle layers not yet on disk, oldest first.
@@ -391,8 +534,17 @@ impl Stack {
                 overlay: None,
                 done: &done,
             };
-            let (r, _) = f.flush(&layer, progress)?;
+            let (r, sigs) = match f.flush(&layer, progress) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.done.insert(n, done);
+                    return Err(e);
+                }
+            };
+            let held = self.held_files();
+            self.done.insert(n, unheld(sigs, &held));
             self.middles[i].flushed = true;
+            self.save_or_warn();
             total = Some(add(total, r));
         }
         Ok(total)
@@ -421,7 +573,8 @@ impl Stack {
         };
         match f.flush(&layer, progress) {
             Ok((r, sigs)) => {
-                self.done.insert(self.top.n, sigs);
+                let held = self.held_files();
+                self.done.insert(self.top.n, unheld(sigs, &held));
                 Ok(r)
             }
             Err(e) => {
@@ -452,24 +605,20 @@ impl Stack {
                 remove_layer(&self.private, n);
             }
         }
+        self.done.retain(|n, _| keep.contains(n));
     }
 
-    /// Numbers of the layer directories in the store.
+    /// Inodes of files programs hold open or mapped, in any overlay of this target.
+    fn held_files(&self) -> HashSet<u64> {
+        let mut held = self.holders().files;
+        for o in self.old.iter().filter(|o| !o.released) {
+            held.extend(o.holders(&self.private).files);
+        }
+        held
+    }
+
     fn layer_numbers(&self) -> Vec<u64> {
-        std::fs::read_dir(&self.private)
-            .map(|it| {
-                it.flatten()
-                    .filter_map(|e| {
-                        let name = e.file_name();
-                        let s = name.to_str()?;
-                        s.strip_prefix("upper.")
-                            .or_else(|| s.strip_prefix("work."))?
-                            .parse()
-                            .ok()
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        layer_numbers(&self.private)
     }
 
     fn next_number(&self) -> u64 {
@@ -543,7 +692,12 @@ fn new_top(
     root: &Meta,
 ) -> anyhow::Result<(Top, OwnedFd)> {
     let (up, work) = (upper_dir(private, n), work_dir(private, n));
-    remove_layer(private, n);
+    // Never a number in use: its layer may hold what programs wrote.
+    anyhow::ensure!(
+        !up.exists() && !work.exists(),
+        "layer {n} exists already in {}",
+        private.display()
+    );
     std::fs::create_dir(&up)?;
     std::fs::create_dir(&work)?;
     let upper = Upper::open(open_dir(&up)?)?;
@@ -556,17 +710,7 @@ fn new_top(
     };
     // The device number the overlay gives upper files: seen on a file made and removed
     // before anyone can see the overlay. Then the root gets its attributes.
-    let probe = ".asdfs-probe";
-    let f = nix::fcntl::openat(
-        &mount,
-        probe,
-        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .context("probing the new overlay")?;
-    let upper_pseudo = dev_of(&f);
-    drop(f);
-    nix::unistd::unlinkat(&mount, probe, nix::unistd::UnlinkatFlags::NoRemoveDir)?;
+    let upper_pseudo = probe_pseudo(&mount).context("probing the new overlay")?;
     // The kernel's own xattrs on the upper root stay: the root's are added one by one.
     let plain = Meta {
         xattrs: None,
@@ -599,4 +743,34 @@ pub fn holds_data(entries: &[super::upper::UpperEntry]) -> bool {
     entries
         .iter()
         .any(|e| e.kind == UpperKind::Node(Kind::File) && e.st.attr.size > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MOUNTED: &str = "rw,lowerdir+=/run/asdfs/t.1/private/upper.7,\
+        lowerdir+=/run/asdfs/t.1/private/upper.5,lowerdir+=/run/asdfs/t.1/disk/t,\
+        upperdir=/run/asdfs/t.1/private/upper.8,workdir=/run/asdfs/t.1/private/work.8,uuid=on";
+
+    #[test]
+    fn the_record_follows_the_mounted_layers() {
+        assert_eq!(mounted_layers(MOUNTED), Some((8, vec![7, 5])));
+        assert_eq!(mounted_layers("rw,lowerdir=/a:/b"), None);
+        // Killed after the swap, before recording it: layer 8 was not known yet.
+        let mut s = Saved {
+            layer: 7,
+            pseudo: 42,
+            middles: vec![(5, true)],
+            old: Vec::new(),
+        };
+        assert!(s.reconcile(MOUNTED));
+        assert_eq!(
+            (s.layer, s.middles.clone()),
+            (8, vec![(7, false), (5, true)])
+        );
+        // In step: nothing changes.
+        assert!(!s.reconcile(MOUNTED));
+        assert_eq!(s.middles, vec![(7, false), (5, true)]);
+    }
 }

@@ -29,6 +29,8 @@ pub struct StageItem {
     pub meta: Meta,
     /// The upper path the item copies, to check afterwards that it did not change meanwhile.
     pub source: Option<PathBuf>,
+    /// The inode the walk saw there: another one found when staging is not copied.
+    pub ino: Option<u64>,
 }
 
 /// A step, with the stage item whose inode it moves (known once staged).
@@ -110,6 +112,7 @@ pub fn plan(
         trashed: 0,
         dir_meta: Vec::new(),
         touched: BTreeSet::new(),
+        opaque: HashSet::new(),
     };
     let kids = children(entries);
     let mut links: HashMap<u64, Vec<&UpperEntry>> = HashMap::new();
@@ -148,9 +151,29 @@ pub fn plan(
             },
         }
     }
-    // Directory attributes last, deepest first: the steps above change their times.
+    // Directory attributes last, deepest first: the steps above change their times. A
+    // directory whose entries change but whose attributes were written before gets its
+    // times back.
     let mut dirs = std::mem::take(&mut p.dir_meta);
+    let with_meta: HashSet<PathBuf> = dirs.iter().map(|(path, _)| path.clone()).collect();
+    let by_path: HashMap<&Path, &UpperEntry> =
+        entries.iter().map(|e| (e.path.as_path(), e)).collect();
+    let mut times: Vec<Step> = p
+        .touched
+        .iter()
+        .filter(|d| !with_meta.contains(*d))
+        .filter_map(|d| by_path.get(d.as_path()))
+        .map(|e| Step::Times {
+            at: Loc::Target(e.path.clone()),
+            atime: e.st.attr.atime,
+            mtime: e.st.attr.mtime,
+        })
+        .collect();
     dirs.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+    times.sort_by_key(|s| match s {
+        Step::Times { at, .. } => std::cmp::Reverse(at.path().components().count()),
+        _ => std::cmp::Reverse(0),
+    });
     for (path, meta) in dirs {
         p.touched.insert(path.clone());
         p.push(Step::Meta {
@@ -158,6 +181,9 @@ pub fn plan(
             kind: Kind::Dir,
             meta,
         });
+    }
+    for step in times {
+        p.push(step);
     }
     p.plan.syncs = p.touched.iter().map(|d| Loc::Target(d.clone())).collect();
     Ok(p.plan)
@@ -173,6 +199,9 @@ struct Planner<'a> {
     dir_meta: Vec<(PathBuf, Meta)>,
     /// Directories whose entries the plan changes (fsynced after the apply).
     touched: BTreeSet<PathBuf>,
+    /// Directories that replace the disk's whole: opaque ones and every directory below
+    /// one (the kernel marks only the directory made over a removed one).
+    opaque: HashSet<PathBuf>,
 }
 
 impl Planner<'_> {
@@ -219,6 +248,7 @@ impl Planner<'_> {
             content,
             meta,
             source,
+            ino: None,
         });
         i
     }
@@ -250,6 +280,10 @@ impl Planner<'_> {
         kids: &HashMap<PathBuf, HashSet<std::ffi::OsString>>,
     ) -> io::Result<()> {
         let root = e.path.as_os_str().is_empty();
+        let opaque = opaque || e.path.parent().is_some_and(|p| self.opaque.contains(p));
+        if opaque {
+            self.opaque.insert(e.path.clone());
+        }
         let existing = if root {
             Some(self.disk.stat(&Loc::target(""))?)
         } else {
@@ -306,6 +340,7 @@ impl Planner<'_> {
         }
         let source = Some(e.path.clone());
         let i = self.add_stage(content, e.meta(), source);
+        self.plan.stage[i].ino = Some(e.st.ino);
         let existing = self.on_disk(&e.path)?;
         self.place(i, &e.path, existing);
         Ok(())
@@ -321,6 +356,7 @@ impl Planner<'_> {
             first.meta(),
             Some(first.path.clone()),
         );
+        self.plan.stage[i].ino = Some(first.st.ino);
         let existing = self.on_disk(&first.path)?;
         self.place(i, &first.path, existing);
         for other in &group[1..] {

@@ -214,5 +214,10 @@ pub fn children(entries: &[UpperEntry]) -> HashMap<PathBuf, HashSet<OsString>> {
 }
 
 pub fn vanished(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR))
+    // EXDEV: overlayfs moves a removed object into its work directory for a moment, and
+    // resolving beneath the layer's root refuses to follow it there.
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENOENT | libc::ENOTDIR | libc::EXDEV)
+    )
 }

@@ -55,7 +55,15 @@ where
 }
 
 /// A target directory with its disk copy and RAM store, mounted or not.
+/// A private mount namespace copies every mount of the moment, other tests' overlays too,
+/// and a copied overlay counts as in use (design.md §10.4): its flushes cannot swap in a
+/// fresh upper layer. Tests that make such namespaces hold this for writing, overlay-mode
+/// mounts for reading.
+pub static NAMESPACES: parking_lot::RwLock<()> = parking_lot::RwLock::new(());
+
 pub struct Mount {
+    /// Overlay mode: no private namespace is made meanwhile (see `NAMESPACES`).
+    pub no_namespaces: Option<parking_lot::RwLockReadGuard<'static, ()>>,
     pub disk: tempfile::TempDir,
     pub volatile: tempfile::TempDir,
     pub target: PathBuf,
@@ -95,6 +103,7 @@ impl Mount {
         setup(&target);
         let under = std::fs::File::open(&target).expect("open target");
         Mount {
+            no_namespaces: None,
             disk,
             volatile,
             target,

@@ -172,6 +172,7 @@ fn wait_daemons_gone(marker: &str) {
 /// Runs a shell script in a private mount namespace: its mounts never reach the rest of
 /// the machine and vanish with the last process in it. Variables come in the environment.
 fn sh_private(script: &str, vars: &[(&str, &OsStr)]) -> Output {
+    let _copies_mounts = crate::harness::NAMESPACES.write();
     Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", script])
         .envs(vars.iter().copied())

@@ -24,6 +24,8 @@ struct Container {
     init: i32,
     _layers: tempfile::TempDir,
     _disk: tempfile::TempDir,
+    /// Its namespace copies the machine's mounts (see `harness::NAMESPACES`).
+    _copies_mounts: parking_lot::RwLockWriteGuard<'static, ()>,
 }
 
 fn available() -> bool {
@@ -78,6 +80,7 @@ impl Container {
             init: 0,
             _layers: layers,
             _disk: disk,
+            _copies_mounts: crate::harness::NAMESPACES.write(),
         };
         c.configure(bins);
         c
