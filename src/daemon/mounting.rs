@@ -254,23 +254,17 @@ const FUSECTL: &str = "/sys/fs/fuse/connections";
 const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0x6573_5543);
 
 /// Aborts a FUSE connection: every request of programs then fails with ENOTCONN and the
-/// session ends. Mounts the fusectl filesystem on /sys/fs/fuse/connections first if it is not
-/// there (as systemd does); where that fails (a container's /sys), mounts it for a moment on
-/// a fresh directory in `scratch` (the target's store) instead. Its error is one line.
+/// session ends. Through the fusectl filesystem on /sys/fs/fuse/connections where systemd
+/// mounted it; elsewhere (no systemd, a container's /sys) through fusectl mounted for a
+/// moment on a fresh directory in `scratch` (the target's store), so that nothing is left
+/// mounted on the machine. Its error is one line.
 pub fn abort_connection(conn: u64, scratch: &Path) -> anyhow::Result<()> {
     let root = Path::new(FUSECTL);
     if root.join(conn.to_string()).exists() || is_fusectl(root) {
         return write_abort(root, conn);
     }
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    match nix::mount::mount(Some("fusectl"), root, Some("fusectl"), flags, None::<&str>) {
-        Ok(()) => write_abort(root, conn),
-        Err(at_root) => abort_through_private_fusectl(conn, scratch).map_err(|e| {
-            anyhow::anyhow!(
-                "aborting FUSE connection {conn}: mounting fusectl on {FUSECTL} failed ({at_root}), and {e}"
-            )
-        }),
-    }
+    abort_through_private_fusectl(conn, scratch)
+        .map_err(|e| anyhow::anyhow!("aborting FUSE connection {conn}: {e}"))
 }
 
 fn is_fusectl(dir: &Path) -> bool {
@@ -303,7 +297,10 @@ fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()
                 let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
                 written
             }
-            Err(e) => Err(anyhow::anyhow!("on {} too ({e})", dir.display())),
+            Err(e) => Err(anyhow::anyhow!(
+                "mounting fusectl on {}: {e}",
+                dir.display()
+            )),
         };
     let _ = std::fs::remove_dir(&dir);
     result
@@ -336,10 +333,10 @@ mod tests {
         assert!(parse_mountinfo_line(b"garbage").is_none());
     }
 
-    /// Where fusectl cannot be mounted on /sys/fs/fuse/connections, a connection is aborted
-    /// through a private fusectl that is gone afterwards. In a mount namespace of its own
-    /// thread, so the host's mounts are never touched: /sys/fs/fuse covered there (the mount
-    /// on /sys fails), and a FUSE connection made for the test that no daemon answers.
+    /// Where fusectl is not on /sys/fs/fuse/connections, a connection is aborted through a
+    /// private fusectl that is gone afterwards. In a mount namespace of its own thread, so
+    /// the host's mounts are never touched: /sys/fs/fuse covered there, and a FUSE
+    /// connection made for the test that no daemon answers.
     #[test]
     fn abort_falls_back_to_a_private_fusectl() {
         if !nix::unistd::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
@@ -420,11 +417,18 @@ mod tests {
                 .any(|m| m.mount_point.starts_with(scratch) && m.fstype == "fusectl"),
             "no fusectl mount is left"
         );
-        // A connection that does not exist: one line naming both attempts.
+        assert!(
+            !is_fusectl(Path::new(FUSECTL)),
+            "nothing is mounted on {FUSECTL}"
+        );
+        // A connection that does not exist: one line naming what failed.
         let e = abort_connection(u64::from(u32::MAX), scratch).unwrap_err();
         let line = format!("{e:#}");
         assert!(!line.contains('\n'), "{line}");
-        assert!(line.starts_with("aborting FUSE connection 4294967295: mounting fusectl on /sys/fs/fuse/connections failed"), "{line}");
+        assert!(
+            line.starts_with("aborting FUSE connection 4294967295: writing "),
+            "{line}"
+        );
         assert!(line.contains("4294967295/abort"), "{line}");
         assert!(!scratch.join("fusectl").exists());
         umount2(&mnt, MntFlags::MNT_DETACH).unwrap();

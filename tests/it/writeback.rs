@@ -91,6 +91,13 @@ fn sigterm_cuts_off_files_still_open_after_the_grace_and_loses_nothing() {
     if !fuse_available() {
         return;
     }
+    let fusectl = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .any(|l| l.contains(" /sys/fs/fuse/connections "))
+    };
+    let fusectl_before = fusectl();
     let mut m = Mount::prepare(|_| {});
     m.env.push(("ASDFS_STOP_GRACE".into(), "1".into()));
     m.mount();
@@ -121,6 +128,11 @@ fn sigterm_cuts_off_files_still_open_after_the_grace_and_loses_nothing() {
     assert!(
         !m.store().join("private").exists(),
         "the store is removed after the final flush"
+    );
+    assert_eq!(
+        fusectl(),
+        fusectl_before,
+        "the cut-off leaves the machine's mounts as they were"
     );
 }
 
