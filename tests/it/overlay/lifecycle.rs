@@ -1,0 +1,126 @@
+//! Unmounts with files open, unmounts by someone else, and daemons killed (also in the
+//! middle of a flush): nothing is lost, and the next mount takes the overlay over.
+
+use super::*;
+
+#[test]
+fn unmount_with_a_file_open_writes_it_when_closed() {
+    let Some(m) = overlay_mount(|_| {}) else {
+        return;
+    };
+    let pid = m.daemon_pid().unwrap();
+    let mut f = fs::File::create(m.path("open")).unwrap();
+    f.write_all(b"before unmount\n").unwrap();
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still served"));
+    assert!(!m.is_mounted());
+    f.write_all(b"after unmount\n").unwrap();
+    drop(f);
+    wait_gone(pid);
+    assert_eq!(
+        fs::read_to_string(m.path("open")).unwrap(),
+        "before unmount\nafter unmount\n"
+    );
+}
+
+#[test]
+fn a_killed_daemon_leaves_the_overlay_working_and_the_next_mount_takes_it_over() {
+    let Some(m) = overlay_mount(|t| fs::write(t.join("a"), b"disk").unwrap()) else {
+        return;
+    };
+    fs::write(m.path("a"), b"before the kill").unwrap();
+    m.flush();
+    fs::write(m.path("b"), b"unflushed").unwrap();
+    m.kill_daemon();
+    // The kernel keeps serving the overlay without its daemon.
+    fs::write(m.path("c"), b"written while no daemon ran").unwrap();
+    m.mount();
+    assert_eq!(m.status()["mode"], "overlay");
+    let disk = m.disk_copy();
+    assert_eq!(
+        fs::read(disk.join("b")).unwrap(),
+        b"unflushed",
+        "the takeover flushed"
+    );
+    assert_eq!(
+        fs::read(disk.join("c")).unwrap(),
+        b"written while no daemon ran"
+    );
+    m.unmount();
+    assert_eq!(fs::read(m.path("a")).unwrap(), b"before the kill");
+}
+
+#[test]
+fn an_unmount_by_someone_else_writes_everything() {
+    let Some(m) = overlay_mount(|_| {}) else {
+        return;
+    };
+    let pid = m.daemon_pid().unwrap();
+    fs::write(m.path("x"), b"by someone else").unwrap();
+    let st = std::process::Command::new("umount")
+        .arg(&m.target)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    wait_gone(pid);
+    assert_eq!(fs::read(m.path("x")).unwrap(), b"by someone else");
+}
+
+/// A daemon killed while it writes a middle layer (after the rotate, before the flush
+/// ends): overlay.json still names the layers of before the rotate. What programs wrote
+/// into the fresh upper layer meanwhile must survive the takeover.
+#[test]
+fn a_daemon_killed_during_a_flush_loses_nothing_written_meanwhile() {
+    let Some(m) = overlay_mount(|_| {}) else {
+        return;
+    };
+    // Enough data that writing the middle layer takes a while.
+    let chunk: Vec<u8> = (0..1u32 << 20).map(|i| (i % 251) as u8 + 1).collect();
+    {
+        let mut f = fs::File::create(m.path("big")).unwrap();
+        for _ in 0..768 {
+            f.write_all(&chunk).unwrap();
+        }
+    }
+    let before = top_upperdir(&m.target).unwrap();
+    let mut flush = std::process::Command::new(crate::harness::BIN)
+        .args(["flush", m.target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(30);
+    while top_upperdir(&m.target).as_ref() == Some(&before) {
+        assert!(Instant::now() < end, "no rotate");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    fs::write(m.path("late"), b"written during the flush").unwrap();
+    let still_flushing = flush.try_wait().unwrap().is_none();
+    m.kill_daemon();
+    let _ = flush.wait();
+    assert!(
+        still_flushing,
+        "inconclusive: the flush ended before the kill"
+    );
+    assert_eq!(
+        fs::read(m.path("late")).unwrap(),
+        b"written during the flush"
+    );
+    m.mount();
+    assert_eq!(
+        fs::read(m.path("late")).ok().as_deref(),
+        Some(&b"written during the flush"[..]),
+        "the mount after the takeover"
+    );
+    m.unmount();
+    assert_eq!(
+        fs::read(m.path("late")).ok().as_deref(),
+        Some(&b"written during the flush"[..]),
+        "the disk copy"
+    );
+}
