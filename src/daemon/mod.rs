@@ -9,6 +9,7 @@ pub mod paths;
 mod safety;
 mod status;
 pub mod target;
+mod timer;
 
 use crate::config::TargetSettings;
 use crate::control::Response;

@@ -5,9 +5,9 @@
 
 use super::paths::{self, TargetPaths};
 use super::target::{
-    Phase, final_flush, flush_response, open_control, request_stop, retry_delay, take_lock,
-    write_owner,
+    Phase, final_flush, flush_response, open_control, request_stop, take_lock, write_owner,
 };
+use super::timer::FlushTimer;
 use super::{Event, Served, mounting, safety, status};
 use crate::backing::{Backing, Loc, Meta};
 use crate::backup::Backups;
@@ -19,14 +19,13 @@ use crate::overlay::kernel;
 use crate::overlay::layers::{self, Saved, Stack, open_dir, remove_layer, upper_dir};
 use crate::overlay::upper::Upper;
 use anyhow::Context;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use nix::fcntl::{Flock, OFlag};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Why overlay mode did not start.
@@ -59,9 +58,7 @@ pub struct OverlayTarget {
     /// The directory holding the target, pinned by a bind mount in the store.
     pin: PathBuf,
     phase: Mutex<Phase>,
-    next_flush: Mutex<Instant>,
-    wake: Sender<()>,
-    stopping: AtomicBool,
+    timer: FlushTimer,
     started: SystemTime,
     backups: Option<Arc<Backups>>,
     backup_state: Arc<Mutex<String>>,
@@ -189,9 +186,8 @@ impl OverlayTarget {
         unpin.0 = None;
         stack.save()?;
         write_owner(&p, &settings)?;
-        let (wake, wake_rx) = crossbeam_channel::unbounded();
         let t = Arc::new(OverlayTarget {
-            next_flush: Mutex::new(Instant::now() + settings.flush_interval),
+            timer: FlushTimer::new(settings.flush_interval),
             settings,
             paths: p,
             _lock: lock,
@@ -200,8 +196,6 @@ impl OverlayTarget {
             stack: Mutex::new(stack),
             pin,
             phase: Mutex::new(Phase::Mounted),
-            wake,
-            stopping: AtomicBool::new(false),
             started: SystemTime::now(),
             backups,
             backup_state: Arc::new(Mutex::new("off".into())),
@@ -226,8 +220,16 @@ impl OverlayTarget {
         if let Err(e) = t.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
-        status::measure(&t.usage, &t.disk_dir, t.flusher.disk_gen());
-        t.start_timer(wake_rx);
+        status::measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
+        FlushTimer::start(
+            t.clone(),
+            |t| &t.timer,
+            |t| {
+                t.flush(&|_, _| {})
+                    .map(|_| ())
+                    .map_err(|_| t.flusher.ledger().failures())
+            },
+        );
         t.start_monitor();
         let c = t.clone();
         open_control(&t.paths, move |req, report| c.handle(req, report))?;
@@ -255,7 +257,7 @@ impl OverlayTarget {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
         let mounted = *self.phase.lock() == Phase::Mounted
-            && !self.stopping.load(Ordering::SeqCst)
+            && !self.timer.is_stopping()
             && st.top.mount_id.is_some();
         let target = &self.paths.target;
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
@@ -279,38 +281,9 @@ impl OverlayTarget {
             tracing::warn!(error = %format!("{e:#}"), "could not record the overlay's layers");
         }
         Ok(report.unwrap_or(FlushReport {
-            generation: self.flusher.disk_gen(),
+            generation: self.flusher.ledger().disk_gen(),
             ..Default::default()
         }))
-    }
-
-    fn start_timer(self: &Arc<Self>, wake: Receiver<()>) {
-        let t = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("flush-timer".into())
-            .spawn(move || {
-                loop {
-                    let wait = t
-                        .next_flush
-                        .lock()
-                        .saturating_duration_since(Instant::now());
-                    let _ = wake.recv_timeout(wait);
-                    if t.stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if Instant::now() < *t.next_flush.lock() {
-                        continue;
-                    }
-                    let next = match t.flush(&|_, _| {}) {
-                        Ok(_) => t.settings.flush_interval,
-                        Err(_) => retry_delay(t.flusher.failures(), t.settings.flush_interval),
-                    };
-                    *t.next_flush.lock() = Instant::now() + next;
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the flush timer");
-        }
     }
 
     /// Notices an unmount by someone else, and the end of a detached overlay's use: then
@@ -368,8 +341,7 @@ impl OverlayTarget {
     }
 
     fn stop_timer(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.wake.send(());
+        self.timer.stop();
     }
 
     fn remove_store(&self) {
@@ -540,7 +512,7 @@ impl OverlayTarget {
         *self.phase.lock()
     }
     pub(super) fn next_flush(&self) -> Instant {
-        *self.next_flush.lock()
+        self.timer.next()
     }
     pub(super) fn started(&self) -> SystemTime {
         self.started
@@ -552,7 +524,11 @@ impl OverlayTarget {
         self.crash.clone()
     }
     pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
-        status::disk_usage(&self.usage, &self.disk_dir, self.flusher.disk_gen())
+        status::disk_usage(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        )
     }
     /// Names not yet on disk, the RAM of all layers, and files held open.
     pub(super) fn layers(&self) -> (Vec<crate::overlay::upper::UpperEntry>, u64, u64) {

@@ -46,7 +46,7 @@ pub fn of(t: &OverlayTarget) -> Status {
         dirty_dirs: dirs,
         dirty_bytes: bytes,
         oldest_change_secs: oldest.map(|o| (now - o).max(0) as u64),
-        last_flush: p.flusher().last().map(flush_status),
+        last_flush: p.flusher().ledger().last().map(flush_status),
         next_flush_secs: (phase == Phase::Mounted).then(|| {
             p.next_flush()
                 .saturating_duration_since(Instant::now())
@@ -55,10 +55,10 @@ pub fn of(t: &OverlayTarget) -> Status {
         flush_interval_secs: p.settings().flush_interval.as_secs(),
         fsync: format!("{:?}", p.settings().fsync).to_lowercase(),
         // The kernel serves writes: asdfs sees the files they changed, not the calls.
-        bytes_written: p.flusher().bytes_flushed() + bytes,
-        bytes_flushed: p.flusher().bytes_flushed(),
-        generation: p.flusher().disk_gen(),
-        flush_failures: p.flusher().failures(),
+        bytes_written: p.flusher().ledger().bytes_flushed() + bytes,
+        bytes_flushed: p.flusher().ledger().bytes_flushed(),
+        generation: p.flusher().ledger().disk_gen(),
+        flush_failures: p.flusher().ledger().failures(),
         open_files: open,
         log_failures: 0,
         backup: p.backup(),

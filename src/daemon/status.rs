@@ -17,7 +17,7 @@ pub struct UsageState {
 
 /// Measures the disk copy in the background, unless a measurement is already under way.
 pub fn measure_disk(t: &Target) {
-    measure(&t.usage, &t.disk_dir, t.flusher.disk_gen());
+    measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
 }
 
 /// Measures the disk copy at `dir` (generation `generation`) in the background.
@@ -99,7 +99,7 @@ pub fn of(t: &Target) -> Status {
     let s = t.store.summary();
     let now = SystemTime::now();
     let phase = *t.phase.lock();
-    let last_flush = t.flusher.last().map(flush_status);
+    let last_flush = t.flusher.ledger().last().map(flush_status);
     Status {
         target: t.paths.target.clone(),
         mode: "fuse".into(),
@@ -112,7 +112,7 @@ pub fn of(t: &Target) -> Status {
             .unwrap_or(0),
         store: t.paths.store.clone(),
         ram_bytes: s.ram_bytes,
-        disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.disk_gen()),
+        disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen()),
         dirty_files: s.dirty_files,
         dirty_dirs: s.dirty_dir_count,
         dirty_bytes: s.dirty_bytes,
@@ -121,17 +121,17 @@ pub fn of(t: &Target) -> Status {
             .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
         last_flush,
         next_flush_secs: (phase == Phase::Mounted).then(|| {
-            t.next_flush
-                .lock()
+            t.timer
+                .next()
                 .saturating_duration_since(Instant::now())
                 .as_secs()
         }),
         flush_interval_secs: t.settings.flush_interval.as_secs(),
         fsync: format!("{:?}", t.settings.fsync).to_lowercase(),
         bytes_written: s.counters.bytes_written,
-        bytes_flushed: t.flusher.bytes_flushed(),
-        generation: t.flusher.disk_gen(),
-        flush_failures: t.flusher.failures(),
+        bytes_flushed: t.flusher.ledger().bytes_flushed(),
+        generation: t.flusher.ledger().disk_gen(),
+        flush_failures: t.flusher.ledger().failures(),
         open_files: s.open_handles,
         log_failures: s.log_failures,
         backup: t.backup_state.lock().clone(),

@@ -2,6 +2,7 @@
 //! takeover, the mount, the flush timer and the control socket, to the final flush.
 
 use super::paths::{self, TargetPaths};
+use super::timer::FlushTimer;
 use super::{Event, mounting, safety, status};
 use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
@@ -11,13 +12,12 @@ use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
 use anyhow::{Context, bail};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use nix::fcntl::{Flock, FlockArg};
 use parking_lot::Mutex;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 /// FUSE request threads per target.
@@ -95,9 +95,7 @@ pub struct Target {
     /// Keeps `systemd-tmpfiles --clean` out of the store while it is served.
     _aging: paths::AgingGuard,
     pub(super) phase: Mutex<Phase>,
-    pub(super) next_flush: Mutex<Instant>,
-    wake: Sender<()>,
-    stopping: AtomicBool,
+    pub(super) timer: FlushTimer,
     pub(super) started: SystemTime,
     pub(super) backups: Option<Arc<crate::backup::Backups>>,
     /// What the hardlink backup is doing, for status.
@@ -152,9 +150,8 @@ impl Target {
             }
         }
         write_owner(&p, &settings)?;
-        let (wake, wake_rx) = crossbeam_channel::unbounded();
         let t = Arc::new(Target {
-            next_flush: Mutex::new(Instant::now() + settings.flush_interval),
+            timer: FlushTimer::new(settings.flush_interval),
             settings,
             paths: p,
             store,
@@ -162,8 +159,6 @@ impl Target {
             _lock: lock,
             _aging: aging,
             phase: Mutex::new(Phase::Mounted),
-            wake,
-            stopping: AtomicBool::new(false),
             started: SystemTime::now(),
             backups,
             backup_state: Arc::new(Mutex::new("off".into())),
@@ -175,7 +170,16 @@ impl Target {
         t.mount(events.clone(), idx)?;
         safety::refresh_backup(&t);
         status::measure_disk(&t);
-        t.start_timer(wake_rx);
+        FlushTimer::start(
+            t.clone(),
+            |t| &t.timer,
+            |t| {
+                t.flusher
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|_| t.flusher.ledger().failures())
+            },
+        );
         t.start_control(events, idx)?;
         Ok(t)
     }
@@ -212,36 +216,6 @@ impl Target {
                 let _ = events.send(Event::SessionEnded(idx));
             })?;
         Ok(())
-    }
-
-    /// Flushes every interval; after a failure, retries sooner with a growing delay.
-    fn start_timer(self: &Arc<Self>, wake: Receiver<()>) {
-        let t = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("flush-timer".into())
-            .spawn(move || {
-                loop {
-                    let wait = t
-                        .next_flush
-                        .lock()
-                        .saturating_duration_since(Instant::now());
-                    let _ = wake.recv_timeout(wait);
-                    if t.stopping.load(Ordering::SeqCst) {
-                        return;
-                    }
-                    if Instant::now() < *t.next_flush.lock() {
-                        continue;
-                    }
-                    let next = match t.flusher.flush() {
-                        Ok(_) => t.settings.flush_interval,
-                        Err(_) => retry_delay(t.flusher.failures(), t.settings.flush_interval),
-                    };
-                    *t.next_flush.lock() = Instant::now() + next;
-                }
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the flush timer");
-        }
     }
 
     fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
@@ -321,8 +295,7 @@ impl Target {
     }
 
     fn stop_timer(&self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        let _ = self.wake.send(());
+        self.timer.stop();
     }
 
     /// After the session ended: the final flush (retried), then the store is removed. If the

@@ -38,18 +38,66 @@ pub struct LastFlush {
     pub result: Result<FlushReport, String>,
 }
 
-impl LastFlush {
-    /// Logs a flush's outcome and counts it (`failures` in a row, `bytes_flushed` in all);
-    /// returns it as the last flush.
-    pub fn record(
-        r: &anyhow::Result<FlushReport>,
-        failures: &mut u32,
-        bytes_flushed: &mut u64,
-    ) -> LastFlush {
+/// What a flusher of either mode knows of the disk copy and of its flushes.
+#[derive(Default)]
+pub struct Ledger(Mutex<Entries>);
+
+#[derive(Default)]
+struct Entries {
+    disk_gen: u64,
+    /// A committed flush whose steps could not all be applied yet.
+    pending: Option<Journal>,
+    last: Option<LastFlush>,
+    /// Failed attempts since the last success.
+    failures: u32,
+    bytes_flushed: u64,
+}
+
+impl Ledger {
+    pub fn new(disk_gen: u64) -> Ledger {
+        Ledger(Mutex::new(Entries {
+            disk_gen,
+            ..Default::default()
+        }))
+    }
+
+    /// The generation on disk (or committed, for FUSE mode's rebase).
+    pub fn disk_gen(&self) -> u64 {
+        self.0.lock().disk_gen
+    }
+
+    pub fn set_disk_gen(&self, generation: u64) {
+        self.0.lock().disk_gen = generation;
+    }
+
+    pub fn last(&self) -> Option<LastFlush> {
+        self.0.lock().last.clone()
+    }
+
+    pub fn failures(&self) -> u32 {
+        self.0.lock().failures
+    }
+
+    pub fn bytes_flushed(&self) -> u64 {
+        self.0.lock().bytes_flushed
+    }
+
+    pub fn pending(&self) -> Option<Journal> {
+        self.0.lock().pending.clone()
+    }
+
+    pub fn set_pending(&self, j: Option<Journal>) {
+        self.0.lock().pending = j;
+    }
+
+    /// Logs a flush's outcome and counts it (failures in a row, bytes in all); status shows
+    /// it as the last flush.
+    pub fn record(&self, r: &anyhow::Result<FlushReport>) {
+        let mut st = self.0.lock();
         match r {
             Ok(rep) => {
-                *failures = 0;
-                *bytes_flushed += rep.bytes;
+                st.failures = 0;
+                st.bytes_flushed += rep.bytes;
                 if rep.steps > 0 {
                     tracing::info!(
                         generation = rep.generation,
@@ -61,14 +109,14 @@ impl LastFlush {
                 }
             }
             Err(e) => {
-                *failures += 1;
-                tracing::warn!(failures = *failures, error = %format!("{e:#}"), "flush failed; the changes stay in RAM and will be retried");
+                st.failures += 1;
+                tracing::warn!(failures = st.failures, error = %format!("{e:#}"), "flush failed; the changes stay in RAM and will be retried");
             }
         }
-        LastFlush {
+        st.last = Some(LastFlush {
             at: SystemTime::now(),
             result: r.as_ref().cloned().map_err(|e| format!("{e:#}")),
-        }
+        });
     }
 }
 
@@ -76,17 +124,7 @@ impl LastFlush {
 pub struct Flusher {
     store: Arc<Store>,
     running: Mutex<()>,
-    state: Mutex<State>,
-}
-
-struct State {
-    disk_gen: u64,
-    /// A committed flush whose steps could not all be applied yet.
-    pending: Option<Journal>,
-    last: Option<LastFlush>,
-    /// Failed attempts since the last success.
-    failures: u32,
-    bytes_flushed: u64,
+    ledger: Ledger,
 }
 
 impl Flusher {
@@ -94,13 +132,7 @@ impl Flusher {
         Flusher {
             store,
             running: Mutex::new(()),
-            state: Mutex::new(State {
-                disk_gen,
-                pending: None,
-                last: None,
-                failures: 0,
-                bytes_flushed: 0,
-            }),
+            ledger: Ledger::new(disk_gen),
         }
     }
 
@@ -108,20 +140,8 @@ impl Flusher {
         &self.store
     }
 
-    pub fn disk_gen(&self) -> u64 {
-        self.state.lock().disk_gen
-    }
-
-    pub fn last(&self) -> Option<LastFlush> {
-        self.state.lock().last.clone()
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.state.lock().failures
-    }
-
-    pub fn bytes_flushed(&self) -> u64 {
-        self.state.lock().bytes_flushed
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Writes everything that changed to the disk copy; returns when it is durable.
@@ -134,12 +154,7 @@ impl Flusher {
         let _one = self.running.lock();
         let started = Instant::now();
         let r = self.flush_locked(started, progress);
-        let st = &mut *self.state.lock();
-        st.last = Some(LastFlush::record(
-            &r,
-            &mut st.failures,
-            &mut st.bytes_flushed,
-        ));
+        self.ledger.record(&r);
         r
     }
 
@@ -150,7 +165,7 @@ impl Flusher {
     ) -> anyhow::Result<FlushReport> {
         self.finish_pending()?;
         self.prepare()?;
-        let generation = self.disk_gen() + 1;
+        let generation = self.ledger.disk_gen() + 1;
         let draft = self.store.lock().snapshot(generation);
         if draft.is_empty() {
             return Ok(FlushReport {
@@ -195,7 +210,7 @@ impl Flusher {
         let applied = journal.apply(b.as_ref(), false);
         drop(gate);
         if let Err(e) = applied {
-            self.state.lock().pending = Some(journal);
+            self.ledger.set_pending(Some(journal));
             return Err(anyhow::Error::new(e)
                 .context("applying the committed flush (it will be completed)"));
         }
@@ -294,13 +309,13 @@ impl Flusher {
         }
         inner.mark_logged(&order);
         inner.collect_garbage(d);
-        self.state.lock().disk_gen = d.generation;
+        self.ledger.set_disk_gen(d.generation);
         Ok(())
     }
 
     /// Completes a committed flush that could not be applied before.
     fn finish_pending(&self) -> anyhow::Result<()> {
-        let Some(j) = self.state.lock().pending.clone() else {
+        let Some(j) = self.ledger.pending() else {
             return Ok(());
         };
         let b = self.store.backing.clone();
@@ -311,7 +326,7 @@ impl Flusher {
                 .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
         }
         finish(b.as_ref(), j.generation);
-        self.state.lock().pending = None;
+        self.ledger.set_pending(None);
         tracing::info!(generation = j.generation, "completed an earlier flush");
         Ok(())
     }
@@ -339,7 +354,7 @@ impl Flusher {
 
     /// Whether a committed flush is waiting to be completed.
     pub fn has_pending(&self) -> bool {
-        self.state.lock().pending.is_some()
+        self.ledger.pending().is_some()
     }
 }
 

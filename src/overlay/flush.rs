@@ -5,7 +5,7 @@
 use super::plan::{Plan, StageContent, plan};
 use super::upper::{Sig, Upper, vanished};
 use crate::backing::{Backing, Loc, NewContent, open_beneath};
-use crate::flush::{FlushReport, Journal, LastFlush};
+use crate::flush::{FlushReport, Journal, Ledger};
 use anyhow::Context;
 use nix::fcntl::OFlag;
 use parking_lot::Mutex;
@@ -23,16 +23,7 @@ const BARRIER: &str = ".asdfs-flush-barrier";
 pub struct OverlayFlusher {
     disk: Arc<dyn Backing>,
     running: Mutex<()>,
-    state: Mutex<State>,
-}
-
-#[derive(Default)]
-struct State {
-    disk_gen: u64,
-    pending: Option<Journal>,
-    last: Option<LastFlush>,
-    failures: u32,
-    bytes_flushed: u64,
+    ledger: Ledger,
 }
 
 /// The layer to flush. `live`: it is the upper layer of an overlay programs may still
@@ -56,10 +47,7 @@ impl OverlayFlusher {
         OverlayFlusher {
             disk,
             running: Mutex::new(()),
-            state: Mutex::new(State {
-                disk_gen,
-                ..Default::default()
-            }),
+            ledger: Ledger::new(disk_gen),
         }
     }
 
@@ -67,20 +55,8 @@ impl OverlayFlusher {
         &self.disk
     }
 
-    pub fn disk_gen(&self) -> u64 {
-        self.state.lock().disk_gen
-    }
-
-    pub fn last(&self) -> Option<LastFlush> {
-        self.state.lock().last.clone()
-    }
-
-    pub fn failures(&self) -> u32 {
-        self.state.lock().failures
-    }
-
-    pub fn bytes_flushed(&self) -> u64 {
-        self.state.lock().bytes_flushed
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
     }
 
     /// Writes what changed in the layer to the disk copy; returns when it is durable.
@@ -92,12 +68,7 @@ impl OverlayFlusher {
             Ok((rep, sigs)) => (Ok(rep), Some(sigs)),
             Err(e) => (Err(e), None),
         };
-        let st = &mut *self.state.lock();
-        st.last = Some(LastFlush::record(
-            &r,
-            &mut st.failures,
-            &mut st.bytes_flushed,
-        ));
+        self.ledger.record(&r);
         Ok((r?, sigs.unwrap_or_default()))
     }
 
@@ -109,7 +80,7 @@ impl OverlayFlusher {
     ) -> anyhow::Result<Flushed> {
         self.finish_pending()?;
         let entries = layer.upper.walk().context("reading the upper layer")?;
-        let generation = self.state.lock().disk_gen + 1;
+        let generation = self.ledger.disk_gen() + 1;
         let mut plan = plan(&entries, self.disk.as_ref(), layer.done, generation)
             .context("planning the flush")?;
         if plan.is_empty() {
@@ -150,7 +121,7 @@ impl OverlayFlusher {
             return Err(anyhow::Error::new(e).context("committing the flush journal"));
         }
         if let Err(e) = journal.apply(self.disk.as_ref(), false) {
-            self.state.lock().pending = Some(journal);
+            self.ledger.set_pending(Some(journal));
             return Err(anyhow::Error::new(e)
                 .context("applying the committed flush (it will be completed)"));
         }
@@ -158,7 +129,7 @@ impl OverlayFlusher {
             guard_new_names(ovl, layer.upper, &plan.new_names);
         }
         crate::flush::finish(self.disk.as_ref(), generation);
-        self.state.lock().disk_gen = generation;
+        self.ledger.set_disk_gen(generation);
         let mut done = plan.sigs.clone();
         for p in &unstable {
             done.remove(p);
@@ -261,15 +232,14 @@ impl OverlayFlusher {
 
     /// Completes a committed flush that could not be applied before.
     fn finish_pending(&self) -> anyhow::Result<()> {
-        let Some(j) = self.state.lock().pending.clone() else {
+        let Some(j) = self.ledger.pending() else {
             return Ok(());
         };
         j.apply(self.disk.as_ref(), true)
             .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
         crate::flush::finish(self.disk.as_ref(), j.generation);
-        let mut st = self.state.lock();
-        st.pending = None;
-        st.disk_gen = j.generation;
+        self.ledger.set_pending(None);
+        self.ledger.set_disk_gen(j.generation);
         Ok(())
     }
 }

@@ -211,7 +211,7 @@ fn fail_at_every_step(errno: i32) {
                 "step {n}: {path} is neither old nor new"
             );
         }
-        assert!(f.flusher.failures() >= 1);
+        assert!(f.flusher.ledger().failures() >= 1);
         // The changes are still in RAM.
         assert_eq!(f.read_file("a"), b"new a, longer than before");
         faulty.heal();
