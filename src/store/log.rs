@@ -129,17 +129,7 @@ impl StoreLog {
         base_gen: u64,
         records: &[Record],
     ) -> io::Result<StoreLog> {
-        let mut log = StoreLog {
-            dir: dir.to_path_buf(),
-            file: File::open("/dev/null")?,
-            len: 0,
-            reserved: 0,
-            epoch: 1,
-            base_gen,
-            target: target.to_path_buf(),
-            failures: 0,
-            pending: None,
-        };
+        let mut log = StoreLog::unopened(dir, target, base_gen)?;
         log.rewrite(base_gen, records)?;
         Ok(log)
     }

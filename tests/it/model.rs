@@ -571,8 +571,8 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-#[test]
-fn random_operations_match_tmpfs_and_reach_disk() {
+/// Every seed (`ASDFS_SEED`, else 1, 2, 3), `ASDFS_MODEL_STEPS` steps each (1,500).
+fn run_seeds(overlay: bool) {
     if !fuse_available() {
         return;
     }
@@ -580,23 +580,19 @@ fn random_operations_match_tmpfs_and_reach_disk() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
+    let mode = if overlay { "overlay" } else { "fuse" };
     for seed in seeds() {
-        eprintln!("model test: seed {seed}, {steps} steps");
-        run_model(seed, steps, false);
+        eprintln!("model test, {mode} mode: seed {seed}, {steps} steps");
+        run_model(seed, steps, overlay);
     }
 }
 
 #[test]
+fn random_operations_match_tmpfs_and_reach_disk() {
+    run_seeds(false);
+}
+
+#[test]
 fn random_operations_in_overlay_mode_match_tmpfs_and_reach_disk() {
-    if !fuse_available() {
-        return;
-    }
-    let steps = std::env::var("ASDFS_MODEL_STEPS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1500);
-    for seed in seeds() {
-        eprintln!("model test in overlay mode: seed {seed}, {steps} steps");
-        run_model(seed, steps, true);
-    }
+    run_seeds(true);
 }
