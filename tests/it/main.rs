@@ -2,6 +2,7 @@
 //! /dev/fuse, model tests and crash tests.
 
 mod asd;
+mod attack;
 mod common;
 mod concurrent;
 mod faults;

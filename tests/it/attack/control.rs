@@ -1,0 +1,3 @@
+//! Attacks: control (see attack.rs).
+
+use super::*;

@@ -1,0 +1,3 @@
+//! Attacks: disk (see attack.rs).
+
+use super::*;

@@ -1,0 +1,3 @@
+//! Attacks: misc (see attack.rs).
+
+use super::*;

@@ -1,0 +1,3 @@
+//! Attacks: side (see attack.rs).
+
+use super::*;

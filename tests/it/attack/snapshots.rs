@@ -1,0 +1,3 @@
+//! Attacks: snapshots (see attack.rs).
+
+use super::*;

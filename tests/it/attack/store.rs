@@ -1,0 +1,3 @@
+//! Attacks: store (see attack.rs).
+
+use super::*;
