@@ -12,6 +12,7 @@ pub mod control;
 pub mod daemon;
 pub mod error;
 pub mod flush;
+pub mod fsx;
 pub mod fuse;
 pub mod overlay;
 pub mod snapshot;

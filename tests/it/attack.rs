@@ -133,3 +133,103 @@ impl Decoy {
         );
     }
 }
+
+/// Whatever a root `asdfs mount` of `target` with its store under `vol` left running: the
+/// mount on the target, the daemon, and any mount inside `vol` or on `extra` are removed
+/// when dropped, passing or failing.
+pub struct Cleanup {
+    pub target: PathBuf,
+    pub vol: PathBuf,
+    pub extra: Vec<PathBuf>,
+}
+
+impl Cleanup {
+    pub fn new(target: &Path, vol: &Path) -> Cleanup {
+        Cleanup {
+            target: target.to_path_buf(),
+            vol: vol.to_path_buf(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+/// Mount points of this namespace.
+pub fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(1).map(str::to_string))
+        .collect()
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        use std::process::Command;
+        let target = self.target.display().to_string();
+        if mount_points().contains(&target) {
+            let _ = crate::harness::asdfs(["unmount", target.as_str()]);
+        }
+        let key = asdfs::daemon::paths::store_key(&self.target);
+        let owner = self.vol.join("asdfs").join(key).join("owner.json");
+        let pid = std::fs::read_to_string(owner)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .and_then(|v| v["pid"].as_i64());
+        if let Some(pid) = pid {
+            // SAFETY: a plain signal to the daemon of this test.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let vol = self.vol.display().to_string();
+        let mut inside: Vec<String> = mount_points()
+            .into_iter()
+            .filter(|m| {
+                *m == target
+                    || m.starts_with(&vol)
+                    || self.extra.iter().any(|e| *m == e.display().to_string())
+            })
+            .collect();
+        inside.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in inside {
+            let _ = Command::new("umount").arg("-l").arg(m).status();
+        }
+    }
+}
+
+/// A volatile directory as /tmp or /dev/shm are: root's, world-writable and sticky, in `in_dir`.
+pub fn sticky_volatile(in_dir: &str) -> tempfile::TempDir {
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-attack-vol-")
+        .tempdir_in(in_dir)
+        .expect("volatile dir");
+    std::fs::set_permissions(vol.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    vol
+}
+
+/// `asdfs mount TARGET --volatile VOL` as root, with info logging; (success, stderr).
+pub fn root_mount(target: &Path, vol: &Path) -> (bool, String) {
+    let out = std::process::Command::new(crate::harness::BIN)
+        .arg("mount")
+        .arg(target)
+        .arg("--volatile")
+        .arg(vol)
+        .env("ASDFS_LOG", "info")
+        .output()
+        .expect("running asdfs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts a refusal: the mount failed, with one line naming `path` and the attacker.
+#[track_caller]
+pub fn assert_refused(result: &(bool, String), path: &Path) {
+    let (ok, err) = result;
+    assert!(!ok, "asdfs mount succeeded; it should have refused {}", path.display());
+    let line = err.lines().find(|l| l.contains(&path.display().to_string()));
+    let line = line.unwrap_or_else(|| panic!("no error naming {}: {err}", path.display()));
+    assert!(
+        line.contains(&format!("uid {ATTACKER}")),
+        "the error does not name the owner: {line}"
+    );
+}

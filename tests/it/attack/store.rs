@@ -1,3 +1,145 @@
-//! Attacks: store (see attack.rs).
+//! Attacks: store (see attack.rs). With a world-writable volatile directory (`/tmp`,
+//! `/dev/shm`) a user can create the store's predictable paths before root does.
 
 use super::*;
+use crate::harness::{Mount, fuse_available};
+use std::os::unix::fs::symlink;
+
+/// A root-owned target `t` in a root-owned directory on /tmp.
+fn root_target() -> (tempfile::TempDir, PathBuf) {
+    let disk = tempfile::Builder::new()
+        .prefix("asdfs-attack-disk-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let target = disk.path().join("t");
+    std::fs::create_dir(&target).unwrap();
+    (disk, target)
+}
+
+fn attacker_mkdir(p: &Path) {
+    let p = p.to_path_buf();
+    as_attacker(move || {
+        std::fs::create_dir(&p).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o777))
+            .map_err(|e| e.to_string())
+    })
+    .unwrap();
+}
+
+fn attacker_symlink(to: &Path, at: &Path) {
+    let (to, at) = (to.to_path_buf(), at.to_path_buf());
+    as_attacker(move || symlink(&to, &at).map_err(|e| e.to_string())).unwrap();
+}
+
+#[test]
+fn a_store_root_the_attacker_made_is_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let vol = sticky_volatile("/dev/shm");
+    let (_disk, target) = root_target();
+    let root = vol.path().join("asdfs");
+    attacker_mkdir(&root);
+    attacker_symlink(&decoy.path, &root.join("daemon.log"));
+    let _c = Cleanup::new(&target, vol.path());
+    let r = root_mount(&target, vol.path());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    decoy.assert_untouched();
+    assert_refused(&r, &root);
+}
+
+#[test]
+fn a_store_the_attacker_owns_is_refused() {
+    if !fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let vol = sticky_volatile("/dev/shm");
+    let (_disk, target) = root_target();
+    let root = vol.path().join("asdfs");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o711)).unwrap();
+    let store = root.join(asdfs::daemon::paths::store_key(&target));
+    std::fs::create_dir(&store).unwrap();
+    chown(&store, ATTACKER);
+    let decoy_dir = decoy.path.parent().unwrap().to_path_buf();
+    let mode_before = std::fs::metadata(&decoy_dir).unwrap().mode();
+    attacker_symlink(&decoy.path, &store.join("owner.json"));
+    attacker_symlink(&decoy_dir, &store.join("private"));
+    let _c = Cleanup::new(&target, vol.path());
+    let r = root_mount(&target, vol.path());
+    decoy.assert_untouched();
+    assert_eq!(std::fs::metadata(&decoy_dir).unwrap().mode(), mode_before);
+    assert_refused(&r, &store);
+}
+
+/// On disk (/tmp here is not tmpfs) root mounts a private tmpfs on the store root: never on
+/// where a planted symlink points.
+#[test]
+fn no_tmpfs_is_mounted_through_a_planted_store_root_symlink() {
+    if !fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let vol = sticky_volatile("/tmp");
+    let (_disk, target) = root_target();
+    let root = vol.path().join("asdfs");
+    let decoy_dir = decoy.path.parent().unwrap().to_path_buf();
+    attacker_symlink(&decoy_dir, &root);
+    let mut c = Cleanup::new(&target, vol.path());
+    c.extra.push(decoy_dir.clone());
+    let r = root_mount(&target, vol.path());
+    assert!(
+        !mount_points().contains(&decoy_dir.display().to_string()),
+        "a tmpfs was mounted on the symlink's destination"
+    );
+    decoy.assert_untouched();
+    assert_refused(&r, &root);
+}
+
+#[test]
+fn the_daemon_log_is_private() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new();
+    let log = m.volatile.path().join("asdfs/daemon.log");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log.exists() && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mode = std::fs::symlink_metadata(&log).expect("daemon.log").mode();
+    assert_eq!(mode & 0o077, 0, "daemon.log has mode {:o}", mode & 0o7777);
+}
+
+/// A start that fails once the store exists removes what it made: the next mount starts
+/// fresh instead of taking over a daemon that died.
+#[test]
+fn a_failed_start_leaves_nothing_behind() {
+    if !fuse_available() {
+        return;
+    }
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-attack-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let (disk, target) = root_target();
+    let mut c = Cleanup::new(&target, vol.path());
+    c.extra.push(target.clone());
+    // A target on another filesystem than its parent: refused after the store is made.
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "asdfs-test", target.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let (ok, err) = root_mount(&target, vol.path());
+    assert!(!ok, "the mount should fail");
+    assert!(err.contains("mount point"), "{err}");
+    let store = vol
+        .path()
+        .join("asdfs")
+        .join(asdfs::daemon::paths::store_key(&target));
+    assert!(!store.exists(), "{} was left behind", store.display());
+    assert!(!disk.path().join(".t-asdfs").exists(), "the side directory was left behind");
+}
