@@ -95,6 +95,10 @@ impl Dir {
         })
     }
 
+    pub fn fd(&self) -> &OwnedFd {
+        &self.fd
+    }
+
     /// A duplicate of the descriptor, for an API that owns one.
     pub fn dup_fd(&self) -> io::Result<OwnedFd> {
         self.fd.try_clone()
@@ -122,9 +126,12 @@ pub fn mkdir_private(
         Err(rustix::io::Errno::EXIST) => false,
         Err(e) => bail!("{}: cannot create the directory: {e}", path.display()),
     };
-    let dir = match parent.open_in(name) {
-        Ok(d) => d,
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+    let dir = match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+        Ok(fd) => Dir {
+            fd,
+            path: path.clone(),
+        },
+        Err(rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR) => {
             let owner = rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map(|s| format!(", owned by uid {}", s.st_uid))
                 .unwrap_or_default();
@@ -133,7 +140,7 @@ pub fn mkdir_private(
                 path.display()
             )
         }
-        Err(e) => bail!("{e}"),
+        Err(e) => bail!("{}: {e}", path.display()),
     };
     if created {
         // mkdirat's mode passed through the umask.
@@ -265,6 +272,24 @@ pub fn remove_tree(dir: &Dir, name: &OsStr) -> io::Result<()> {
     }
     empty_dir(&sub, &dir.path.join(name))?;
     Ok(rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?)
+}
+
+/// Removes `name` from `parent` when it is still `held` (a directory this process made and
+/// kept open): empties `held` through its descriptor, then removes the name only if it
+/// still names the same directory. A directory swapped in under the name is left alone.
+pub fn remove_held(parent: &Dir, name: &OsStr, held: &Dir) -> io::Result<()> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let readable = rustix::fs::openat(held, ".", flags, Mode::empty())?;
+    empty_dir(&readable, &held.path)?;
+    let now = rustix::fs::statat(parent, one_component(name)?, AtFlags::SYMLINK_NOFOLLOW)?;
+    let mine = held.stat()?;
+    if (now.st_dev, now.st_ino) != (mine.st_dev, mine.st_ino) {
+        return Err(io::Error::other(format!(
+            "{}: replaced by another directory; left alone",
+            held.path.display()
+        )));
+    }
+    rmdir(parent, name)
 }
 
 fn empty_dir(fd: &OwnedFd, path: &Path) -> io::Result<()> {

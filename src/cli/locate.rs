@@ -1,8 +1,16 @@
 //! Finding the daemon that serves a target: the session marker in the target's side
 //! directory names its store, whose control socket answers.
+//!
+//! The side directory lies in a directory the target's user controls, so the marker is
+//! only a hint: the store it names is used only if it is where asdfs would put this
+//! target's store (`<volatile>/asdfs/<key>`), the way to it is one only root or the caller
+//! can change (`fsx::check_safe_chain`), and its socket belongs to root or the caller.
+//! Otherwise the default volatile directory's store is used, under the same checks.
 
 use crate::daemon::{mounting, paths};
+use crate::fsx;
 use anyhow::bail;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 pub struct Running {
@@ -23,19 +31,46 @@ fn absolute(target: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The store the session marker names, if the marker is root's or the caller's.
+fn session_store(target: &Path, me: u32) -> Option<PathBuf> {
+    let side = fsx::Dir::open(&paths::side_dir(target)).ok()?;
+    let owner = side.stat().ok()?.st_uid;
+    if owner != 0 && owner != me {
+        return None;
+    }
+    let bytes = fsx::read_nofollow(&side, "session".as_ref(), 1 << 16).ok()?;
+    let v = serde_json::from_slice::<serde_json::Value>(&bytes).ok()?;
+    v["store"].as_str().map(PathBuf::from)
+}
+
+/// `store`'s control socket, if `store` is where asdfs keeps `target`'s store and nobody
+/// but root and the caller can have put the socket there.
+fn trusted_socket(target: &Path, store: &Path, me: u32) -> anyhow::Result<PathBuf> {
+    let root = store.parent().unwrap_or(Path::new("/"));
+    let named_right = store.file_name() == Some(paths::store_key(target).as_ref())
+        && root.file_name() == Some("asdfs".as_ref());
+    if !named_right {
+        bail!("{}: not a store of {}", store.display(), target.display());
+    }
+    fsx::check_safe_chain(store, me)?;
+    let socket = store.join("control.sock");
+    let meta = std::fs::symlink_metadata(&socket)?;
+    if !meta.file_type().is_socket() || (meta.uid() != 0 && meta.uid() != me) {
+        bail!("{}: not a socket of root's or yours", socket.display());
+    }
+    Ok(socket)
+}
+
 /// The control socket of the daemon serving `target`.
 pub fn running(target: &Path) -> anyhow::Result<Running> {
     let t = absolute(target)?;
-    let side = paths::side_dir(&t);
-    let store = std::fs::read(side.join("session"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["store"].as_str().map(PathBuf::from));
-    let socket = match store {
-        Some(s) => s.join("control.sock"),
-        None => paths::target_paths(&t, None)?.socket(),
+    let me = nix::unistd::geteuid().as_raw();
+    let from_session = session_store(&t, me).and_then(|s| trusted_socket(&t, &s, me).ok());
+    let socket = match from_session {
+        Some(s) => Some(s),
+        None => trusted_socket(&t, &paths::target_paths(&t, None)?.store, me).ok(),
     };
-    if !socket.exists() {
+    let Some(socket) = socket else {
         if mounting::is_dead_fuse_mount(&t) {
             bail!(
                 "{}: its daemon died; `asdfs mount {}` recovers the RAM store and writes it to disk",
@@ -44,7 +79,7 @@ pub fn running(target: &Path) -> anyhow::Result<Running> {
             );
         }
         bail!("{}: not kept in RAM by asdfs", t.display());
-    }
+    };
     Ok(Running { socket })
 }
 

@@ -148,15 +148,18 @@ impl Ready {
     }
 }
 
-/// Sends stdout and stderr to the daemon's log file (or /dev/null) once `asdfs mount` has
-/// returned: that closes the pipe `asdfs mount` reads our early warnings from.
+/// The daemon's log, in the store root: root's daemons share it, mode 0600 (it names every
+/// target's files).
+const LOG_FILE: &str = "daemon.log";
+
+/// Sends stdout and stderr to the daemon's log file in `log` (the store root, checked by
+/// `paths::prepare_store`; or /dev/null) once `asdfs mount` has returned: that closes the
+/// pipe `asdfs mount` reads our early warnings from. The log is opened without following a
+/// symlink and only if it is this user's regular file.
 fn redirect_output(log: Option<&std::path::Path>) {
-    let opened = log.and_then(|l| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(l)
-            .ok()
+    let opened = log.and_then(|root| {
+        let dir = crate::fsx::Dir::open(root).ok()?;
+        crate::fsx::open_log(&dir, std::ffi::OsStr::new(LOG_FILE), 0o600).ok()
     });
     let Some(f) = opened.or_else(|| File::options().write(true).open("/dev/null").ok()) else {
         return;
@@ -240,7 +243,7 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
         .iter()
         .flatten()
         .next()
-        .map(|t| t.paths().store_root.join("daemon.log"));
+        .map(|t| t.paths().store_root.clone());
     ready.report(&lines, log.as_deref());
     for t in live.iter().flatten() {
         tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), "in RAM");

@@ -69,6 +69,10 @@ pub struct OverlayTarget {
     disk_dir: Arc<OwnedFd>,
     events: Sender<Event>,
     idx: usize,
+    /// The store's directories, checked at the start.
+    dirs: paths::StoreDirs,
+    /// The side directory beside the target, checked at the start.
+    side: paths::Side,
 }
 
 fn dev_of(fd: &OwnedFd) -> u64 {
@@ -88,8 +92,8 @@ impl OverlayTarget {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        paths::prepare_store(&p)?;
-        let lock = take_lock(&p)?;
+        let dirs = paths::prepare_store(&p)?;
+        let lock = take_lock(&p, &dirs.store)?;
         let aging = paths::guard_from_aging(&p);
         if p.private().join("log").exists() {
             return Err(Start::Fallback(
@@ -113,7 +117,7 @@ impl OverlayTarget {
                 p.target.display()
             )));
         }
-        let parent_dir = open_dir(if pinned {
+        let parent_dir = crate::fsx::Dir::open(if pinned {
             &pin
         } else {
             p.target.parent().unwrap_or(Path::new("/"))
@@ -126,18 +130,19 @@ impl OverlayTarget {
             nix::sys::stat::Mode::empty(),
         )
         .with_context(|| format!("opening {}", p.target.display()))?;
-        paths::prepare_side(&p, dev_of(&disk_dir))?;
-        let (backing, backups) = safety::open_disk_in(&p, &settings, &parent_dir)?;
+        let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
+        let (backing, backups) =
+            safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p)
+        let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         if !pinned {
             std::fs::create_dir_all(&pin)?;
-            kernel::pin(&parent_dir, &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
+            kernel::pin(parent_dir.fd(), &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
         }
         // Until the overlay is on the target, a failure takes the pin away again.
         let mut unpin = Unpin((!pinned).then(|| pin.clone()));
@@ -185,7 +190,7 @@ impl OverlayTarget {
         // and the pin, for the next mount to take over.
         unpin.0 = None;
         stack.save()?;
-        write_owner(&p, &settings)?;
+        write_owner(&p, &settings, &dirs.store, &side.dir)?;
         let t = Arc::new(OverlayTarget {
             timer: FlushTimer::new(settings.flush_interval),
             settings,
@@ -205,6 +210,8 @@ impl OverlayTarget {
             disk_dir: Arc::new(disk_dir),
             events,
             idx,
+            dirs,
+            side,
         });
         if let Some(b) = t.backups.clone() {
             let lock = t.disk_writers.clone();
@@ -356,14 +363,7 @@ impl OverlayTarget {
         }
         // Never recursive: the pin is (or was) the user's own directory.
         let _ = std::fs::remove_dir(&self.pin);
-        let _ = std::fs::remove_file(self.paths.side.join("session"));
-        let _ = std::fs::remove_file(self.paths.socket());
-        if let Err(e) = std::fs::remove_dir_all(self.paths.private()) {
-            tracing::warn!(error = %e, "could not remove the RAM store");
-        }
-        let _ = std::fs::remove_file(self.paths.store.join("owner.json"));
-        let _ = std::fs::remove_file(self.paths.lock());
-        let _ = std::fs::remove_dir(&self.paths.store);
+        super::target::remove_store(&self.dirs, &self.side.dir);
     }
 }
 

@@ -2,9 +2,10 @@
 //! the target, its side directory beside it, and its store on tmpfs (design.md §3, §5).
 
 use super::mounting;
+use crate::fsx::{self, Dir};
 use anyhow::{Context, bail};
-use std::ffi::OsString;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 const TMPFS_MAGIC: i64 = 0x0102_1994;
@@ -32,9 +33,6 @@ impl TargetPaths {
     }
     pub fn lock(&self) -> PathBuf {
         self.store.join("lock")
-    }
-    pub fn log_file(&self) -> PathBuf {
-        self.store.join("daemon.log")
     }
 }
 
@@ -128,7 +126,9 @@ pub fn target_paths(target: &Path, volatile: Option<&Path>) -> anyhow::Result<Ta
             volatile.display()
         );
     }
-    let store_root = volatile.join("asdfs");
+    // Without symlinks, as the chain rule checks it (prepare_store).
+    let volatile = std::fs::canonicalize(&volatile).unwrap_or(volatile);
+    let store_root = volatile.join(STORE_ROOT);
     let store = store_root.join(store_key(target));
     Ok(TargetPaths {
         target: target.to_path_buf(),
@@ -202,30 +202,142 @@ pub fn check_overlaps(p: &TargetPaths) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store's directories, checked and held open while the target is served.
+pub struct StoreDirs {
+    /// `<volatile>/asdfs`.
+    pub root: Dir,
+    /// `<volatile>/asdfs/<key>`.
+    pub store: Dir,
+    /// Whether this start made `store` (a failed start then removes it).
+    pub created: bool,
+}
+
+/// The uid that owns what asdfs makes: this process's.
+pub fn me() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
 /// Creates the store root on tmpfs (mounting a private tmpfs there when root and the place
-/// is on disk) and the target's store directory.
-pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<()> {
-    let parent = p.store_root.parent().unwrap_or(Path::new("/"));
-    if !parent.is_dir() {
+/// is on disk) and the target's store directory, with `private/` in it.
+///
+/// The chain rule (docs/security.md): every directory from `/` to the volatile directory is
+/// owned by root or this user and writable by nobody else unless it is root's sticky
+/// directory (`/tmp`, `/dev/shm`); the store root and the store are this user's, mode
+/// 0711/0700, made here or accepted only when they already are. Then no other user can
+/// rename or replace anything on the way to the store, and the store's paths reach what
+/// was checked.
+pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<StoreDirs> {
+    let volatile = p.store_root.parent().unwrap_or(Path::new("/"));
+    if !volatile.is_dir() {
         bail!(
             "{}: the volatile directory does not exist",
-            parent.display()
+            volatile.display()
         );
     }
-    let root = nix::unistd::geteuid().is_root();
-    make_dir(&p.store_root, if root { 0o711 } else { 0o700 })?;
-    if !is_ram_fs(&p.store_root)? {
-        if !root {
+    let uid = me();
+    fsx::check_safe_chain(volatile, uid)?;
+    let vol = Dir::open(volatile)?;
+    let root_user = uid == 0;
+    let mode = if root_user { 0o711 } else { 0o700 };
+    let name = OsStr::new(STORE_ROOT);
+    let (mut root, _) = fsx::mkdir_private(&vol, name, mode, uid)?;
+    if !is_ram_fs(&root.proc_path())? {
+        if !root_user {
             bail!(
                 "{}: not on tmpfs, ramfs or zram, so the \"RAM\" copy would be on disk; point --volatile at a tmpfs such as $XDG_RUNTIME_DIR",
                 p.store_root.display()
             );
         }
-        mount_private_tmpfs(&p.store_root)?;
+        mount_private_tmpfs(&root)?;
+        root = vol.open_in(name)?;
+        fsx::check_private(&root, uid)?;
     }
-    make_dir(&p.store, if root { 0o711 } else { 0o700 })?;
-    make_dir(&p.private(), 0o700)?;
+    let key = store_key(&p.target);
+    let (store, created) = fsx::mkdir_private(&root, OsStr::new(&key), mode, uid)?;
+    let dirs = StoreDirs {
+        root,
+        store,
+        created,
+    };
+    let mut undo = Undo::default();
+    if created {
+        undo.store = Some((dirs.root.try_clone()?, key.into()));
+    }
+    probe_writable(&dirs.store)?;
+    fsx::mkdir_private(&dirs.store, OsStr::new("private"), 0o700, uid)?;
+    undo.disarm();
+    Ok(dirs)
+}
+
+const STORE_ROOT: &str = "asdfs";
+
+fn probe_writable(dir: &Dir) -> anyhow::Result<()> {
+    let probe = OsStr::new(".asdfs-write-test");
+    let _ = fsx::unlink(dir, probe);
+    fsx::create_excl(dir, probe, 0o600)
+        .with_context(|| format!("{}: the store directory is not writable", dir.path().display()))?;
+    let _ = fsx::unlink(dir, probe);
     Ok(())
+}
+
+/// What a start made, removed again if the start fails (design.md §5): the store it
+/// created, the side directory it created, the session file it wrote. Only these, through
+/// the descriptors they were made with; never what an earlier session left.
+#[derive(Default)]
+pub struct Undo {
+    /// The store root and the store's name in it.
+    pub store: Option<(Dir, OsString)>,
+    /// The side directory's parent, its name there, and the directory itself.
+    pub side: Option<(Dir, OsString, Dir)>,
+    /// The side directory, once the session file is written in it.
+    pub session: Option<Dir>,
+}
+
+impl Undo {
+    /// What `store` created.
+    pub fn of(store: &StoreDirs) -> anyhow::Result<Undo> {
+        let mut u = Undo::default();
+        if store.created {
+            let key = store.store.path().file_name().unwrap_or_default();
+            u.store = Some((store.root.try_clone()?, key.to_os_string()));
+        }
+        Ok(u)
+    }
+
+    /// The side directory too, if this start created it.
+    pub fn add_side(&mut self, side: &Side) -> anyhow::Result<()> {
+        if side.created {
+            let name = side.dir.path().file_name().unwrap_or_default();
+            let held = (side.parent.try_clone()?, name.to_os_string());
+            self.side = Some((held.0, held.1, side.dir.try_clone()?));
+        }
+        Ok(())
+    }
+
+    /// The start succeeded: keep everything.
+    pub fn disarm(&mut self) {
+        self.store = None;
+        self.side = None;
+        self.session = None;
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if let Some(side) = self.session.take() {
+            let _ = fsx::unlink(&side, OsStr::new("session"));
+        }
+        if let Some((root, key)) = self.store.take() {
+            if let Err(e) = fsx::remove_tree(&root, &key) {
+                tracing::warn!(error = %e, "could not remove the store of the failed start");
+            }
+        }
+        if let Some((parent, name, dir)) = self.side.take() {
+            if let Err(e) = fsx::remove_held(&parent, &name, &dir) {
+                tracing::warn!(error = %e, "could not remove the side directory of the failed start");
+            }
+        }
+    }
 }
 
 /// Shared BSD locks on the store root and the target's store, held while the daemon serves
@@ -279,24 +391,6 @@ pub fn guard_from_aging(p: &TargetPaths) -> AgingGuard {
     AgingGuard { _locks: locks }
 }
 
-fn make_dir(dir: &Path, mode: u32) -> anyhow::Result<()> {
-    match std::fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-        Err(e) => {
-            return Err(e)
-                .with_context(|| format!("{}: cannot create the store directory", dir.display()));
-        }
-    }
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("{}: cannot set its mode", dir.display()))?;
-    let probe = dir.join(".asdfs-write-test");
-    std::fs::write(&probe, b"")
-        .with_context(|| format!("{}: the store directory is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(probe);
-    Ok(())
-}
-
 /// tmpfs, ramfs, or a filesystem on a zram device.
 pub fn is_ram_fs(dir: &Path) -> anyhow::Result<bool> {
     let st = nix::sys::statfs::statfs(dir).with_context(|| format!("statfs {}", dir.display()))?;
@@ -314,49 +408,57 @@ pub fn is_ram_fs(dir: &Path) -> anyhow::Result<bool> {
     Ok(zram)
 }
 
-fn mount_private_tmpfs(dir: &Path) -> anyhow::Result<()> {
+/// Mounts a private tmpfs on `dir`: onto the directory held open, through its
+/// `/proc/self/fd` link, never through a path someone could have replaced by a symlink.
+fn mount_private_tmpfs(dir: &Dir) -> anyhow::Result<()> {
     use nix::mount::MsFlags;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    nix::mount::mount(Some("asdfs"), dir, Some("tmpfs"), flags, Some("mode=0711")).with_context(
+    let at = dir.proc_path();
+    nix::mount::mount(Some("asdfs"), &at, Some("tmpfs"), flags, Some("mode=0711")).with_context(
         || {
             format!(
                 "{}: is on disk and mounting a tmpfs there failed",
-                dir.display()
+                dir.path().display()
             )
         },
     )?;
-    tracing::info!(dir = %dir.display(), "mounted a tmpfs for the RAM store");
+    tracing::info!(dir = %dir.path().display(), "mounted a tmpfs for the RAM store");
     Ok(())
 }
 
-/// Creates the side directory and checks that it is on the same filesystem as the target,
-/// whose device is `target_dev` (flushes rename between them).
-pub fn prepare_side(p: &TargetPaths, target_dev: u64) -> anyhow::Result<()> {
-    let parent = p.side.parent().unwrap_or(Path::new("/"));
-    match std::fs::DirBuilder::new().mode(0o711).create(&p.side) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => {
-            return Err(e).with_context(|| {
-                format!(
-                    "{}: cannot create asdfs's directory beside the target",
-                    p.side.display()
-                )
-            });
+/// The side directory beside the target, checked and held open.
+pub struct Side {
+    /// The directory that holds the target and the side directory.
+    pub parent: Dir,
+    /// `.NAME-asdfs/`.
+    pub dir: Dir,
+    /// Whether this start made it.
+    pub created: bool,
+}
+
+/// Creates the side directory in `parent` (the directory holding the target, which its
+/// user controls), or accepts the one there only if it is a real directory of this user
+/// that nobody else can write; checks that it is on the same filesystem as the target,
+/// whose device is `target_dev` (flushes rename between them). From here on everything in
+/// it is reached through the returned descriptor.
+pub fn prepare_side(p: &TargetPaths, parent: Dir, target_dev: u64) -> anyhow::Result<Side> {
+    let name = p.side.file_name().unwrap_or_default();
+    let (dir, created) = fsx::mkdir_private(&parent, name, 0o711, me())?;
+    if dir.stat()?.st_dev != target_dev {
+        if created {
+            let _ = fsx::rmdir(&parent, name);
         }
-    }
-    let side_meta = std::fs::symlink_metadata(&p.side)?;
-    if !side_meta.is_dir() {
-        bail!("{}: exists and is not a directory", p.side.display());
-    }
-    if side_meta.dev() != target_dev {
         bail!(
             "{}: is a mount point of its own; asdfs needs {} on the same filesystem to replace files atomically",
             p.target.display(),
-            parent.display()
+            parent.path().display()
         );
     }
-    Ok(())
+    Ok(Side {
+        parent,
+        dir,
+        created,
+    })
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //! session start, removed at a clean stop) and the crash snapshot written when a session is
 //! found to have ended uncleanly (design.md §8).
 
-use super::paths::TargetPaths;
+use super::paths::{Side, TargetPaths};
+use crate::fsx::Dir;
 use super::target::Target;
 use crate::backing::{Backing, RealBacking};
 use crate::backup::{Backups, Discounting};
@@ -29,20 +30,21 @@ type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
 
 /// The disk side of a target, and its backups when they are on: link counts then leave out
 /// the backup's links.
-pub fn open_disk(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<Disk> {
-    open_disk_in(
-        p,
-        s,
-        &open_dir(p.target.parent().unwrap_or(Path::new("/")))?,
-    )
+pub fn open_disk(p: &TargetPaths, s: &TargetSettings, side: &Side) -> anyhow::Result<Disk> {
+    open_disk_in(p, s, side.parent.fd(), &side.dir)
 }
 
 /// `open_disk` through `parent`, a descriptor of the directory that holds the target and
 /// its side directory (a pinned copy of it when the target's path is covered by a mount:
-/// renames between the target and the side directory need one mount for both).
-pub fn open_disk_in(p: &TargetPaths, s: &TargetSettings, parent: &OwnedFd) -> anyhow::Result<Disk> {
+/// renames between the target and the side directory need one mount for both), and
+/// `side`, the side directory as `paths::prepare_side` checked it.
+pub fn open_disk_in(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    parent: &OwnedFd,
+    side: &Dir,
+) -> anyhow::Result<Disk> {
     let name = p.target.file_name().unwrap_or_default();
-    let side_name = p.side.file_name().unwrap_or_default();
     let beneath = |n: &std::ffi::OsStr| {
         nix::fcntl::openat(
             parent,
@@ -52,7 +54,7 @@ pub fn open_disk_in(p: &TargetPaths, s: &TargetSettings, parent: &OwnedFd) -> an
         )
         .with_context(|| format!("opening {}", p.target.with_file_name(n).display()))
     };
-    let real: Arc<dyn Backing> = Arc::new(RealBacking::new(beneath(name)?, beneath(side_name)?));
+    let real: Arc<dyn Backing> = Arc::new(RealBacking::new(beneath(name)?, side.dup_fd()?));
     if !s.backups {
         return Ok((real, None));
     }
@@ -71,11 +73,11 @@ pub fn open_disk_in(p: &TargetPaths, s: &TargetSettings, parent: &OwnedFd) -> an
 
 /// Whether the previous session ended without its daemon stopping cleanly and without its
 /// RAM store surviving (a reboot or power cut): its session marker is still there.
-pub fn ended_uncleanly(p: &TargetPaths) -> bool {
+pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     let store = ["log", "overlay.json"]
         .iter()
         .any(|f| p.private().join(f).exists());
-    p.side.join("session").exists() && !store
+    side.contains("session") && !store
 }
 
 /// After an unclean end: a crash snapshot of the recovered disk copy (the last completed

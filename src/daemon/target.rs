@@ -108,6 +108,10 @@ pub struct Target {
     pub(super) disk_dir: Arc<std::os::fd::OwnedFd>,
     /// The FUSE connection number, to abort it if a stop must not wait for open files.
     fuse_conn: Mutex<Option<u64>>,
+    /// The store's directories, checked at the start.
+    dirs: paths::StoreDirs,
+    /// The side directory beside the target, checked at the start.
+    side: paths::Side,
 }
 
 impl Target {
@@ -123,23 +127,29 @@ impl Target {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        paths::prepare_store(&p)?;
-        let lock = take_lock(&p)?;
+        let dirs = paths::prepare_store(&p)?;
+        // A start that fails from here on removes the store it made (and below, the side
+        // directory and the session file), so the next mount does not mistake them for
+        // the leftovers of a daemon that died.
+        let lock = take_lock(&p, &dirs.store)?;
+        let mut undo = paths::Undo::of(&dirs)?;
         let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
-        paths::prepare_side(
+        let side = paths::prepare_side(
             &p,
+            crate::fsx::Dir::open(p.target.parent().unwrap_or(Path::new("/")))?,
             std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&p.target)?),
         )?;
-        let (backing, backups) = safety::open_disk(&p, &settings)?;
+        undo.add_side(&side)?;
+        let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
         let disk_dir = Arc::new(safety::open_dir(&p.target)?);
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p)
+        let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         let (store, took_over) = open_store(&p, backing, generation)?;
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
@@ -149,7 +159,8 @@ impl Target {
                 tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
             }
         }
-        write_owner(&p, &settings)?;
+        write_owner(&p, &settings, &dirs.store, &side.dir)?;
+        undo.session = Some(side.dir.try_clone()?);
         let t = Arc::new(Target {
             timer: FlushTimer::new(settings.flush_interval),
             settings,
@@ -166,8 +177,11 @@ impl Target {
             usage: Arc::default(),
             disk_dir,
             fuse_conn: Mutex::new(None),
+            dirs,
+            side,
         });
         t.mount(events.clone(), idx)?;
+        undo.disarm();
         safety::refresh_backup(&t);
         status::measure_disk(&t);
         FlushTimer::start(
@@ -310,14 +324,7 @@ impl Target {
     }
 
     fn remove_store(&self) {
-        let _ = std::fs::remove_file(self.paths.side.join("session"));
-        let _ = std::fs::remove_file(self.paths.socket());
-        if let Err(e) = std::fs::remove_dir_all(self.paths.private()) {
-            tracing::warn!(error = %e, "could not remove the RAM store");
-        }
-        let _ = std::fs::remove_file(self.paths.store.join("owner.json"));
-        let _ = std::fs::remove_file(self.paths.lock());
-        let _ = std::fs::remove_dir(&self.paths.store);
+        remove_store(&self.dirs, &self.side.dir);
     }
 }
 
@@ -384,18 +391,32 @@ pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
         .max(Duration::from_secs(1))
 }
 
-pub(super) fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
+/// The store's files, and the session file in the side directory, removed through the
+/// descriptors checked at the start (the store: its own files only, then the directory if
+/// nothing else is left in it).
+pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &crate::fsx::Dir) {
+    use crate::fsx;
+    use std::ffi::OsStr;
+    let _ = fsx::unlink(side, OsStr::new("session"));
+    let _ = fsx::unlink(&dirs.store, OsStr::new("control.sock"));
+    if let Err(e) = fsx::remove_tree(&dirs.store, OsStr::new("private")) {
+        tracing::warn!(error = %e, "could not remove the RAM store");
+    }
+    let _ = fsx::unlink(&dirs.store, OsStr::new("owner.json"));
+    let _ = fsx::unlink(&dirs.store, OsStr::new("lock"));
+    let key = dirs.store.path().file_name().unwrap_or_default();
+    let _ = fsx::rmdir(&dirs.root, key);
+}
+
+pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Result<Flock<File>> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(p.lock())?;
+        let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY;
+        let f = crate::fsx::open_nofollow(store, std::ffi::OsStr::new("lock"), flags, 0o600)?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => return Ok(l),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
-                let pid = owner_pid(p);
+                let pid = owner_pid(store);
                 // A daemon that was just killed, or that is exiting after its unmount, holds
                 // the lock until its last thread is gone.
                 let mounted = mounting::mount_at(&p.target)
@@ -415,9 +436,9 @@ pub(super) fn take_lock(p: &TargetPaths) -> anyhow::Result<Flock<File>> {
     }
 }
 
-fn owner_pid(p: &TargetPaths) -> Option<u32> {
-    let s = std::fs::read_to_string(p.store.join("owner.json")).ok()?;
-    serde_json::from_str::<serde_json::Value>(&s).ok()?["pid"]
+fn owner_pid(store: &crate::fsx::Dir) -> Option<u32> {
+    let s = crate::fsx::read_nofollow(store, std::ffi::OsStr::new("owner.json"), 1 << 16).ok()?;
+    serde_json::from_slice::<serde_json::Value>(&s).ok()?["pid"]
         .as_u64()
         .map(|p| p as u32)
 }
@@ -471,7 +492,17 @@ fn open_store(
     ))
 }
 
-pub(super) fn write_owner(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result<()> {
+/// `owner.json` in the store (0600) and the session marker in the side directory (0644:
+/// the target's user's `asdfs status` reads it), each replaced atomically through the
+/// directory's descriptor, never written through a symlink someone planted.
+pub(super) fn write_owner(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    store: &crate::fsx::Dir,
+    side: &crate::fsx::Dir,
+) -> anyhow::Result<()> {
+    use crate::fsx;
+    use std::ffi::OsStr;
     let started = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -483,13 +514,12 @@ pub(super) fn write_owner(p: &TargetPaths, s: &TargetSettings) -> anyhow::Result
         "version": env!("CARGO_PKG_VERSION"),
         "mode": s.mode,
     });
-    std::fs::write(
-        p.store.join("owner.json"),
-        serde_json::to_vec_pretty(&owner)?,
-    )?;
+    let owner = serde_json::to_vec_pretty(&owner)?;
+    fsx::write_atomic(store, OsStr::new("owner.json"), &owner, 0o600)?;
     let session =
         serde_json::json!({ "store": p.store, "pid": std::process::id(), "started": started });
-    std::fs::write(p.side.join("session"), serde_json::to_vec_pretty(&session)?)
+    let session = serde_json::to_vec_pretty(&session)?;
+    fsx::write_atomic(side, OsStr::new("session"), &session, 0o644)
         .with_context(|| format!("writing {}", p.side.join("session").display()))?;
     Ok(())
 }
