@@ -280,7 +280,7 @@ fn probe_writable(dir: &Dir) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What a start made, removed again if the start fails (design.md §5): the store it
+/// What a start made, removed again if the start fails: the store it
 /// created, the side directory it created, the session file it wrote. Only these, through
 /// the descriptors they were made with; never what an earlier session left.
 #[derive(Default)]
@@ -307,9 +307,8 @@ impl Undo {
     /// The side directory too, if this start created it.
     pub fn add_side(&mut self, side: &Side) -> anyhow::Result<()> {
         if side.created {
-            let name = side.dir.path().file_name().unwrap_or_default();
-            let held = (side.parent.try_clone()?, name.to_os_string());
-            self.side = Some((held.0, held.1, side.dir.try_clone()?));
+            let name = side.dir.path().file_name().unwrap_or_default().to_os_string();
+            self.side = Some((side.parent.try_clone()?, name, side.dir.try_clone()?));
         }
         Ok(())
     }
@@ -358,7 +357,7 @@ pub fn guard_from_aging(p: &TargetPaths) -> AgingGuard {
     for dir in [&p.store_root, &p.store] {
         let opened = std::fs::OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_DIRECTORY)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
             .open(dir);
         let mut f = match opened {
             Ok(f) => f,

@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub(crate) const LOG_VERSION: u32 = 1;
@@ -155,10 +156,14 @@ impl StoreLog {
         buf.extend_from_slice(&encode(&Record::End {
             records: records.len() as u64,
         }));
+        // In `private/`, which only this user can change (`paths::prepare_store`);
+        // never through a symlink all the same, and readable by no one else.
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
             .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(Self::new_path(&self.dir))?;
         f.write_all(&buf)?;
         self.pending = Some((f, buf.len() as u64, base_gen));
@@ -266,7 +271,10 @@ impl StoreLog {
     /// Reads a log. A torn last line (the daemon died mid-append, before replying) is ignored;
     /// a bad line elsewhere is an error.
     fn read_file(path: &Path) -> io::Result<(Header, Vec<Record>)> {
-        let f = File::open(path)?;
+        let f = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)?;
         let lines: Vec<Vec<u8>> = io::BufReader::new(f)
             .split(b'\n')
             .collect::<Result<_, _>>()?;
