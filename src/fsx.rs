@@ -62,9 +62,8 @@ impl Dir {
 
     /// The directory `rel` beneath this one: no symlink, no `..` out of it, no magic link.
     pub fn open_beneath(&self, rel: &Path) -> io::Result<Dir> {
-        let resolve = ResolveFlags::BENEATH
-            | ResolveFlags::NO_SYMLINKS
-            | ResolveFlags::NO_MAGICLINKS;
+        let resolve =
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
         let fd = rustix::fs::openat2(&self.fd, rel, DIR_FLAGS, Mode::empty(), resolve)
             .map_err(with_path(&self.path.join(rel)))?;
         Ok(Dir {
@@ -156,7 +155,7 @@ pub fn check_private(dir: &Dir, uid: u32) -> anyhow::Result<()> {
     let st = dir.stat()?;
     if st.st_uid != uid {
         bail!(
-            "{}: owned by uid {}, not by {}; asdfs will not use a directory another user controls (remove it or choose another place)",
+            "{}: owned by uid {}, not by {}; asdfs will not use a directory another user controls (remove it)",
             dir.path.display(),
             st.st_uid,
             who(uid)
@@ -245,12 +244,20 @@ pub fn write_atomic(dir: &Dir, name: &OsStr, bytes: &[u8], mode: u32) -> io::Res
 
 /// Removes the file (not directory) `name` from `dir`.
 pub fn unlink(dir: &Dir, name: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::unlinkat(dir, one_component(name)?, AtFlags::empty())?)
+    Ok(rustix::fs::unlinkat(
+        dir,
+        one_component(name)?,
+        AtFlags::empty(),
+    )?)
 }
 
 /// Removes the empty directory `name` from `dir`.
 pub fn rmdir(dir: &Dir, name: &OsStr) -> io::Result<()> {
-    Ok(rustix::fs::unlinkat(dir, one_component(name)?, AtFlags::REMOVEDIR)?)
+    Ok(rustix::fs::unlinkat(
+        dir,
+        one_component(name)?,
+        AtFlags::REMOVEDIR,
+    )?)
 }
 
 /// Removes `name` from `dir` and, if it is a directory, everything in it: walking by
@@ -312,12 +319,7 @@ fn empty_dir(fd: &OwnedFd, path: &Path) -> io::Result<()> {
 }
 
 fn mount_id(fd: impl AsFd) -> io::Result<u64> {
-    let st = rustix::fs::statx(
-        fd,
-        "",
-        AtFlags::EMPTY_PATH,
-        rustix::fs::StatxFlags::MNT_ID,
-    )?;
+    let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
     Ok(st.stx_mnt_id)
 }
 
@@ -336,7 +338,10 @@ pub fn check_safe_chain(path: &Path, uid: u32) -> anyhow::Result<()> {
         let st = rustix::fs::lstat(&at).map_err(|e| anyhow::anyhow!("{}: {e}", at.display()))?;
         let kind = st.st_mode & libc::S_IFMT;
         if kind == libc::S_IFLNK {
-            bail!("{}: is a symlink; give the path without symlinks", at.display());
+            bail!(
+                "{}: is a symlink; give the path without symlinks",
+                at.display()
+            );
         }
         if kind != libc::S_IFDIR {
             bail!("{}: not a directory", at.display());
@@ -371,7 +376,7 @@ fn one_component(name: &OsStr) -> io::Result<&OsStr> {
     if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("{}: not a single file name", name.display()),
+            format!("{}: not a single file name", Path::new(name).display()),
         ));
     }
     Ok(name)
@@ -406,7 +411,10 @@ mod tests {
         let (_, created) = mkdir_private(&d, OsStr::new("a"), 0o700, me).unwrap();
         assert!(!created);
         let e = mkdir_private(&d, OsStr::new("a"), 0o700, me + 1).unwrap_err();
-        assert!(format!("{e}").contains(&format!("owned by uid {me}")), "{e}");
+        assert!(
+            format!("{e}").contains(&format!("owned by uid {me}")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -94,6 +94,9 @@ impl OverlayTarget {
         paths::check_overlaps(&p)?;
         let dirs = paths::prepare_store(&p)?;
         let lock = take_lock(&p, &dirs.store)?;
+        // Until the overlay is on the target, a failure removes the store and side
+        // directory this start made (see target.rs).
+        let mut undo = paths::Undo::of(&dirs)?;
         let aging = paths::guard_from_aging(&p);
         if p.private().join("log").exists() {
             return Err(Start::Fallback(
@@ -131,8 +134,8 @@ impl OverlayTarget {
         )
         .with_context(|| format!("opening {}", p.target.display()))?;
         let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
-        let (backing, backups) =
-            safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
+        let (backing, backups) = safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
+        undo.add_side(&side)?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -189,6 +192,7 @@ impl OverlayTarget {
         // The overlay is on the target: from here on a failure leaves it, with its record
         // and the pin, for the next mount to take over.
         unpin.0 = None;
+        undo.disarm();
         stack.save()?;
         write_owner(&p, &settings, &dirs.store, &side.dir)?;
         let t = Arc::new(OverlayTarget {

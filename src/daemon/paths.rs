@@ -274,8 +274,12 @@ const STORE_ROOT: &str = "asdfs";
 fn probe_writable(dir: &Dir) -> anyhow::Result<()> {
     let probe = OsStr::new(".asdfs-write-test");
     let _ = fsx::unlink(dir, probe);
-    fsx::create_excl(dir, probe, 0o600)
-        .with_context(|| format!("{}: the store directory is not writable", dir.path().display()))?;
+    fsx::create_excl(dir, probe, 0o600).with_context(|| {
+        format!(
+            "{}: the store directory is not writable",
+            dir.path().display()
+        )
+    })?;
     let _ = fsx::unlink(dir, probe);
     Ok(())
 }
@@ -307,7 +311,12 @@ impl Undo {
     /// The side directory too, if this start created it.
     pub fn add_side(&mut self, side: &Side) -> anyhow::Result<()> {
         if side.created {
-            let name = side.dir.path().file_name().unwrap_or_default().to_os_string();
+            let name = side
+                .dir
+                .path()
+                .file_name()
+                .unwrap_or_default()
+                .to_os_string();
             self.side = Some((side.parent.try_clone()?, name, side.dir.try_clone()?));
         }
         Ok(())

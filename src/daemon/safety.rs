@@ -3,11 +3,11 @@
 //! found to have ended uncleanly (design.md §8).
 
 use super::paths::{Side, TargetPaths};
-use crate::fsx::Dir;
 use super::target::Target;
 use crate::backing::{Backing, RealBacking};
 use crate::backup::{Backups, Discounting};
 use crate::config::TargetSettings;
+use crate::fsx::Dir;
 use crate::snapshot;
 use anyhow::Context;
 use nix::fcntl::OFlag;

@@ -127,7 +127,8 @@ impl Decoy {
     pub fn assert_untouched(&self) {
         let now = Self::state(&self.path);
         assert_eq!(
-            now, self.before,
+            now,
+            self.before,
             "the decoy {} was changed (mode, uid, gid, content)",
             self.path.display()
         );
@@ -225,8 +226,14 @@ pub fn root_mount(target: &Path, vol: &Path) -> (bool, String) {
 #[track_caller]
 pub fn assert_refused(result: &(bool, String), path: &Path) {
     let (ok, err) = result;
-    assert!(!ok, "asdfs mount succeeded; it should have refused {}", path.display());
-    let line = err.lines().find(|l| l.contains(&path.display().to_string()));
+    assert!(
+        !ok,
+        "asdfs mount succeeded; it should have refused {}",
+        path.display()
+    );
+    let line = err
+        .lines()
+        .find(|l| l.contains(&path.display().to_string()));
     let line = line.unwrap_or_else(|| panic!("no error naming {}: {err}", path.display()));
     assert!(
         line.contains(&format!("uid {ATTACKER}")),

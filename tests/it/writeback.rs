@@ -166,7 +166,13 @@ impl SmallFs {
         fs::create_dir_all(dir).unwrap();
         let st = Command::new("mount")
             // mode 0711: asdfs refuses a store root others can write (tmpfs defaults to 1777).
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0711"), "asdfs-test"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0711"),
+                "asdfs-test",
+            ])
             .arg(dir)
             .status();
         assert!(st.unwrap().success(), "mounting a small tmpfs");

@@ -62,11 +62,18 @@ fn a_side_dir_that_is_a_symlink_is_refused() {
 fn locate_does_not_follow_a_forged_session_file() {
     let (home, target, _vol) = setup();
     let fake = home.path().join("fake");
-    let store = fake.join("asdfs").join(asdfs::daemon::paths::store_key(&target));
+    let store = fake
+        .join("asdfs")
+        .join(asdfs::daemon::paths::store_key(&target));
     std::fs::create_dir_all(&store).unwrap();
     let listener = std::os::unix::net::UnixListener::bind(store.join("control.sock")).unwrap();
     listener.set_nonblocking(true).unwrap();
-    for p in [&fake, &fake.join("asdfs"), &store, &store.join("control.sock")] {
+    for p in [
+        &fake,
+        &fake.join("asdfs"),
+        &store,
+        &store.join("control.sock"),
+    ] {
         chown(p, ATTACKER);
     }
     let side = home.path().join(".t-asdfs");

@@ -141,5 +141,8 @@ fn a_failed_start_leaves_nothing_behind() {
         .join("asdfs")
         .join(asdfs::daemon::paths::store_key(&target));
     assert!(!store.exists(), "{} was left behind", store.display());
-    assert!(!disk.path().join(".t-asdfs").exists(), "the side directory was left behind");
+    assert!(
+        !disk.path().join(".t-asdfs").exists(),
+        "the side directory was left behind"
+    );
 }
