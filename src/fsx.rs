@@ -441,6 +441,36 @@ mod tests {
     }
 
     #[test]
+    fn open_log_refuses_a_symlink_and_makes_the_log_private() {
+        let (t, d) = tmp();
+        std::fs::write(t.path().join("victim"), b"x").unwrap();
+        std::os::unix::fs::symlink(t.path().join("victim"), t.path().join("s")).unwrap();
+        assert!(open_log(&d, OsStr::new("s"), 0o600).is_err());
+        std::fs::write(t.path().join("log"), b"").unwrap();
+        open_log(&d, OsStr::new("log"), 0o600).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(t.path().join("log"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn remove_held_leaves_a_directory_swapped_in() {
+        let (t, d) = tmp();
+        let me = rustix::process::geteuid().as_raw();
+        let (held, _) = mkdir_private(&d, OsStr::new("side"), 0o711, me).unwrap();
+        std::fs::write(t.path().join("side/journal"), b"x").unwrap();
+        std::fs::rename(t.path().join("side"), t.path().join("moved")).unwrap();
+        std::fs::create_dir(t.path().join("side")).unwrap();
+        std::fs::write(t.path().join("side/theirs"), b"y").unwrap();
+        assert!(remove_held(&d, OsStr::new("side"), &held).is_err());
+        assert!(t.path().join("side/theirs").exists());
+        assert!(!t.path().join("moved/journal").exists());
+    }
+
+    #[test]
     fn a_chain_with_a_writable_directory_is_refused() {
         let t = tempfile::tempdir().unwrap();
         let open = t.path().join("open");
