@@ -105,7 +105,7 @@ impl OverlayTarget {
         }
         super::target::clear_dead_mount(&p.target)?;
         let private = p.private();
-        std::fs::create_dir_all(&private)?;
+        // `private/` was made (or checked) by prepare_store.
         let saved = Saved::read(&private);
         // The directory holding the target and its side directory, pinned in the store by a
         // bind mount: a daemon taking over reaches the disk copy under the overlay there,
@@ -144,6 +144,7 @@ impl OverlayTarget {
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         if !pinned {
+            // In the store, which only this user can change (paths::prepare_store).
             std::fs::create_dir_all(&pin)?;
             kernel::pin(parent_dir.fd(), &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
         }

@@ -206,13 +206,15 @@ pub fn sticky_volatile(in_dir: &str) -> tempfile::TempDir {
     vol
 }
 
-/// `asdfs mount TARGET --volatile VOL` as root, with info logging; (success, stderr).
-pub fn root_mount(target: &Path, vol: &Path) -> (bool, String) {
+/// `asdfs mount TARGET --volatile VOL EXTRA...` as root, with info logging; (success,
+/// stderr).
+pub fn root_mount(target: &Path, vol: &Path, extra: &[&str]) -> (bool, String) {
     let out = std::process::Command::new(crate::harness::BIN)
         .arg("mount")
         .arg(target)
         .arg("--volatile")
         .arg(vol)
+        .args(extra)
         .env("ASDFS_LOG", "info")
         .output()
         .expect("running asdfs");

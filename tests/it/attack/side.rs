@@ -21,6 +21,16 @@ fn setup() -> (tempfile::TempDir, PathBuf, tempfile::TempDir) {
 
 #[test]
 fn session_symlink_in_a_pre_created_side_dir_is_not_written_through() {
+    session_symlink_in(&[]);
+}
+
+#[test]
+fn session_symlink_in_a_pre_created_side_dir_overlay_mode() {
+    let _ns = crate::harness::NAMESPACES.read();
+    session_symlink_in(&["--mode", "overlay"]);
+}
+
+fn session_symlink_in(mode: &[&str]) {
     if !fuse_available() {
         return;
     }
@@ -34,7 +44,7 @@ fn session_symlink_in_a_pre_created_side_dir_is_not_written_through() {
     })
     .unwrap();
     let _c = Cleanup::new(&target, vol.path());
-    let r = root_mount(&target, vol.path());
+    let r = root_mount(&target, vol.path(), mode);
     decoy.assert_untouched();
     assert_refused(&r, &side);
 }
@@ -50,7 +60,7 @@ fn a_side_dir_that_is_a_symlink_is_refused() {
     let (s, d) = (side.clone(), decoy.path.parent().unwrap().to_path_buf());
     as_attacker(move || symlink(&d, &s).map_err(|e| e.to_string())).unwrap();
     let _c = Cleanup::new(&target, vol.path());
-    let r = root_mount(&target, vol.path());
+    let r = root_mount(&target, vol.path(), &[]);
     decoy.assert_untouched();
     assert!(!decoy.path.with_file_name("session").exists());
     assert_refused(&r, &side);

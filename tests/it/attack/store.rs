@@ -43,7 +43,7 @@ fn a_store_root_the_attacker_made_is_refused() {
     attacker_mkdir(&root);
     attacker_symlink(&decoy.path, &root.join("daemon.log"));
     let _c = Cleanup::new(&target, vol.path());
-    let r = root_mount(&target, vol.path());
+    let r = root_mount(&target, vol.path(), &[]);
     std::thread::sleep(std::time::Duration::from_millis(300));
     decoy.assert_untouched();
     assert_refused(&r, &root);
@@ -68,7 +68,7 @@ fn a_store_the_attacker_owns_is_refused() {
     attacker_symlink(&decoy.path, &store.join("owner.json"));
     attacker_symlink(&decoy_dir, &store.join("private"));
     let _c = Cleanup::new(&target, vol.path());
-    let r = root_mount(&target, vol.path());
+    let r = root_mount(&target, vol.path(), &[]);
     decoy.assert_untouched();
     assert_eq!(std::fs::metadata(&decoy_dir).unwrap().mode(), mode_before);
     assert_refused(&r, &store);
@@ -89,7 +89,7 @@ fn no_tmpfs_is_mounted_through_a_planted_store_root_symlink() {
     attacker_symlink(&decoy_dir, &root);
     let mut c = Cleanup::new(&target, vol.path());
     c.extra.push(decoy_dir.clone());
-    let r = root_mount(&target, vol.path());
+    let r = root_mount(&target, vol.path(), &[]);
     assert!(
         !mount_points().contains(&decoy_dir.display().to_string()),
         "a tmpfs was mounted on the symlink's destination"
@@ -117,6 +117,16 @@ fn the_daemon_log_is_private() {
 /// fresh instead of taking over a daemon that died.
 #[test]
 fn a_failed_start_leaves_nothing_behind() {
+    failed_start(&[]);
+}
+
+#[test]
+fn a_failed_start_leaves_nothing_behind_overlay_mode() {
+    let _ns = crate::harness::NAMESPACES.read();
+    failed_start(&["--mode", "overlay"]);
+}
+
+fn failed_start(mode: &[&str]) {
     if !fuse_available() {
         return;
     }
@@ -133,7 +143,7 @@ fn a_failed_start_leaves_nothing_behind() {
         .status()
         .unwrap();
     assert!(st.success());
-    let (ok, err) = root_mount(&target, vol.path());
+    let (ok, err) = root_mount(&target, vol.path(), mode);
     assert!(!ok, "the mount should fail");
     assert!(err.contains("mount point"), "{err}");
     let store = vol
