@@ -127,7 +127,8 @@ impl Decoy {
     pub fn assert_untouched(&self) {
         let now = Self::state(&self.path);
         assert_eq!(
-            now, self.before,
+            now,
+            self.before,
             "the decoy {} was changed (mode, uid, gid, content)",
             self.path.display()
         );

@@ -310,7 +310,11 @@ fn helper_refuses_unknown_options_and_fakes_with_f() {
         "defaults,fsync=sync,x-systemd.after=a",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(text(&out.stderr).ends_with("asdfs mount /tmp --fsync sync\n"));
+    assert!(
+        text(&out.stderr).ends_with("asdfs mount --fsync=sync -- /tmp\n"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
