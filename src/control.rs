@@ -324,3 +324,48 @@ fn read_request(conn: &UnixStream) -> anyhow::Result<Request> {
         .context("reading the request")?;
     serde_json::from_str(&line).context("not a request")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_user_cannot_take_the_slots_of_others_or_of_root() {
+        let slots = Arc::new(Slots::default());
+        let mine: Vec<Slot> = (0..MAX_PER_USER)
+            .map_while(|_| slots.take(1000, false))
+            .collect();
+        assert_eq!(mine.len(), MAX_PER_USER);
+        assert!(slots.take(1000, false).is_none(), "past the per-user limit");
+        let others: Vec<Slot> = (1001..2000).map_while(|u| slots.take(u, false)).collect();
+        assert_eq!(
+            mine.len() + others.len(),
+            MAX_CONNECTIONS - RESERVED_FOR_ROOT
+        );
+        let root: Vec<Slot> = (0..100).map_while(|_| slots.take(0, true)).collect();
+        assert_eq!(root.len(), RESERVED_FOR_ROOT);
+        drop((mine, root));
+        assert!(
+            slots.take(1000, false).is_some(),
+            "slots come back when dropped"
+        );
+    }
+
+    #[test]
+    fn a_refused_caller_reads_the_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("control.sock");
+        let listener = bind(&sock, 0).unwrap();
+        let nobody = Allowed {
+            privileged: vec![],
+            owner: u32::MAX - 1,
+        };
+        std::thread::spawn(move || serve(listener, nobody, |_, _| Response::ok("done")));
+        let e = call(&sock, &Request::Status).unwrap();
+        assert_eq!(e, Response::err(REFUSED));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&sock).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

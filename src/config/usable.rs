@@ -49,16 +49,27 @@ pub fn check_usable(target: &Path) -> Result<(), String> {
     check_stores_files(target)
 }
 
-/// Refuses a target on a kernel pseudo filesystem (an error at statfs passes: the mount's
-/// own checks report it).
+/// The kernel's own places: whatever is mounted below them (a tmpfs holding cgroup
+/// mounts) is the kernel's too.
+const KERNEL_PLACES: [&str; 2] = ["/proc", "/sys"];
+
+/// Refuses a target on a kernel pseudo filesystem or below `/proc` or `/sys` (a target that
+/// cannot be resolved or statfs'ed passes: the mount's own checks report it).
 pub fn check_stores_files(target: &Path) -> Result<(), String> {
+    let real = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+    if let Some(place) = KERNEL_PLACES.iter().find(|p| real.starts_with(p)) {
+        return Err(format!(
+            "{}: is in {place}, the kernel's, with no files to keep in RAM",
+            target.display()
+        ));
+    }
     let Ok(st) = nix::sys::statfs::statfs(target) else {
         return Ok(());
     };
     let magic = st.filesystem_type().0 as i64;
     match PSEUDO_FILESYSTEMS.iter().find(|(m, _)| *m == magic) {
         Some((_, name)) => Err(format!(
-            "{}: is on {name}, a kernel filesystem with no files to keep in RAM",
+            "{}: is on {name}, a kernel filesystem (the kernel's), with no files to keep in RAM",
             target.display()
         )),
         None => Ok(()),
@@ -86,12 +97,11 @@ mod tests {
             check_usable(&gone),
             Err(format!("{shown}: no such directory"))
         );
-        for (pseudo, fs) in [("/proc", "proc"), ("/sys", "sysfs"), ("/proc/self", "proc")] {
+        for pseudo in ["/proc", "/sys", "/proc/self", "/sys/fs/cgroup"] {
             let e = check_usable(Path::new(pseudo)).unwrap_err();
-            assert!(
-                e.contains(&format!("is on {fs}, a kernel filesystem")),
-                "{e}"
-            );
+            assert!(e.contains("the kernel's"), "{e}");
         }
+        let e = check_usable(Path::new("/dev/pts")).unwrap_err();
+        assert!(e.contains("is on devpts, a kernel filesystem"), "{e}");
     }
 }

@@ -35,9 +35,9 @@ fn config_check_refuses_kernel_filesystems_files_and_missing_paths() {
     std::fs::write(&file, b"x").unwrap();
     let missing = dir.path().join("missing");
     let cases: [(&Path, &str); 5] = [
-        (Path::new("/proc"), "kernel filesystem"),
-        (Path::new("/sys"), "kernel filesystem"),
-        (Path::new("/sys/fs/cgroup"), "kernel filesystem"),
+        (Path::new("/proc"), "the kernel's"),
+        (Path::new("/sys"), "the kernel's"),
+        (Path::new("/sys/fs/cgroup"), "the kernel's"),
         (&file, "not a directory"),
         (&missing, "no such directory"),
     ];
