@@ -58,7 +58,12 @@ fn one_line(text: &str) -> String {
 fn quiet_on_closed_stdout() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let msg = info.payload_as_str().unwrap_or_default();
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
         if msg.starts_with("failed printing to stdout")
             && msg.contains(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string())
         {

@@ -66,6 +66,7 @@ pub fn check_stores_files(target: &Path) -> Result<(), String> {
     let Ok(st) = nix::sys::statfs::statfs(target) else {
         return Ok(());
     };
+    #[allow(clippy::unnecessary_cast)] // statfs's type is 32 bits wide on some targets
     let magic = st.filesystem_type().0 as i64;
     match PSEUDO_FILESYSTEMS.iter().find(|(m, _)| *m == magic) {
         Some((_, name)) => Err(format!(
