@@ -297,11 +297,16 @@ fn start(
         .name("control".into())
         .spawn(move || {
             let _slot = slot;
+            // A caller that stops reading costs the work it asked for one write timeout,
+            // not one per progress line.
+            let gone = std::cell::Cell::new(false);
             let report = |done: u64, total: u64| {
                 let p = Progress {
                     progress: (done, total),
                 };
-                let _ = (&conn).write_all(&answer_line(&p));
+                if !gone.get() && (&conn).write_all(&answer_line(&p)).is_err() {
+                    gone.set(true);
+                }
             };
             let reply = match read_request(&conn) {
                 Ok(req) => handle(req, &report),
