@@ -7,6 +7,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 fn main() -> ExitCode {
     init_logging();
+    quiet_on_closed_stdout();
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if asdfs::cli::asd::called_as_asd(&argv0) {
         return match asdfs::cli::asd::AsdCli::try_parse() {
@@ -49,6 +50,27 @@ fn one_line(text: &str) -> String {
         .map(|l| l.trim_start_matches("error: "))
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// A reader of standard output that went away ends the command quietly: `cli::out` does so
+/// for the commands' output; this catches a `println!` anywhere else, whose panic would
+/// otherwise print a backtrace hint and exit 101.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if msg.starts_with("failed printing to stdout")
+            && msg.contains(&std::io::Error::from_raw_os_error(libc::EPIPE).to_string())
+        {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
 }
 
 fn init_logging() {

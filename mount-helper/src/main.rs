@@ -100,10 +100,10 @@ fn asdfs_command(inv: &Invocation, plan: &Plan) -> Result<Command, (u8, String)>
             "cannot find the asdfs program (looked beside this helper, in /usr/local/bin, /usr/bin and PATH; set ASDFS_BIN)".to_string(),
         )
     })?;
+    // `asdfs mount OPTIONS -- MOUNTPOINT`: options are single `--flag=VALUE` words and the
+    // mount point comes after `--`, so no value or path is ever read as a flag.
     let mut cmd = Command::new(bin);
-    cmd.arg("mount")
-        .arg(&inv.mount_point)
-        .args(&plan.asdfs_args);
+    cmd.arg("mount").args(&plan.asdfs_args);
     if plan.foreground {
         cmd.arg("--foreground");
     }
@@ -114,9 +114,12 @@ fn asdfs_command(inv: &Invocation, plan: &Plan) -> Result<Command, (u8, String)>
     if uid != 0 && !plan.has_volatile && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
         let run = PathBuf::from(format!("/run/user/{uid}"));
         if run.is_dir() {
-            cmd.arg("--volatile").arg(run);
+            let mut v = OsString::from("--volatile=");
+            v.push(run);
+            cmd.arg(v);
         }
     }
+    cmd.arg("--").arg(&inv.mount_point);
     if std::env::var_os("PATH").is_none() {
         cmd.env(
             "PATH",

@@ -72,7 +72,8 @@ pub struct Invocation {
 /// What to run for an invocation.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
-    /// Arguments of `asdfs mount MOUNTPOINT` after the mount point.
+    /// Options of `asdfs mount`, each one word `--flag=VALUE`: a value that starts with `-`
+    /// stays a value.
     pub asdfs_args: Vec<String>,
     /// `-o foreground`: serve in this process until unmounted.
     pub foreground: bool,
@@ -205,8 +206,7 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
             let value = value
                 .filter(|v| !v.is_empty())
                 .ok_or(Error::NeedsValue(key))?;
-            plan.asdfs_args
-                .extend([flag.to_string(), value.to_string()]);
+            plan.asdfs_args.push(format!("{flag}={value}"));
             plan.has_volatile |= key == "volatile";
         } else if let Some(flag) = ["nosuid", "nodev", "noexec"]
             .into_iter()
@@ -272,21 +272,21 @@ mod tests {
         assert_eq!(
             p.asdfs_args,
             [
-                "--flush-interval",
-                "15min",
-                "--fsync",
-                "sync",
-                "--volatile",
-                "/run/x,y",
-                "--backups",
-                "no",
-                "--backup-limit",
-                "3",
-                "--mode",
-                "fuse"
+                "--flush-interval=15min",
+                "--fsync=sync",
+                "--volatile=/run/x,y",
+                "--backups=no",
+                "--backup-limit=3",
+                "--mode=fuse"
             ]
         );
         assert!(p.has_volatile && !p.foreground);
+    }
+
+    #[test]
+    fn values_that_start_with_a_dash_stay_values() {
+        let p = plan_of(&["/a", "/a", "-o", "volatile=--help,backup_limit=-1"]).unwrap();
+        assert_eq!(p.asdfs_args, ["--volatile=--help", "--backup-limit=-1"]);
     }
 
     #[test]

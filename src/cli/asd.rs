@@ -7,6 +7,7 @@
 //! as asd's `/run/asd-lock`), and the targets `sync` mounted are remembered, so `unsync`
 //! stops them even if the config changed in between (asd keeps a copy of the config for this).
 
+use super::out::{out, outln};
 use super::{EXIT_FAILED, EXIT_NOT_RUNNING, locate, show};
 use crate::config::{self, Config};
 use crate::control::Request;
@@ -161,13 +162,13 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let mut pending = Vec::new();
     for t in &cfg.targets {
         if is_running(&t.target) {
-            println!("asd: {} is already in RAM", t.target.display());
+            outln!("asd: {} is already in RAM", t.target.display());
         } else {
             pending.push(t.target.clone());
         }
     }
     let code = if pending.is_empty() {
-        println!("asd: every target is already in RAM");
+        outln!("asd: every target is already in RAM");
         0
     } else {
         let mut args: Vec<OsString> = vec!["mount".into(), "--config".into(), conf.into()];
@@ -187,7 +188,7 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
             .filter(|t| running.contains(&t.target))
             .count();
     if code == 0 && failed == 0 {
-        println!("Sync successful");
+        outln!("Sync successful");
         Ok(0)
     } else {
         eprintln!(
@@ -208,8 +209,8 @@ fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
         ran += 1;
         match super::send(t, req.clone()) {
             Ok(r) if r.ok => match r.open_files {
-                Some(n) => println!("asd: {}", still_open(t, n)),
-                None => println!("asd: {}", r.message),
+                Some(n) => outln!("asd: {}", still_open(t, n)),
+                None => outln!("asd: {}", r.message),
             },
             Ok(r) => {
                 eprintln!("asd: {}", r.message);
@@ -246,7 +247,7 @@ fn resync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
         eprintln!("asd: resync FAILED for {failed} of {ran} targets; their changes stay in RAM");
         return Ok(EXIT_FAILED);
     }
-    println!("Sync successful");
+    outln!("Sync successful");
     Ok(0)
 }
 
@@ -255,7 +256,7 @@ fn unsync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let (ran, failed) = each_running(&targets, Request::Unmount);
     if ran == 0 {
         state.clear();
-        println!("asd: ASD is not running (no target is in RAM)");
+        outln!("asd: ASD is not running (no target is in RAM)");
         return Ok(0);
     }
     if failed > 0 {
@@ -265,12 +266,12 @@ fn unsync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
         return Ok(EXIT_FAILED);
     }
     state.clear();
-    println!("Unsync successful");
+    outln!("Unsync successful");
     Ok(0)
 }
 
 fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
-    println!(
+    outln!(
         "asdfs {} answering as anything-sync-daemon{}",
         env!("CARGO_PKG_VERSION"),
         os_name().map(|n| format!(" on {n}")).unwrap_or_default()
@@ -278,7 +279,7 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let overlay = std::fs::read_to_string("/proc/filesystems")
         .map(|f| f.lines().any(|l| l.ends_with("\toverlay")))
         .unwrap_or(false);
-    println!(
+    outln!(
         " Overlayfs is {} in this kernel.",
         if overlay {
             "available"
@@ -286,21 +287,21 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
             "not available"
         }
     );
-    println!(
+    outln!(
         "Asd will manage the following per {} settings:",
         conf.display()
     );
     for n in &cfg.notes {
-        println!(" note: {n}");
+        outln!(" note: {n}");
     }
     let mut code = 0;
     for t in state.targets(cfg) {
-        println!();
+        outln!();
         if is_running(&t) {
             match super::send(&t, Request::Status) {
                 Ok(r) if r.ok => {
                     if let Some(s) = &r.status {
-                        print!("{}", show::render(s));
+                        out!("{}", show::render(s));
                     }
                 }
                 Ok(r) => {
@@ -313,7 +314,7 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
                 }
             }
         } else {
-            print!(
+            out!(
                 "{}",
                 show::render_idle(&t, cfg.targets.iter().find(|s| s.target == t))
             );
@@ -327,19 +328,19 @@ fn clean(cfg: &Config) -> anyhow::Result<i32> {
     for t in &cfg.targets {
         match crate::snapshot::clean(&t.target) {
             Ok(gone) if gone.is_empty() => {
-                println!(
+                outln!(
                     "Found no crashrecovery snapshots for: {}",
                     t.target.display()
                 )
             }
             Ok(gone) => {
-                println!(
+                outln!(
                     "Deleted {} crashrecovery snapshot(s) for sync target {}",
                     gone.len(),
                     t.target.display()
                 );
                 for g in gone {
-                    println!(" {}", g.display());
+                    outln!(" {}", g.display());
                 }
             }
             Err(e) => {

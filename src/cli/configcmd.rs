@@ -2,6 +2,7 @@
 //! TOML equivalent of asd's asd.conf.
 
 use super::mount::config_file;
+use super::out::{out, outln};
 use crate::config;
 use anyhow::Context;
 use clap::Subcommand;
@@ -26,11 +27,14 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
         ConfigCmd::Check { file } => {
             let path = config_file(file.as_deref()).context("no configuration file (give one)")?;
             let cfg = config::load(&path)?;
-            println!("{}: ok", path.display());
-            for n in &cfg.notes {
-                println!("note: {n}");
+            for t in &cfg.targets {
+                config::check_usable(&t.target).map_err(anyhow::Error::msg)?;
             }
-            print!("{}", config::describe(&cfg));
+            outln!("{}: ok", path.display());
+            for n in &cfg.notes {
+                outln!("note: {n}");
+            }
+            out!("{}", config::describe(&cfg));
             Ok(0)
         }
         ConfigCmd::Import { file, output } => {
@@ -39,7 +43,7 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
             let cfg = config::load(&path)?;
             let text = config::to_toml(&cfg);
             match output {
-                None => print!("{text}"),
+                None => out!("{text}"),
                 Some(out) => {
                     let mut f = std::fs::OpenOptions::new()
                         .write(true)
@@ -47,7 +51,7 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
                         .open(&out)
                         .with_context(|| format!("{}: cannot create it", out.display()))?;
                     std::io::Write::write_all(&mut f, text.as_bytes())?;
-                    println!("wrote {}", out.display());
+                    outln!("wrote {}", out.display());
                 }
             }
             Ok(0)

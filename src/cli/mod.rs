@@ -6,12 +6,14 @@ pub mod asd;
 mod configcmd;
 mod locate;
 pub mod mount;
+mod out;
 mod show;
 pub mod snapshots;
 
 use crate::control::{self, Request, Response};
 use anyhow::bail;
 use clap::{CommandFactory, Parser, Subcommand};
+use out::outln;
 use std::path::{Path, PathBuf};
 
 /// Exit codes: 0 done, 1 failed, 2 bad usage, 3 not running (asd's verbs).
@@ -82,7 +84,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
                 "asd" => asd::AsdCli::command(),
                 _ => Cli::command(),
             };
-            clap_complete::generate(shell, &mut cmd, command, &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, command, &mut script);
+            out::bytes(&script);
             Ok(0)
         }
         Cmd::Manpages { dir } => manpages(&dir),
@@ -93,7 +97,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
 pub fn command(target: &Path, req: Request) -> anyhow::Result<i32> {
     let r = send(target, req)?;
     if r.ok {
-        println!("{}", r.message);
+        outln!("{}", r.message);
         Ok(0)
     } else {
         bail!("{}", r.message)
@@ -145,6 +149,6 @@ fn manpages(dir: &Path) -> anyhow::Result<i32> {
     }
     write(top, "asdfs")?;
     write(asd::AsdCli::command(), "asd")?;
-    println!("man pages written to {}", dir.display());
+    outln!("man pages written to {}", dir.display());
     Ok(0)
 }

@@ -2,6 +2,7 @@
 //! settings, and the start of the daemon (in the background unless `--foreground`), waiting
 //! until every mount is live or has failed.
 
+use super::out::outln;
 use crate::config::{self, Config, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
 use anyhow::{Context, bail};
@@ -126,6 +127,9 @@ impl MountArgs {
         };
         for t in &mut targets {
             self.apply(t);
+            // Before anything is created for it (asdfs's directory beside the target); the
+            // daemon reports a missing target itself, per target.
+            config::check_stores_files(&t.target).map_err(anyhow::Error::msg)?;
         }
         Ok(targets)
     }
@@ -169,12 +173,15 @@ pub fn run(m: &MountArgs) -> anyhow::Result<i32> {
     spawn_daemon(std::env::args_os().skip(1).collect())
 }
 
-/// Starts `asdfs ARGS --foreground`, detached, and waits until its mounts are live or failed.
-pub fn spawn_daemon(args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
+/// Starts `asdfs mount --foreground ARGS...` (ARGS being `mount ...`), detached, and waits
+/// until its mounts are live or failed. `--foreground` goes right after the subcommand: at
+/// the end it would be a target after a `--`.
+pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
+    args.insert(args.len().min(1), "--foreground".into());
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let exe = std::env::current_exe().context("finding the asdfs executable")?;
     let mut cmd = Command::new(exe);
-    cmd.args(args).arg("--foreground");
+    cmd.args(args);
     let w = write_end.as_raw_fd();
     // Under systemd the daemon logs to the journal; elsewhere its early warnings come through
     // a pipe to this terminal, and then it logs to its log file.
@@ -251,7 +258,7 @@ fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
             b.finish_and_clear();
         }
         if let Some(t) = line.strip_prefix("OK ") {
-            println!("asdfs: {t} is in RAM");
+            outln!("asdfs: {t} is in RAM");
             ok += 1;
         } else if let Some(e) = line.strip_prefix("ERR ") {
             failed.push(e.to_string());

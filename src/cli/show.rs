@@ -1,6 +1,7 @@
 //! `asdfs status`: the daemon's report, as text for people or JSON for scripts.
 
 use super::locate;
+use super::out::{out, outln};
 use crate::control::{self, Request};
 use crate::status::Status;
 use indicatif::{HumanBytes, HumanDuration};
@@ -28,12 +29,12 @@ pub fn status(json: bool, target: Option<&Path>) -> anyhow::Result<i32> {
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else if reports.is_empty() && code == 0 {
-        println!("asdfs: nothing is kept in RAM");
+        outln!("asdfs: nothing is kept in RAM");
     } else {
         for s in &reports {
-            print!("{}", render(s));
+            out!("{}", render(s));
         }
     }
     Ok(code)

@@ -34,6 +34,37 @@ impl Place {
     }
 }
 
+/// The start of every line of a text, to find the places of many offsets in one pass each
+/// (`Place::of_offset` reads the text up to the offset: quadratic over a file's targets).
+pub(crate) struct Lines<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    pub fn new(text: &'a str) -> Lines<'a> {
+        let breaks = text.match_indices('\n').map(|(i, _)| i + 1);
+        Lines {
+            text,
+            starts: std::iter::once(0).chain(breaks).collect(),
+        }
+    }
+
+    /// `Place::of_offset(text, offset)`, in O(log lines + length of the line).
+    pub fn place(&self, offset: usize) -> Place {
+        let mut end = offset.min(self.text.len());
+        while !self.text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let line = self.starts.partition_point(|&s| s <= end);
+        let start = self.starts[line - 1];
+        Place {
+            line,
+            column: Some(self.text[start..end].chars().count() + 1),
+        }
+    }
+}
+
 impl fmt::Display for Place {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.column {

@@ -6,6 +6,7 @@
 //! both end in `validate`, the rules every config obeys; `write` turns a config back into
 //! TOML (`asdfs config import`) or a description (`asdfs config check`); `error` holds the
 //! one-line `<file>:<line>[:<col>]: <problem>` error. `load` reads a file and picks the parser.
+//! `usable` checks a target against the machine (an existing directory that stores files).
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -15,6 +16,7 @@ pub mod asdconf;
 mod error;
 mod shell;
 pub mod toml;
+mod usable;
 mod validate;
 mod write;
 
@@ -24,6 +26,7 @@ mod tests;
 pub use self::asdconf::parse_asd_conf;
 pub use self::error::{ConfigError, Place};
 pub use self::toml::parse_toml;
+pub use self::usable::{check_stores_files, check_usable};
 pub use self::validate::{MAX_BACKUP_LIMIT, validate};
 pub use self::write::{describe, to_toml};
 

@@ -25,7 +25,7 @@ use ::toml::Spanned;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 
-use super::error::{ConfigError, Place};
+use super::error::{ConfigError, Lines, Place};
 use super::validate::{Origins, TargetOrigin, validate_at};
 use super::{Config, FsyncPolicy, Mode, TargetSettings, parse_duration};
 
@@ -93,8 +93,9 @@ fn build(raw: RawFile, text: &str) -> Result<(Config, Origins), Fault> {
         let p = "no [[target]]: add one table per directory, e.g. [[target]] path = \"/var/log\"";
         return Err((0, p.into()));
     }
+    let lines = Lines::new(text);
     let mut origins = Origins {
-        list: Some(Place::of_offset(text, 0)),
+        list: Some(lines.place(0)),
         targets: Vec::new(),
     };
     let mut targets = Vec::new();
@@ -106,7 +107,7 @@ fn build(raw: RawFile, text: &str) -> Result<(Config, Origins), Fault> {
         };
         origins
             .targets
-            .push(origin(text, path, defaults.as_ref(), &table));
+            .push(origin(&lines, path, defaults.as_ref(), &table));
         targets.push(settings(path.get_ref(), defaults.as_ref(), &table));
     }
     Ok((
@@ -121,17 +122,17 @@ fn build(raw: RawFile, text: &str) -> Result<(Config, Origins), Fault> {
 /// Where a target's path, volatile dir and backup limit were written: in its own table,
 /// else in `[defaults]`, else (when left to the built-in default) at its path.
 fn origin(
-    text: &str,
+    lines: &Lines<'_>,
     path: &Spanned<String>,
     defaults: Option<&RawTable>,
     table: &RawTable,
 ) -> TargetOrigin {
     let find = |key: fn(&RawTable) -> Option<usize>| {
         let offset = key(table).or_else(|| defaults.and_then(key));
-        Place::of_offset(text, offset.unwrap_or(path.span().start))
+        lines.place(offset.unwrap_or(path.span().start))
     };
     TargetOrigin {
-        path: Place::of_offset(text, path.span().start),
+        path: lines.place(path.span().start),
         volatile: find(|t| t.volatile.as_ref().map(|v| v.span().start)),
         backup_limit: find(|t| t.backup_limit.as_ref().map(|v| v.span().start)),
     }

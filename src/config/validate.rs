@@ -3,6 +3,8 @@
 //! a sane backup limit and flush interval; the volatile dir absolute and apart from the
 //! targets. Pure: nothing here looks at the filesystem (mount time checks that targets exist).
 
+use std::collections::BTreeMap;
+use std::ops::Bound::{Excluded, Unbounded};
 use std::path::{Component, Path};
 use std::time::Duration;
 
@@ -55,13 +57,34 @@ pub(crate) fn validate_at(cfg: &Config, file: &Path, at: &Origins) -> Result<(),
     for (i, target) in cfg.targets.iter().enumerate() {
         check_target(target).map_err(|(field, p)| ConfigError::new(file, at.place(i, field), p))?;
     }
-    for later in 1..cfg.targets.len() {
-        for earlier in 0..later {
-            check_pair(cfg, at, earlier, later)
-                .map_err(|p| ConfigError::new(file, at.place(later, Field::Path), p))?;
-        }
+    if let Some((earlier, later)) = first_clash(&cfg.targets) {
+        let p = check_pair(cfg, at, earlier, later)
+            .err()
+            .unwrap_or_default();
+        return Err(ConfigError::new(file, at.place(later, Field::Path), p));
     }
     Ok(())
+}
+
+/// The first target (in order) that equals, lies inside or contains an earlier one, with
+/// that earlier one. O(n log n): the earlier targets are kept sorted, where a path's
+/// descendants follow it directly, so each target looks up its ancestors and its first
+/// follower instead of every earlier target.
+fn first_clash(targets: &[TargetSettings]) -> Option<(usize, usize)> {
+    let mut seen: BTreeMap<&Path, usize> = BTreeMap::new();
+    for (later, t) in targets.iter().enumerate() {
+        let path = t.target.as_path();
+        let ancestor = path.ancestors().find_map(|a| seen.get(a).copied());
+        let descendant = || {
+            let (&next, &i) = seen.range::<Path, _>((Excluded(path), Unbounded)).next()?;
+            next.starts_with(path).then_some(i)
+        };
+        if let Some(earlier) = ancestor.or_else(descendant) {
+            return Some((earlier, later));
+        }
+        seen.insert(path, later);
+    }
+    None
 }
 
 impl Origins {

@@ -347,21 +347,14 @@ impl super::Served for Target {
 }
 
 /// Serves the target's control socket: root, the daemon's user and the target's owner may
-/// send requests.
+/// send requests (`control::bind` and `control::serve` say how others are kept out).
 pub(super) fn open_control(
     p: &TargetPaths,
     handle: impl Fn(Request, control::Report<'_>) -> Response + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let sock = p.socket();
-    let _ = std::fs::remove_file(&sock);
-    let listener = std::os::unix::net::UnixListener::bind(&sock)
-        .with_context(|| format!("binding {}", sock.display()))?;
-    if nix::unistd::geteuid().is_root() {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666))?;
-    }
     let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&p.target)?);
-    let allowed = vec![0, nix::unistd::geteuid().as_raw(), owner];
+    let listener = control::bind(&p.socket(), owner)?;
+    let allowed = control::Allowed::new(owner);
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || control::serve(listener, allowed, handle))?;

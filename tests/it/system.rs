@@ -310,7 +310,41 @@ fn helper_refuses_unknown_options_and_fakes_with_f() {
         "defaults,fsync=sync,x-systemd.after=a",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
-    assert!(text(&out.stderr).ends_with("asdfs mount /tmp --fsync sync\n"));
+    assert!(
+        text(&out.stderr).ends_with("asdfs mount --fsync=sync -- /tmp\n"),
+        "{}",
+        describe(&out)
+    );
+}
+
+/// An option's value that starts with `-` reaches asdfs as that option's value (one
+/// `--flag=VALUE` word), never as a flag of its own.
+#[test]
+fn helper_passes_option_values_that_start_with_a_dash_as_values() {
+    let bins = Bins::new();
+    let dir = open_dir("asdfs-it-dash-");
+    let t = dir.path().to_str().unwrap();
+    let run = |opts: &str| {
+        Command::new(bins.helper())
+            .args([t, t, "-o", opts])
+            .env("ASDFS_BIN", bins.asdfs())
+            .output()
+            .unwrap()
+    };
+    let out = run("backup_limit=-1");
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("invalid value '-1' for '--backup-limit"),
+        "{}",
+        describe(&out)
+    );
+    let out = run("volatile=--help");
+    assert_eq!(out.status.code(), Some(32), "{}", describe(&out));
+    assert!(
+        text(&out.stderr).contains("--help: the volatile directory must be an absolute path"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]
@@ -705,8 +739,8 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
     }
     let (uid, gid) = nobody().unwrap();
     let m = Mount::new();
-    // Let the user reach the target and the control socket, so that the daemon's own
-    // check is what refuses.
+    // Let the user reach the target and the store: the control socket's mode (or, were it
+    // open, the daemon's own check) is what refuses.
     fs::set_permissions(m.disk.path(), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(m.volatile.path(), fs::Permissions::from_mode(0o711)).unwrap();
     fs::write(m.path("new"), b"in RAM").unwrap();

@@ -125,3 +125,38 @@ fn paths_that_are_not_utf8_are_refused() {
     let e = check(vec![TargetSettings::new(path)]).expect_err("not UTF-8");
     assert!(e.contains("not valid UTF-8"), "{e}");
 }
+
+#[test]
+fn clashes_are_found_among_many_targets() {
+    let at = |paths: &[&str]| {
+        let cfg = Config {
+            targets: paths
+                .iter()
+                .map(|p| TargetSettings::new(p.into()))
+                .collect(),
+            notes: Vec::new(),
+        };
+        validate(&cfg, Path::new("f")).map_err(|e| e.to_string())
+    };
+    let many: Vec<String> = (0..10_000).map(|i| format!("/srv/{i}/data")).collect();
+    let mut refs: Vec<&str> = many.iter().map(String::as_str).collect();
+    assert_eq!(at(&refs), Ok(()));
+    refs.push("/srv/5000");
+    let e = at(&refs).unwrap_err();
+    assert!(
+        e.contains("target /srv/5000 contains target /srv/5000/data"),
+        "{e}"
+    );
+    refs.pop();
+    refs.push("/srv/17/data/x");
+    let e = at(&refs).unwrap_err();
+    assert!(e.contains("is inside target /srv/17/data"), "{e}");
+    refs.pop();
+    refs.push("/srv/9999/data");
+    let e = at(&refs).unwrap_err();
+    assert!(e.contains("listed twice"), "{e}");
+    assert_eq!(
+        at(&["/a/b", "/a/bc", "/a/b c", "/a"]).unwrap_err(),
+        at(&["/a/b", "/a"]).unwrap_err()
+    );
+}

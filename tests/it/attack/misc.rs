@@ -1,3 +1,198 @@
-//! Attacks: misc (see attack.rs).
+//! Attacks: misc (see attack.rs). Targets that are no directories to keep (kernel
+//! filesystems, files, missing paths) are refused before anything is created beside them;
+//! many targets are checked in O(n log n); a reader that closes standard output cannot make
+//! a command panic.
 
 use super::*;
+use crate::harness::{BIN, asdfs, fuse_available};
+use std::os::fd::OwnedFd;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A config file naming `targets`, in a fresh directory.
+fn config_with(targets: &[&Path]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("asdfs-attack-conf-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let mut toml = String::new();
+    for t in targets {
+        toml += &format!("[[target]]\npath = \"{}\"\n\n", t.display());
+    }
+    let file = dir.path().join("asdfs.toml");
+    std::fs::write(&file, toml).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn config_check_refuses_kernel_filesystems_files_and_missing_paths() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let missing = dir.path().join("missing");
+    let cases: [(&Path, &str); 5] = [
+        (Path::new("/proc"), "the kernel's"),
+        (Path::new("/sys"), "the kernel's"),
+        (Path::new("/sys/fs/cgroup"), "the kernel's"),
+        (&file, "not a directory"),
+        (&missing, "no such directory"),
+    ];
+    for (target, why) in cases {
+        let (_conf_dir, conf) = config_with(&[target]);
+        let out = asdfs(["config", "check", conf.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{}: config check said ok: {}",
+            target.display(),
+            text(&out.stdout)
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&target.display().to_string()) && err.contains(why),
+            "{}: {err}",
+            target.display()
+        );
+    }
+}
+
+/// A private procfs mounted on a directory of its own, unmounted (with whatever asdfs put
+/// over it) when dropped.
+struct ProcAt {
+    dir: tempfile::TempDir,
+}
+
+impl ProcAt {
+    fn new() -> ProcAt {
+        let dir = tempfile::Builder::new()
+            .prefix("asdfs-attack-proc-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::create_dir(dir.path().join("p")).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "proc", "proc"])
+            .arg(dir.path().join("p"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "mounting a procfs");
+        ProcAt { dir }
+    }
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("p")
+    }
+}
+
+impl Drop for ProcAt {
+    fn drop(&mut self) {
+        let p = self.path();
+        let _ = asdfs(["unmount", p.to_str().unwrap()]);
+        for _ in 0..4 {
+            let _ = Command::new("umount").arg("-l").arg(&p).status();
+        }
+    }
+}
+
+#[test]
+fn mounting_a_kernel_filesystem_creates_nothing_beside_it() {
+    if !fuse_available() {
+        return;
+    }
+    let proc = ProcAt::new();
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-attack-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let target = proc.path();
+    let out = asdfs([
+        "mount",
+        target.to_str().unwrap(),
+        "--volatile",
+        vol.path().to_str().unwrap(),
+    ]);
+    let side = proc.dir.path().join(".p-asdfs");
+    let created = side.exists();
+    assert!(!out.status.success(), "asdfs mounted over a procfs");
+    assert!(!created, "{} was created", side.display());
+    let err = text(&out.stderr);
+    assert!(err.contains("kernel filesystem"), "{err}");
+}
+
+#[test]
+fn ten_thousand_targets_are_checked_in_n_log_n() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let n = 10_000;
+    let mut toml = String::new();
+    for i in 0..n {
+        let t = dir.path().join(format!("t{i}"));
+        std::fs::create_dir(&t).unwrap();
+        toml += &format!("[[target]]\npath = \"{}\"\n\n", t.display());
+    }
+    let conf = dir.path().join("asdfs.toml");
+    std::fs::write(&conf, toml).unwrap();
+    let start = Instant::now();
+    let out = asdfs(["config", "check", conf.to_str().unwrap()]);
+    let took = start.elapsed();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Quadratic checking took half a minute in a debug build; n log n takes well under one
+    // second, so the bound is generous for a loaded machine.
+    assert!(took < Duration::from_secs(8), "{n} targets took {took:?}");
+}
+
+/// Runs `cmd` with standard output a pipe whose reader has already gone.
+fn with_closed_stdout(cmd: &mut Command) -> Output {
+    let (read, write): (OwnedFd, OwnedFd) = nix::unistd::pipe().unwrap();
+    drop(read);
+    cmd.stdout(Stdio::from(write))
+        .stderr(Stdio::piped())
+        .env("ASDFS_LOG", "warn")
+        .output()
+        .expect("running asdfs")
+}
+
+#[track_caller]
+fn quiet(what: &str, out: &Output) {
+    let err = text(&out.stderr);
+    assert_ne!(out.status.code(), Some(101), "{what}: {err}");
+    assert!(!err.contains("panicked"), "{what}: {err}");
+    assert!(
+        out.status.code().is_some(),
+        "{what}: killed: {}",
+        out.status
+    );
+}
+
+#[test]
+fn a_closed_standard_output_never_makes_a_command_panic() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let target = dir.path().join("t");
+    std::fs::create_dir(&target).unwrap();
+    let (_conf_dir, conf) = config_with(&[&target]);
+    let conf = conf.to_str().unwrap();
+    let asd = dir.path().join("asd");
+    std::os::unix::fs::symlink(BIN, &asd).unwrap();
+    let asd_conf = dir.path().join("asd.conf");
+    std::fs::write(&asd_conf, format!("WHATTOSYNC=('{}')\n", target.display())).unwrap();
+    let t = target.to_str().unwrap();
+    for args in [
+        vec!["--help"],
+        vec!["--version"],
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["completions", "bash"],
+        vec!["config", "check", conf],
+        vec!["config", "import", asd_conf.to_str().unwrap()],
+        vec!["snapshots", "list", t],
+    ] {
+        let out = with_closed_stdout(Command::new(BIN).args(&args));
+        quiet(&args.join(" "), &out);
+    }
+    for verb in ["p", "--help"] {
+        let out = with_closed_stdout(Command::new(&asd).arg(verb).env("ASDCONF", &asd_conf));
+        quiet(&format!("asd {verb}"), &out);
+    }
+}
