@@ -1,7 +1,7 @@
 //! The commit record of a flush and the execution of its steps (design.md §6-7). Every step
 //! can be run again after a crash: it checks by inode number whether it is done.
 
-use crate::backing::{Backing, Loc, Meta, ino_at};
+use crate::backing::{Backing, Conflict, Loc, Meta, ino_at};
 use crate::store::types::{Kind, Ts};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -129,8 +129,23 @@ fn run_step(b: &dyn Backing, step: &Step, redo: bool) -> io::Result<()> {
             }
             b.link(from, to)
         }
-        Step::Meta { at, kind, meta } => b.set_meta(at, *kind, meta),
-        Step::Times { at, atime, mtime } => b.set_times(at, *atime, *mtime),
+        Step::Meta { at, kind, meta } => skip_conflict(b.set_meta(at, *kind, meta)),
+        Step::Times { at, atime, mtime } => skip_conflict(b.set_times(at, *atime, *mtime)),
+    }
+}
+
+/// An object of another kind than the plan's at a name whose attributes a step sets (the
+/// disk copy was changed behind asdfs, e.g. a file swapped for a symlink): the backing never
+/// acts through it. The step is skipped with a warning naming the path; what the user put
+/// there stays until a later flush replaces that name by rename, and the rest of the flush
+/// goes on (failing would stop every later flush of the target).
+fn skip_conflict(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if Conflict::of(&e).is_some() => {
+            tracing::warn!("{e}; its attributes were not applied");
+            Ok(())
+        }
+        other => other,
     }
 }
 
