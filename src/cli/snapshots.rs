@@ -74,6 +74,11 @@ fn list(targets: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     for t in targets {
         let infos =
             snapshot::list(t).with_context(|| format!("listing snapshots of {}", t.display()))?;
+        for i in &infos {
+            let st = std::fs::symlink_metadata(&i.path)
+                .with_context(|| format!("reading {}", i.path.display()))?;
+            snapshot::check_owner(&i.path, &st, t)?;
+        }
         found.push((t, infos));
     }
     if json {

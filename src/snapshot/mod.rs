@@ -25,7 +25,7 @@ mod restore;
 mod unpack;
 
 pub use create::create;
-pub use names::{clean, enforce_limit, list, snapshot_path, target_of};
+pub use names::{check_owner, clean, enforce_limit, list, snapshot_path, target_of};
 pub use restore::restore;
 
 use std::path::PathBuf;

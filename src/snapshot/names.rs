@@ -6,6 +6,7 @@ use super::SnapshotInfo;
 use super::fs::invalid;
 use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -195,6 +196,43 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
     }
     found.sort_by(|a, b| b.0.cmp(&a.0));
     Ok(found.into_iter().map(|(_, i)| i).collect())
+}
+
+/// Who owns `target`: the directory itself, or its parent while it does not exist.
+fn target_owner(target: &Path) -> io::Result<u32> {
+    match target.symlink_metadata() {
+        Ok(m) => Ok(m.uid()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(parent_of(target).symlink_metadata()?.uid())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses a snapshot file owned by anyone but root or the owner of `target`: it lies beside
+/// the target, where that owner (or whoever may write there) could have put any archive, and
+/// root must not restore another user's archive over a target that is not theirs.
+/// `st` is the file's lstat (or fstat of it opened without following).
+pub fn check_owner(snapshot: &Path, st: &std::fs::Metadata, target: &Path) -> io::Result<()> {
+    if !st.is_file() {
+        return Err(invalid(format!(
+            "refusing {}: not a regular file",
+            snapshot.display()
+        )));
+    }
+    let owner = target_owner(target)?;
+    if st.uid() != 0 && st.uid() != owner {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing {}: owned by uid {}, neither root nor the owner of {} (uid {owner})",
+                snapshot.display(),
+                st.uid(),
+                target.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Keeps the newest `limit` snapshots of `target`, deletes the rest; returns what it deleted.

@@ -6,7 +6,8 @@ use super::RestoreReport;
 use super::fs::{TempPath, file_name, rename_noreplace};
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
-use super::unpack::Unpacker;
+use super::names::check_owner;
+use super::unpack::{Owners, Unpacker};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -74,16 +75,36 @@ fn unpack_beside(
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<(TempPath, (u64, u64))> {
     let (dir, name) = (parent_of(to), file_name(to)?);
-    let file = File::open(snapshot)?;
+    let (file, owners) = open_archive(snapshot, to)?;
     let total = file.metadata()?.len();
     let dir_fd = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
         .with_context(|| format!("opening {}", dir.display()))?;
     let (tmp, tmp_name) = make_temp_dir(&dir_fd, dir, name)?;
-    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name)?;
+    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name, owners)?;
     let mut progress = Progress::new(progress, total);
     unpacker.unpack(Counting::new(file, &mut progress))?;
     progress.finish();
     Ok((tmp, unpacker.counts()))
+}
+
+/// Opens the archive without following a symlink, checks its owner on that descriptor
+/// (`check_owner`), and says whose the restored objects become: as archived only for an
+/// archive root owns, else its owner's (when restoring as root).
+fn open_archive(snapshot: &Path, to: &Path) -> anyhow::Result<(File, Owners)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(snapshot)
+        .with_context(|| format!("opening {}", snapshot.display()))?;
+    let st = file.metadata()?;
+    check_owner(snapshot, &st, to)?;
+    let owners = match (nix::unistd::geteuid().is_root(), st.uid()) {
+        (false, _) => Owners::Restorer,
+        (true, 0) => Owners::Archived,
+        (true, uid) => Owners::All(uid, st.gid()),
+    };
+    Ok((file, owners))
 }
 
 fn not_empty(to: &Path) -> String {
