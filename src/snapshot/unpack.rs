@@ -310,12 +310,12 @@ fn special(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     })
 }
 
-/// ELOOP from a lookup that refuses symlinks, said in the archive's terms.
+/// A lookup that refused a symlink (or found a file), said in the archive's terms.
 fn through_symlink(e: io::Error) -> io::Error {
     match e.raw_os_error() {
         Some(libc::ELOOP | libc::ENOTDIR) => io::Error::new(
             io::ErrorKind::InvalidData,
-            "refused: it would go through or over a symlink or file an earlier member made",
+            format!("{e}: a symlink or file an earlier member made is never gone through; refused"),
         ),
         _ => e,
     }
