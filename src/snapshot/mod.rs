@@ -26,7 +26,7 @@ mod unpack;
 
 pub use create::create;
 pub use names::{check_owner, clean, enforce_limit, list, snapshot_path, target_of};
-pub use restore::restore;
+pub use restore::{RestoreOptions, restore, restore_with};
 
 use std::path::PathBuf;
 

@@ -7,7 +7,7 @@ use super::fs::{TempPath, file_name, rename_noreplace};
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
 use super::names::check_owner;
-use super::unpack::{Owners, Unpacker};
+use super::unpack::{Owners, Trust, Unpacker};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
@@ -47,12 +47,37 @@ pub fn restore(
     force: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<RestoreReport> {
+    let opts = RestoreOptions {
+        force,
+        keep_special: false,
+    };
+    restore_with(snapshot, to, opts, progress)
+}
+
+/// How `restore_with` restores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Replace a non-empty destination (see `restore`).
+    pub force: bool,
+    /// Restore device nodes and setuid/setgid bits as archived; only for an archive root
+    /// owns, restored by root (otherwise an error). Without, they are dropped with a warning.
+    pub keep_special: bool,
+}
+
+/// `restore` with options.
+pub fn restore_with(
+    snapshot: &Path,
+    to: &Path,
+    opts: RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<RestoreReport> {
+    let force = opts.force;
     let dir = parent_of(to);
     refuse_if_mounted(to)?;
     if occupancy(to)? == Occupancy::Occupied && !force {
         bail!(not_empty(to));
     }
-    let (tmp, (files, bytes)) = unpack_beside(snapshot, to, progress)
+    let (tmp, (files, bytes)) = unpack_beside(snapshot, to, opts.keep_special, progress)
         .with_context(|| format!("restoring {}", snapshot.display()))?;
     let kept_old = place_dir(tmp.path(), to, force)?;
     tmp.keep();
@@ -72,15 +97,23 @@ pub fn restore(
 fn unpack_beside(
     snapshot: &Path,
     to: &Path,
+    keep_special: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<(TempPath, (u64, u64))> {
     let (dir, name) = (parent_of(to), file_name(to)?);
     let (file, owners) = open_archive(snapshot, to)?;
+    if keep_special && owners != Owners::Archived {
+        bail!("keeping device nodes and setuid/setgid bits needs root restoring an archive root owns");
+    }
+    let trust = Trust {
+        owners,
+        keep_special,
+    };
     let total = file.metadata()?.len();
     let dir_fd = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
         .with_context(|| format!("opening {}", dir.display()))?;
     let (tmp, tmp_name) = make_temp_dir(&dir_fd, dir, name)?;
-    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name, owners)?;
+    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name, trust)?;
     let mut progress = Progress::new(progress, total);
     unpacker.unpack(Counting::new(file, &mut progress))?;
     progress.finish();

@@ -20,7 +20,7 @@ use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::rc::Rc;
-use tar::EntryType;
+use tar::{EntryType, Header};
 
 /// Who the restored objects belong to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +31,14 @@ pub(super) enum Owners {
     All(u32, u32),
     /// Whoever restores (not root: chown is not possible anyway).
     Restorer,
+}
+
+/// How far an archive is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Trust {
+    pub owners: Owners,
+    /// Device nodes and setuid/setgid bits as archived (only for `Owners::Archived`).
+    pub keep_special: bool,
 }
 
 /// Unpacks archive members beneath a temporary directory.
@@ -45,13 +53,13 @@ pub(super) struct Unpacker {
     dirs: BTreeMap<Vec<u8>, Option<Meta>>,
     /// The last directory looked up.
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
-    owners: Owners,
+    trust: Trust,
     files: u64,
     bytes: u64,
 }
 
 impl Unpacker {
-    pub(super) fn new(outer: Rc<OwnedFd>, name: OsString, owners: Owners) -> io::Result<Unpacker> {
+    pub(super) fn new(outer: Rc<OwnedFd>, name: OsString, trust: Trust) -> io::Result<Unpacker> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
         let root = Rc::new(open_at(outer.as_fd(), &name, flags)?);
         Ok(Unpacker {
@@ -60,7 +68,7 @@ impl Unpacker {
             top: None,
             dirs: BTreeMap::new(),
             cache: None,
-            owners,
+            trust,
             files: 0,
             bytes: 0,
         })
@@ -104,7 +112,7 @@ impl Unpacker {
         if rel.is_empty() {
             bail!("the top-level member is not a directory");
         }
-        if matches!(ty, EntryType::Char | EntryType::Block) {
+        if matches!(ty, EntryType::Char | EntryType::Block) && !self.trust.keep_special {
             tracing::warn!(
                 "skipped device node {} (an archive may not create devices)",
                 lossy(&entry.path_bytes())
@@ -122,16 +130,20 @@ impl Unpacker {
             (EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse, _) => {
                 self.bytes += write_file(&dir, &name, entry)?;
             }
-            (EntryType::Fifo, _) => special(&dir, &name)?,
+            (EntryType::Fifo | EntryType::Char | EntryType::Block, _) => {
+                special(&dir, &name, entry.header())?
+            }
             (other, _) => bail!("unsupported member type {other:?}"),
         }
         let expect = match ty {
             EntryType::Symlink => libc::S_IFLNK,
             EntryType::Fifo => libc::S_IFIFO,
+            EntryType::Char => libc::S_IFCHR,
+            EntryType::Block => libc::S_IFBLK,
             _ => libc::S_IFREG,
         };
         let path = entry.path_bytes();
-        apply_meta(&dir, &name, &meta, expect, self.owners, &path)?;
+        apply_meta(&dir, &name, &meta, expect, self.trust, &path)?;
         Ok(())
     }
 
@@ -252,7 +264,7 @@ impl Unpacker {
                 false => self.parent(rel)?,
             };
             let done = match meta {
-                Some(m) => apply_meta(&dir, &name, m, libc::S_IFDIR, self.owners, rel),
+                Some(m) => apply_meta(&dir, &name, m, libc::S_IFDIR, self.trust, rel),
                 None => object(&dir, &name, libc::S_IFDIR, rel).and_then(|fd| chmod_fd(&fd, 0o755)),
             };
             done.with_context(|| format!("directory {}", lossy(rel)))?;
@@ -302,11 +314,24 @@ fn write_file(dir: &OwnedFd, name: &OsStr, data: &mut impl Read) -> io::Result<u
     Ok(size)
 }
 
-/// A fifo (device nodes are never restored).
-fn special(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+/// A fifo, or a device node (only from a trusted archive, see `member`).
+fn special(dir: &OwnedFd, name: &OsStr, h: &Header) -> io::Result<()> {
+    let kind = match h.entry_type() {
+        EntryType::Fifo => SFlag::S_IFIFO,
+        EntryType::Char => SFlag::S_IFCHR,
+        _ => SFlag::S_IFBLK,
+    };
+    let rdev = match kind {
+        SFlag::S_IFIFO => 0,
+        _ => {
+            let major = h.device_major()?.unwrap_or(0) as u64;
+            let minor = h.device_minor()?.unwrap_or(0) as u64;
+            nix::sys::stat::makedev(major, minor)
+        }
+    };
     let mode = Mode::from_bits_truncate(0o600);
     replace(dir, name, |d, n| {
-        nix::sys::stat::mknodat(d, n, SFlag::S_IFIFO, mode, 0)
+        nix::sys::stat::mknodat(d, n, kind, mode, rdev)
     })
 }
 
@@ -343,11 +368,11 @@ fn apply_meta(
     name: &OsStr,
     m: &Meta,
     expect: u32,
-    owners: Owners,
+    trust: Trust,
     member: &[u8],
 ) -> io::Result<()> {
     let fd = object(dir, name, expect, member)?;
-    let owner = match owners {
+    let owner = match trust.owners {
         Owners::Archived => Some((m.uid, m.gid)),
         Owners::All(u, g) => Some((u, g)),
         Owners::Restorer => None,
@@ -357,7 +382,8 @@ fn apply_meta(
         nix::unistd::fchownat(&fd, "", Some(u), Some(g), AtFlags::AT_EMPTY_PATH)?;
     }
     if expect != libc::S_IFLNK {
-        if m.mode & 0o6000 != 0 {
+        let keep = if trust.keep_special { 0o7777 } else { 0o1777 };
+        if m.mode & 0o6000 & !keep != 0 {
             tracing::warn!(
                 "{}: setuid/setgid bits dropped (mode {:o} restored as {:o})",
                 lossy(member),
@@ -365,7 +391,7 @@ fn apply_meta(
                 m.mode & 0o1777
             );
         }
-        chmod_fd(&fd, m.mode & 0o1777)?;
+        chmod_fd(&fd, m.mode & keep)?;
     }
     if !m.xattrs.is_empty() {
         apply_xattrs(&fd, &m.xattrs)?;
