@@ -51,28 +51,15 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
-/// A temporary file, or directory with its content, removed when dropped unless kept.
+/// A temporary directory with its content, removed when dropped unless kept.
 pub(super) struct TempPath {
     path: PathBuf,
-    dir: bool,
     keep: bool,
 }
 
 impl TempPath {
-    pub(super) fn file(path: PathBuf) -> TempPath {
-        TempPath {
-            path,
-            dir: false,
-            keep: false,
-        }
-    }
-
     pub(super) fn dir(path: PathBuf) -> TempPath {
-        TempPath {
-            path,
-            dir: true,
-            keep: false,
-        }
+        TempPath { path, keep: false }
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -87,13 +74,10 @@ impl TempPath {
 
 impl Drop for TempPath {
     fn drop(&mut self) {
-        if self.keep {
-            return;
+        if !self.keep {
+            // remove_dir_all never follows a symlink, also one put in the tree's place.
+            let _ = std::fs::remove_dir_all(&self.path);
         }
-        let _ = match self.dir {
-            true => std::fs::remove_dir_all(&self.path),
-            false => std::fs::remove_file(&self.path),
-        };
     }
 }
 

@@ -238,8 +238,18 @@ pub fn check_owner(snapshot: &Path, st: &std::fs::Metadata, target: &Path) -> io
 /// Keeps the newest `limit` snapshots of `target`, deletes the rest; returns what it deleted.
 pub fn enforce_limit(target: &Path, limit: u32) -> io::Result<Vec<PathBuf>> {
     let mut deleted = Vec::new();
-    for old in list(target)?.into_iter().skip(limit as usize) {
-        match std::fs::remove_file(&old.path) {
+    let old = list(target)?.into_iter().skip(limit as usize);
+    let old: Vec<SnapshotInfo> = old.collect();
+    if old.is_empty() {
+        return Ok(deleted);
+    }
+    // By name under the directory's descriptor: never through a symlink put on the way.
+    let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY;
+    let dir = nix::fcntl::open(parent_of(target), flags, nix::sys::stat::Mode::empty())?;
+    for old in old {
+        let name = old.path.file_name().unwrap_or_default();
+        let unlinked = nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        match unlinked.map_err(io::Error::from) {
             Ok(()) => deleted.push(old.path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

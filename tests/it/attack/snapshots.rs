@@ -138,3 +138,45 @@ fn archives_owned_by_another_user_are_refused() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!to.exists(), "restored into {}", to.display());
 }
+
+/// The crash snapshot is written beside the target, where its owner may put a symlink under
+/// the very name it will get (the time is predictable): neither followed nor replaced.
+#[test]
+fn crash_snapshot_never_follows_a_symlink_in_its_name() {
+    use crate::harness::Mount;
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let m = Mount::prepare(|t| std::fs::write(t.join("f"), b"mine\n").unwrap());
+    chown(&m.target, ATTACKER);
+    chown(m.disk.path(), ATTACKER);
+    m.mount();
+    std::fs::write(m.path("f"), b"flushed\n").unwrap();
+    m.flush();
+    // A reboot: the daemon dies, its mount and RAM store are gone.
+    m.kill_daemon();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&m.target)
+        .status();
+    std::fs::remove_dir_all(m.store()).unwrap();
+    let now = std::time::SystemTime::now();
+    let names: Vec<PathBuf> = (0..30)
+        .map(|s| asdfs::snapshot::snapshot_path(&m.target, now + std::time::Duration::from_secs(s)))
+        .collect();
+    let (planted, victim) = (names.clone(), decoy.path.clone());
+    as_attacker(move || {
+        for n in &planted {
+            std::os::unix::fs::symlink(&victim, n).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    m.mount();
+    decoy.assert_untouched();
+    for n in &names {
+        let st = std::fs::symlink_metadata(n).unwrap();
+        assert!(st.file_type().is_symlink(), "{} was replaced", n.display());
+    }
+}
