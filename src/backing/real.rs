@@ -5,9 +5,7 @@
 use super::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, copy_sparse};
 use crate::store::types::{Attr, Kind, Ts};
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{
-    Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat,
-};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 use std::ffi::{CString, OsStr, OsString};

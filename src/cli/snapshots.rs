@@ -49,7 +49,14 @@ pub fn run(cmd: SnapshotsCmd) -> anyhow::Result<i32> {
             to,
             force,
             keep_special,
-        } => restore(&snapshot, to, snapshot::RestoreOptions { force, keep_special }),
+        } => restore(
+            &snapshot,
+            to,
+            snapshot::RestoreOptions {
+                force,
+                keep_special,
+            },
+        ),
         SnapshotsCmd::Clean { target } => clean(&targets(target)?),
     }
 }

@@ -4,9 +4,9 @@
 
 use super::RestoreReport;
 use super::fs::{TempPath, file_name, rename_noreplace};
+use super::names::check_owner;
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
-use super::names::check_owner;
 use super::unpack::{Owners, Trust, Unpacker};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
@@ -103,7 +103,9 @@ fn unpack_beside(
     let (dir, name) = (parent_of(to), file_name(to)?);
     let (file, owners) = open_archive(snapshot, to)?;
     if keep_special && owners != Owners::Archived {
-        bail!("keeping device nodes and setuid/setgid bits needs root restoring an archive root owns");
+        bail!(
+            "keeping device nodes and setuid/setgid bits needs root restoring an archive root owns"
+        );
     }
     let trust = Trust {
         owners,

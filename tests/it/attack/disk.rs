@@ -129,7 +129,11 @@ fn backup_never_follows_a_symlink_in_its_place() {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    assert_eq!(names, vec!["victim"], "something was made in the decoy's directory");
+    assert_eq!(
+        names,
+        vec!["victim"],
+        "something was made in the decoy's directory"
+    );
     let st = std::fs::symlink_metadata(&backup);
     assert!(
         st.as_ref().map_or(true, |s| !s.file_type().is_symlink()),

@@ -101,7 +101,12 @@ fn restore_makes_no_devices_and_no_setuid_files() {
     }
     for f in ["suid", "sgid"] {
         let m = std::fs::symlink_metadata(to.join(f)).unwrap();
-        assert_eq!(m.mode() & 0o6000, 0, "{f} keeps setuid/setgid: {:o}", m.mode());
+        assert_eq!(
+            m.mode() & 0o6000,
+            0,
+            "{f} keeps setuid/setgid: {:o}",
+            m.mode()
+        );
         assert_eq!(m.uid(), ATTACKER, "{f} is not the archive owner's");
     }
     assert!(err.contains("device") && err.contains("setuid"), "{err}");
@@ -129,12 +134,18 @@ fn archives_owned_by_another_user_are_refused() {
     let list = asdfs(["snapshots", "list", target.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&list.stderr);
     assert!(!list.status.success(), "listed: {err}");
-    assert!(err.contains(name) && err.contains(&ATTACKER.to_string()), "{err}");
+    assert!(
+        err.contains(name) && err.contains(&ATTACKER.to_string()),
+        "{err}"
+    );
     let to = dir.path().join("out");
     let out = restore(&snap, &to);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "restored: {err}");
-    assert!(err.contains(name) && err.contains(&ATTACKER.to_string()), "{err}");
+    assert!(
+        err.contains(name) && err.contains(&ATTACKER.to_string()),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(!to.exists(), "restored into {}", to.display());
 }
