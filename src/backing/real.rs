@@ -452,14 +452,16 @@ pub(crate) fn times_fd(fd: &impl AsRawFd, atime: Ts, mtime: Ts) -> io::Result<()
     Ok(())
 }
 
-/// Another kind of object at a name than the flush expects there: the disk copy was changed
-/// behind asdfs (a file swapped for a symlink, say). Never acted through; see
-/// `flush::journal` for what the flush does then.
+/// Another object at a name than the flush expects there (another kind, or another inode
+/// where the plan knows it): the disk copy was changed behind asdfs (a file swapped for a
+/// symlink, say). Never acted through; see `flush::journal` for what the flush does then.
 #[derive(Debug)]
 pub struct Conflict {
     pub loc: Loc,
     pub expected: Kind,
     pub found: Option<Kind>,
+    /// The kind matches but the inode is not the one the plan recorded.
+    pub other_inode: bool,
 }
 
 impl Conflict {
@@ -468,6 +470,17 @@ impl Conflict {
             loc: loc.clone(),
             expected,
             found,
+            other_inode: false,
+        })
+    }
+
+    /// Another inode than the plan's at `loc` (of kind `found`).
+    pub fn other_inode(loc: &Loc, expected: Kind, found: Kind) -> io::Error {
+        io::Error::other(Conflict {
+            loc: loc.clone(),
+            expected,
+            found: Some(found),
+            other_inode: found == expected,
         })
     }
 
@@ -482,10 +495,11 @@ impl std::fmt::Display for Conflict {
         let found = self
             .found
             .map_or_else(|| "an unknown kind".to_string(), |k| format!("{k:?}"));
+        let other = if self.other_inode { "another " } else { "" };
         write!(
             f,
-            "conflict: {} is {found} on disk where asdfs expects {:?} (changed behind asdfs); \
-             not followed",
+            "conflict: {} is {other}{found} on disk where asdfs expects {:?} (changed behind \
+             asdfs); not followed",
             self.loc, self.expected
         )
     }
