@@ -140,3 +140,31 @@ fn backup_never_follows_a_symlink_in_its_place() {
         "the attacker's symlink is still used as the backup"
     );
 }
+
+/// A file replaced on disk by another file (another inode, the same kind) is a conflict too:
+/// the flush does not give the new object the attributes meant for the old one. (With
+/// hard links protected, the new file is the attacker's own; the guard matters where it is
+/// not, or a hard link to someone else's file was made earlier.)
+#[test]
+fn flush_never_sets_attributes_on_another_inode_at_the_name() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let o = Owned::mount(&[]);
+    std::fs::set_permissions(o.m.path("g"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    let fd = o.under.as_raw_fd();
+    as_attacker(move || {
+        // SAFETY: NUL-terminated names; `fd` is inherited from the parent.
+        let r = unsafe {
+            let tmp = libc::openat(fd, c"other".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+            tmp >= 0 && libc::renameat(fd, c"other".as_ptr(), fd, c"g".as_ptr()) == 0
+        };
+        r.then_some(())
+            .ok_or_else(|| std::io::Error::last_os_error().to_string())
+    })
+    .unwrap();
+    o.m.flush();
+    let st = std::fs::symlink_metadata(o.m.disk_copy().join("g")).unwrap();
+    assert_eq!(st.mode() & 0o7777, 0o600, "the other file got g's attributes");
+    o.assert_conflict_reported("g");
+}
