@@ -3,13 +3,13 @@
 //! temporary name, which becomes the snapshot's name only once complete and durable.
 
 use super::SnapshotInfo;
-use super::fs::{file_name, invalid, lossy, open_at, read_xattrs};
+use super::fs::{file_name, invalid, lossy, open_at, read_xattrs, rename_noreplace_at};
 use super::names::{parent_of, parse_name, pretty, stamp, target_of};
 use super::pax::{header, pax_header, set_name, xattr_records};
 use super::progress::{Counting, Progress};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
-use nix::fcntl::{AtFlags, OFlag, RenameFlags};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, SFlag};
 use nix::unistd::UnlinkatFlags;
 use std::collections::{HashMap, HashSet};
@@ -66,16 +66,7 @@ pub fn create(
 /// it durable; if the directory cannot be synced, `name` is removed again: an error leaves no
 /// snapshot behind.
 fn place_file(dir: &OwnedFd, tmp: &OsStr, name: &OsStr, dest: &Path) -> anyhow::Result<()> {
-    let renamed = match nix::fcntl::renameat2(dir, tmp, dir, name, RenameFlags::RENAME_NOREPLACE) {
-        // A filesystem without RENAME_NOREPLACE: check, then rename.
-        Err(Errno::EINVAL)
-            if nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
-                == Err(Errno::ENOENT) =>
-        {
-            nix::fcntl::renameat(dir, tmp, dir, name)
-        }
-        other => other,
-    };
+    let renamed = rename_noreplace_at(dir, tmp, name);
     renamed.with_context(|| format!("renaming to {}", dest.display()))?;
     if let Err(e) = nix::unistd::fsync(dir) {
         let _ = nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
