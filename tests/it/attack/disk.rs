@@ -165,6 +165,10 @@ fn flush_never_sets_attributes_on_another_inode_at_the_name() {
     .unwrap();
     o.m.flush();
     let st = std::fs::symlink_metadata(o.m.disk_copy().join("g")).unwrap();
-    assert_eq!(st.mode() & 0o7777, 0o600, "the other file got g's attributes");
+    assert_eq!(
+        st.mode() & 0o7777,
+        0o600,
+        "the other file got g's attributes"
+    );
     o.assert_conflict_reported("g");
 }
