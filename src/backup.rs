@@ -10,8 +10,7 @@
 use crate::backing::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, XattrList, open_beneath};
 use crate::store::types::{Kind, Ts};
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FchmodatFlags, Mode, UtimensatFlags, fchmodat, fstatat, mkdirat, utimensat};
-use nix::sys::time::TimeSpec;
+use nix::sys::stat::{Mode, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -98,6 +97,10 @@ impl Backups {
     /// Counts the links of the backup trees already beside the target (after a restart).
     pub fn index_existing(&self) -> io::Result<()> {
         for tree in self.trees()? {
+            let st = fstatat(&self.parent, tree.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+                continue; // not ours: removed (not followed) when the backup is refreshed
+            }
             walk(self.parent.as_fd(), Path::new(&tree), &mut |_, _, item| {
                 if item.kind != Some(Kind::Dir) {
                     self.index.add(item.ino, 1);
@@ -201,7 +204,18 @@ impl Backups {
         Ok(files)
     }
 
+    /// Removes a backup tree beside the target. A name there that is not a directory (a
+    /// symlink the user put in its place) is only unlinked, never followed.
     fn remove_tree(&self, tree: &OsStr) -> io::Result<()> {
+        let st = fstatat(&self.parent, tree, AtFlags::AT_SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            tracing::warn!(
+                "{} beside the target is not a directory; removed, not followed",
+                Path::new(tree).display()
+            );
+            unlinkat(&self.parent, tree, UnlinkatFlags::NoRemoveDir)?;
+            return Ok(());
+        }
         let mut dirs = vec![PathBuf::from(tree)];
         walk(
             self.parent.as_fd(),
@@ -308,20 +322,16 @@ fn copy_dir_meta(
         Some(Gid::from_raw(st.st_gid)),
         AtFlags::AT_EMPTY_PATH,
     );
-    fchmodat(
-        nix::fcntl::AT_FDCWD,
-        dp.as_c_str(),
-        Mode::from_bits_truncate(st.st_mode & 0o7777),
-        FchmodatFlags::FollowSymlink,
-    )?;
-    let a = TimeSpec::new(st.st_atime, st.st_atime_nsec);
-    let m = TimeSpec::new(st.st_mtime, st.st_mtime_nsec);
-    utimensat(
-        nix::fcntl::AT_FDCWD,
-        dp.as_c_str(),
-        &a,
-        &m,
-        UtimensatFlags::FollowSymlink,
+    // On the descriptor: the backup directory itself, whatever its name is now.
+    crate::backing::chmod_fd(&d, st.st_mode & 0o7777)?;
+    let ts = |sec: i64, nsec: i64| Ts {
+        sec,
+        nsec: nsec as u32,
+    };
+    crate::backing::times_fd(
+        &d,
+        ts(st.st_atime, st.st_atime_nsec),
+        ts(st.st_mtime, st.st_mtime_nsec),
     )?;
     Ok(())
 }

@@ -4,11 +4,12 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::rc::Rc;
 
 /// The size of a tree on disk.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,55 +23,77 @@ pub struct Usage {
 }
 
 /// Walks the tree at `root` without following symlinks and without touching access times
-/// (the disk copy's atimes are the user's). Entries that vanish during the walk are skipped;
-/// any other error stops it.
+/// (the disk copy's atimes are the user's). Every directory below the root is opened by one
+/// name relative to its parent's descriptor with `O_NOFOLLOW`, and every name is lstat'ed
+/// relative to that descriptor: a directory swapped for a symlink during the walk is counted
+/// as the symlink, never gone through. Entries that vanish during the walk are skipped; any
+/// other error stops it.
 pub fn measure(root: &Path) -> io::Result<Usage> {
+    use nix::fcntl::AtFlags;
     let mut u = Usage::default();
     let mut seen = HashSet::new();
     // The root itself may be reached through a link (`/proc/self/fd/N`): follow it.
-    let top = std::fs::metadata(root)?;
-    u.bytes += top.blocks() * 512;
-    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let names = match names_in(&dir, dir != root) {
-            Ok(n) => n,
-            Err(e) if vanished(&e) && dir != root => continue,
-            Err(e) => return Err(e),
+    let top = open_dir(nix::fcntl::AT_FDCWD, root.as_os_str(), false)?;
+    u.bytes += nix::sys::stat::fstat(&top)?.st_blocks as u64 * 512;
+    // Directories still to read, each as its parent's descriptor and its name: only the
+    // directories on the current path stay open.
+    let mut stack: Vec<(Rc<OwnedFd>, OsString)> = Vec::new();
+    let mut next = Some(Rc::new(top));
+    loop {
+        let dir = match next.take() {
+            Some(d) => d,
+            None => match stack.pop() {
+                None => break,
+                Some((parent, name)) => match open_dir(&*parent, &name, true) {
+                    Ok(fd) => Rc::new(fd),
+                    // Gone, or swapped for a symlink meanwhile: not gone through.
+                    Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ELOOP) => continue,
+                    Err(e) => return Err(e),
+                },
+            },
         };
-        for name in names {
-            let path = dir.join(&name);
-            let md = match std::fs::symlink_metadata(&path) {
-                Ok(m) => m,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(e),
+        for name in names_in(&dir)? {
+            let flags = AtFlags::AT_SYMLINK_NOFOLLOW;
+            let st = match nix::sys::stat::fstatat(&*dir, name.as_os_str(), flags) {
+                Ok(st) => st,
+                Err(e) if vanished(&e.into()) => continue,
+                Err(e) => return Err(e.into()),
             };
-            if md.is_dir() {
+            let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+            if is_dir {
                 u.dirs += 1;
-                stack.push(path);
+                stack.push((dir.clone(), name));
             } else {
                 u.files += 1;
             }
-            if md.nlink() > 1 && !md.is_dir() && !seen.insert((md.dev(), md.ino())) {
+            if st.st_nlink > 1 && !is_dir && !seen.insert((st.st_dev, st.st_ino)) {
                 continue;
             }
-            u.bytes += md.blocks() * 512;
+            u.bytes += st.st_blocks as u64 * 512;
         }
     }
     Ok(u)
 }
 
-/// The names in a directory, read with O_NOATIME where allowed (owner or root).
-fn names_in(dir: &Path, nofollow: bool) -> io::Result<Vec<OsString>> {
+/// Opens directory `name` relative to `at` (with `O_NOFOLLOW` when `nofollow`), with
+/// O_NOATIME where allowed (owner or root).
+fn open_dir<Fd: std::os::fd::AsFd>(at: Fd, name: &OsStr, nofollow: bool) -> io::Result<OwnedFd> {
     use nix::fcntl::OFlag;
     let mut flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     if nofollow {
         flags |= OFlag::O_NOFOLLOW;
     }
     let mode = nix::sys::stat::Mode::empty();
-    let mut d = match nix::dir::Dir::open(dir, flags | OFlag::O_NOATIME, mode) {
-        Err(nix::errno::Errno::EPERM) => nix::dir::Dir::open(dir, flags, mode)?,
+    let fd = match nix::fcntl::openat(&at, name, flags | OFlag::O_NOATIME, mode) {
+        Err(nix::errno::Errno::EPERM) => nix::fcntl::openat(&at, name, flags, mode)?,
         r => r?,
     };
+    Ok(fd)
+}
+
+/// The names in an open directory.
+fn names_in(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+    let mut d = nix::dir::Dir::from_fd(nix::unistd::dup(dir)?)?;
     let mut names = Vec::new();
     for e in d.iter() {
         let e = e?;
@@ -89,6 +112,8 @@ fn vanished(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::PathBuf;
 
     #[test]
     fn counts_blocks_once_per_inode_and_skips_symlink_targets() {

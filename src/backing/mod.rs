@@ -7,8 +7,8 @@ mod copy;
 mod real;
 
 pub use copy::{copy_sparse, copy_sparse_range};
-pub use real::{RealBacking, open_beneath};
-pub(crate) use real::{get_xattr, list_xattrs, proc_path, set_xattr};
+pub use real::{Conflict, RealBacking, open_beneath};
+pub(crate) use real::{chmod_fd, get_xattr, list_xattrs, proc_path, set_xattr, times_fd};
 
 use crate::store::types::{Attr, Kind, Ts};
 use serde::{Deserialize, Serialize};
@@ -142,9 +142,10 @@ pub trait Backing: Send + Sync + 'static {
     fn link(&self, from: &Loc, to: &Loc) -> io::Result<()>;
     /// Removes a file, or a directory with everything in it.
     fn remove(&self, loc: &Loc) -> io::Result<()>;
-    /// Gives an existing object these attributes (owner before mode, times last).
+    /// Gives an existing object these attributes (owner before mode, times last). The object
+    /// at `loc` must be of `kind`; another kind there is a [`Conflict`] error, never followed.
     fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()>;
-    /// Sets only the times of an existing object.
+    /// Sets only the times of an existing directory (anything else there is a [`Conflict`]).
     fn set_times(&self, loc: &Loc, atime: Ts, mtime: Ts) -> io::Result<()>;
     /// fsync(2) of a directory.
     fn sync_dir(&self, loc: &Loc) -> io::Result<()>;

@@ -5,9 +5,7 @@
 use super::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, copy_sparse};
 use crate::store::types::{Attr, Kind, Ts};
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
-use nix::sys::stat::{
-    FchmodatFlags, Mode, SFlag, UtimensatFlags, fchmodat, fstatat, mkdirat, mknodat, utimensat,
-};
+use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
 use std::ffi::{CString, OsStr, OsString};
@@ -65,45 +63,33 @@ impl RealBacking {
         Ok((fd, name.to_os_string()))
     }
 
-    fn set_owner_mode(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
-        let (dir, name) = self.parent_or_self(loc)?;
-        let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
-        match &name {
-            Some(n) => fchownat(&dir, n.as_os_str(), uid, gid, AtFlags::AT_SYMLINK_NOFOLLOW)?,
-            None => fchownat(&dir, "", uid, gid, AtFlags::AT_EMPTY_PATH)?,
+    /// Opens the object at `loc` itself (`O_PATH`, never following a symlink) and checks it is
+    /// of `kind`. Anything else there (a file swapped for a symlink on disk) is a
+    /// [`Conflict`]: every attribute call then acts on this descriptor, so no name is looked
+    /// up again between the check and the change.
+    fn open_object(&self, loc: &Loc, kind: Kind) -> io::Result<OwnedFd> {
+        let fd = self.open(loc, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
+        let found = Kind::from_mode(nix::sys::stat::fstat(&fd)?.st_mode);
+        if found != Some(kind) {
+            return Err(Conflict::error(loc, kind, found));
         }
+        Ok(fd)
+    }
+
+    /// Owner before mode (a chown clears setuid bits), both on the object `fd` names.
+    fn set_owner_mode(fd: &OwnedFd, kind: Kind, meta: &Meta) -> io::Result<()> {
+        let (uid, gid) = (Some(Uid::from_raw(meta.uid)), Some(Gid::from_raw(meta.gid)));
+        fchownat(fd, "", uid, gid, AtFlags::AT_EMPTY_PATH)?;
         if kind != Kind::Symlink {
-            let mode = Mode::from_bits_truncate(meta.mode & 0o7777);
-            match &name {
-                Some(n) => fchmodat(&dir, n.as_os_str(), mode, FchmodatFlags::FollowSymlink)?,
-                None => {
-                    let p = proc_path(&dir);
-                    fchmodat(
-                        nix::fcntl::AT_FDCWD,
-                        p.as_c_str(),
-                        mode,
-                        FchmodatFlags::FollowSymlink,
-                    )?
-                }
-            }
+            chmod_fd(fd, meta.mode & 0o7777)?;
         }
         Ok(())
     }
 
-    /// For the root of a tree: its own descriptor and no name; otherwise parent and name.
-    fn parent_or_self(&self, loc: &Loc) -> io::Result<(OwnedFd, Option<OsString>)> {
-        if loc.path().as_os_str().is_empty() {
-            let fd = self.open(loc, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
-            Ok((fd, None))
-        } else {
-            let (d, n) = self.parent(loc)?;
-            Ok((d, Some(n)))
-        }
-    }
-
-    fn set_xattrs(&self, loc: &Loc, want: &[(OsString, Vec<u8>)]) -> io::Result<()> {
-        let fd = self.open(loc, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
-        let p = proc_path(&fd);
+    /// Replaces the xattrs of the object `fd` names by `want`. The proc path is a magic link
+    /// to that very object (fixed when it was opened without following), not a name.
+    fn set_xattrs(fd: &OwnedFd, want: &[(OsString, Vec<u8>)]) -> io::Result<()> {
+        let p = proc_path(fd);
         for name in list_xattrs(&p)? {
             if !want.iter().any(|(n, _)| *n == name) {
                 remove_xattr(&p, &name)?;
@@ -289,31 +275,17 @@ impl Backing for RealBacking {
     }
 
     fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
-        self.set_owner_mode(loc, kind, meta)?;
+        let fd = self.open_object(loc, kind)?;
+        Self::set_owner_mode(&fd, kind, meta)?;
         if let Some(x) = &meta.xattrs {
-            self.set_xattrs(loc, x)?;
+            Self::set_xattrs(&fd, x)?;
         }
-        self.set_times(loc, meta.atime, meta.mtime)
+        times_fd(&fd, meta.atime, meta.mtime)
     }
 
     fn set_times(&self, loc: &Loc, atime: Ts, mtime: Ts) -> io::Result<()> {
-        let a = TimeSpec::from(atime.to_timespec());
-        let m = TimeSpec::from(mtime.to_timespec());
-        let (dir, name) = self.parent_or_self(loc)?;
-        match name {
-            Some(n) => utimensat(&dir, n.as_os_str(), &a, &m, UtimensatFlags::NoFollowSymlink)?,
-            None => {
-                let p = proc_path(&dir);
-                utimensat(
-                    nix::fcntl::AT_FDCWD,
-                    p.as_c_str(),
-                    &a,
-                    &m,
-                    UtimensatFlags::FollowSymlink,
-                )?
-            }
-        }
-        Ok(())
+        let fd = self.open_object(loc, Kind::Dir)?;
+        times_fd(&fd, atime, mtime)
     }
 
     fn sync_dir(&self, loc: &Loc) -> io::Result<()> {
@@ -442,6 +414,98 @@ fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
     Ok(())
 }
+
+/// fchmodat2(fd, "", mode, AT_EMPTY_PATH): the mode of the object an `O_PATH` descriptor
+/// names, whatever its name is now (fchmod(2) refuses `O_PATH` descriptors).
+pub(crate) fn chmod_fd(fd: &impl AsRawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: the path is a NUL-terminated empty string; the other arguments are plain values.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// utimensat(fd, "", times, AT_EMPTY_PATH): the times of the object the descriptor names.
+pub(crate) fn times_fd(fd: &impl AsRawFd, atime: Ts, mtime: Ts) -> io::Result<()> {
+    let times = [atime.to_timespec(), mtime.to_timespec()];
+    // SAFETY: `times` holds two timespecs; the path is a NUL-terminated empty string.
+    let r = unsafe {
+        libc::utimensat(
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            times.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Another object at a name than the flush expects there (another kind, or another inode
+/// where the plan knows it): the disk copy was changed behind asdfs (a file swapped for a
+/// symlink, say). Never acted through; see `flush::journal` for what the flush does then.
+#[derive(Debug)]
+pub struct Conflict {
+    pub loc: Loc,
+    pub expected: Kind,
+    pub found: Option<Kind>,
+    /// The kind matches but the inode is not the one the plan recorded.
+    pub other_inode: bool,
+}
+
+impl Conflict {
+    fn error(loc: &Loc, expected: Kind, found: Option<Kind>) -> io::Error {
+        io::Error::other(Conflict {
+            loc: loc.clone(),
+            expected,
+            found,
+            other_inode: false,
+        })
+    }
+
+    /// Another inode than the plan's at `loc` (of kind `found`).
+    pub fn other_inode(loc: &Loc, expected: Kind, found: Kind) -> io::Error {
+        io::Error::other(Conflict {
+            loc: loc.clone(),
+            expected,
+            found: Some(found),
+            other_inode: found == expected,
+        })
+    }
+
+    /// The conflict an error carries, if it is one.
+    pub fn of(e: &io::Error) -> Option<&Conflict> {
+        e.get_ref().and_then(|i| i.downcast_ref::<Conflict>())
+    }
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let found = self
+            .found
+            .map_or_else(|| "an unknown kind".to_string(), |k| format!("{k:?}"));
+        let other = if self.other_inode { "another " } else { "" };
+        write!(
+            f,
+            "conflict: {} is {other}{found} on disk where asdfs expects {:?} (changed behind \
+             asdfs); not followed",
+            self.loc, self.expected
+        )
+    }
+}
+
+impl std::error::Error for Conflict {}
 
 fn disk_stat(st: &libc::stat) -> io::Result<DiskStat> {
     let kind = Kind::from_mode(st.st_mode)

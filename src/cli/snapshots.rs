@@ -28,6 +28,10 @@ pub enum SnapshotsCmd {
         /// Replace a non-empty destination; its content is kept as DIR.before-restore-DATE.
         #[arg(long)]
         force: bool,
+        /// Restore device nodes and setuid/setgid bits as archived (dropped with a warning
+        /// otherwise); only as root, from an archive root owns.
+        #[arg(long)]
+        keep_special: bool,
     },
     /// Delete all crash snapshots of a target (asd's `clean`).
     Clean {
@@ -44,7 +48,15 @@ pub fn run(cmd: SnapshotsCmd) -> anyhow::Result<i32> {
             snapshot,
             to,
             force,
-        } => restore(&snapshot, to, force),
+            keep_special,
+        } => restore(
+            &snapshot,
+            to,
+            snapshot::RestoreOptions {
+                force,
+                keep_special,
+            },
+        ),
         SnapshotsCmd::Clean { target } => clean(&targets(target)?),
     }
 }
@@ -74,6 +86,11 @@ fn list(targets: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     for t in targets {
         let infos =
             snapshot::list(t).with_context(|| format!("listing snapshots of {}", t.display()))?;
+        for i in &infos {
+            let st = std::fs::symlink_metadata(&i.path)
+                .with_context(|| format!("reading {}", i.path.display()))?;
+            snapshot::check_owner(&i.path, &st, t)?;
+        }
         found.push((t, infos));
     }
     if json {
@@ -104,7 +121,11 @@ fn to_json(i: &SnapshotInfo) -> serde_json::Value {
     })
 }
 
-fn restore(snapshot: &Path, to: Option<PathBuf>, force: bool) -> anyhow::Result<i32> {
+fn restore(
+    snapshot: &Path,
+    to: Option<PathBuf>,
+    opts: snapshot::RestoreOptions,
+) -> anyhow::Result<i32> {
     let to = match to {
         Some(t) => t,
         None => snapshot::target_of(snapshot).ok_or_else(|| {
@@ -116,7 +137,7 @@ fn restore(snapshot: &Path, to: Option<PathBuf>, force: bool) -> anyhow::Result<
         })?,
     };
     let bar = progress_bar();
-    let result = snapshot::restore(snapshot, &to, force, &mut |done, total| {
+    let result = snapshot::restore_with(snapshot, &to, opts, &mut |done, total| {
         bar.set_length(total);
         bar.set_position(done);
     });

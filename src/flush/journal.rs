@@ -1,7 +1,7 @@
 //! The commit record of a flush and the execution of its steps (design.md §6-7). Every step
 //! can be run again after a crash: it checks by inode number whether it is done.
 
-use crate::backing::{Backing, Loc, Meta, ino_at};
+use crate::backing::{Backing, Conflict, Loc, Meta, ino_at};
 use crate::store::types::{Kind, Ts};
 use serde::{Deserialize, Serialize};
 use std::io;
@@ -14,8 +14,16 @@ pub enum Step {
     Rename { from: Loc, to: Loc, ino: u64 },
     /// Give the object with inode `ino`, found at `from`, the new name `to` (which is free).
     Link { from: Loc, to: Loc, ino: u64 },
-    /// Set attributes (and xattrs, when given) of an existing object.
-    Meta { at: Loc, kind: Kind, meta: Meta },
+    /// Set attributes (and xattrs, when given) of an existing object: of `kind`, and with
+    /// inode `ino` when the plan knows it (another object there is a conflict, see
+    /// `skip_conflict`).
+    Meta {
+        at: Loc,
+        kind: Kind,
+        meta: Meta,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ino: Option<u64>,
+    },
     /// Set the times of a directory whose entries the flush changed.
     Times { at: Loc, atime: Ts, mtime: Ts },
 }
@@ -129,8 +137,47 @@ fn run_step(b: &dyn Backing, step: &Step, redo: bool) -> io::Result<()> {
             }
             b.link(from, to)
         }
-        Step::Meta { at, kind, meta } => b.set_meta(at, *kind, meta),
-        Step::Times { at, atime, mtime } => b.set_times(at, *atime, *mtime),
+        Step::Meta {
+            at,
+            kind,
+            meta,
+            ino,
+        } => skip_conflict(set_meta_of(b, at, *kind, meta, *ino)),
+        Step::Times { at, atime, mtime } => skip_conflict(b.set_times(at, *atime, *mtime)),
+    }
+}
+
+/// `set_meta` on the object the plan means: with a known inode, another inode at `at` (a
+/// file swapped on disk) is a conflict. The backing itself checks the kind on the object it
+/// acts on, so a swap after this check is still never followed.
+fn set_meta_of(
+    b: &dyn Backing,
+    at: &Loc,
+    kind: Kind,
+    meta: &Meta,
+    ino: Option<u64>,
+) -> io::Result<()> {
+    if let Some(want) = ino {
+        match b.stat(at) {
+            Ok(st) if st.ino != want => return Err(Conflict::other_inode(at, kind, st.kind)),
+            _ => {}
+        }
+    }
+    b.set_meta(at, kind, meta)
+}
+
+/// An object of another kind (or inode) than the plan's at a name whose attributes a step
+/// sets (the disk copy was changed behind asdfs, e.g. a file swapped for a symlink): the
+/// backing never acts through it. The step is skipped with a warning naming the path; what the user put
+/// there stays until a later flush replaces that name by rename, and the rest of the flush
+/// goes on (failing would stop every later flush of the target).
+fn skip_conflict(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if Conflict::of(&e).is_some() => {
+            tracing::warn!("{e}; its attributes were not applied");
+            Ok(())
+        }
+        other => other,
     }
 }
 

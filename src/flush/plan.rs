@@ -412,6 +412,8 @@ impl Inner {
                     at: Loc::Target(path),
                     kind: n.kind,
                     meta: self.meta_of(id),
+                    // A staged object gets its inode only when staged.
+                    ino: n.disk_ino.filter(|_| !staged.contains(&id)),
                 },
             ));
             with_meta.insert(id);

@@ -155,7 +155,7 @@ pub fn plan(
     // directory whose entries change but whose attributes were written before gets its
     // times back.
     let mut dirs = std::mem::take(&mut p.dir_meta);
-    let with_meta: HashSet<PathBuf> = dirs.iter().map(|(path, _)| path.clone()).collect();
+    let with_meta: HashSet<PathBuf> = dirs.iter().map(|(path, ..)| path.clone()).collect();
     let by_path: HashMap<&Path, &UpperEntry> =
         entries.iter().map(|e| (e.path.as_path(), e)).collect();
     let mut times: Vec<Step> = p
@@ -169,17 +169,18 @@ pub fn plan(
             mtime: e.st.attr.mtime,
         })
         .collect();
-    dirs.sort_by_key(|(path, _)| std::cmp::Reverse(path.components().count()));
+    dirs.sort_by_key(|(path, ..)| std::cmp::Reverse(path.components().count()));
     times.sort_by_key(|s| match s {
         Step::Times { at, .. } => std::cmp::Reverse(at.path().components().count()),
         _ => std::cmp::Reverse(0),
     });
-    for (path, meta) in dirs {
+    for (path, meta, ino) in dirs {
         p.touched.insert(path.clone());
         p.push(Step::Meta {
             at: Loc::Target(path),
             kind: Kind::Dir,
             meta,
+            ino,
         });
     }
     for step in times {
@@ -196,7 +197,8 @@ struct Planner<'a> {
     gone: BTreeSet<PathBuf>,
     plan: Plan,
     trashed: u64,
-    dir_meta: Vec<(PathBuf, Meta)>,
+    /// Directories' attributes, set last; with the disk inode of one the plan keeps.
+    dir_meta: Vec<(PathBuf, Meta, Option<u64>)>,
     /// Directories whose entries the plan changes (fsynced after the apply).
     touched: BTreeSet<PathBuf>,
     /// Directories that replace the disk's whole: opaque ones and every directory below
@@ -304,7 +306,7 @@ impl Planner<'_> {
                     }
                 }
                 if changed {
-                    self.dir_meta.push((e.path.clone(), e.meta()));
+                    self.dir_meta.push((e.path.clone(), e.meta(), Some(st.ino)));
                 }
             }
             other => {
@@ -322,7 +324,7 @@ impl Planner<'_> {
                 let i = self.add_stage(StageContent::Dir, meta, None);
                 self.place(i, &e.path, None);
                 self.gone.insert(e.path.clone());
-                self.dir_meta.push((e.path.clone(), e.meta()));
+                self.dir_meta.push((e.path.clone(), e.meta(), None));
             }
         }
         Ok(())

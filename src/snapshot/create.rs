@@ -3,7 +3,7 @@
 //! temporary name, which becomes the snapshot's name only once complete and durable.
 
 use super::SnapshotInfo;
-use super::fs::{TempPath, file_name, invalid, lossy, open_at, read_xattrs, rename_noreplace};
+use super::fs::{file_name, invalid, lossy, open_at, read_xattrs, rename_noreplace_at};
 use super::names::{parent_of, parse_name, pretty, stamp, target_of};
 use super::pax::{header, pax_header, set_name, xattr_records};
 use super::progress::{Counting, Progress};
@@ -11,20 +11,23 @@ use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{FileStat, SFlag};
+use nix::unistd::UnlinkatFlags;
 use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::SystemTime;
 use tar::EntryType;
 
 /// Writes a crash snapshot of the tree at `source` (a directory descriptor of the disk copy;
 /// `O_PATH` is enough) to `dest`, members named `top/…`. On error nothing is left at `dest`
-/// nor under the temporary name.
+/// nor under the temporary name. `dest`'s directory (the target's parent, often the user's)
+/// is opened once; the temporary file is created in it with `O_CREAT|O_EXCL|O_NOFOLLOW` and
+/// mode 0600, renamed without replacing anything, and removed by name under that descriptor:
+/// a name the user put there (a symlink) is never followed nor replaced.
 pub fn create(
     source: BorrowedFd<'_>,
     top: &OsStr,
@@ -35,55 +38,61 @@ pub fn create(
         bail!("{top:?} is not a single directory name");
     }
     let (dir, name) = (parent_of(dest), file_name(dest)?);
-    remove_stale_temps(dir, name);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir_fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    remove_stale_temps(&dir_fd, name);
     let mut tmp_name = OsString::from(".");
     tmp_name.push(name);
     tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = TempPath::file(dir.join(tmp_name));
-    write_snapshot(source, top, tmp.path(), progress)
-        .with_context(|| format!("writing crash snapshot {}", dest.display()))?;
-    place_file(tmp.path(), dest, dir)?;
-    tmp.keep();
-    let size = std::fs::metadata(dest)?.len();
+    let written = write_snapshot(source, top, &dir_fd, &tmp_name, progress)
+        .with_context(|| format!("writing crash snapshot {}", dest.display()))
+        .and_then(|()| place_file(&dir_fd, &tmp_name, name, dest));
+    if let Err(e) = written {
+        let _ = nix::unistd::unlinkat(&dir_fd, tmp_name.as_os_str(), UnlinkatFlags::NoRemoveDir);
+        return Err(e);
+    }
+    let size = nix::sys::stat::fstatat(&dir_fd, name, AtFlags::AT_SYMLINK_NOFOLLOW)?.st_size;
     let parsed = parse_name(name);
     Ok(SnapshotInfo {
         path: dest.to_path_buf(),
         target: target_of(dest).unwrap_or_else(|| dir.join(top)),
         taken: pretty(&parsed.map_or_else(|| stamp(SystemTime::now()), |p| p.stamp)),
-        size,
+        size: size as u64,
     })
 }
 
-/// Renames the complete `tmp` to `dest` (never replacing a file) and makes it durable; if the
-/// directory cannot be synced, `dest` is removed again: an error leaves no snapshot behind.
-fn place_file(tmp: &Path, dest: &Path, dir: &Path) -> anyhow::Result<()> {
-    rename_noreplace(tmp, dest).with_context(|| format!("renaming to {}", dest.display()))?;
-    let synced = File::open(dir).and_then(|d| d.sync_all());
-    if let Err(e) = synced {
-        let _ = std::fs::remove_file(dest);
-        return Err(e).with_context(|| format!("syncing directory {}", dir.display()));
+/// Renames the complete `tmp` to `name` in `dir` (never replacing anything there) and makes
+/// it durable; if the directory cannot be synced, `name` is removed again: an error leaves no
+/// snapshot behind.
+fn place_file(dir: &OwnedFd, tmp: &OsStr, name: &OsStr, dest: &Path) -> anyhow::Result<()> {
+    let renamed = rename_noreplace_at(dir, tmp, name);
+    renamed.with_context(|| format!("renaming to {}", dest.display()))?;
+    if let Err(e) = nix::unistd::fsync(dir) {
+        let _ = nix::unistd::unlinkat(dir, name, UnlinkatFlags::NoRemoveDir);
+        return Err(e).with_context(|| format!("syncing the directory of {}", dest.display()));
     }
     Ok(())
 }
 
 /// Removes temporary snapshot files of the same target left by a process that is gone (a
-/// power cut during a snapshot). Best effort.
-fn remove_stale_temps(dir: &Path, dest_name: &OsStr) {
+/// power cut during a snapshot). Best effort; by name under `dir`, never following.
+fn remove_stale_temps(dir: &OwnedFd, dest_name: &OsStr) {
     let Some(want) = parse_name(dest_name).map(|p| p.name) else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(mut entries) = nix::unistd::dup(dir).and_then(nix::dir::Dir::from_fd) else {
         return;
     };
-    for entry in entries.flatten() {
-        let file = entry.file_name();
+    for entry in entries.iter().flatten() {
+        let file = OsStr::from_bytes(entry.file_name().to_bytes());
         let Some((snap, pid)) = file.as_bytes().strip_prefix(b".").and_then(split_tmp) else {
             continue;
         };
         let same = parse_name(OsStr::from_bytes(snap)).is_some_and(|p| p.name == want);
         let pid = nix::unistd::Pid::from_raw(pid);
         if same && nix::sys::signal::kill(pid, None) == Err(Errno::ESRCH) {
-            let _ = std::fs::remove_file(entry.path());
+            let _ = nix::unistd::unlinkat(dir, file, UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -99,7 +108,8 @@ fn split_tmp(s: &[u8]) -> Option<(&[u8], i32)> {
 fn write_snapshot(
     source: BorrowedFd<'_>,
     top: &OsStr,
-    tmp: &Path,
+    dir: &OwnedFd,
+    tmp: &OsStr,
     report: &mut dyn FnMut(u64, u64),
 ) -> io::Result<()> {
     let root = open_at(
@@ -111,11 +121,10 @@ fn write_snapshot(
     let mut member = top.as_bytes().to_vec();
     let total = total_size(&root, &root_st, &mut member)?;
     // Mode 0600: a snapshot holds every file of the tree, also those only their owner may read.
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(tmp)?;
+    let flags =
+        OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+    let mode = nix::sys::stat::Mode::from_bits_truncate(0o600);
+    let file = File::from(nix::fcntl::openat(dir, tmp, flags, mode)?);
     let mut progress = Progress::new(report, total);
     let mut packer = Packer {
         tar: tar::Builder::new(zstd::Encoder::new(file, 0)?),

@@ -1,11 +1,11 @@
 //! Low-level helpers that creating and restoring share: opening one name beneath a
 //! directory descriptor and reading xattrs through it (both on top of `backing`'s helpers),
-//! renaming without replacing, temporary paths that remove themselves, and error wording.
+//! renaming without replacing (by names under a directory's descriptor), temporary paths that remove themselves, and error wording.
 
 use crate::backing::{XattrList, get_xattr, list_xattrs, open_beneath, proc_path};
 use anyhow::anyhow;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, RenameFlags};
+use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
@@ -41,42 +41,30 @@ pub(super) fn file_name(path: &Path) -> anyhow::Result<&OsStr> {
         .ok_or_else(|| anyhow!("{} has no file name", path.display()))
 }
 
-pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let cwd = nix::fcntl::AT_FDCWD;
-    match nix::fcntl::renameat2(cwd, from, cwd, to, RenameFlags::RENAME_NOREPLACE) {
+/// renameat2(RENAME_NOREPLACE) of two names in `dir`; on a filesystem without it, check, then
+/// rename.
+pub(super) fn rename_noreplace_at(dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io::Result<()> {
+    match nix::fcntl::renameat2(dir, from, dir, to, RenameFlags::RENAME_NOREPLACE) {
         Ok(()) => Ok(()),
-        // A filesystem without RENAME_NOREPLACE: check, then rename.
-        Err(Errno::EINVAL) if to.symlink_metadata().is_err() => std::fs::rename(from, to),
+        Err(Errno::EINVAL)
+            if nix::sys::stat::fstatat(dir, to, AtFlags::AT_SYMLINK_NOFOLLOW)
+                == Err(Errno::ENOENT) =>
+        {
+            Ok(nix::fcntl::renameat(dir, from, dir, to)?)
+        }
         Err(e) => Err(e.into()),
     }
 }
 
-/// A temporary file, or directory with its content, removed when dropped unless kept.
+/// A temporary directory with its content, removed when dropped unless kept.
 pub(super) struct TempPath {
     path: PathBuf,
-    dir: bool,
     keep: bool,
 }
 
 impl TempPath {
-    pub(super) fn file(path: PathBuf) -> TempPath {
-        TempPath {
-            path,
-            dir: false,
-            keep: false,
-        }
-    }
-
     pub(super) fn dir(path: PathBuf) -> TempPath {
-        TempPath {
-            path,
-            dir: true,
-            keep: false,
-        }
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
+        TempPath { path, keep: false }
     }
 
     /// Leaves the path in place (it has been renamed to its final name).
@@ -87,13 +75,10 @@ impl TempPath {
 
 impl Drop for TempPath {
     fn drop(&mut self) {
-        if self.keep {
-            return;
+        if !self.keep {
+            // remove_dir_all never follows a symlink, also one put in the tree's place.
+            let _ = std::fs::remove_dir_all(&self.path);
         }
-        let _ = match self.dir {
-            true => std::fs::remove_dir_all(&self.path),
-            false => std::fs::remove_file(&self.path),
-        };
     }
 }
 

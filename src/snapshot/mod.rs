@@ -25,8 +25,8 @@ mod restore;
 mod unpack;
 
 pub use create::create;
-pub use names::{clean, enforce_limit, list, snapshot_path, target_of};
-pub use restore::restore;
+pub use names::{check_owner, clean, enforce_limit, list, snapshot_path, target_of};
+pub use restore::{RestoreOptions, restore, restore_with};
 
 use std::path::PathBuf;
 

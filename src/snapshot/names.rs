@@ -7,6 +7,7 @@ use super::fs::invalid;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -197,11 +198,58 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
     Ok(found.into_iter().map(|(_, i)| i).collect())
 }
 
+/// Who owns `target`: the directory itself, or its parent while it does not exist.
+fn target_owner(target: &Path) -> io::Result<u32> {
+    match target.symlink_metadata() {
+        Ok(m) => Ok(m.uid()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Ok(parent_of(target).symlink_metadata()?.uid())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses a snapshot file owned by anyone but root or the owner of `target`: it lies beside
+/// the target, where that owner (or whoever may write there) could have put any archive, and
+/// root must not restore another user's archive over a target that is not theirs.
+/// `st` is the file's lstat (or fstat of it opened without following).
+pub fn check_owner(snapshot: &Path, st: &std::fs::Metadata, target: &Path) -> io::Result<()> {
+    if !st.is_file() {
+        return Err(invalid(format!(
+            "refusing {}: not a regular file",
+            snapshot.display()
+        )));
+    }
+    let owner = target_owner(target)?;
+    if st.uid() != 0 && st.uid() != owner {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing {}: owned by uid {}, neither root nor the owner of {} (uid {owner})",
+                snapshot.display(),
+                st.uid(),
+                target.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Keeps the newest `limit` snapshots of `target`, deletes the rest; returns what it deleted.
 pub fn enforce_limit(target: &Path, limit: u32) -> io::Result<Vec<PathBuf>> {
     let mut deleted = Vec::new();
-    for old in list(target)?.into_iter().skip(limit as usize) {
-        match std::fs::remove_file(&old.path) {
+    let old = list(target)?.into_iter().skip(limit as usize);
+    let old: Vec<SnapshotInfo> = old.collect();
+    if old.is_empty() {
+        return Ok(deleted);
+    }
+    // By name under the directory's descriptor: never through a symlink put on the way.
+    let flags = nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY;
+    let dir = nix::fcntl::open(parent_of(target), flags, nix::sys::stat::Mode::empty())?;
+    for old in old {
+        let name = old.path.file_name().unwrap_or_default();
+        let unlinked = nix::unistd::unlinkat(&dir, name, nix::unistd::UnlinkatFlags::NoRemoveDir);
+        match unlinked.map_err(io::Error::from) {
             Ok(()) => deleted.push(old.path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => {

@@ -3,18 +3,19 @@
 //! moving the result into place, keeping any previous content aside.
 
 use super::RestoreReport;
-use super::fs::{TempPath, file_name, rename_noreplace};
+use super::fs::{TempPath, file_name, open_at, rename_noreplace_at};
+use super::names::check_owner;
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
-use super::unpack::Unpacker;
+use super::unpack::{Owners, Trust, Unpacker};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::SystemTime;
@@ -27,13 +28,25 @@ enum Occupancy {
     Occupied,
 }
 
-fn occupancy(to: &Path) -> io::Result<Occupancy> {
-    match to.symlink_metadata() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Occupancy::Absent),
-        Err(e) => Err(e),
-        Ok(m) if m.is_dir() && std::fs::read_dir(to)?.next().is_none() => Ok(Occupancy::EmptyDir),
-        Ok(_) => Ok(Occupancy::Occupied),
+/// What is at `name` in `dir`, looked at without following a symlink.
+fn occupancy(dir: &OwnedFd, name: &OsStr) -> io::Result<Occupancy> {
+    let st = match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => return Ok(Occupancy::Absent),
+        other => other?,
+    };
+    if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+        return Ok(Occupancy::Occupied);
     }
+    let fd = open_at(dir.as_fd(), name, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+    let mut d = nix::dir::Dir::from_fd(fd)?;
+    let empty = d.iter().flatten().all(|e| {
+        let n = e.file_name().to_bytes();
+        n == b"." || n == b".."
+    });
+    Ok(match empty {
+        true => Occupancy::EmptyDir,
+        false => Occupancy::Occupied,
+    })
 }
 
 /// Restores the tree in `snapshot` (its single top-level directory) to `to`: unpacked beside
@@ -46,18 +59,49 @@ pub fn restore(
     force: bool,
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<RestoreReport> {
-    let dir = parent_of(to);
+    let opts = RestoreOptions {
+        force,
+        keep_special: false,
+    };
+    restore_with(snapshot, to, opts, progress)
+}
+
+/// How `restore_with` restores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    /// Replace a non-empty destination (see `restore`).
+    pub force: bool,
+    /// Restore device nodes and setuid/setgid bits as archived; only for an archive root
+    /// owns, restored by root (otherwise an error). Without, they are dropped with a warning.
+    pub keep_special: bool,
+}
+
+/// `restore` with options.
+pub fn restore_with(
+    snapshot: &Path,
+    to: &Path,
+    opts: RestoreOptions,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<RestoreReport> {
+    let force = opts.force;
+    let (dir, name) = (parent_of(to), file_name(to)?);
+    // The destination's directory (often the user's) is opened once: every name in it is
+    // then made, looked at and renamed under this descriptor, never through a symlink.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir_fd = Rc::new(
+        nix::fcntl::open(dir, flags, Mode::empty())
+            .with_context(|| format!("opening {}", dir.display()))?,
+    );
     refuse_if_mounted(to)?;
-    if occupancy(to)? == Occupancy::Occupied && !force {
+    if occupancy(&dir_fd, name)? == Occupancy::Occupied && !force {
         bail!(not_empty(to));
     }
-    let (tmp, (files, bytes)) = unpack_beside(snapshot, to, progress)
-        .with_context(|| format!("restoring {}", snapshot.display()))?;
-    let kept_old = place_dir(tmp.path(), to, force)?;
+    let (tmp, tmp_name, (files, bytes)) =
+        unpack_beside(snapshot, to, &dir_fd, opts.keep_special, progress)
+            .with_context(|| format!("restoring {}", snapshot.display()))?;
+    let kept_old = place_dir(&dir_fd, &tmp_name, to, force)?;
     tmp.keep();
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing directory {}", dir.display()))?;
+    nix::unistd::fsync(&*dir_fd).with_context(|| format!("syncing directory {}", dir.display()))?;
     Ok(RestoreReport {
         restored_to: to.to_path_buf(),
         kept_old,
@@ -66,24 +110,53 @@ pub fn restore(
     })
 }
 
-/// Unpacks `snapshot` into a new temporary directory beside `to` (removed again on error);
-/// returns it with the numbers of files and bytes restored.
+/// Unpacks `snapshot` into a new temporary directory beside `to` in `dir_fd` (removed again
+/// on error); returns it, its name, and the numbers of files and bytes restored.
 fn unpack_beside(
     snapshot: &Path,
     to: &Path,
+    dir_fd: &Rc<OwnedFd>,
+    keep_special: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> anyhow::Result<(TempPath, (u64, u64))> {
+) -> anyhow::Result<(TempPath, OsString, (u64, u64))> {
     let (dir, name) = (parent_of(to), file_name(to)?);
-    let file = File::open(snapshot)?;
+    let (file, owners) = open_archive(snapshot, to)?;
+    if keep_special && owners != Owners::Archived {
+        bail!(
+            "keeping device nodes and setuid/setgid bits needs root restoring an archive root owns"
+        );
+    }
+    let trust = Trust {
+        owners,
+        keep_special,
+    };
     let total = file.metadata()?.len();
-    let dir_fd = nix::fcntl::open(dir, OFlag::O_PATH | OFlag::O_DIRECTORY, Mode::empty())
-        .with_context(|| format!("opening {}", dir.display()))?;
-    let (tmp, tmp_name) = make_temp_dir(&dir_fd, dir, name)?;
-    let mut unpacker = Unpacker::new(Rc::new(dir_fd), tmp_name)?;
+    let (tmp, tmp_name) = make_temp_dir(dir_fd, dir, name)?;
+    let mut unpacker = Unpacker::new(dir_fd.clone(), tmp_name.clone(), trust)?;
     let mut progress = Progress::new(progress, total);
     unpacker.unpack(Counting::new(file, &mut progress))?;
     progress.finish();
-    Ok((tmp, unpacker.counts()))
+    Ok((tmp, tmp_name, unpacker.counts()))
+}
+
+/// Opens the archive without following a symlink, checks its owner on that descriptor
+/// (`check_owner`), and says whose the restored objects become: as archived only for an
+/// archive root owns, else its owner's (when restoring as root).
+fn open_archive(snapshot: &Path, to: &Path) -> anyhow::Result<(File, Owners)> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(snapshot)
+        .with_context(|| format!("opening {}", snapshot.display()))?;
+    let st = file.metadata()?;
+    check_owner(snapshot, &st, to)?;
+    let owners = match (nix::unistd::geteuid().is_root(), st.uid()) {
+        (false, _) => Owners::Restorer,
+        (true, 0) => Owners::Archived,
+        (true, uid) => Owners::All(uid, st.gid()),
+    };
+    Ok((file, owners))
 }
 
 fn not_empty(to: &Path) -> String {
@@ -137,23 +210,33 @@ fn make_temp_dir(
     bail!("no free temporary name in {}", dir.display())
 }
 
-/// Moves the restored tree to `to`; returns where the old content went.
-fn place_dir(tmp: &Path, to: &Path, force: bool) -> anyhow::Result<Option<PathBuf>> {
+/// Moves the restored tree (`tmp` in `dir`) to `to`, by names under `dir`; returns where the
+/// old content went.
+fn place_dir(
+    dir: &OwnedFd,
+    tmp: &OsStr,
+    to: &Path,
+    force: bool,
+) -> anyhow::Result<Option<PathBuf>> {
+    let name = file_name(to)?;
     let ctx = || format!("moving the restored tree to {}", to.display());
-    match occupancy(to)? {
-        Occupancy::Absent => rename_noreplace(tmp, to).with_context(ctx)?,
+    match occupancy(dir, name)? {
+        Occupancy::Absent => rename_noreplace_at(dir, tmp, name).with_context(ctx)?,
         // rename(2) replaces an empty directory atomically (and fails if it was filled).
-        Occupancy::EmptyDir => std::fs::rename(tmp, to).with_context(ctx)?,
+        Occupancy::EmptyDir => nix::fcntl::renameat(dir, tmp, dir, name)
+            .map_err(io::Error::from)
+            .with_context(ctx)?,
         Occupancy::Occupied if !force => bail!(not_empty(to)),
         Occupancy::Occupied => {
             let mut base = to.as_os_str().to_os_string();
             base.push(".before-restore-");
             base.push(stamp(SystemTime::now()));
             let kept = free_name(Path::new(&base), "");
-            rename_noreplace(to, &kept)
+            let kept_name = file_name(&kept)?;
+            rename_noreplace_at(dir, name, kept_name)
                 .with_context(|| format!("moving {} to {}", to.display(), kept.display()))?;
-            if let Err(e) = rename_noreplace(tmp, to) {
-                let _ = rename_noreplace(&kept, to);
+            if let Err(e) = rename_noreplace_at(dir, tmp, name) {
+                let _ = rename_noreplace_at(dir, kept_name, name);
                 return Err(e).with_context(ctx);
             }
             return Ok(Some(kept));

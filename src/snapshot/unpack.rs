@@ -1,15 +1,18 @@
 //! Unpacking archive members beneath a fresh temporary directory: names checked to stay
-//! inside it (no absolute names, no `..`, one top-level directory), each object created
-//! without following a symlink, and its attributes applied (directories' last, deepest first).
+//! inside it (no absolute names, no `..`, one top-level directory, no member through or over
+//! a symlink an earlier member made), each object created without following a symlink, and
+//! its attributes applied to the object itself through a descriptor opened without following
+//! (directories' last, deepest first). An archive is not trusted: device nodes are skipped and
+//! setuid/setgid bits dropped, each with a warning; owners are applied only as `Owners` says.
 
 use super::fs::{invalid, lossy, open_at};
 use super::pax::{Meta, meta_of};
-use crate::backing::{proc_path, set_xattr};
+use crate::backing::{chmod_fd, proc_path, set_xattr, times_fd};
+use crate::store::types::Ts;
 use anyhow::{Context, anyhow, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
-use nix::sys::stat::{FchmodatFlags, Mode, SFlag, UtimensatFlags};
-use nix::sys::time::TimeSpec;
+use nix::sys::stat::{Mode, SFlag};
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
@@ -18,6 +21,25 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::rc::Rc;
 use tar::{EntryType, Header};
+
+/// Who the restored objects belong to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Owners {
+    /// As archived (root restoring an archive root owns).
+    Archived,
+    /// Everything to this uid and gid (root restoring an archive its target's owner owns).
+    All(u32, u32),
+    /// Whoever restores (not root: chown is not possible anyway).
+    Restorer,
+}
+
+/// How far an archive is trusted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Trust {
+    pub owners: Owners,
+    /// Device nodes and setuid/setgid bits as archived (only for `Owners::Archived`).
+    pub keep_special: bool,
+}
 
 /// Unpacks archive members beneath a temporary directory.
 pub(super) struct Unpacker {
@@ -31,13 +53,13 @@ pub(super) struct Unpacker {
     dirs: BTreeMap<Vec<u8>, Option<Meta>>,
     /// The last directory looked up.
     cache: Option<(Vec<u8>, Rc<OwnedFd>)>,
-    as_root: bool,
+    trust: Trust,
     files: u64,
     bytes: u64,
 }
 
 impl Unpacker {
-    pub(super) fn new(outer: Rc<OwnedFd>, name: OsString) -> io::Result<Unpacker> {
+    pub(super) fn new(outer: Rc<OwnedFd>, name: OsString, trust: Trust) -> io::Result<Unpacker> {
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY;
         let root = Rc::new(open_at(outer.as_fd(), &name, flags)?);
         Ok(Unpacker {
@@ -46,7 +68,7 @@ impl Unpacker {
             top: None,
             dirs: BTreeMap::new(),
             cache: None,
-            as_root: nix::unistd::geteuid().is_root(),
+            trust,
             files: 0,
             bytes: 0,
         })
@@ -90,6 +112,13 @@ impl Unpacker {
         if rel.is_empty() {
             bail!("the top-level member is not a directory");
         }
+        if matches!(ty, EntryType::Char | EntryType::Block) && !self.trust.keep_special {
+            tracing::warn!(
+                "skipped device node {} (an archive may not create devices)",
+                lossy(&entry.path_bytes())
+            );
+            return Ok(());
+        }
         let (dir, name) = self.parent(&rel)?;
         self.files += 1;
         let link = entry.link_name_bytes().map(|l| l.into_owned());
@@ -106,7 +135,15 @@ impl Unpacker {
             }
             (other, _) => bail!("unsupported member type {other:?}"),
         }
-        apply_meta(&dir, &name, &meta, ty == EntryType::Symlink, self.as_root)?;
+        let expect = match ty {
+            EntryType::Symlink => libc::S_IFLNK,
+            EntryType::Fifo => libc::S_IFIFO,
+            EntryType::Char => libc::S_IFCHR,
+            EntryType::Block => libc::S_IFBLK,
+            _ => libc::S_IFREG,
+        };
+        let path = entry.path_bytes();
+        apply_meta(&dir, &name, &meta, expect, self.trust, &path)?;
         Ok(())
     }
 
@@ -116,7 +153,13 @@ impl Unpacker {
             let (dir, name) = self.parent(&rel)?;
             let mode = Mode::from_bits_truncate(0o700);
             match nix::sys::stat::mkdirat(dir.as_ref(), name.as_os_str(), mode) {
-                Ok(()) | Err(Errno::EEXIST) => {}
+                Ok(()) => {}
+                // A directory an earlier member made is fine; anything else (a symlink) is
+                // refused, never followed when the directory's attributes are applied.
+                Err(Errno::EEXIST) => {
+                    open_at(dir.as_fd(), &name, OFlag::O_PATH | OFlag::O_DIRECTORY)
+                        .map_err(through_symlink)?;
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -187,7 +230,7 @@ impl Unpacker {
                     self.dirs.entry(done.clone()).or_insert(None);
                     open_at(cur.as_fd(), part, flags)?
                 }
-                other => other?,
+                other => other.map_err(through_symlink)?,
             };
             cur = Rc::new(next);
         }
@@ -221,14 +264,8 @@ impl Unpacker {
                 false => self.parent(rel)?,
             };
             let done = match meta {
-                Some(m) => apply_meta(&dir, &name, m, false, self.as_root),
-                None => nix::sys::stat::fchmodat(
-                    dir.as_ref(),
-                    name.as_os_str(),
-                    Mode::from_bits_truncate(0o755),
-                    FchmodatFlags::FollowSymlink,
-                )
-                .map_err(io::Error::from),
+                Some(m) => apply_meta(&dir, &name, m, libc::S_IFDIR, self.trust, rel),
+                None => object(&dir, &name, libc::S_IFDIR, rel).and_then(|fd| chmod_fd(&fd, 0o755)),
             };
             done.with_context(|| format!("directory {}", lossy(rel)))?;
         }
@@ -277,6 +314,7 @@ fn write_file(dir: &OwnedFd, name: &OsStr, data: &mut impl Read) -> io::Result<u
     Ok(size)
 }
 
+/// A fifo, or a device node (only from a trusted archive, see `member`).
 fn special(dir: &OwnedFd, name: &OsStr, h: &Header) -> io::Result<()> {
     let kind = match h.entry_type() {
         EntryType::Fifo => SFlag::S_IFIFO,
@@ -297,40 +335,78 @@ fn special(dir: &OwnedFd, name: &OsStr, h: &Header) -> io::Result<()> {
     })
 }
 
-/// Owner (when root) before mode, so setuid bits survive; xattrs after both (a chown drops
-/// file capabilities); times last.
+/// A lookup that refused a symlink (or found a file), said in the archive's terms.
+fn through_symlink(e: io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(libc::ELOOP | libc::ENOTDIR) => io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}: a symlink or file an earlier member made is never gone through; refused"),
+        ),
+        _ => e,
+    }
+}
+
+/// The object `name` in `dir` itself (`O_PATH`, not following), checked to be of type `expect`
+/// (`S_IF*`): the descriptor every attribute call then acts on.
+fn object(dir: &OwnedFd, name: &OsStr, expect: u32, member: &[u8]) -> io::Result<OwnedFd> {
+    let fd = open_at(dir.as_fd(), name, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
+    if nix::sys::stat::fstat(&fd)?.st_mode & libc::S_IFMT != expect {
+        return Err(invalid(format!(
+            "{} is not of the kind its member says (replaced meanwhile?); refused",
+            lossy(member)
+        )));
+    }
+    Ok(fd)
+}
+
+/// On the object itself: owner (as `owners` says) before mode, so a chown cannot drop bits;
+/// xattrs after both (a chown drops file capabilities); times last. Setuid and setgid bits are
+/// dropped with a warning: an archive beside the target may have been written by anyone who
+/// can write there.
 fn apply_meta(
     dir: &OwnedFd,
     name: &OsStr,
     m: &Meta,
-    symlink: bool,
-    as_root: bool,
+    expect: u32,
+    trust: Trust,
+    member: &[u8],
 ) -> io::Result<()> {
-    if as_root {
-        let (u, g) = (
-            nix::unistd::Uid::from_raw(m.uid),
-            nix::unistd::Gid::from_raw(m.gid),
-        );
-        nix::unistd::fchownat(dir, name, Some(u), Some(g), AtFlags::AT_SYMLINK_NOFOLLOW)?;
+    let fd = object(dir, name, expect, member)?;
+    let owner = match trust.owners {
+        Owners::Archived => Some((m.uid, m.gid)),
+        Owners::All(u, g) => Some((u, g)),
+        Owners::Restorer => None,
+    };
+    if let Some((u, g)) = owner {
+        let (u, g) = (nix::unistd::Uid::from_raw(u), nix::unistd::Gid::from_raw(g));
+        nix::unistd::fchownat(&fd, "", Some(u), Some(g), AtFlags::AT_EMPTY_PATH)?;
     }
-    if !symlink {
-        let mode = Mode::from_bits_truncate(m.mode);
-        nix::sys::stat::fchmodat(dir, name, mode, FchmodatFlags::FollowSymlink)?;
+    if expect != libc::S_IFLNK {
+        let keep = if trust.keep_special { 0o7777 } else { 0o1777 };
+        if m.mode & 0o6000 & !keep != 0 {
+            tracing::warn!(
+                "{}: setuid/setgid bits dropped (mode {:o} restored as {:o})",
+                lossy(member),
+                m.mode & 0o7777,
+                m.mode & 0o1777
+            );
+        }
+        chmod_fd(&fd, m.mode & keep)?;
     }
     if !m.xattrs.is_empty() {
-        apply_xattrs(dir, name, &m.xattrs)?;
+        apply_xattrs(&fd, &m.xattrs)?;
     }
-    let ts = |(s, ns): (i64, i64)| TimeSpec::new(s as libc::time_t, ns as libc::c_long);
-    let mtime = ts(m.mtime);
-    let atime = ts(m.atime.unwrap_or(m.mtime));
-    nix::sys::stat::utimensat(dir, name, &atime, &mtime, UtimensatFlags::NoFollowSymlink)?;
-    Ok(())
+    let ts = |(sec, nsec): (i64, i64)| Ts {
+        sec,
+        nsec: nsec as u32,
+    };
+    times_fd(&fd, ts(m.atime.unwrap_or(m.mtime)), ts(m.mtime))
 }
 
-/// Sets the archived xattrs on the object itself (a symlink too), through its proc path.
-fn apply_xattrs(dir: &OwnedFd, name: &OsStr, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
-    let fd = open_at(dir.as_fd(), name, OFlag::O_PATH | OFlag::O_NOFOLLOW)?;
-    let p = proc_path(&fd);
+/// Sets the archived xattrs on the object `fd` names (a symlink too), through its proc path
+/// (a magic link to that object, not a name looked up again).
+fn apply_xattrs(fd: &OwnedFd, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    let p = proc_path(fd);
     for (k, v) in xattrs {
         // An archived name with a NUL is this archive's error (InvalidData), not a bad
         // argument as `backing::set_xattr` would report it.

@@ -340,6 +340,34 @@ fn create_reports_progress_and_leaves_only_a_private_snapshot() {
 // ---------------------------------------------------------------------------------------
 // Restoring
 
+/// A restore that keeps device nodes and setuid/setgid bits (the tree has both); the
+/// snapshots here are root's.
+fn restore_trusting(
+    snapshot: &Path,
+    to: &Path,
+    force: bool,
+) -> anyhow::Result<asdfs::snapshot::RestoreReport> {
+    let opts = snapshot::RestoreOptions {
+        force,
+        keep_special: true,
+    };
+    snapshot::restore_with(snapshot, to, opts, &mut |_, _| {})
+}
+
+#[test]
+fn restore_without_trust_drops_devices_and_setid_bits() {
+    let tmp = common::scratch();
+    let bar = build_tree(tmp.path());
+    let (info, _) = snapshot_of(&bar);
+    let to = tmp.path().join("plain");
+    snapshot::restore(&info.path, &to, false, &mut |_, _| {}).unwrap();
+    assert!(std::fs::symlink_metadata(to.join("null")).is_err());
+    for f in ["suid", "sgid"] {
+        let m = std::fs::symlink_metadata(to.join(f)).unwrap();
+        assert_eq!(m.permissions().mode() & 0o6000, 0, "{f}");
+    }
+}
+
 #[test]
 fn restore_to_a_new_place_gives_the_same_tree() {
     let tmp = common::scratch();
@@ -347,7 +375,7 @@ fn restore_to_a_new_place_gives_the_same_tree() {
     let (info, _) = snapshot_of(&bar);
     let to = tmp.path().join("elsewhere/bar2");
     std::fs::create_dir(tmp.path().join("elsewhere")).unwrap();
-    let r = snapshot::restore(&info.path, &to, false, &mut |_, _| {}).unwrap();
+    let r = restore_trusting(&info.path, &to, false).unwrap();
     assert_eq!(r.restored_to, to);
     assert_eq!(r.kept_old, None);
     assert_eq!(r.bytes, BIG + 6 + 4 + 12 + 9 + 10 + 12);
@@ -371,7 +399,7 @@ fn restore_refuses_a_non_empty_place_and_force_keeps_it_aside() {
     );
     assert!(msg.contains("--force"), "{msg}");
     assert_eq!(names_in(&to), vec!["mine"]);
-    let r = snapshot::restore(&info.path, &to, true, &mut |_, _| {}).unwrap();
+    let r = restore_trusting(&info.path, &to, true).unwrap();
     let kept = r.kept_old.expect("the old content is kept");
     let kept_name = kept.file_name().unwrap().to_string_lossy().into_owned();
     assert!(kept_name.starts_with("busy.before-restore-"), "{kept_name}");
@@ -389,7 +417,7 @@ fn restore_replaces_an_empty_directory() {
     let (info, _) = snapshot_of(&bar);
     let to = tmp.path().join("empty");
     std::fs::create_dir(&to).unwrap();
-    let r = snapshot::restore(&info.path, &to, false, &mut |_, _| {}).unwrap();
+    let r = restore_trusting(&info.path, &to, false).unwrap();
     assert_eq!(r.kept_old, None);
     assert_same_tree(&bar, &to);
 }
@@ -563,6 +591,7 @@ fn restore_command_puts_the_target_back_in_place() {
         snapshot: info.path.clone(),
         to: None,
         force: false,
+        keep_special: true,
     };
     assert_eq!(run(cmd).unwrap(), 0);
     assert_same_tree(&lost, &bar);
@@ -570,6 +599,7 @@ fn restore_command_puts_the_target_back_in_place() {
         snapshot: info.path,
         to: None,
         force: false,
+        keep_special: false,
     };
     let err = run(again).unwrap_err();
     assert!(
@@ -705,6 +735,7 @@ fn snapshots_command_line_parses() {
             snapshot,
             to,
             force,
+            keep_special: false,
         } => {
             assert_eq!(
                 (snapshot, to, force),
@@ -725,6 +756,7 @@ fn snapshots_command_line_parses() {
         snapshot: "/x/not-a-snapshot.tar".into(),
         to: None,
         force: false,
+        keep_special: false,
     };
     let err = format!("{:#}", run(bad).unwrap_err());
     assert!(

@@ -1,3 +1,174 @@
-//! Attacks: disk (see attack.rs).
+//! Attacks: disk (see attack.rs). The owner of a target changes its disk copy behind the
+//! daemon (through a descriptor opened before the mount) so that a root flush or backup would
+//! act on a root-owned file through a symlink.
 
 use super::*;
+use crate::harness::Mount;
+use std::os::fd::AsRawFd;
+
+/// A mounted target owned by the attacker, holding the attacker's file `g`, and a descriptor
+/// of its disk copy (opened before the mount) the attacker's child inherits.
+struct Owned {
+    m: Mount,
+    under: std::fs::File,
+}
+
+impl Owned {
+    fn mount(extra: &[&str]) -> Owned {
+        let mut m = Mount::prepare(|t| {
+            std::fs::write(t.join("g"), b"mine\n").unwrap();
+            std::fs::create_dir(t.join("d")).unwrap();
+            for p in [t.to_path_buf(), t.join("g"), t.join("d")] {
+                chown(&p, ATTACKER);
+            }
+        });
+        // The attacker may enter the directory that holds the target, as in a home.
+        std::fs::set_permissions(m.disk.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let under = std::fs::File::open(&m.target).unwrap();
+        if extra.contains(&"overlay") {
+            m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+            m.extra.extend(["--mode", "overlay"].map(String::from));
+        }
+        m.mount();
+        Owned { m, under }
+    }
+
+    /// As the attacker: replaces `name` in the disk copy by a symlink to `to`.
+    fn swap_for_symlink(&self, name: &str, to: &Path) {
+        let fd = self.under.as_raw_fd();
+        let (name, to) = (name.to_string(), to.to_path_buf());
+        as_attacker(move || {
+            let n = std::ffi::CString::new(name).unwrap();
+            let t = std::ffi::CString::new(to.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: NUL-terminated strings; `fd` is inherited from the parent.
+            let unlinked = unsafe {
+                libc::unlinkat(fd, n.as_ptr(), 0) == 0
+                    || libc::unlinkat(fd, n.as_ptr(), libc::AT_REMOVEDIR) == 0
+            };
+            // SAFETY: as above.
+            if !unlinked || unsafe { libc::symlinkat(t.as_ptr(), fd, n.as_ptr()) } != 0 {
+                return Err(format!("swap: {}", std::io::Error::last_os_error()));
+            }
+            Ok(())
+        })
+        .expect("the attacker's swap");
+    }
+
+    #[track_caller]
+    fn assert_conflict_reported(&self, name: &str) {
+        let log = self.m.log_tail();
+        assert!(
+            log.contains("conflict") && log.contains(&format!("target:/{name}")),
+            "the conflict at {name} was not reported; daemon log:\n{log}"
+        );
+    }
+}
+
+/// Finding 1: the flush applied a mode with fchmodat following the name's symlink. `name`
+/// gets mode 04777 through the mount, then becomes a symlink to the decoy on disk.
+fn chmod_through_swapped_symlink(extra: &[&str], name: &str) {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let o = Owned::mount(extra);
+    std::fs::set_permissions(o.m.path(name), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    o.swap_for_symlink(name, &decoy.path);
+    o.m.flush();
+    decoy.assert_untouched();
+    if extra.contains(&"overlay") {
+        // Overlay mode plans from the disk as it is: the symlink is replaced by rename.
+        let on_disk = std::fs::symlink_metadata(o.m.disk_copy().join(name)).unwrap();
+        assert!(on_disk.is_dir(), "the symlink at {name} was kept");
+    } else {
+        o.assert_conflict_reported(name);
+    }
+}
+
+#[test]
+fn flush_never_chmods_through_a_file_swapped_for_a_symlink() {
+    chmod_through_swapped_symlink(&[], "g");
+}
+
+#[test]
+fn flush_never_chmods_through_a_directory_swapped_for_a_symlink() {
+    chmod_through_swapped_symlink(&[], "d");
+}
+
+/// Overlay mode copies a file up whole (its flush then replaces the name by rename), but a
+/// directory's new mode is a metadata step on the disk name. Its plan stats the disk name
+/// and replaces the symlink by the RAM version; a swap after the plan is the backing's
+/// conflict, as in FUSE mode.
+#[test]
+fn overlay_flush_never_chmods_through_a_directory_swapped_for_a_symlink() {
+    chmod_through_swapped_symlink(&["overlay"], "d");
+}
+
+/// The hardlink backup `.t-backup_asd-old` is made in the directory that holds the target,
+/// which its owner controls: a symlink put there in its place is neither followed nor kept.
+#[test]
+fn backup_never_follows_a_symlink_in_its_place() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let m = Mount::prepare(|t| std::fs::write(t.join("f"), b"mine\n").unwrap());
+    chown(&m.target, ATTACKER);
+    chown(m.disk.path(), ATTACKER);
+    let victim_dir = decoy.path.parent().unwrap().to_path_buf();
+    let backup = m.disk.path().join(".t-backup_asd-old");
+    let (b, v) = (backup.clone(), victim_dir.clone());
+    as_attacker(move || std::os::unix::fs::symlink(&v, &b).map_err(|e| e.to_string())).unwrap();
+    m.mount();
+    m.wait_backup();
+    std::fs::write(m.path("f"), b"changed\n").unwrap();
+    m.flush();
+    m.unmount();
+    decoy.assert_untouched();
+    let names: Vec<_> = std::fs::read_dir(&victim_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["victim"],
+        "something was made in the decoy's directory"
+    );
+    let st = std::fs::symlink_metadata(&backup);
+    assert!(
+        st.as_ref().map_or(true, |s| !s.file_type().is_symlink()),
+        "the attacker's symlink is still used as the backup"
+    );
+}
+
+/// A file replaced on disk by another file (another inode, the same kind) is a conflict too:
+/// the flush does not give the new object the attributes meant for the old one. (With
+/// hard links protected, the new file is the attacker's own; the guard matters where it is
+/// not, or a hard link to someone else's file was made earlier.)
+#[test]
+fn flush_never_sets_attributes_on_another_inode_at_the_name() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let o = Owned::mount(&[]);
+    std::fs::set_permissions(o.m.path("g"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    let fd = o.under.as_raw_fd();
+    as_attacker(move || {
+        // SAFETY: NUL-terminated names; `fd` is inherited from the parent.
+        let r = unsafe {
+            let tmp = libc::openat(fd, c"other".as_ptr(), libc::O_CREAT | libc::O_WRONLY, 0o600);
+            tmp >= 0 && libc::renameat(fd, c"other".as_ptr(), fd, c"g".as_ptr()) == 0
+        };
+        r.then_some(())
+            .ok_or_else(|| std::io::Error::last_os_error().to_string())
+    })
+    .unwrap();
+    o.m.flush();
+    let st = std::fs::symlink_metadata(o.m.disk_copy().join("g")).unwrap();
+    assert_eq!(
+        st.mode() & 0o7777,
+        0o600,
+        "the other file got g's attributes"
+    );
+    o.assert_conflict_reported("g");
+}

@@ -1,3 +1,193 @@
-//! Attacks: snapshots (see attack.rs).
+//! Attacks: snapshots (see attack.rs). A crash snapshot lies beside its target, where the
+//! target's owner may put any archive: restoring one as root must not reach outside the
+//! restored tree, make device nodes or setuid files, nor take an archive someone else owns.
 
 use super::*;
+use crate::harness::asdfs;
+use tar::EntryType;
+
+/// One archive member: name, type, symlink target, mode, (major, minor).
+type Member<'a> = (&'a str, EntryType, &'a str, u32, (u32, u32));
+
+/// A crash snapshot of `t` in `dir` with these members (uid and gid 0), owned by `owner`.
+fn archive(dir: &Path, members: &[Member<'_>], owner: u32) -> PathBuf {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, ty, link, mode, (major, minor)) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_path(name).unwrap();
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        h.set_entry_type(*ty);
+        h.set_mode(*mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_device_major(*major).unwrap();
+        h.set_device_minor(*minor).unwrap();
+        let data: &[u8] = if *ty == EntryType::Regular {
+            b"#!/bin/sh\nid\n"
+        } else {
+            b""
+        };
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+    let tar = b.into_inner().unwrap();
+    let path = dir.join(".t-backup_asd-crashrecovery-20240101_000000.tar.zstd");
+    std::fs::write(&path, zstd::encode_all(&tar[..], 0).unwrap()).unwrap();
+    chown(&path, owner);
+    path
+}
+
+fn restore(snap: &Path, to: &Path) -> std::process::Output {
+    asdfs([
+        "snapshots".as_ref(),
+        "restore".as_ref(),
+        snap.as_os_str(),
+        "--to".as_ref(),
+        to.as_os_str(),
+    ])
+}
+
+/// Finding 1 (restore): `t/x -> /victim` then a directory member `t/x` with mode 04777 made
+/// the restore chmod the victim when it gave directories their attributes.
+#[test]
+fn restore_never_chmods_through_a_symlink_the_archive_made() {
+    let decoy = Decoy::new();
+    let home = attacker_home();
+    let victim = decoy.path.to_str().unwrap();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/x", EntryType::Symlink, victim, 0o777, (0, 0)),
+            ("t/x/", EntryType::Directory, "", 0o4777, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let out = restore(&snap, &home.path().join("out"));
+    decoy.assert_untouched();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the archive was restored: {err}");
+    assert!(err.contains("t/x") && err.contains("symlink"), "{err}");
+}
+
+/// Finding 4: device nodes and setuid-root files were recreated as archived.
+#[test]
+fn restore_makes_no_devices_and_no_setuid_files() {
+    let home = attacker_home();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/disk", EntryType::Block, "", 0o666, (8, 0)),
+            ("t/mem", EntryType::Char, "", 0o666, (1, 1)),
+            ("t/suid", EntryType::Regular, "", 0o4755, (0, 0)),
+            ("t/sgid/", EntryType::Directory, "", 0o2777, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let to = home.path().join("out");
+    let out = restore(&snap, &to);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for dev in ["disk", "mem"] {
+        assert!(
+            std::fs::symlink_metadata(to.join(dev)).is_err(),
+            "device node {dev} restored"
+        );
+    }
+    for f in ["suid", "sgid"] {
+        let m = std::fs::symlink_metadata(to.join(f)).unwrap();
+        assert_eq!(
+            m.mode() & 0o6000,
+            0,
+            "{f} keeps setuid/setgid: {:o}",
+            m.mode()
+        );
+        assert_eq!(m.uid(), ATTACKER, "{f} is not the archive owner's");
+    }
+    assert!(err.contains("device") && err.contains("setuid"), "{err}");
+}
+
+/// Finding 4: an archive beside a target that neither root nor the target's owner owns is
+/// refused by `list` and `restore`.
+#[test]
+fn archives_owned_by_another_user_are_refused() {
+    let dir = tempfile::Builder::new()
+        .prefix("asdfs-attack-root-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let target = dir.path().join("t");
+    std::fs::create_dir(&target).unwrap();
+    let snap = archive(
+        dir.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/f", EntryType::Regular, "", 0o644, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let name = snap.file_name().unwrap().to_str().unwrap();
+    let list = asdfs(["snapshots", "list", target.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&list.stderr);
+    assert!(!list.status.success(), "listed: {err}");
+    assert!(
+        err.contains(name) && err.contains(&ATTACKER.to_string()),
+        "{err}"
+    );
+    let to = dir.path().join("out");
+    let out = restore(&snap, &to);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored: {err}");
+    assert!(
+        err.contains(name) && err.contains(&ATTACKER.to_string()),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!to.exists(), "restored into {}", to.display());
+}
+
+/// The crash snapshot is written beside the target, where its owner may put a symlink under
+/// the very name it will get (the time is predictable): neither followed nor replaced.
+#[test]
+fn crash_snapshot_never_follows_a_symlink_in_its_name() {
+    use crate::harness::Mount;
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let m = Mount::prepare(|t| std::fs::write(t.join("f"), b"mine\n").unwrap());
+    chown(&m.target, ATTACKER);
+    chown(m.disk.path(), ATTACKER);
+    m.mount();
+    std::fs::write(m.path("f"), b"flushed\n").unwrap();
+    m.flush();
+    // A reboot: the daemon dies, its mount and RAM store are gone.
+    m.kill_daemon();
+    let _ = std::process::Command::new("umount")
+        .arg("-l")
+        .arg(&m.target)
+        .status();
+    std::fs::remove_dir_all(m.store()).unwrap();
+    let now = std::time::SystemTime::now();
+    let names: Vec<PathBuf> = (0..30)
+        .map(|s| asdfs::snapshot::snapshot_path(&m.target, now + std::time::Duration::from_secs(s)))
+        .collect();
+    let (planted, victim) = (names.clone(), decoy.path.clone());
+    as_attacker(move || {
+        for n in &planted {
+            std::os::unix::fs::symlink(&victim, n).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    m.mount();
+    decoy.assert_untouched();
+    for n in &names {
+        let st = std::fs::symlink_metadata(n).unwrap();
+        assert!(st.file_type().is_symlink(), "{} was replaced", n.display());
+    }
+}
