@@ -156,15 +156,7 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        let r = self.store.setattr(NodeId(ino.0), sa);
-        let r = match r {
-            Ok(_) if size.is_some() => self
-                .store
-                .drop_sgid_after_change(ctx(req), NodeId(ino.0))
-                .and_then(|_| self.store.getattr(NodeId(ino.0))),
-            other => other,
-        };
-        match r {
+        match self.store.setattr(ctx(req), NodeId(ino.0), sa) {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -301,7 +293,7 @@ impl Filesystem for AsdFs {
     fn write(
         &self,
         req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -310,11 +302,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.store.write(HandleId(fh.0), offset, data);
-        if r.is_ok() {
-            let _ = self.store.drop_sgid_after_change(ctx(req), NodeId(ino.0));
-        }
-        match r {
+        match self.store.write(ctx(req), HandleId(fh.0), offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -439,7 +427,7 @@ impl Filesystem for AsdFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -448,7 +436,8 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.setxattr(NodeId(ino.0), name, value, flags),
+            self.store
+                .setxattr(ctx(req), NodeId(ino.0), name, value, flags),
             reply,
         )
     }
@@ -502,7 +491,7 @@ impl Filesystem for AsdFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -511,7 +500,8 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.fallocate(HandleId(fh.0), offset, length, mode),
+            self.store
+                .fallocate(ctx(req), HandleId(fh.0), offset, length, mode),
             reply,
         )
     }
@@ -533,7 +523,7 @@ impl Filesystem for AsdFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -545,6 +535,7 @@ impl Filesystem for AsdFs {
         reply: ReplyWrite,
     ) {
         match self.store.copy_file_range(
+            ctx(req),
             HandleId(fh_in.0),
             offset_in,
             HandleId(fh_out.0),

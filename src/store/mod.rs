@@ -20,6 +20,7 @@ mod links;
 pub(crate) mod log;
 pub mod namespace;
 pub(crate) mod node;
+mod privs;
 mod replay;
 pub mod types;
 

@@ -46,7 +46,7 @@ fn files_from_disk_are_read_lazily_and_changes_written_back() {
         .unwrap();
     let x = f.node("moved/x").ino;
     let fh = f.store.open(x, true, false).unwrap();
-    f.store.write(fh, 0, b"ON").unwrap();
+    f.store.write(CTX, fh, 0, b"ON").unwrap();
     f.store.release(fh).unwrap();
     f.store.unlink(root, OsStr::new("y")).unwrap();
     f.flusher.flush().unwrap();
