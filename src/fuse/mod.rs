@@ -354,13 +354,15 @@ impl Filesystem for AsdFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.store.readdir(NodeId(ino.0), offset, false, |e, _| {
-            reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
-        });
+        let r = self
+            .store
+            .readdir(NodeId(ino.0), HandleId(fh.0), offset, false, |e, _| {
+                reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -371,13 +373,16 @@ impl Filesystem for AsdFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self
-            .store
-            .readdir(NodeId(ino.0), offset, true, |e, st| match st {
+        let r = self.store.readdir(
+            NodeId(ino.0),
+            HandleId(fh.0),
+            offset,
+            true,
+            |e, st| match st {
                 Some(st) => reply.add(
                     INodeNo(e.ino.0),
                     e.cookie,
@@ -387,7 +392,8 @@ impl Filesystem for AsdFs {
                     Generation(0),
                 ),
                 None => true,
-            });
+            },
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),

@@ -2,9 +2,9 @@
 
 use super::Store;
 use super::acl;
-use super::privs;
 use super::inner::Inner;
 use super::node::Content;
+use super::privs;
 use super::types::{Ctx, Kind, NodeId, SetAttr, SetTime, Stat, Ts};
 use crate::error::{Errno, FsResult};
 use std::ffi::{OsStr, OsString};

@@ -101,14 +101,7 @@ impl Store {
     }
 
     /// fallocate(2) by `ctx`, a change of data like a write.
-    pub fn fallocate(
-        &self,
-        ctx: Ctx,
-        fh: HandleId,
-        off: u64,
-        len: u64,
-        mode: i32,
-    ) -> FsResult<()> {
+    pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.

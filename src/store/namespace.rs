@@ -295,6 +295,7 @@ impl Inner {
             Handle {
                 node: id,
                 _write: write,
+                list_end: 0,
             },
         );
         self.node_mut(id)?.opens += 1;
