@@ -69,9 +69,17 @@ fn batch(f: &Fixture, n: usize) {
                 mode: Some(0o600),
                 ..Default::default()
             };
-            f.store.setattr(CTX, f.node("documents/readme").ino, sa).unwrap();
             f.store
-                .setxattr(CTX, f.node("new.txt").ino, name("user.tag"), b"v1", XATTR_CREATE)
+                .setattr(CTX, f.node("documents/readme").ino, sa)
+                .unwrap();
+            f.store
+                .setxattr(
+                    CTX,
+                    f.node("new.txt").ino,
+                    name("user.tag"),
+                    b"v1",
+                    XATTR_CREATE,
+                )
                 .unwrap();
         }
         1 => {

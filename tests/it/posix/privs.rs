@@ -50,17 +50,24 @@ fn issue_16_setfacl_by_an_owner_outside_the_group_clears_setgid() {
             chmod(&j(d, "pub/mine"), 0o2755)
         });
         // What `setfacl -m u::rwx,g::rwx,o::rwx` writes.
-        let bytes = acl(&[(1, 7, ACL_UNDEFINED), (4, 7, ACL_UNDEFINED), (0x20, 7, ACL_UNDEFINED)]);
+        let bytes = acl(&[
+            (1, 7, ACL_UNDEFINED),
+            (4, 7, ACL_UNDEFINED),
+            (0x20, 7, ACL_UNDEFINED),
+        ]);
         let setfacl = |p: &Path, _: &[&str]| setx(p, "system.posix_acl_access", &bytes, 0);
         let acl: [&str; 0] = [];
         p.both("setfacl on a file by its owner outside its group", |d| {
             as_user(NOBODY, || setfacl(&j(d, "pub/f"), &acl))?;
             mode(&j(d, "pub/f"))
         });
-        p.both("setfacl on a directory by its owner outside its group", |d| {
-            as_user(NOBODY, || setfacl(&j(d, "pub/d"), &acl))?;
-            mode(&j(d, "pub/d"))
-        });
+        p.both(
+            "setfacl on a directory by its owner outside its group",
+            |d| {
+                as_user(NOBODY, || setfacl(&j(d, "pub/d"), &acl))?;
+                mode(&j(d, "pub/d"))
+            },
+        );
         p.both("setfacl by the owner in the file's group", |d| {
             as_user(NOBODY, || setfacl(&j(d, "pub/mine"), &acl))?;
             mode(&j(d, "pub/mine"))
@@ -81,7 +88,9 @@ fn issue_16_fallocate_and_punching_a_hole_clear_setuid_and_setgid() {
     }
     const PUNCH: i32 = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
     for p in pairs() {
-        let names = ["a2666", "a2766", "a6777", "a4666", "p2666", "p2766", "p6777"];
+        let names = [
+            "a2666", "a2766", "a6777", "a4666", "p2666", "p2766", "p6777",
+        ];
         p.setup("make", |d| -> R<()> {
             mkdir(&j(d, "pub"), 0o777)?;
             chmod(&j(d, "pub"), 0o777)?;
@@ -97,13 +106,16 @@ fn issue_16_fallocate_and_punching_a_hole_clear_setuid_and_setgid() {
         });
         for n in names {
             let how = if n.starts_with('a') { 0 } else { PUNCH };
-            p.both(&format!("fallocate mode {how} on {n} by another user"), |d| {
-                let f = j(d, &format!("pub/{n}"));
-                as_user(NOBODY, || {
-                    fallocate(&open(&f, libc::O_WRONLY, 0)?, how, 0, 16384)
-                })?;
-                mode(&f)
-            });
+            p.both(
+                &format!("fallocate mode {how} on {n} by another user"),
+                |d| {
+                    let f = j(d, &format!("pub/{n}"));
+                    as_user(NOBODY, || {
+                        fallocate(&open(&f, libc::O_WRONLY, 0)?, how, 0, 16384)
+                    })?;
+                    mode(&f)
+                },
+            );
         }
         p.both("fallocate by a member of the file's group", |d| {
             let f = j(d, "pub/staff");
