@@ -41,8 +41,12 @@ impl AsdFs {
 
     fn entry(&self, r: Result<crate::store::types::Stat, Errno>, reply: ReplyEntry) {
         match r {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
-            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &convert::negative(), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
+            Err(e) if e == Errno::ENOENT => reply.entry(
+                &TTL,
+                &convert::negative(),
+                Generation(self.store.handle_gen()),
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -79,7 +83,7 @@ impl AsdFs {
             .store
             .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
         match r {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -105,6 +109,7 @@ impl Filesystem for AsdFs {
             InitFlags::FUSE_DONT_MASK,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_EXPORT_SUPPORT,
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!(?flag, "kernel lacks a FUSE capability");
@@ -259,7 +264,7 @@ impl Filesystem for AsdFs {
         reply: ReplyEntry,
     ) {
         match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -389,7 +394,7 @@ impl Filesystem for AsdFs {
                     &e.name,
                     &TTL,
                     &attr(st),
-                    Generation(0),
+                    Generation(self.store.handle_gen()),
                 ),
                 None => true,
             },
@@ -487,7 +492,7 @@ impl Filesystem for AsdFs {
             Ok((st, fh)) => reply.created(
                 &TTL,
                 &attr(&st),
-                Generation(0),
+                Generation(self.store.handle_gen()),
                 FileHandle(fh.0),
                 FopenFlags::FOPEN_KEEP_CACHE,
             ),

@@ -49,6 +49,8 @@ pub struct Store {
     pub(crate) backing: Arc<dyn Backing>,
     pub(crate) data: Arc<DataDir>,
     private: PathBuf,
+    /// The generation of every node's file handle (node ids are never reused in a store).
+    handle_gen: u32,
 }
 
 /// What a new store needs.
@@ -89,7 +91,10 @@ impl Store {
                 s.private_dir.display()
             );
         }
-        let log = log::StoreLog::unopened(s.private_dir, s.target, s.base_gen)?;
+        let mut log = log::StoreLog::unopened(s.private_dir, s.target, s.base_gen)?;
+        if header.handle_gen != 0 {
+            log.handle_gen = header.handle_gen;
+        }
         let store = Store::assemble(s.backing, s.private_dir, log)?;
         store.add_root()?;
         store.replay(records)?;
@@ -103,6 +108,7 @@ impl Store {
         log: log::StoreLog,
     ) -> std::io::Result<Store> {
         let data = Arc::new(DataDir::open(&private.join("data"))?);
+        let handle_gen = log.handle_gen;
         let inner = Inner {
             nodes: HashMap::new(),
             next_node: NodeId::ROOT.0 + 1,
@@ -130,6 +136,7 @@ impl Store {
             backing,
             data,
             private: private.to_path_buf(),
+            handle_gen,
         })
     }
 

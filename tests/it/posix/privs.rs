@@ -4,7 +4,7 @@
 use super::*;
 
 /// A Pair in overlay mode (root only: overlay mode needs it).
-fn overlay_pair() -> Option<Pair> {
+pub(super) fn overlay_pair() -> Option<Pair> {
     if !nix::unistd::geteuid().is_root() {
         eprintln!("skipping overlay mode: it needs root");
         return None;
