@@ -82,6 +82,8 @@ pub struct Plan {
     pub restrict: Vec<&'static str>,
     /// Unknown options dropped because of `-s`.
     pub ignored: Vec<String>,
+    /// `-o remount`: `Some(true)` to make the mount read-only, `Some(false)` writable.
+    pub remount: Option<bool>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -195,6 +197,9 @@ pub fn split_options(list: &str) -> Vec<String> {
 /// Turns the options into `asdfs mount` arguments; the values themselves are checked by
 /// asdfs, which names the accepted ones.
 pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
+    if let Some(p) = remount_plan(inv) {
+        return Ok(p);
+    }
     let mut plan = Plan::default();
     for opt in &inv.options {
         let (name, value) = match opt.split_once('=') {
@@ -229,6 +234,28 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
     Ok(plan)
 }
 
+/// A remount: mount(8) passes the mount's current options with its own (`ro,noatime,
+/// remount,user_id=0,...`); only `ro`/`rw` change anything, the last one given winning.
+fn remount_plan(inv: &Invocation) -> Option<Plan> {
+    if !inv.options.iter().any(|o| o == "remount") {
+        return None;
+    }
+    let ro = inv
+        .options
+        .iter()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" => Some(true),
+            "rw" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false);
+    Some(Plan {
+        remount: Some(ro),
+        ..Plan::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +266,22 @@ mod tests {
 
     fn plan_of(s: &[&str]) -> Result<Plan, Error> {
         plan(&parse_args(args(s))?)
+    }
+
+    #[test]
+    fn a_remount_is_read_only_or_writable_and_ignores_the_rest() {
+        let p = plan_of(&[
+            "/a",
+            "/a",
+            "-o",
+            "ro,noatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+        ])
+        .unwrap();
+        assert_eq!(p.remount, Some(true));
+        assert!(p.asdfs_args.is_empty());
+        let p = plan_of(&["/a", "/a", "-o", "ro,remount", "-o", "rw"]).unwrap();
+        assert_eq!(p.remount, Some(false));
+        assert_eq!(plan_of(&["/a", "/a", "-o", "ro"]), Err(Error::ReadOnly));
     }
 
     #[test]

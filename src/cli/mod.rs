@@ -63,6 +63,15 @@ pub enum Cmd {
         #[arg(long, value_parser = ["asdfs", "asd"], default_value = "asdfs")]
         command: String,
     },
+    /// Tell the daemon its mount became read-only (it flushes, and answers once the disk
+    /// copy is up to date) or writable; mount.fuse.asdfs runs this at `mount -o remount,ro`
+    /// and `remount,rw`.
+    #[command(hide = true)]
+    Readonly {
+        #[arg(value_name = "yes|no", value_parser = mount::parse_yes_no, action = clap::ArgAction::Set)]
+        on: bool,
+        target: PathBuf,
+    },
     /// Write the man pages (asdfs, its subcommands, asd) into a directory.
     #[command(hide = true)]
     Manpages { dir: PathBuf },
@@ -74,6 +83,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Mount(m) => mount::run(&m),
         Cmd::Flush { target } => command(&target, Request::Flush),
         Cmd::Unmount { target } => command(&target, Request::Unmount),
+        Cmd::Readonly { on, target } => command(&target, Request::Readonly { on }),
         Cmd::Status { json, target } => show::status(json, target.as_deref()),
         Cmd::Snapshots { cmd } => snapshots::run(cmd),
         Cmd::Config { cmd } => configcmd::run(cmd),

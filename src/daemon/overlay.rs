@@ -246,6 +246,9 @@ impl OverlayTarget {
                 ..Response::default()
             },
             Request::Unmount => request_stop(&self.events, self.idx),
+            Request::Readonly { on } => {
+                super::readonly::answer(&self.paths.target, on, || self.flush(report))
+            }
         }
     }
 

@@ -243,6 +243,9 @@ impl Target {
                 ..Response::default()
             },
             Request::Unmount => request_stop(events, idx),
+            Request::Readonly { on } => super::readonly::answer(&self.paths.target, on, || {
+                self.flusher.flush_reporting(report)
+            }),
         }
     }
 
