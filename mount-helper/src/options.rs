@@ -16,9 +16,12 @@ pub const ASDFS_OPTIONS: [(&str, &str); 6] = [
     ("mode", "--mode"),
 ];
 
+/// `noatime` and `relatime` choose how access times are kept (`asdfs mount --atime`).
+const ATIME_OPTIONS: [&str; 2] = ["noatime", "relatime"];
+
 /// mount(8)'s and systemd's generic options that mean nothing to asdfs (asdfs mounts are
-/// always read-write, never record atime, and are started by the helper itself).
-const IGNORED: [&str; 27] = [
+/// read-write until remounted, and are started by the helper itself).
+const IGNORED: [&str; 25] = [
     "defaults",
     "rw",
     "auto",
@@ -32,8 +35,6 @@ const IGNORED: [&str; 27] = [
     "_netdev",
     "async",
     "atime",
-    "noatime",
-    "relatime",
     "norelatime",
     "strictatime",
     "nostrictatime",
@@ -218,6 +219,9 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
             .find(|f| *f == opt)
         {
             plan.restrict.push(flag);
+        } else if let Some(a) = ATIME_OPTIONS.into_iter().find(|a| *a == opt) {
+            plan.asdfs_args
+                .extend(["--atime".to_string(), a.to_string()]);
         } else if opt == "foreground" {
             plan.foreground = true;
         } else if opt == "ro" {
@@ -266,6 +270,12 @@ mod tests {
 
     fn plan_of(s: &[&str]) -> Result<Plan, Error> {
         plan(&parse_args(args(s))?)
+    }
+
+    #[test]
+    fn relatime_and_noatime_choose_access_times() {
+        let p = plan_of(&["/a", "/a", "-o", "relatime"]).unwrap();
+        assert_eq!(p.asdfs_args, ["--atime", "relatime"]);
     }
 
     #[test]
@@ -341,7 +351,7 @@ mod tests {
             "defaults,rw,noatime,nofail,_netdev,user,users,x-systemd.requires=/srv,comment=systemd.automount,noexec,nosuid,nodev,foreground",
         ])
         .unwrap();
-        assert!(p.asdfs_args.is_empty());
+        assert_eq!(p.asdfs_args, ["--atime", "noatime"]);
         assert_eq!(p.restrict, ["noexec", "nosuid", "nodev"]);
         assert!(p.foreground);
     }

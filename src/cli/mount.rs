@@ -2,7 +2,7 @@
 //! settings, and the start of the daemon (in the background unless `--foreground`), waiting
 //! until every mount is live or has failed.
 
-use crate::config::{self, Config, FsyncPolicy, Mode, TargetSettings};
+use crate::config::{self, Atime, Config, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -36,6 +36,11 @@ pub struct MountArgs {
     /// [default: defer].
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncArg>,
+    /// Access times: noatime (reads write nothing, sparing the disk) or relatime (updated
+    /// once after each change or when a day old; for programs such as mail readers)
+    /// [default: noatime].
+    #[arg(long, value_enum)]
+    pub atime: Option<AtimeArg>,
     /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
     /// (`.NAME-backup_asd-old`) and crash snapshots [default: yes].
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
@@ -56,6 +61,12 @@ pub struct MountArgs {
 pub enum FsyncArg {
     Defer,
     Sync,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtimeArg {
+    Noatime,
+    Relatime,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,6 +157,12 @@ impl MountArgs {
                 FsyncPolicy::Sync
             } else {
                 FsyncPolicy::Defer
+            };
+        }
+        if let Some(a) = self.atime {
+            s.atime = match a {
+                AtimeArg::Noatime => Atime::Noatime,
+                AtimeArg::Relatime => Atime::Relatime,
             };
         }
         if let Some(b) = self.backups {

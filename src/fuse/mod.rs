@@ -88,6 +88,13 @@ impl AsdFs {
         }
     }
 
+    fn open_flags(&self) -> FopenFlags {
+        match self.store.cache_across_opens() {
+            true => FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
+        }
+    }
+
     fn xattr_reply(value: Result<Vec<u8>, Errno>, size: u32, reply: ReplyXattr) {
         match value {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
@@ -273,7 +280,7 @@ impl Filesystem for AsdFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.store.open(NodeId(ino.0), write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -494,7 +501,7 @@ impl Filesystem for AsdFs {
                 &attr(&st),
                 Generation(self.store.handle_gen()),
                 FileHandle(fh.0),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.open_flags(),
             ),
             Err(e) => reply.error(err(e)),
         }

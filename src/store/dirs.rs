@@ -36,6 +36,9 @@ impl Store {
         mut add: impl FnMut(&DirEntry, Option<&Stat>) -> bool,
     ) -> FsResult<()> {
         self.ensure_all_instantiated(dir)?;
+        if offset == 0 {
+            self.accessed(dir);
+        }
         let mut inner = self.lock();
         let end = list_end(&mut inner, dir, fh, offset)?;
         let node = inner.node(dir)?;

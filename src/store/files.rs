@@ -71,10 +71,11 @@ impl Store {
     }
 
     pub fn read(&self, fh: HandleId, off: u64, size: u32) -> FsResult<Vec<u8>> {
-        let (_, cell) = self.cell_of(fh)?;
+        let (id, cell) = self.cell_of(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = cell.read_at(&mut buf, off)?;
         buf.truncate(n);
+        self.accessed(id);
         Ok(buf)
     }
 

@@ -10,6 +10,7 @@
 //! 3. a file's `DataCell` lock: taken without `inner` for data I/O.
 
 pub mod acl;
+mod atime;
 pub mod attrs;
 pub(crate) mod data;
 mod dirs;
@@ -51,6 +52,8 @@ pub struct Store {
     private: PathBuf,
     /// The generation of every node's file handle (node ids are never reused in a store).
     handle_gen: u32,
+    /// Record access times (relatime); off: noatime.
+    relatime: std::sync::atomic::AtomicBool,
 }
 
 /// What a new store needs.
@@ -137,6 +140,7 @@ impl Store {
             data,
             private: private.to_path_buf(),
             handle_gen,
+            relatime: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

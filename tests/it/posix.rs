@@ -747,4 +747,5 @@ mod open_files;
 mod permissions;
 mod privs;
 mod readdir;
+mod times;
 mod xattrs;
