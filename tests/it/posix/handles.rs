@@ -103,7 +103,11 @@ fn issue_16_file_handles_survive_hard_links_and_forgotten_inodes() {
     let kept = open_handle(&p.m.target, &hm[3]);
     p.m.kill_daemon();
     p.m.mount();
-    assert_eq!(open_handle(&p.m.target, &hm[3]), kept, "a handle across a takeover");
+    assert_eq!(
+        open_handle(&p.m.target, &hm[3]),
+        kept,
+        "a handle across a takeover"
+    );
     p.m.unmount();
     p.m.mount();
     assert_eq!(
@@ -124,7 +128,10 @@ fn issue_16_overlay_mode_refuses_file_handles_or_keeps_them() {
     };
     write(&p.m.path("f"), b"overlay").unwrap();
     let h = handle_of(&p.m.path("f"));
-    eprintln!("overlay mode: name_to_handle_at: {:?}", h.as_ref().map(|_| "a handle"));
+    eprintln!(
+        "overlay mode: name_to_handle_at: {:?}",
+        h.as_ref().map(|_| "a handle")
+    );
     match h {
         Err(e) => assert_eq!(e, libc::EOPNOTSUPP, "a refusal must be EOPNOTSUPP"),
         Ok(h) => {
