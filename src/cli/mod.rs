@@ -33,6 +33,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Put a directory in RAM: mount asdfs over it. Returns once the mount is live.
+    #[command(after_long_help = MOUNT_NOTES)]
     Mount(mount::MountArgs),
     /// Write what changed to disk now; returns when it is on disk.
     Flush { target: PathBuf },
@@ -76,6 +77,15 @@ pub enum Cmd {
     #[command(hide = true)]
     Manpages { dir: PathBuf },
 }
+
+/// The manual's notes on `asdfs mount`: what the disk copy's timestamps mean, and freezing.
+const MOUNT_NOTES: &str = "Timestamps on the disk copy: mtime and atime are written as \
+programs saw them. ctime cannot be set by anyone: on disk it is when a flush wrote the file \
+(or when the session's hardlink backup linked it), and after a remount programs see that \
+time. Access times are recorded only with --atime relatime.
+
+Read-only: `mount -o remount,ro TARGET` returns once the disk copy is up to date; changes \
+then fail with EROFS until `mount -o remount,rw TARGET`.";
 
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
