@@ -37,14 +37,14 @@ pub(super) fn answer(
 }
 
 /// Whether the mount on `target` is read-only, for it or for its superblock.
-fn is_read_only(target: &Path) -> Option<bool> {
+pub(super) fn is_read_only(target: &Path) -> Option<bool> {
     let m = mounting::mount_at(target).ok()??;
     let first_ro = |opts: &str| opts.split(',').next() == Some("ro");
     Some(first_ro(&m.options) || first_ro(&m.super_options))
 }
 
 /// Watches the mount table for the rest of the daemon's life; when a target becomes
-/// read-only, asks its daemon (this one, over its control socket) to flush.
+/// read-only or writable, tells its daemon (this one, over its control socket).
 pub(super) fn watch(targets: Vec<(PathBuf, PathBuf)>) {
     let spawned = std::thread::Builder::new()
         .name("ro-watch".into())
@@ -66,10 +66,10 @@ fn watch_loop(targets: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
         for (target, socket) in targets {
             let ro = is_read_only(target).unwrap_or(false);
             let before = was.insert(target, ro).unwrap_or(false);
-            if ro && !before {
-                tracing::info!(target = %target.display(), "remounted read-only: flushing");
-                if let Err(e) = control::call(socket, &Request::Readonly { on: true }) {
-                    tracing::warn!(error = %format!("{e:#}"), "flush after a read-only remount");
+            if ro != before {
+                tracing::info!(target = %target.display(), read_only = ro, "remounted");
+                if let Err(e) = control::call(socket, &Request::Readonly { on: ro }) {
+                    tracing::warn!(error = %format!("{e:#}"), "after a remount");
                 }
             }
         }

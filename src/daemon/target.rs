@@ -246,9 +246,12 @@ impl Target {
                 ..Response::default()
             },
             Request::Unmount => request_stop(events, idx),
-            Request::Readonly { on } => super::readonly::answer(&self.paths.target, on, || {
-                self.flusher.flush_reporting(report)
-            }),
+            Request::Readonly { on } => {
+                self.store.set_read_only(on);
+                super::readonly::answer(&self.paths.target, on, || {
+                    self.flusher.flush_reporting(report)
+                })
+            }
         }
     }
 

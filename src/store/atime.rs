@@ -15,6 +15,12 @@ impl Store {
         self.relatime.store(on, Ordering::Relaxed);
     }
 
+    /// The mount was remounted read-only (or writable again): reads record nothing then,
+    /// as on any read-only filesystem.
+    pub fn set_read_only(&self, on: bool) {
+        self.read_only.store(on, Ordering::Relaxed);
+    }
+
     /// Whether the kernel may keep a file's pages from one open to the next. Not with
     /// relatime: the first read after an open must reach the store to record the access.
     pub fn cache_across_opens(&self) -> bool {
@@ -23,7 +29,7 @@ impl Store {
 
     /// A program read `id` (a file's data or a directory's names).
     pub(crate) fn accessed(&self, id: NodeId) {
-        if !self.relatime.load(Ordering::Relaxed) {
+        if !self.relatime.load(Ordering::Relaxed) || self.read_only.load(Ordering::Relaxed) {
             return;
         }
         let now = Ts::now();

@@ -54,6 +54,8 @@ pub struct Store {
     handle_gen: u32,
     /// Record access times (relatime); off: noatime.
     relatime: std::sync::atomic::AtomicBool,
+    /// The mount is read-only (design.md §11): access times are not recorded.
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 /// What a new store needs.
@@ -141,6 +143,7 @@ impl Store {
             private: private.to_path_buf(),
             handle_gen,
             relatime: std::sync::atomic::AtomicBool::new(false),
+            read_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
