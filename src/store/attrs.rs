@@ -109,7 +109,8 @@ impl Store {
         }
         self.ensure_xattrs(id)?;
         let gid = self.lock().node(id)?.attr.gid;
-        let member = name.to_str() == Some(acl::ACCESS) && privs::in_group(ctx, gid);
+        let member =
+            ctx.uid != 0 && name.to_str() == Some(acl::ACCESS) && privs::in_group(ctx, gid);
         let mut inner = self.lock();
         let exists = inner
             .node(id)?
