@@ -53,6 +53,11 @@ pub enum Request {
     Status,
     /// Final flush, then unmount.
     Unmount,
+    /// The mount was remounted read-only (`on`: flush now, answer when durable) or
+    /// writable again.
+    Readonly {
+        on: bool,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -45,6 +45,9 @@ fn run(args: Vec<OsString>) -> Result<(), (u8, String)> {
     for o in &plan.ignored {
         eprintln!("mount.fuse.asdfs: ignoring unknown option \"{o}\" (-s)");
     }
+    if let Some(ro) = plan.remount {
+        return remount(&inv, ro);
+    }
     let mut cmd = asdfs_command(&inv, &plan)?;
     if inv.verbose || inv.fake {
         eprintln!("mount.fuse.asdfs: {}", shown(&cmd));
@@ -67,6 +70,78 @@ fn run(args: Vec<OsString>) -> Result<(), (u8, String)> {
             MOUNT_FAILED,
             format!("mounting {} failed", inv.mount_point.display()),
         )),
+    }
+}
+
+/// `mount -o remount,ro|rw`. Read-only: the kernel first refuses changes (a remount fails
+/// with EBUSY while files are open for writing), then the daemon writes RAM to disk and
+/// answers; writable: the daemon is told, then the kernel allows changes again.
+fn remount(inv: &Invocation, ro: bool) -> Result<(), (u8, String)> {
+    let bin = find_asdfs().ok_or_else(|| (SYSTEM_ERROR, "cannot find the asdfs program".into()))?;
+    let mut tell = Command::new(bin);
+    tell.arg("readonly")
+        .arg(if ro { "yes" } else { "no" })
+        .arg(&inv.mount_point);
+    let kernel = |ro: bool| {
+        remount_super(&inv.mount_point, ro).map_err(|e| {
+            (
+                MOUNT_FAILED,
+                format!("remounting {}: {e}", inv.mount_point.display()),
+            )
+        })
+    };
+    if inv.verbose || inv.fake {
+        eprintln!(
+            "mount.fuse.asdfs: remount {} and {}",
+            if ro { "read-only" } else { "writable" },
+            shown(&tell)
+        );
+    }
+    if inv.fake {
+        return Ok(());
+    }
+    if ro {
+        kernel(true)?;
+    }
+    let status = tell
+        .status()
+        .map_err(|e| (SYSTEM_ERROR, format!("running {}: {e}", shown(&tell))))?;
+    if !status.success() {
+        return Err((
+            MOUNT_FAILED,
+            format!("the daemon of {} did not answer", inv.mount_point.display()),
+        ));
+    }
+    if !ro {
+        kernel(false)?;
+    }
+    Ok(())
+}
+
+/// Remounts the filesystem on `target` read-only or writable, keeping the mount's other
+/// flags (nosuid, nodev, noexec, noatime).
+fn remount_super(target: &Path, ro: bool) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut flags = libc::MS_REMOUNT | (current_flags(target)? & !libc::MS_RDONLY);
+    if ro {
+        flags |= libc::MS_RDONLY;
+    }
+    let c = std::ffi::CString::new(target.as_os_str().as_bytes())?;
+    // SAFETY: a valid C string for the target; null source, type and data are allowed for a
+    // remount.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            c.as_ptr(),
+            std::ptr::null(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

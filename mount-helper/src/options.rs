@@ -16,9 +16,12 @@ pub const ASDFS_OPTIONS: [(&str, &str); 6] = [
     ("mode", "--mode"),
 ];
 
+/// `noatime` and `relatime` choose how access times are kept (`asdfs mount --atime`).
+const ATIME_OPTIONS: [&str; 2] = ["noatime", "relatime"];
+
 /// mount(8)'s and systemd's generic options that mean nothing to asdfs (asdfs mounts are
-/// always read-write, never record atime, and are started by the helper itself).
-const IGNORED: [&str; 27] = [
+/// read-write until remounted, and are started by the helper itself).
+const IGNORED: [&str; 25] = [
     "defaults",
     "rw",
     "auto",
@@ -32,8 +35,6 @@ const IGNORED: [&str; 27] = [
     "_netdev",
     "async",
     "atime",
-    "noatime",
-    "relatime",
     "norelatime",
     "strictatime",
     "nostrictatime",
@@ -83,6 +84,8 @@ pub struct Plan {
     pub restrict: Vec<&'static str>,
     /// Unknown options dropped because of `-s`.
     pub ignored: Vec<String>,
+    /// `-o remount`: `Some(true)` to make the mount read-only, `Some(false)` writable.
+    pub remount: Option<bool>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -196,6 +199,9 @@ pub fn split_options(list: &str) -> Vec<String> {
 /// Turns the options into `asdfs mount` arguments; the values themselves are checked by
 /// asdfs, which names the accepted ones.
 pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
+    if let Some(p) = remount_plan(inv) {
+        return Ok(p);
+    }
     let mut plan = Plan::default();
     for opt in &inv.options {
         let (name, value) = match opt.split_once('=') {
@@ -213,6 +219,9 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
             .find(|f| *f == opt)
         {
             plan.restrict.push(flag);
+        } else if let Some(a) = ATIME_OPTIONS.into_iter().find(|a| *a == opt) {
+            plan.asdfs_args
+                .extend(["--atime".to_string(), a.to_string()]);
         } else if opt == "foreground" {
             plan.foreground = true;
         } else if opt == "ro" {
@@ -229,6 +238,28 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
     Ok(plan)
 }
 
+/// A remount: mount(8) passes the mount's current options with its own (`ro,noatime,
+/// remount,user_id=0,...`); only `ro`/`rw` change anything, the last one given winning.
+fn remount_plan(inv: &Invocation) -> Option<Plan> {
+    if !inv.options.iter().any(|o| o == "remount") {
+        return None;
+    }
+    let ro = inv
+        .options
+        .iter()
+        .rev()
+        .find_map(|o| match o.as_str() {
+            "ro" => Some(true),
+            "rw" => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false);
+    Some(Plan {
+        remount: Some(ro),
+        ..Plan::default()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,6 +270,28 @@ mod tests {
 
     fn plan_of(s: &[&str]) -> Result<Plan, Error> {
         plan(&parse_args(args(s))?)
+    }
+
+    #[test]
+    fn relatime_and_noatime_choose_access_times() {
+        let p = plan_of(&["/a", "/a", "-o", "relatime"]).unwrap();
+        assert_eq!(p.asdfs_args, ["--atime", "relatime"]);
+    }
+
+    #[test]
+    fn a_remount_is_read_only_or_writable_and_ignores_the_rest() {
+        let p = plan_of(&[
+            "/a",
+            "/a",
+            "-o",
+            "ro,noatime,remount,user_id=0,group_id=0,default_permissions,allow_other",
+        ])
+        .unwrap();
+        assert_eq!(p.remount, Some(true));
+        assert!(p.asdfs_args.is_empty());
+        let p = plan_of(&["/a", "/a", "-o", "ro,remount", "-o", "rw"]).unwrap();
+        assert_eq!(p.remount, Some(false));
+        assert_eq!(plan_of(&["/a", "/a", "-o", "ro"]), Err(Error::ReadOnly));
     }
 
     #[test]
@@ -298,7 +351,7 @@ mod tests {
             "defaults,rw,noatime,nofail,_netdev,user,users,x-systemd.requires=/srv,comment=systemd.automount,noexec,nosuid,nodev,foreground",
         ])
         .unwrap();
-        assert!(p.asdfs_args.is_empty());
+        assert_eq!(p.asdfs_args, ["--atime", "noatime"]);
         assert_eq!(p.restrict, ["noexec", "nosuid", "nodev"]);
         assert!(p.foreground);
     }

@@ -35,6 +35,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Put a directory in RAM: mount asdfs over it. Returns once the mount is live.
+    #[command(after_long_help = MOUNT_NOTES)]
     Mount(mount::MountArgs),
     /// Write what changed to disk now; returns when it is on disk.
     Flush { target: PathBuf },
@@ -65,10 +66,28 @@ pub enum Cmd {
         #[arg(long, value_parser = ["asdfs", "asd"], default_value = "asdfs")]
         command: String,
     },
+    /// Tell the daemon its mount became read-only (it flushes, and answers once the disk
+    /// copy is up to date) or writable; mount.fuse.asdfs runs this at `mount -o remount,ro`
+    /// and `remount,rw`.
+    #[command(hide = true)]
+    Readonly {
+        #[arg(value_name = "yes|no", value_parser = mount::parse_yes_no, action = clap::ArgAction::Set)]
+        on: bool,
+        target: PathBuf,
+    },
     /// Write the man pages (asdfs, its subcommands, asd) into a directory.
     #[command(hide = true)]
     Manpages { dir: PathBuf },
 }
+
+/// The manual's notes on `asdfs mount`: what the disk copy's timestamps mean, and freezing.
+const MOUNT_NOTES: &str = "Timestamps on the disk copy: mtime and atime are written as \
+programs saw them. ctime cannot be set by anyone: on disk it is when a flush wrote the file \
+(or when the session's hardlink backup linked it), and after a remount programs see that \
+time. Access times are recorded only with --atime relatime.
+
+Read-only: `mount -o remount,ro TARGET` returns once the disk copy is up to date; changes \
+then fail with EROFS until `mount -o remount,rw TARGET`.";
 
 /// Runs a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
@@ -76,6 +95,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Mount(m) => mount::run(&m),
         Cmd::Flush { target } => command(&target, Request::Flush),
         Cmd::Unmount { target } => command(&target, Request::Unmount),
+        Cmd::Readonly { on, target } => command(&target, Request::Readonly { on }),
         Cmd::Status { json, target } => show::status(json, target.as_deref()),
         Cmd::Snapshots { cmd } => snapshots::run(cmd),
         Cmd::Config { cmd } => configcmd::run(cmd),

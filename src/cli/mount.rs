@@ -3,7 +3,7 @@
 //! until every mount is live or has failed.
 
 use super::out::outln;
-use crate::config::{self, Config, FsyncPolicy, Mode, TargetSettings};
+use crate::config::{self, Atime, Config, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
@@ -37,6 +37,11 @@ pub struct MountArgs {
     /// [default: defer].
     #[arg(long, value_enum)]
     pub fsync: Option<FsyncArg>,
+    /// Access times: noatime (reads write nothing, sparing the disk) or relatime (updated
+    /// once after each change or when a day old; for programs such as mail readers)
+    /// [default: noatime].
+    #[arg(long, value_enum)]
+    pub atime: Option<AtimeArg>,
     /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
     /// (`.NAME-backup_asd-old`) and crash snapshots [default: yes].
     #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
@@ -57,6 +62,12 @@ pub struct MountArgs {
 pub enum FsyncArg {
     Defer,
     Sync,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AtimeArg {
+    Noatime,
+    Relatime,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,6 +161,12 @@ impl MountArgs {
                 FsyncPolicy::Sync
             } else {
                 FsyncPolicy::Defer
+            };
+        }
+        if let Some(a) = self.atime {
+            s.atime = match a {
+                AtimeArg::Noatime => Atime::Noatime,
+                AtimeArg::Relatime => Atime::Relatime,
             };
         }
         if let Some(b) = self.backups {

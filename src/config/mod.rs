@@ -48,6 +48,18 @@ pub enum FsyncPolicy {
     Sync,
 }
 
+/// Whether reading records access times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Atime {
+    /// Never: reads write nothing, to spare the disk. Default.
+    #[default]
+    Noatime,
+    /// Once after each change, or when a day old (the kernel's relatime; mail readers use
+    /// it). Each such read makes the next flush write the file's times.
+    Relatime,
+}
+
 /// How a target is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -75,6 +87,8 @@ pub struct TargetSettings {
     pub flush_interval: Duration,
     /// Default: `FsyncPolicy::Defer`.
     pub fsync: FsyncPolicy,
+    /// Default: `Atime::Noatime`.
+    pub atime: Atime,
     /// Parent of the store root (`<volatile>/asdfs`). Default: `None`, meaning `/run` for
     /// root and `$XDG_RUNTIME_DIR` for other users.
     pub volatile: Option<PathBuf>,
@@ -92,6 +106,7 @@ impl TargetSettings {
             mode: Mode::Fuse,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             fsync: FsyncPolicy::Defer,
+            atime: Atime::Noatime,
             volatile: None,
             backups: true,
             backup_limit: DEFAULT_BACKUP_LIMIT,

@@ -7,6 +7,7 @@
 //! [defaults]
 //! flush_interval = "5min"   # or a number of seconds
 //! fsync = "defer"           # defer | sync
+//! atime = "noatime"         # noatime | relatime
 //! mode = "fuse"             # fuse | overlay
 //! backups = true
 //! backup_limit = 5
@@ -27,7 +28,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::error::{ConfigError, Lines, Place};
 use super::validate::{Origins, TargetOrigin, validate_at};
-use super::{Config, FsyncPolicy, Mode, TargetSettings, parse_duration};
+use super::{Atime, Config, FsyncPolicy, Mode, TargetSettings, parse_duration};
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -45,6 +46,7 @@ struct RawTable {
     path: Option<Spanned<String>>,
     flush_interval: Option<Interval>,
     fsync: Option<FsyncPolicy>,
+    atime: Option<Atime>,
     mode: Option<Mode>,
     backups: Option<bool>,
     backup_limit: Option<Spanned<u32>>,
@@ -153,6 +155,7 @@ impl RawTable {
             out.flush_interval = d;
         }
         out.fsync = self.fsync.unwrap_or(out.fsync);
+        out.atime = self.atime.unwrap_or(out.atime);
         out.mode = self.mode.unwrap_or(out.mode);
         out.backups = self.backups.unwrap_or(out.backups);
         if let Some(limit) = &self.backup_limit {

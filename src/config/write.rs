@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Config, FsyncPolicy, Mode, TargetSettings};
+use super::{Atime, Config, FsyncPolicy, Mode, TargetSettings};
 
 /// The config as asdfs TOML. The notes (which say, for an import, where it came from) become
 /// header comments; `parse_toml` of the result gives back the same targets and no notes.
@@ -26,6 +26,9 @@ pub fn to_toml(cfg: &Config) -> String {
             &quote(&humantime::format_duration(t.flush_interval).to_string()),
         );
         push_key(&mut out, "fsync", &quote(fsync_name(t.fsync)));
+        if t.atime == Atime::Relatime {
+            push_key(&mut out, "atime", &quote("relatime"));
+        }
         push_key(&mut out, "backups", &t.backups.to_string());
         push_key(&mut out, "backup_limit", &t.backup_limit.to_string());
         match &t.volatile {
@@ -70,6 +73,12 @@ fn describe_target(t: &TargetSettings) -> String {
         humantime::format_duration(t.flush_interval)
     );
     let _ = writeln!(out, "  fsync:           {}", fsync_meaning(t.fsync));
+    if t.atime == Atime::Relatime {
+        let _ = writeln!(
+            out,
+            "  atime:           relatime (reads record access times)"
+        );
+    }
     let _ = writeln!(out, "  volatile dir:    {volatile}");
     let _ = writeln!(out, "  backups:         {backups}");
     out

@@ -6,6 +6,7 @@ pub mod mounting;
 mod overlay;
 mod overlay_status;
 pub mod paths;
+mod readonly;
 mod safety;
 mod status;
 pub mod target;
@@ -248,6 +249,12 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     for t in live.iter().flatten() {
         tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), "in RAM");
     }
+    readonly::watch(
+        live.iter()
+            .flatten()
+            .map(|t| (t.paths().target.clone(), t.paths().socket()))
+            .collect(),
+    );
     if live.iter().all(Option::is_none) {
         return 1;
     }

@@ -1,6 +1,7 @@
 //! Mounting and unmounting: mount(2) directly as root, `fusermount3` for other users (it
 //! hands back the /dev/fuse descriptor over a socket), and reading /proc/self/mountinfo.
 
+use crate::config::Atime;
 use anyhow::{Context, bail};
 use nix::mount::MsFlags;
 use std::ffi::OsString;
@@ -113,16 +114,24 @@ fn flags_of_fs_holding(path: &Path) -> MsFlags {
 }
 
 /// Mounts a FUSE filesystem on `target` and returns the /dev/fuse descriptor.
-/// `root_mode` is the mode of the target directory (with S_IFDIR).
-pub fn mount_fuse(target: &Path, root_mode: u32) -> anyhow::Result<File> {
+/// `root_mode` is the mode of the target directory (with S_IFDIR); `atime` is shown as the
+/// mount's flag (the daemon itself keeps access times, FUSE inodes never do).
+pub fn mount_fuse(target: &Path, root_mode: u32, atime: Atime) -> anyhow::Result<File> {
     if nix::unistd::geteuid().is_root() {
-        mount_as_root(target, root_mode)
+        mount_as_root(target, root_mode, atime)
     } else {
-        mount_with_fusermount(target)
+        mount_with_fusermount(target, atime)
     }
 }
 
-fn mount_as_root(target: &Path, root_mode: u32) -> anyhow::Result<File> {
+fn atime_name(atime: Atime) -> &'static str {
+    match atime {
+        Atime::Noatime => "noatime",
+        Atime::Relatime => "relatime",
+    }
+}
+
+fn mount_as_root(target: &Path, root_mode: u32, atime: Atime) -> anyhow::Result<File> {
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -133,7 +142,11 @@ fn mount_as_root(target: &Path, root_mode: u32) -> anyhow::Result<File> {
         dev.as_raw_fd(),
         root_mode
     );
-    let flags = flags_of_fs_holding(target) | MsFlags::MS_NOATIME;
+    let flags = flags_of_fs_holding(target)
+        | match atime {
+            Atime::Noatime => MsFlags::MS_NOATIME,
+            Atime::Relatime => MsFlags::MS_RELATIME,
+        };
     nix::mount::mount(
         Some(target.as_os_str()),
         target,
@@ -156,14 +169,15 @@ fn fusermount() -> &'static str {
     .unwrap_or("fusermount3")
 }
 
-fn mount_with_fusermount(target: &Path) -> anyhow::Result<File> {
+fn mount_with_fusermount(target: &Path, atime: Atime) -> anyhow::Result<File> {
     let (ours, theirs) = UnixStream::pair()?;
     let their_fd = theirs.as_raw_fd();
     let fsname = target.to_string_lossy().replace(',', "_");
     let mut cmd = Command::new(fusermount());
     cmd.arg("-o")
         .arg(format!(
-            "default_permissions,subtype=asdfs,fsname={fsname},noatime,nosuid,nodev"
+            "default_permissions,subtype=asdfs,fsname={fsname},{},nosuid,nodev",
+            atime_name(atime)
         ))
         .arg("--")
         .arg(target)

@@ -258,6 +258,9 @@ impl OverlayTarget {
                 ..Response::default()
             },
             Request::Unmount => request_stop(&self.events, self.idx),
+            Request::Readonly { on } => {
+                super::readonly::answer(&self.paths.target, on, || self.flush(report))
+            }
         }
     }
 
@@ -268,10 +271,13 @@ impl OverlayTarget {
     pub fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
+        let target = &self.paths.target;
+        // An overlay remounted read-only is written as it is: a fresh layer would be a new,
+        // writable mount (design.md §11).
         let mounted = *self.phase.lock() == Phase::Mounted
             && !self.timer.is_stopping()
-            && st.top.mount_id.is_some();
-        let target = &self.paths.target;
+            && st.top.mount_id.is_some()
+            && !super::readonly::is_read_only(target).unwrap_or(false);
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
         let mut report = st.flush_middles(&self.flusher, progress)?;
         if rotated {

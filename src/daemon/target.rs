@@ -200,7 +200,10 @@ impl Target {
 
     fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let root = self.store.getattr(NodeId::ROOT)?;
-        let dev = mounting::mount_fuse(&self.paths.target, libc::S_IFDIR | root.attr.mode)?;
+        let mode = libc::S_IFDIR | root.attr.mode;
+        self.store
+            .set_relatime(self.settings.atime == crate::config::Atime::Relatime);
+        let dev = mounting::mount_fuse(&self.paths.target, mode, self.settings.atime)?;
         *self.fuse_conn.lock() = mounting::fuse_connection(&self.paths.target);
         let hook: Option<SyncHook> = match self.settings.fsync {
             FsyncPolicy::Sync => {
@@ -257,6 +260,12 @@ impl Target {
                 ..Response::default()
             },
             Request::Unmount => request_stop(events, idx),
+            Request::Readonly { on } => {
+                self.store.set_read_only(on);
+                super::readonly::answer(&self.paths.target, on, || {
+                    self.flusher.flush_reporting(report)
+                })
+            }
         }
     }
 

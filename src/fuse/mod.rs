@@ -41,8 +41,12 @@ impl AsdFs {
 
     fn entry(&self, r: Result<crate::store::types::Stat, Errno>, reply: ReplyEntry) {
         match r {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
-            Err(e) if e == Errno::ENOENT => reply.entry(&TTL, &convert::negative(), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
+            Err(e) if e == Errno::ENOENT => reply.entry(
+                &TTL,
+                &convert::negative(),
+                Generation(self.store.handle_gen()),
+            ),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -79,8 +83,15 @@ impl AsdFs {
             .store
             .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
         match r {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
+        }
+    }
+
+    fn open_flags(&self) -> FopenFlags {
+        match self.store.cache_across_opens() {
+            true => FopenFlags::FOPEN_KEEP_CACHE,
+            false => FopenFlags::empty(),
         }
     }
 
@@ -105,6 +116,7 @@ impl Filesystem for AsdFs {
             InitFlags::FUSE_DONT_MASK,
             InitFlags::FUSE_ATOMIC_O_TRUNC,
             InitFlags::FUSE_CACHE_SYMLINKS,
+            InitFlags::FUSE_EXPORT_SUPPORT,
         ] {
             if config.add_capabilities(flag).is_err() {
                 tracing::debug!(?flag, "kernel lacks a FUSE capability");
@@ -156,15 +168,7 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        let r = self.store.setattr(NodeId(ino.0), sa);
-        let r = match r {
-            Ok(_) if size.is_some() => self
-                .store
-                .drop_sgid_after_change(ctx(req), NodeId(ino.0))
-                .and_then(|_| self.store.getattr(NodeId(ino.0))),
-            other => other,
-        };
-        match r {
+        match self.store.setattr(ctx(req), NodeId(ino.0), sa) {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -267,7 +271,7 @@ impl Filesystem for AsdFs {
         reply: ReplyEntry,
     ) {
         match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
-            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
+            Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -276,7 +280,7 @@ impl Filesystem for AsdFs {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
         match self.store.open(NodeId(ino.0), write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -301,7 +305,7 @@ impl Filesystem for AsdFs {
     fn write(
         &self,
         req: &Request,
-        ino: INodeNo,
+        _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         data: &[u8],
@@ -310,11 +314,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.store.write(HandleId(fh.0), offset, data);
-        if r.is_ok() {
-            let _ = self.store.drop_sgid_after_change(ctx(req), NodeId(ino.0));
-        }
-        match r {
+        match self.store.write(ctx(req), HandleId(fh.0), offset, data) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -366,13 +366,15 @@ impl Filesystem for AsdFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.store.readdir(NodeId(ino.0), offset, false, |e, _| {
-            reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
-        });
+        let r = self
+            .store
+            .readdir(NodeId(ino.0), HandleId(fh.0), offset, false, |e, _| {
+                reply.add(INodeNo(e.ino.0), e.cookie, file_type(e.kind), &e.name)
+            });
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -383,23 +385,27 @@ impl Filesystem for AsdFs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let r = self
-            .store
-            .readdir(NodeId(ino.0), offset, true, |e, st| match st {
+        let r = self.store.readdir(
+            NodeId(ino.0),
+            HandleId(fh.0),
+            offset,
+            true,
+            |e, st| match st {
                 Some(st) => reply.add(
                     INodeNo(e.ino.0),
                     e.cookie,
                     &e.name,
                     &TTL,
                     &attr(st),
-                    Generation(0),
+                    Generation(self.store.handle_gen()),
                 ),
                 None => true,
-            });
+            },
+        );
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
@@ -439,7 +445,7 @@ impl Filesystem for AsdFs {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -448,7 +454,8 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.setxattr(NodeId(ino.0), name, value, flags),
+            self.store
+                .setxattr(ctx(req), NodeId(ino.0), name, value, flags),
             reply,
         )
     }
@@ -492,9 +499,9 @@ impl Filesystem for AsdFs {
             Ok((st, fh)) => reply.created(
                 &TTL,
                 &attr(&st),
-                Generation(0),
+                Generation(self.store.handle_gen()),
                 FileHandle(fh.0),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                self.open_flags(),
             ),
             Err(e) => reply.error(err(e)),
         }
@@ -502,7 +509,7 @@ impl Filesystem for AsdFs {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -511,7 +518,8 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.fallocate(HandleId(fh.0), offset, length, mode),
+            self.store
+                .fallocate(ctx(req), HandleId(fh.0), offset, length, mode),
             reply,
         )
     }
@@ -533,7 +541,7 @@ impl Filesystem for AsdFs {
 
     fn copy_file_range(
         &self,
-        _req: &Request,
+        req: &Request,
         _ino_in: INodeNo,
         fh_in: FileHandle,
         offset_in: u64,
@@ -545,6 +553,7 @@ impl Filesystem for AsdFs {
         reply: ReplyWrite,
     ) {
         match self.store.copy_file_range(
+            ctx(req),
             HandleId(fh_in.0),
             offset_in,
             HandleId(fh_out.0),

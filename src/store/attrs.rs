@@ -4,6 +4,7 @@ use super::Store;
 use super::acl;
 use super::inner::Inner;
 use super::node::Content;
+use super::privs;
 use super::types::{Ctx, Kind, NodeId, SetAttr, SetTime, Stat, Ts};
 use crate::error::{Errno, FsResult};
 use std::ffi::{OsStr, OsString};
@@ -19,7 +20,8 @@ impl Store {
         self.lock().stat(id)
     }
 
-    pub fn setattr(&self, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
+    /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`).
+    pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
         if sa.size.is_some() {
             if self.lock().node(id)?.kind != Kind::File {
                 return Err(Errno::EISDIR);
@@ -59,7 +61,11 @@ impl Store {
         n.attr.ctime = sa.ctime.unwrap_or(now);
         inner.mark_meta(id, seq);
         inner.log_node(id);
-        inner.stat(id)
+        drop(inner);
+        if sa.size.is_some() {
+            self.kill_privs(ctx, id)?;
+        }
+        self.getattr(id)
     }
 
     pub fn readlink(&self, id: NodeId) -> FsResult<Vec<u8>> {
@@ -88,12 +94,23 @@ impl Store {
             .collect())
     }
 
-    pub fn setxattr(&self, id: NodeId, name: &OsStr, value: &[u8], flags: i32) -> FsResult<()> {
+    /// setxattr by `ctx`; an access ACL sets the mode as chmod does (`privs::after_acl`).
+    pub fn setxattr(
+        &self,
+        ctx: Ctx,
+        id: NodeId,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+    ) -> FsResult<()> {
         check_xattr_name(name)?;
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
         self.ensure_xattrs(id)?;
+        let gid = self.lock().node(id)?.attr.gid;
+        let member =
+            ctx.uid != 0 && name.to_str() == Some(acl::ACCESS) && privs::in_group(ctx, gid);
         let mut inner = self.lock();
         let exists = inner
             .node(id)?
@@ -108,7 +125,7 @@ impl Store {
         }
         let n = inner.node_mut(id)?;
         let value = match name.to_str() {
-            Some(acl::ACCESS) => set_access_acl(n, value)?,
+            Some(acl::ACCESS) => set_access_acl(n, value, ctx, member)?,
             Some(acl::DEFAULT) => check_default_acl(n.kind, value)?,
             _ => Some(value.to_vec()),
         };
@@ -137,45 +154,6 @@ impl Store {
         inner.xattr_changed(id);
         Ok(())
     }
-}
-
-impl Store {
-    /// After a program (not root) changed a file's data: setgid goes if the program is not
-    /// in the file's group, as the kernel does for local filesystems (the FUSE kernel
-    /// module only clears it when the group may execute).
-    pub fn drop_sgid_after_change(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {
-        let (mode, gid) = {
-            let inner = self.lock();
-            let a = inner.node(id)?.attr;
-            (a.mode, a.gid)
-        };
-        let keep = ctx.uid == 0
-            || mode & libc::S_ISGID == 0
-            || mode & libc::S_IXGRP != 0
-            || in_group(ctx, gid);
-        if keep {
-            return Ok(());
-        }
-        let mut inner = self.lock();
-        let seq = inner.next_seq();
-        let n = inner.node_mut(id)?;
-        n.attr.mode &= !libc::S_ISGID;
-        inner.mark_meta(id, seq);
-        inner.log_node(id);
-        Ok(())
-    }
-}
-
-/// Whether the caller is in group `gid` (its own or a supplementary group).
-fn in_group(ctx: Ctx, gid: u32) -> bool {
-    if ctx.gid == gid {
-        return true;
-    }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ctx.pid)).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
 impl Inner {
@@ -226,7 +204,12 @@ fn chmod_acl(xattrs: Option<&mut std::collections::BTreeMap<OsString, Vec<u8>>>,
 
 /// Setting an access ACL sets the mode bits it implies; an ACL the mode says in full is not
 /// stored (posix_acl_update_mode). Returns the value to store, if any.
-fn set_access_acl(n: &mut super::node::Node, value: &[u8]) -> FsResult<Option<Vec<u8>>> {
+fn set_access_acl(
+    n: &mut super::node::Node,
+    value: &[u8],
+    ctx: Ctx,
+    member: bool,
+) -> FsResult<Option<Vec<u8>>> {
     if n.kind == Kind::Symlink {
         return Err(Errno::EOPNOTSUPP);
     }
@@ -235,7 +218,7 @@ fn set_access_acl(n: &mut super::node::Node, value: &[u8]) -> FsResult<Option<Ve
         return Ok(None);
     }
     let (mode, not_equiv) = acl::equiv_mode(&a, n.attr.mode);
-    n.attr.mode = mode;
+    n.attr.mode = privs::after_acl(mode, ctx, || member);
     Ok(not_equiv.then(|| value.to_vec()))
 }
 

@@ -1,8 +1,11 @@
 //! Directory handles and listings. Positions are per-directory cookies that only grow, so a
 //! listing stays correct while the directory changes: every entry present from the first to
-//! the last call is returned exactly once.
+//! the last call is returned exactly once. A name made (or renamed) during a listing gets a
+//! cookie beyond the end the listing took at its start and is not listed, as on tmpfs; so
+//! a listing always ends.
 
 use super::Store;
+use super::inner::Inner;
 use super::node::Target;
 use super::types::{DirEntry, HandleId, Kind, NodeId, Stat};
 use crate::error::{Errno, FsResult};
@@ -21,18 +24,23 @@ impl Store {
         self.release(fh)
     }
 
-    /// Lists `dir` after position `offset`. `add` gets each entry (and its attributes when
-    /// `plus`) and returns true when the reply is full; entries it took count as lookups
-    /// when `plus` (except `.` and `..`).
+    /// Lists `dir`, open as `fh`, after position `offset`. `add` gets each entry (and its
+    /// attributes when `plus`) and returns true when the reply is full; entries it took
+    /// count as lookups when `plus` (except `.` and `..`).
     pub fn readdir(
         &self,
         dir: NodeId,
+        fh: HandleId,
         offset: u64,
         plus: bool,
         mut add: impl FnMut(&DirEntry, Option<&Stat>) -> bool,
     ) -> FsResult<()> {
         self.ensure_all_instantiated(dir)?;
+        if offset == 0 {
+            self.accessed(dir);
+        }
         let mut inner = self.lock();
+        let end = list_end(&mut inner, dir, fh, offset)?;
         let node = inner.node(dir)?;
         let parent = node.names.first().map(|(p, _)| *p).unwrap_or(dir);
         let mut list: Vec<DirEntry> = Vec::new();
@@ -53,7 +61,7 @@ impl Store {
             });
         }
         let d = inner.dir(dir)?;
-        for (cookie, name) in d.by_cookie.range(offset.max(2) + 1..) {
+        for (cookie, name) in d.by_cookie.range(offset.max(2) + 1..end) {
             let Some(e) = d.entries.get(name) else {
                 continue;
             };
@@ -84,4 +92,18 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Where the listing through `fh` ends: the directory's next cookie when it starts (offset
+/// 0, also after rewinddir).
+fn list_end(inner: &mut Inner, dir: NodeId, fh: HandleId, offset: u64) -> FsResult<u64> {
+    let next = inner.dir(dir)?.next_cookie;
+    let h = inner.handles.get_mut(&fh.0).ok_or(Errno::EBADF)?;
+    if h.node != dir {
+        return Err(Errno::EBADF);
+    }
+    if offset == 0 || h.list_end == 0 {
+        h.list_end = next;
+    }
+    Ok(h.list_end)
 }

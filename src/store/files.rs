@@ -6,7 +6,7 @@ use super::Store;
 use super::data::DataCell;
 use super::inner::Inner;
 use super::node::Content;
-use super::types::{HandleId, Kind, NodeId, Ts};
+use super::types::{Ctx, HandleId, Kind, NodeId, Ts};
 use crate::error::{Errno, FsResult};
 use std::fs::File;
 use std::io;
@@ -71,19 +71,23 @@ impl Store {
     }
 
     pub fn read(&self, fh: HandleId, off: u64, size: u32) -> FsResult<Vec<u8>> {
-        let (_, cell) = self.cell_of(fh)?;
+        let (id, cell) = self.cell_of(fh)?;
         let mut buf = vec![0u8; size as usize];
         let n = cell.read_at(&mut buf, off)?;
         buf.truncate(n);
+        self.accessed(id);
         Ok(buf)
     }
 
-    pub fn write(&self, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
+    /// A write by `ctx`; takes set-user-ID and set-group-ID bits as `privs` says.
+    pub fn write(&self, ctx: Ctx, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
         inner.data_changed(id, Some(off + n as u64), new_id.is_some())?;
         inner.counters.bytes_written += n as u64;
+        drop(inner);
+        self.kill_privs(ctx, id)?;
         Ok(n)
     }
 
@@ -97,7 +101,8 @@ impl Store {
         Ok(())
     }
 
-    pub fn fallocate(&self, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
+    /// fallocate(2) by `ctx`, a change of data like a write.
+    pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
@@ -113,7 +118,9 @@ impl Store {
         let size = cell.metadata()?.len();
         let mut inner = self.lock();
         inner.node_mut(id)?.attr.size = size;
-        inner.data_changed(id, None, new_id.is_some())
+        inner.data_changed(id, None, new_id.is_some())?;
+        drop(inner);
+        self.kill_privs(ctx, id)
     }
 
     /// SEEK_DATA / SEEK_HOLE.
@@ -129,8 +136,10 @@ impl Store {
         }
     }
 
+    /// copy_file_range(2) by `ctx`, a write to `fh_out`.
     pub fn copy_file_range(
         &self,
+        ctx: Ctx,
         fh_in: HandleId,
         off_in: u64,
         fh_out: HandleId,
@@ -144,6 +153,8 @@ impl Store {
         let mut inner = self.lock();
         inner.data_changed(id, Some(off_out + n), new_id.is_some())?;
         inner.counters.bytes_written += n;
+        drop(inner);
+        self.kill_privs(ctx, id)?;
         Ok(n)
     }
 

@@ -17,6 +17,10 @@ pub(crate) struct Handle {
     pub node: NodeId,
     /// Opened for writing (with FUSE passthrough this is what marks data dirty).
     pub _write: bool,
+    /// A directory listing's end: entries with this cookie or higher (made or renamed
+    /// after the listing began) are not listed, so that a listing always ends and returns
+    /// each entry at most once. Set by a listing from offset 0; 0 until then.
+    pub list_end: u64,
 }
 
 /// Counters reported by status.

@@ -40,6 +40,9 @@ pub(crate) struct Header {
     pub base_gen: u64,
     #[serde(with = "crate::bytes::path")]
     pub target: PathBuf,
+    /// The generation in the file handles of this store (0 in logs of older versions).
+    #[serde(default)]
+    pub handle_gen: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -112,6 +115,9 @@ pub(crate) struct StoreLog {
     pub epoch: u64,
     pub base_gen: u64,
     target: PathBuf,
+    /// The generation of file handles: chosen for a new store, kept by a takeover, so that
+    /// a handle of an earlier store is stale and never names another node.
+    pub handle_gen: u32,
     /// Appends that failed (tmpfs full beyond the reserve): reported by status.
     pub failures: u64,
     /// A rewritten log waiting for its commit: file, length, base generation.
@@ -148,6 +154,7 @@ impl StoreLog {
             version: LOG_VERSION,
             base_gen,
             target: self.target.clone(),
+            handle_gen: self.handle_gen,
         });
         let mut buf = encode(&header);
         for r in records {
@@ -220,6 +227,7 @@ impl StoreLog {
             epoch: 1,
             base_gen,
             target: target.to_path_buf(),
+            handle_gen: fresh_handle_gen(),
             failures: 0,
             pending: None,
         })
@@ -326,4 +334,14 @@ fn encode(r: &Record) -> Vec<u8> {
     let mut v = serde_json::to_vec(r).expect("records always serialize");
     v.push(b'\n');
     v
+}
+
+/// A non-zero generation unlikely to repeat between stores of one target.
+fn fresh_handle_gen() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mixed = nanos ^ (u64::from(std::process::id()) << 32);
+    ((mixed ^ (mixed >> 32)) as u32).max(1)
 }

@@ -10,6 +10,7 @@
 //! 3. a file's `DataCell` lock: taken without `inner` for data I/O.
 
 pub mod acl;
+mod atime;
 pub mod attrs;
 pub(crate) mod data;
 mod dirs;
@@ -20,6 +21,7 @@ mod links;
 pub(crate) mod log;
 pub mod namespace;
 pub(crate) mod node;
+mod privs;
 mod replay;
 pub mod types;
 
@@ -48,6 +50,12 @@ pub struct Store {
     pub(crate) backing: Arc<dyn Backing>,
     pub(crate) data: Arc<DataDir>,
     private: PathBuf,
+    /// The generation of every node's file handle (node ids are never reused in a store).
+    handle_gen: u32,
+    /// Record access times (relatime); off: noatime.
+    relatime: std::sync::atomic::AtomicBool,
+    /// The mount is read-only (design.md §11): access times are not recorded.
+    read_only: std::sync::atomic::AtomicBool,
 }
 
 /// What a new store needs.
@@ -88,7 +96,10 @@ impl Store {
                 s.private_dir.display()
             );
         }
-        let log = log::StoreLog::unopened(s.private_dir, s.target, s.base_gen)?;
+        let mut log = log::StoreLog::unopened(s.private_dir, s.target, s.base_gen)?;
+        if header.handle_gen != 0 {
+            log.handle_gen = header.handle_gen;
+        }
         let store = Store::assemble(s.backing, s.private_dir, log)?;
         store.add_root()?;
         store.replay(records)?;
@@ -102,6 +113,7 @@ impl Store {
         log: log::StoreLog,
     ) -> std::io::Result<Store> {
         let data = Arc::new(DataDir::open(&private.join("data"))?);
+        let handle_gen = log.handle_gen;
         let inner = Inner {
             nodes: HashMap::new(),
             next_node: NodeId::ROOT.0 + 1,
@@ -129,6 +141,9 @@ impl Store {
             backing,
             data,
             private: private.to_path_buf(),
+            handle_gen,
+            relatime: std::sync::atomic::AtomicBool::new(false),
+            read_only: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

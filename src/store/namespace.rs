@@ -21,9 +21,14 @@ pub enum NewKind<'a> {
 }
 
 impl Store {
+    /// `name` in `parent`; `.` and `..` name a node by its id (what the kernel asks to open
+    /// a file handle, design.md §9.1).
     pub fn lookup(&self, parent: NodeId, name: &OsStr) -> FsResult<Stat> {
         if name.len() > 255 {
             return Err(Errno::ENAMETOOLONG);
+        }
+        if name == "." || name == ".." {
+            return self.lookup_by_id(parent, name == "..");
         }
         self.ensure_child(parent, name)?;
         let mut inner = self.lock();
@@ -34,6 +39,26 @@ impl Store {
             }
             _ => Err(Errno::ENOENT),
         }
+    }
+
+    /// A node by its id, or its directory's; ENOENT (ESTALE for the program) once freed.
+    fn lookup_by_id(&self, id: NodeId, parent: bool) -> FsResult<Stat> {
+        let mut inner = self.lock();
+        let n = inner.node(id)?;
+        let id = match n.names.first() {
+            Some((dir, _)) if parent => *dir,
+            None if parent && n.kind == Kind::Dir && id != NodeId::ROOT => {
+                return Err(Errno::ENOENT);
+            }
+            _ => id,
+        };
+        inner.add_lookup(id);
+        inner.stat(id)
+    }
+
+    /// The generation of file handles of this store's nodes.
+    pub fn handle_gen(&self) -> u64 {
+        u64::from(self.handle_gen)
     }
 
     pub fn forget(&self, id: NodeId, n: u64) {
@@ -295,6 +320,7 @@ impl Inner {
             Handle {
                 node: id,
                 _write: write,
+                list_end: 0,
             },
         );
         self.node_mut(id)?.opens += 1;

@@ -112,7 +112,7 @@ impl Fixture {
             .store
             .create(CTX, parent, OsStr::new(name), 0o644, 0o022, true)
             .unwrap();
-        self.store.write(fh, 0, data).unwrap();
+        self.store.write(CTX, fh, 0, data).unwrap();
         self.store.release(fh).unwrap();
         st.ino
     }

@@ -36,7 +36,7 @@ fn overwrite(f: &Fixture, name: &str, data: &[u8]) {
         }
     };
     let fh = f.store.open(id, true, true).unwrap();
-    f.store.write(fh, 0, data).unwrap();
+    f.store.write(CTX, fh, 0, data).unwrap();
     f.store.release(fh).unwrap();
     // As the kernel does once it no longer needs the inode: unlinked nodes get freed.
     f.store.forget(id, 1);

@@ -140,7 +140,9 @@ fn workload(f: &Fixture) {
     let root = f.node("").ino;
     let a = f.node("a").ino;
     let fh = f.store.open(a, true, true).unwrap();
-    f.store.write(fh, 0, b"new a, longer than before").unwrap();
+    f.store
+        .write(CTX, fh, 0, b"new a, longer than before")
+        .unwrap();
     f.store.release(fh).unwrap();
     f.write_file("", "c", &vec![9u8; 300_000]);
     f.store

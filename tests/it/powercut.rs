@@ -33,7 +33,7 @@ fn append(f: &Fixture, path: &str, data: &[u8]) {
     let id = f.node(path).ino;
     let size = f.store.getattr(id).unwrap().attr.size;
     let fh = f.store.open(id, true, false).unwrap();
-    f.store.write(fh, size, data).unwrap();
+    f.store.write(CTX, fh, size, data).unwrap();
     f.store.release(fh).unwrap();
 }
 
@@ -69,9 +69,17 @@ fn batch(f: &Fixture, n: usize) {
                 mode: Some(0o600),
                 ..Default::default()
             };
-            f.store.setattr(f.node("documents/readme").ino, sa).unwrap();
             f.store
-                .setxattr(f.node("new.txt").ino, name("user.tag"), b"v1", XATTR_CREATE)
+                .setattr(CTX, f.node("documents/readme").ino, sa)
+                .unwrap();
+            f.store
+                .setxattr(
+                    CTX,
+                    f.node("new.txt").ino,
+                    name("user.tag"),
+                    b"v1",
+                    XATTR_CREATE,
+                )
                 .unwrap();
         }
         1 => {

@@ -46,7 +46,7 @@ fn files_from_disk_are_read_lazily_and_changes_written_back() {
         .unwrap();
     let x = f.node("moved/x").ino;
     let fh = f.store.open(x, true, false).unwrap();
-    f.store.write(fh, 0, b"ON").unwrap();
+    f.store.write(CTX, fh, 0, b"ON").unwrap();
     f.store.release(fh).unwrap();
     f.store.unlink(root, OsStr::new("y")).unwrap();
     f.flusher.flush().unwrap();
@@ -88,4 +88,66 @@ fn a_killed_daemon_store_is_taken_over() {
     assert_eq!(fs::read(g.target().join("dir/renamed")).unwrap(), b"1");
     assert_eq!(fs::read(g.target().join("dir/new")).unwrap(), b"fresh");
     assert!(!g.target().join("old").exists());
+}
+
+/// Issue 16: a listing from one directory handle returns each entry present throughout
+/// exactly once while names are renamed and made, and ends; rewinding starts a new one.
+#[test]
+fn issue_16_a_listing_ends_where_the_directory_stood_when_it_began() {
+    let f = Fixture::new();
+    let root = f.node("").ino;
+    for i in 0..10 {
+        f.write_file("", &format!("f{i}"), b"");
+    }
+    let fh = f.store.opendir(root).unwrap();
+    let list_from = |offset: u64, max: usize| {
+        let mut got = Vec::new();
+        f.store
+            .readdir(root, fh, offset, false, |e, _| {
+                got.push((e.cookie, e.name.clone()));
+                got.len() >= max
+            })
+            .unwrap();
+        got
+    };
+    let first = list_from(0, 6);
+    for (_, name) in &first[2..] {
+        let new = format!("r{}", name.to_string_lossy());
+        f.store
+            .rename(root, name, root, OsStr::new(&new), 0)
+            .unwrap();
+    }
+    f.write_file("", "new", b"");
+    let rest = list_from(first.last().unwrap().0, 100);
+    let mut names: Vec<String> = first[2..]
+        .iter()
+        .chain(&rest)
+        .map(|(_, n)| n.to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (0..10).map(|i| format!("f{i}")).collect();
+    assert_eq!(names, want);
+    let again = list_from(0, 100);
+    assert_eq!(again.len(), 2 + 11, "a rewound listing sees every name");
+    f.store.releasedir(fh).unwrap();
+}
+
+/// Issue 16: `.` and `..` name a node by its id (what open_by_handle_at asks), until the
+/// node is gone.
+#[test]
+fn issue_16_nodes_are_found_by_id_for_file_handles() {
+    let f = Fixture::new();
+    let root = f.node("").ino;
+    f.store
+        .make(CTX, root, OsStr::new("d"), NewKind::Dir, 0o755, 0)
+        .unwrap();
+    let file = f.write_file("d", "a", b"x");
+    let d = f.node("d").ino;
+    assert_eq!(f.store.lookup(file, OsStr::new(".")).unwrap().ino, file);
+    assert_eq!(f.store.lookup(d, OsStr::new("..")).unwrap().ino, root);
+    assert_eq!(f.store.lookup(file, OsStr::new("..")).unwrap().ino, d);
+    f.store.unlink(d, OsStr::new("a")).unwrap();
+    f.store.forget(file, u64::MAX);
+    assert!(f.store.lookup(file, OsStr::new(".")).is_err());
+    assert_ne!(f.store.handle_gen(), 0);
 }

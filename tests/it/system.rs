@@ -772,3 +772,4 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
 }
 
 mod container;
+mod remount;

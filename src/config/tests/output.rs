@@ -151,6 +151,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 } else {
                     FsyncPolicy::Defer
                 },
+                atime: crate::config::Atime::Noatime,
                 volatile: vol.map(PathBuf::from),
                 backups,
                 backup_limit: limit,
