@@ -144,6 +144,14 @@ impl Target {
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
         let disk_dir = Arc::new(safety::open_dir(&p.target)?);
+        let taking_over = p.private().join("log").exists();
+        super::preflight::check(
+            &p,
+            &settings,
+            std::os::fd::AsFd::as_fd(&*disk_dir),
+            backups.as_deref(),
+            !taking_over,
+        )?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -152,6 +160,9 @@ impl Target {
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         let (store, took_over) = open_store(&p, backing, generation)?;
+        store
+            .seen
+            .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
             tracing::warn!(target = %target.display(), "took over the RAM store of a daemon that died; writing it to disk");
