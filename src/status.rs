@@ -50,7 +50,7 @@ pub struct Status {
     /// The target's crash snapshots, newest first.
     pub crash_snapshots: Vec<SnapshotStatus>,
     /// Conflict copies kept by this session's flushes, as "file -> copy": files changed on
-    /// disk behind asdfs whose disk version was kept beside the target (design.md §6.4).
+    /// disk behind asdfs whose disk version was kept beside the target (design.md §6.2).
     #[serde(default)]
     pub conflicts: Vec<String>,
 }

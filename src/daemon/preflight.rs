@@ -1,4 +1,4 @@
-//! The checks before a target is mounted (design.md §8.3): processes that hold something
+//! The checks before a target is mounted (design.md §8.1): processes that hold something
 //! under the target (what they write through a file opened before the mount goes to the
 //! disk copy, around asdfs, and the next flush replaces that file), and files with hard
 //! links outside the target (a flush replaces a file by rename, so the outside name would
@@ -64,6 +64,7 @@ pub fn check(
     strict: bool,
 ) -> anyhow::Result<()> {
     let dev = nix::sys::stat::fstat(disk)?.st_dev;
+    let started = Instant::now();
     let holders = if settings.force {
         HashMap::new()
     } else {
@@ -72,12 +73,13 @@ pub fn check(
     if holders.is_empty() && !settings.hardlink_check {
         return Ok(());
     }
-    let started = Instant::now();
+    let scanned = started.elapsed();
     let found = walk(disk, dev, &holders, settings.hardlink_check)?;
     tracing::info!(
         target = %p.target.display(),
         entries = found.entries,
-        ms = started.elapsed().as_millis() as u64,
+        proc_ms = scanned.as_millis() as u64,
+        walk_ms = (started.elapsed() - scanned).as_millis() as u64,
         "checked the target for open files and hard links before mounting"
     );
     let target = &p.target;
@@ -275,6 +277,12 @@ fn walk(
             Ok(fd) => fd,
             // Gone meanwhile: nothing under it to check.
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            // A user's daemon in a directory another user made unreadable: the mount can
+            // serve nothing from there either.
+            Err(e) if e.raw_os_error() == Some(libc::EACCES) && !rel.as_os_str().is_empty() => {
+                tracing::warn!(dir = %rel.display(), "cannot read a directory to check it before mounting");
+                continue;
+            }
             Err(e) => {
                 return Err(anyhow::Error::new(e).context(format!("reading {}", rel.display())));
             }
@@ -284,6 +292,7 @@ fn walk(
             continue;
         }
         let mut listing = nix::dir::Dir::from_fd(nix::unistd::dup(&fd)?)?;
+        let mut to_stat = Vec::new();
         for e in listing.iter() {
             let e = e?;
             let name = e.file_name().to_bytes();
@@ -296,12 +305,15 @@ fn walk(
             note_held(&mut found, e.ino(), &path);
             match e.file_type() {
                 Some(nix::dir::Type::Directory) => stack.push(path),
-                Some(nix::dir::Type::File) if links => {
-                    look_at(fd.as_fd(), &name, path, links, &mut found, &mut stack)?
-                }
-                None => look_at(fd.as_fd(), &name, path, links, &mut found, &mut stack)?,
+                Some(nix::dir::Type::File) if links => to_stat.push((e.ino(), name, path)),
+                None => to_stat.push((e.ino(), name, path)),
                 _ => {}
             }
+        }
+        // In inode order: on a cold cache the inode table is read in order, not seeked.
+        to_stat.sort_unstable_by_key(|(ino, _, _)| *ino);
+        for (_, name, path) in to_stat {
+            look_at(fd.as_fd(), &name, path, links, &mut found, &mut stack)?;
         }
     }
     Ok(found)

@@ -73,7 +73,7 @@ pub fn open_disk_in(
     ))
 }
 
-/// Where a flush keeps the disk version of a file changed behind asdfs (design.md §6.4): a
+/// Where a flush keeps the disk version of a file changed behind asdfs (design.md §6.2): a
 /// hard link beside the target and its crash snapshots, `snapshot::conflict_name`, made
 /// through descriptors (never following a symlink) and never replacing anything.
 pub fn conflict_sink(p: &TargetPaths, side: &Side) -> anyhow::Result<crate::store::seen::Sink> {

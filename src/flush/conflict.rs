@@ -1,4 +1,4 @@
-//! Conflict copies (design.md §6.4): just before a committed flush is applied, every regular
+//! Conflict copies (design.md §6.2): just before a committed flush is applied, every regular
 //! file it will replace or remove is compared with what the store read into RAM; one that
 //! changed on disk since (a program writing through a descriptor opened before the mount)
 //! is first linked to a conflict copy beside the target, so that both versions survive.

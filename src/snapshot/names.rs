@@ -91,7 +91,7 @@ pub(crate) fn cores(target_name: &OsStr) -> Vec<OsString> {
     out
 }
 
-/// The name of a conflict copy (design.md §6.4) of the file at `rel` in target `name`:
+/// The name of a conflict copy (design.md §6.2) of the file at `rel` in target `name`:
 /// `.NAME-backup_asd-conflict-YYYYmmdd_HHMMSS-PATH`, PATH being `rel` with `%` written `%25`
 /// and `/` written `%2F` (only its end if it is long: a name has at most 255 bytes).
 pub fn conflict_name(target_name: &OsStr, when: SystemTime, rel: &Path) -> OsString {

@@ -57,7 +57,7 @@ pub struct Store {
     relatime: std::sync::atomic::AtomicBool,
     /// The mount is read-only (design.md §11): access times are not recorded.
     read_only: std::sync::atomic::AtomicBool,
-    /// What the disk files read into RAM looked like then (conflict copies, design.md §6.4).
+    /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
     pub seen: seen::DiskSeen,
 }
 

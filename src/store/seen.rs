@@ -1,4 +1,4 @@
-//! What the store last saw of the disk files it read into RAM (design.md §6.4): size,
+//! What the store last saw of the disk files it read into RAM (design.md §6.2): size,
 //! mtime and ctime by disk inode. A flush about to replace or remove a file compares the
 //! file on disk with this; a file changed behind asdfs (a program writing through a
 //! descriptor opened before the mount) is kept as a conflict copy instead of being lost.
