@@ -51,6 +51,35 @@ impl Dir {
         })
     }
 
+    /// Opens the absolute `path` with no symlink in any of its components (openat2
+    /// `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`): for a canonical path another user
+    /// could change between its resolution and its use (a target's parent in their home).
+    /// A component swapped for a symlink meanwhile is an error, never followed.
+    pub fn open_strict(path: &Path) -> io::Result<Dir> {
+        if !path.is_absolute() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not an absolute path", path.display()),
+            ));
+        }
+        let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = rustix::fs::openat2(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty(), resolve)
+            .map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: a symlink appeared in the path while asdfs was using it; not followed",
+                        path.display()
+                    ),
+                ),
+                e => with_path(path)(e),
+            })?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The directory `name` (one component) in this one, not following a symlink.
     pub fn open_in(&self, name: &OsStr) -> io::Result<Dir> {
         let path = self.path.join(name);

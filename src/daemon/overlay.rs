@@ -120,7 +120,7 @@ impl OverlayTarget {
                 p.target.display()
             )));
         }
-        let parent_dir = crate::fsx::Dir::open(if pinned {
+        let parent_dir = crate::fsx::Dir::open_strict(if pinned {
             &pin
         } else {
             p.target.parent().unwrap_or(Path::new("/"))
@@ -185,7 +185,7 @@ impl OverlayTarget {
                 // taking over finds it.
                 stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
                 stack.save().map_err(undo)?;
-                kernel::attach(&mnt, &p.target, false).map_err(undo)?;
+                kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
                 stack
             }
             (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
@@ -369,7 +369,7 @@ impl OverlayTarget {
                 tracing::warn!(error = %e, "could not remove the hardlink backup");
             }
         }
-        if let Err(e) = kernel::detach(&self.pin, true) {
+        if let Err(e) = kernel::detach(&self.pin, true, None) {
             tracing::warn!(error = %e, pin = %self.pin.display(), "could not unmount the pinned disk directory");
         }
         // Never recursive: the pin is (or was) the user's own directory.
@@ -398,13 +398,13 @@ impl Served for OverlayTarget {
         }
         let mut st = self.stack.lock();
         // Our own hold would make the plain unmount busy: try it first.
-        let plain = kernel::detach(&self.paths.target, false);
+        let plain = kernel::detach(&self.paths.target, false, st.top.mount_id);
         match plain {
             Ok(()) => st.top.gone = true,
             Err(_) => st.hold_top(&self.paths.target),
         }
         if let Err(e) = plain {
-            let lazily = kernel::detach(&self.paths.target, true);
+            let lazily = kernel::detach(&self.paths.target, true, st.top.mount_id);
             if e.raw_os_error() != Some(libc::EBUSY) || lazily.is_err() {
                 return Response::err(format!("unmounting {}: {e}", self.paths.target.display()));
             }
@@ -458,7 +458,7 @@ struct Unpin(Option<PathBuf>);
 impl Drop for Unpin {
     fn drop(&mut self) {
         if let Some(pin) = self.0.take() {
-            let _ = kernel::detach(&pin, true);
+            let _ = kernel::detach(&pin, true, None);
             let _ = std::fs::remove_dir(&pin);
         }
     }

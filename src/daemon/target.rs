@@ -108,6 +108,8 @@ pub struct Target {
     pub(super) disk_dir: Arc<std::os::fd::OwnedFd>,
     /// The FUSE connection number, to abort it if a stop must not wait for open files.
     fuse_conn: Mutex<Option<u64>>,
+    /// The id of the FUSE mount root made (`mounting::FuseMount`).
+    mount_id: Mutex<Option<u64>>,
     /// The store's directories, checked at the start.
     dirs: paths::StoreDirs,
     /// The side directory beside the target, checked at the start.
@@ -136,14 +138,14 @@ impl Target {
         let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
-        let side = paths::prepare_side(
-            &p,
-            crate::fsx::Dir::open(p.target.parent().unwrap_or(Path::new("/")))?,
-            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&p.target)?),
-        )?;
+        // The target's parent with no symlink anywhere in its path, and the target opened
+        // beneath it: what is mounted on and flushed to is what was checked, whatever a
+        // user renames meanwhile (docs/security.md R1).
+        let parent = crate::fsx::Dir::open_strict(p.target.parent().unwrap_or(Path::new("/")))?;
+        let disk_dir = Arc::new(safety::open_target_in(&parent, &p.target)?);
+        let side = paths::prepare_side(&p, parent, safety::dev_of(&disk_dir)?)?;
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
-        let disk_dir = Arc::new(safety::open_dir(&p.target)?);
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -177,6 +179,7 @@ impl Target {
             usage: Arc::default(),
             disk_dir,
             fuse_conn: Mutex::new(None),
+            mount_id: Mutex::new(None),
             dirs,
             side,
         });
@@ -198,12 +201,33 @@ impl Target {
         Ok(t)
     }
 
+    /// Detaches the mount: through the descriptor of the mount when root made it, so the
+    /// target's path (in a directory its owner controls) is not resolved again.
+    fn unmount(&self) -> anyhow::Result<()> {
+        match *self.mount_id.lock() {
+            Some(id) => mounting::unmount_checked(
+                &self.side.parent,
+                self.paths.target.file_name().unwrap_or_default(),
+                id,
+                &self.paths.target,
+            ),
+            None => mounting::unmount(&self.paths.target),
+        }
+    }
+
     fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let root = self.store.getattr(NodeId::ROOT)?;
         let mode = libc::S_IFDIR | root.attr.mode;
         self.store
             .set_relatime(self.settings.atime == crate::config::Atime::Relatime);
-        let dev = mounting::mount_fuse(&self.paths.target, mode, self.settings.atime)?;
+        let mounted = mounting::mount_fuse(
+            &self.paths.target,
+            std::os::fd::AsFd::as_fd(&*self.disk_dir),
+            mode,
+            self.settings.atime,
+        )?;
+        let dev = mounted.dev;
+        *self.mount_id.lock() = mounted.mount_id;
         *self.fuse_conn.lock() = mounting::fuse_connection(&self.paths.target);
         let hook: Option<SyncHook> = match self.settings.fsync {
             FsyncPolicy::Sync => {
@@ -220,7 +244,7 @@ impl Target {
         let session = match fuser::Session::from_fd(fs, dev.into(), fuser::SessionACL::All, cfg) {
             Ok(s) => s,
             Err(e) => {
-                let _ = mounting::unmount(&self.paths.target);
+                let _ = self.unmount();
                 return Err(e).context("starting the FUSE session");
             }
         };
@@ -282,7 +306,7 @@ impl Target {
         if let Err(e) = self.flusher.flush() {
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
-        if let Err(e) = mounting::unmount(&self.paths.target) {
+        if let Err(e) = self.unmount() {
             return Response::err(format!("{e:#}"));
         }
         *self.phase.lock() = Phase::Detached;

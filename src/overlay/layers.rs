@@ -463,12 +463,12 @@ impl Stack {
                 return Err(anyhow::Error::new(e).context("the new overlay's mount id"));
             }
         };
-        if let Err(e) = kernel::attach(&mnt, target, true) {
+        if let Err(e) = kernel::attach(&mnt, target, true, self.top.mount_id) {
             remove_layer(&self.private, n2);
             return Err(e);
         }
         let old_root = open_dir(target).ok().map(Arc::new);
-        kernel::detach(target, true)
+        kernel::detach(target, true, self.top.mount_id)
             .context("detaching the previous overlay (the new one is beneath it)")?;
         top.mount_id = Some(mount_id);
         drop(mnt);
