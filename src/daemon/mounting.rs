@@ -2,6 +2,7 @@
 //! hands back the /dev/fuse descriptor over a socket), and reading /proc/self/mountinfo.
 
 use crate::config::Atime;
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use anyhow::{Context, bail};
 use nix::mount::MsFlags;
 use std::ffi::OsString;
@@ -43,7 +44,8 @@ impl MountEntry {
 
 /// The mount table of this mount namespace.
 pub fn mounts() -> anyhow::Result<Vec<MountEntry>> {
-    let text = std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text = crate::fsx::trusted::read("/proc/self/mountinfo")
+        .context("reading /proc/self/mountinfo")?;
     Ok(text
         .split(|b| *b == b'\n')
         .filter_map(parse_mountinfo_line)
@@ -168,7 +170,7 @@ fn mount_as_root(
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/fuse")
+        .trusted_open("/dev/fuse")
         .context("opening /dev/fuse")?;
     let fail = |what: &str, e: rustix::io::Errno| {
         anyhow::anyhow!(
@@ -229,7 +231,7 @@ fn fusermount() -> &'static str {
         "/usr/local/bin/fusermount3",
     ]
     .into_iter()
-    .find(|p| Path::new(p).exists())
+    .find(|p| Path::new(p).trusted_exists())
     .unwrap_or("fusermount3")
 }
 
@@ -299,7 +301,8 @@ fn receive_fd(sock: &UnixStream) -> anyhow::Result<OwnedFd> {
 /// The mount id of a descriptor, from /proc/self/fdinfo: no request reaches the filesystem
 /// (a FUSE mount whose session is not running yet would never answer a stat).
 fn mount_id_of_fd(fd: &OwnedFd) -> Option<u64> {
-    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let info = crate::fsx::trusted::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix("mnt_id:"))
         .and_then(|v| v.trim().parse().ok())
@@ -382,7 +385,7 @@ const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0
 /// mounted on the machine. Its error is one line.
 pub fn abort_connection(conn: u64, scratch: &Path) -> anyhow::Result<()> {
     let root = Path::new(FUSECTL);
-    if root.join(conn.to_string()).exists() || is_fusectl(root) {
+    if root.join(conn.to_string()).trusted_exists() || is_fusectl(root) {
         return write_abort(root, conn);
     }
     abort_through_private_fusectl(conn, scratch)
@@ -395,7 +398,7 @@ fn is_fusectl(dir: &Path) -> bool {
 
 fn write_abort(fusectl: &Path, conn: u64) -> anyhow::Result<()> {
     let file = fusectl.join(conn.to_string()).join("abort");
-    std::fs::write(&file, b"1")
+    crate::fsx::trusted::write(&file, b"1")
         .map_err(|e| anyhow::anyhow!("aborting FUSE connection {conn}: {}: {e}", file.display()))
 }
 
@@ -403,7 +406,7 @@ fn write_abort(fusectl: &Path, conn: u64) -> anyhow::Result<()> {
 /// removed. The error names what failed (for `abort_connection`'s line).
 fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()> {
     let dir = scratch.join("fusectl");
-    match std::fs::create_dir(&dir) {
+    match crate::fsx::trusted::create_dir(&dir) {
         Ok(()) => {}
         // Left by an attempt that did not finish: mount over it, remove it after.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -414,7 +417,7 @@ fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()
         match nix::mount::mount(Some("fusectl"), &dir, Some("fusectl"), flags, None::<&str>) {
             Ok(()) => {
                 let file = dir.join(conn.to_string()).join("abort");
-                let written = std::fs::write(&file, b"1")
+                let written = crate::fsx::trusted::write(&file, b"1")
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()));
                 let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
                 written
@@ -424,14 +427,14 @@ fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()
                 dir.display()
             )),
         };
-    let _ = std::fs::remove_dir(&dir);
+    let _ = crate::fsx::trusted::remove_dir(&dir);
     result
 }
 
 /// True if `path` is a mount point whose FUSE daemon is gone ("Transport endpoint is not
 /// connected").
 pub fn is_dead_fuse_mount(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
+    matches!(crate::fsx::trusted::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
 }
 
 /// For tests and messages: the bytes of a path.
@@ -440,6 +443,7 @@ pub fn path_bytes(p: &Path) -> &[u8] {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
 

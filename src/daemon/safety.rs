@@ -8,6 +8,7 @@ use crate::backing::{Backing, RealBacking};
 use crate::backup::{Backups, Discounting};
 use crate::config::TargetSettings;
 use crate::fsx::Dir;
+use crate::fsx::trusted::TrustedPath;
 use crate::snapshot;
 use anyhow::Context;
 use nix::fcntl::OFlag;
@@ -92,7 +93,7 @@ pub fn open_disk_in(
 pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     let store = ["log", "overlay.json"]
         .iter()
-        .any(|f| p.private().join(f).exists());
+        .any(|f| p.private().join(f).trusted_exists());
     side.contains("session") && !store
 }
 

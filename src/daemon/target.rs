@@ -8,6 +8,7 @@ use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
 use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
@@ -261,7 +262,7 @@ impl Target {
 
     fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let t = self.clone();
-        open_control(&self.paths, move |req, report| {
+        open_control(&self.paths, &self.disk_dir, move |req, report| {
             t.handle(req, report, &events, idx)
         })
     }
@@ -381,11 +382,16 @@ impl super::Served for Target {
 
 /// Serves the target's control socket: root, the daemon's user and the target's owner may
 /// send requests (`control::bind` and `control::serve` say how others are kept out).
+/// `disk_dir` is the target as opened at the start: its owner is read from it, never from
+/// the path (a parent its owner renamed could lead anywhere).
 pub(super) fn open_control(
     p: &TargetPaths,
+    disk_dir: &std::os::fd::OwnedFd,
     handle: impl Fn(Request, control::Report<'_>) -> Response + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&p.target)?);
+    let owner = nix::sys::stat::fstat(disk_dir)
+        .context("the target's owner")?
+        .st_uid;
     let listener = control::bind(&p.socket(), owner)?;
     let allowed = control::Allowed::new(owner);
     std::thread::Builder::new()
@@ -471,7 +477,7 @@ fn owner_pid(store: &crate::fsx::Dir) -> Option<u32> {
 
 /// Whether a process is gone or exiting (its main thread a zombie).
 fn dying(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match crate::fsx::trusted::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             stat.rsplit(')')
                 .next()
@@ -507,7 +513,7 @@ fn open_store(
         target: &p.target,
         base_gen: generation,
     };
-    if private.join("log").exists() {
+    if private.join("log").trusted_exists() {
         let s = Store::take_over(setup)
             .with_context(|| format!("taking over the RAM store in {}", p.store.display()))?;
         return Ok((Arc::new(s), true));
