@@ -12,6 +12,7 @@ use super::{EXIT_FAILED, EXIT_NOT_RUNNING, locate, show};
 use crate::config::{self, Config};
 use crate::control::Request;
 use crate::daemon::paths;
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use nix::fcntl::{Flock, FlockArg};
@@ -59,7 +60,7 @@ pub fn called_as_asd(argv0: &std::ffi::OsStr) -> bool {
 pub fn conf_path() -> PathBuf {
     let env = std::env::var_os("ASDCONF");
     let asd = config::asd_conf_path(env.as_deref());
-    if env.is_some_and(|v| !v.is_empty()) || asd.exists() {
+    if env.is_some_and(|v| !v.is_empty()) || asd.trusted_exists() {
         return asd;
     }
     super::mount::config_file(None).unwrap_or(asd)
@@ -67,7 +68,7 @@ pub fn conf_path() -> PathBuf {
 
 pub fn run(cli: AsdCli) -> anyhow::Result<i32> {
     let conf = conf_path();
-    if !conf.exists() {
+    if !conf.trusted_exists() {
         anyhow::bail!(
             "cannot find {} (set ASDCONF, or write /etc/asdfs.toml)",
             conf.display()
@@ -93,7 +94,7 @@ fn take_lock(conf: &Path) -> anyhow::Result<Flock<File>> {
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&path)
+        .trusted_open(&path)
         .with_context(|| format!("opening the lock {}", path.display()))?;
     match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
         Ok(l) => Ok(l),
@@ -112,7 +113,7 @@ fn lock_dir() -> anyhow::Result<PathBuf> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)
+        .trusted_open(&dir)
         .with_context(|| format!("creating {}", dir.display()))?;
     Ok(dir)
 }
@@ -126,7 +127,7 @@ struct State {
 impl State {
     fn at(conf: &Path) -> anyhow::Result<State> {
         let file = lock_dir()?.join(format!("asd-{}.targets", paths::store_key(conf)));
-        let synced = std::fs::read(&file)
+        let synced = crate::fsx::trusted::read(&file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
@@ -135,11 +136,12 @@ impl State {
 
     fn save(&self, synced: &[PathBuf]) -> anyhow::Result<()> {
         let text = serde_json::to_vec(synced)?;
-        std::fs::write(&self.file, text).with_context(|| format!("writing {}", self.file.display()))
+        crate::fsx::trusted::write(&self.file, text)
+            .with_context(|| format!("writing {}", self.file.display()))
     }
 
     fn clear(&self) {
-        let _ = std::fs::remove_file(&self.file);
+        let _ = crate::fsx::trusted::remove_file(&self.file);
     }
 
     /// The configured targets, then those synced earlier that the config no longer lists.
@@ -276,7 +278,7 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
         env!("CARGO_PKG_VERSION"),
         os_name().map(|n| format!(" on {n}")).unwrap_or_default()
     );
-    let overlay = std::fs::read_to_string("/proc/filesystems")
+    let overlay = crate::fsx::trusted::read_to_string("/proc/filesystems")
         .map(|f| f.lines().any(|l| l.ends_with("\toverlay")))
         .unwrap_or(false);
     outln!(
@@ -357,7 +359,7 @@ fn clean(cfg: &Config) -> anyhow::Result<i32> {
 
 /// PRETTY_NAME of /etc/os-release.
 fn os_name() -> Option<String> {
-    let text = std::fs::read_to_string("/etc/os-release").ok()?;
+    let text = crate::fsx::trusted::read_to_string("/etc/os-release").ok()?;
     let line = text.lines().find(|l| l.starts_with("PRETTY_NAME="))?;
     Some(line["PRETTY_NAME=".len()..].trim_matches('"').to_string())
 }

@@ -19,12 +19,12 @@ pub struct Running {
 
 /// The target's absolute path, even when its mount is dead (canonicalize would fail).
 fn absolute(target: &Path) -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::fs::canonicalize(target) {
+    if let Ok(p) = crate::fsx::trusted::canonicalize(target) {
         return Ok(p);
     }
     let abs = std::path::absolute(target)?;
     match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) => Ok(std::fs::canonicalize(parent)
+        (Some(parent), Some(name)) => Ok(crate::fsx::trusted::canonicalize(parent)
             .unwrap_or(parent.to_path_buf())
             .join(name)),
         _ => Ok(abs),
@@ -57,7 +57,7 @@ fn trusted_socket(target: &Path, store: &Path, me: u32) -> anyhow::Result<PathBu
     // The chain check above means only root or the caller could have put anything in the
     // store; the socket itself belongs to the target's owner (control::bind), who may
     // command the mount anyway.
-    let meta = std::fs::symlink_metadata(&socket)?;
+    let meta = crate::fsx::trusted::symlink_metadata(&socket)?;
     if !meta.file_type().is_socket() {
         bail!("{}: not a socket", socket.display());
     }

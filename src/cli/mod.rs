@@ -155,11 +155,11 @@ pub fn progress_bar(what: &str, total: u64) -> indicatif::ProgressBar {
 }
 
 fn manpages(dir: &Path) -> anyhow::Result<i32> {
-    std::fs::create_dir_all(dir)?;
+    crate::fsx::trusted::create_dir_all(dir)?;
     let write = |cmd: clap::Command, name: &str| -> anyhow::Result<()> {
         let mut out = Vec::new();
         clap_mangen::Man::new(cmd).render(&mut out)?;
-        std::fs::write(dir.join(format!("{name}.1")), out)?;
+        crate::fsx::trusted::write(dir.join(format!("{name}.1")), out)?;
         Ok(())
     };
     let top = Cli::command();

@@ -5,6 +5,7 @@
 use super::out::outln;
 use crate::config::{self, Atime, Config, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
+use crate::fsx::trusted::TrustedPath;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use std::io::{BufRead, BufReader};
@@ -107,7 +108,7 @@ pub fn config_file(named: Option<&Path>) -> Option<PathBuf> {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         config::user_toml(xdg.as_deref(), home.as_deref())
     };
-    default.filter(|p| p.exists())
+    default.filter(|p| p.trusted_exists())
 }
 
 fn read_config(named: Option<&Path>) -> anyhow::Result<Config> {
@@ -133,7 +134,8 @@ impl MountArgs {
         } else {
             let mut chosen = Vec::new();
             for given in &self.targets {
-                let abs = std::fs::canonicalize(given).unwrap_or(std::path::absolute(given)?);
+                let abs =
+                    crate::fsx::trusted::canonicalize(given).unwrap_or(std::path::absolute(given)?);
                 let listed = cfg
                     .targets
                     .iter()

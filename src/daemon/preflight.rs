@@ -203,7 +203,9 @@ fn held_on(dev: u64) -> HashMap<u64, Vec<Held>> {
     let mut out: HashMap<u64, Vec<Held>> = HashMap::new();
     let me = std::process::id();
     let parent = std::os::unix::process::parent_id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    // /proc: only the kernel writes there (docs/security.md R6).
+    use crate::fsx::trusted;
+    let Ok(procs) = trusted::read_dir("/proc") else {
         return out;
     };
     for p in procs.flatten() {
@@ -214,7 +216,7 @@ fn held_on(dev: u64) -> HashMap<u64, Vec<Held>> {
             continue;
         }
         let base = p.path();
-        let comm = std::fs::read_to_string(base.join("comm"))
+        let comm = trusted::read_to_string(base.join("comm"))
             .map(|c| c.trim_end().to_string())
             .unwrap_or_default();
         let mut add = |ino: u64, how: &'static str| {
@@ -231,15 +233,15 @@ fn held_on(dev: u64) -> HashMap<u64, Vec<Held>> {
             ("cwd", "has its working directory in"),
             ("root", "has its root in"),
         ] {
-            if let Ok(m) = std::fs::metadata(base.join(link)) {
+            if let Ok(m) = trusted::metadata(base.join(link)) {
                 if m.dev() == dev && m.is_dir() {
                     add(m.ino(), how);
                 }
             }
         }
         for (dir, how) in [("fd", "holds"), ("map_files", "maps")] {
-            for entry in std::fs::read_dir(base.join(dir)).into_iter().flatten() {
-                let Ok(m) = entry.and_then(|e| std::fs::metadata(e.path())) else {
+            for entry in trusted::read_dir(base.join(dir)).into_iter().flatten() {
+                let Ok(m) = entry.and_then(|e| trusted::metadata(e.path())) else {
                     continue;
                 };
                 if m.dev() == dev && !m.is_dir() {

@@ -8,6 +8,7 @@ use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
 use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
@@ -108,6 +109,8 @@ pub struct Target {
     pub(super) disk_dir: Arc<std::os::fd::OwnedFd>,
     /// The FUSE connection number, to abort it if a stop must not wait for open files.
     fuse_conn: Mutex<Option<u64>>,
+    /// The id of the FUSE mount root made (`mounting::FuseMount`).
+    mount_id: Mutex<Option<u64>>,
     /// The store's directories, checked at the start.
     dirs: paths::StoreDirs,
     /// The side directory beside the target, checked at the start.
@@ -136,15 +139,15 @@ impl Target {
         let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
-        let side = paths::prepare_side(
-            &p,
-            crate::fsx::Dir::open(p.target.parent().unwrap_or(Path::new("/")))?,
-            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&p.target)?),
-        )?;
+        // The target's parent with no symlink anywhere in its path, and the target opened
+        // beneath it: what is mounted on and flushed to is what was checked, whatever a
+        // user renames meanwhile (docs/security.md R1).
+        let parent = crate::fsx::Dir::open_strict(p.target.parent().unwrap_or(Path::new("/")))?;
+        let disk_dir = Arc::new(safety::open_target_in(&parent, &p.target)?);
+        let side = paths::prepare_side(&p, parent, safety::dev_of(&disk_dir)?)?;
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
-        let disk_dir = Arc::new(safety::open_dir(&p.target)?);
-        let taking_over = p.private().join("log").exists();
+        let taking_over = p.private().join("log").trusted_exists();
         super::preflight::check(
             &p,
             &settings,
@@ -188,6 +191,7 @@ impl Target {
             usage: Arc::default(),
             disk_dir,
             fuse_conn: Mutex::new(None),
+            mount_id: Mutex::new(None),
             dirs,
             side,
         });
@@ -209,12 +213,33 @@ impl Target {
         Ok(t)
     }
 
+    /// Detaches the mount: through the descriptor of the mount when root made it, so the
+    /// target's path (in a directory its owner controls) is not resolved again.
+    fn unmount(&self) -> anyhow::Result<()> {
+        match *self.mount_id.lock() {
+            Some(id) => mounting::unmount_checked(
+                &self.side.parent,
+                self.paths.target.file_name().unwrap_or_default(),
+                id,
+                &self.paths.target,
+            ),
+            None => mounting::unmount(&self.paths.target),
+        }
+    }
+
     fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let root = self.store.getattr(NodeId::ROOT)?;
         let mode = libc::S_IFDIR | root.attr.mode;
         self.store
             .set_relatime(self.settings.atime == crate::config::Atime::Relatime);
-        let dev = mounting::mount_fuse(&self.paths.target, mode, self.settings.atime)?;
+        let mounted = mounting::mount_fuse(
+            &self.paths.target,
+            std::os::fd::AsFd::as_fd(&*self.disk_dir),
+            mode,
+            self.settings.atime,
+        )?;
+        let dev = mounted.dev;
+        *self.mount_id.lock() = mounted.mount_id;
         *self.fuse_conn.lock() = mounting::fuse_connection(&self.paths.target);
         let hook: Option<SyncHook> = match self.settings.fsync {
             FsyncPolicy::Sync => {
@@ -231,7 +256,7 @@ impl Target {
         let session = match fuser::Session::from_fd(fs, dev.into(), fuser::SessionACL::All, cfg) {
             Ok(s) => s,
             Err(e) => {
-                let _ = mounting::unmount(&self.paths.target);
+                let _ = self.unmount();
                 return Err(e).context("starting the FUSE session");
             }
         };
@@ -248,7 +273,7 @@ impl Target {
 
     fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let t = self.clone();
-        open_control(&self.paths, move |req, report| {
+        open_control(&self.paths, &self.disk_dir, move |req, report| {
             t.handle(req, report, &events, idx)
         })
     }
@@ -293,7 +318,7 @@ impl Target {
         if let Err(e) = self.flusher.flush() {
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
-        if let Err(e) = mounting::unmount(&self.paths.target) {
+        if let Err(e) = self.unmount() {
             return Response::err(format!("{e:#}"));
         }
         *self.phase.lock() = Phase::Detached;
@@ -368,11 +393,16 @@ impl super::Served for Target {
 
 /// Serves the target's control socket: root, the daemon's user and the target's owner may
 /// send requests (`control::bind` and `control::serve` say how others are kept out).
+/// `disk_dir` is the target as opened at the start: its owner is read from it, never from
+/// the path (a parent its owner renamed could lead anywhere).
 pub(super) fn open_control(
     p: &TargetPaths,
+    disk_dir: &std::os::fd::OwnedFd,
     handle: impl Fn(Request, control::Report<'_>) -> Response + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&p.target)?);
+    let owner = nix::sys::stat::fstat(disk_dir)
+        .context("the target's owner")?
+        .st_uid;
     let listener = control::bind(&p.socket(), owner)?;
     let allowed = control::Allowed::new(owner);
     std::thread::Builder::new()
@@ -458,7 +488,7 @@ fn owner_pid(store: &crate::fsx::Dir) -> Option<u32> {
 
 /// Whether a process is gone or exiting (its main thread a zombie).
 fn dying(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match crate::fsx::trusted::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             stat.rsplit(')')
                 .next()
@@ -494,7 +524,7 @@ fn open_store(
         target: &p.target,
         base_gen: generation,
     };
-    if private.join("log").exists() {
+    if private.join("log").trusted_exists() {
         let s = Store::take_over(setup)
             .with_context(|| format!("taking over the RAM store in {}", p.store.display()))?;
         return Ok((Arc::new(s), true));
