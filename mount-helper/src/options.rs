@@ -340,6 +340,12 @@ mod tests {
     }
 
     #[test]
+    fn force_and_the_hardlink_check_become_flags() {
+        let p = plan_of(&["/a", "/a", "-o", "hardlink_check=no,force"]).unwrap();
+        assert_eq!(p.asdfs_args, ["--hardlink-check=no", "--force"]);
+    }
+
+    #[test]
     fn values_that_start_with_a_dash_stay_values() {
         let p = plan_of(&["/a", "/a", "-o", "volatile=--help,backup_limit=-1"]).unwrap();
         assert_eq!(p.asdfs_args, ["--volatile=--help", "--backup-limit=-1"]);
