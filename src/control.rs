@@ -65,6 +65,10 @@ pub struct Response {
     /// open. The daemon serves them and writes to disk when the last is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<u64>,
+    /// The answer to the unmount of the daemon's last target: the daemon (this pid) exits
+    /// right after it; the caller waits for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits: Option<u32>,
 }
 
 impl Response {

@@ -155,7 +155,7 @@ impl State {
 }
 
 fn is_running(target: &Path) -> bool {
-    locate::running(target).is_ok()
+    matches!(locate::find(target), Ok(locate::Found::Running(_)))
 }
 
 fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
@@ -173,7 +173,7 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     } else {
         let mut args: Vec<OsString> = vec!["mount".into(), "--config".into(), conf.into()];
         args.extend(pending.iter().map(OsString::from));
-        super::mount::spawn_daemon(args)?
+        super::mount::spawn_daemon(args, false)?
     };
     let running: Vec<PathBuf> = state
         .targets(cfg)
@@ -199,19 +199,55 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     }
 }
 
-/// Sends a request to every running target; returns (how many ran, how many failed).
+/// What asd says of a target whose daemon died.
+fn dead_line(d: &locate::Dead) -> String {
+    format!("asd: {}", d.message("asd sync"))
+}
+
+/// Sends a request to every running target; returns (how many ran, how many failed). A
+/// target whose daemon died counts as failed, with one line saying to run `asd sync`;
+/// for an unmount its store is taken over first, so that it is written to disk.
 fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
     let (mut ran, mut failed) = (0, 0);
     for t in targets {
-        if !is_running(t) {
-            continue;
+        match locate::find(t) {
+            Ok(locate::Found::Running(_)) => {}
+            Ok(locate::Found::Dead(d)) if req == Request::Unmount => {
+                if let Err(e) = d.take_over() {
+                    eprintln!("asd: {e:#}");
+                    ran += 1;
+                    failed += 1;
+                    continue;
+                }
+            }
+            Ok(locate::Found::Dead(d)) => {
+                eprintln!("{}", dead_line(&d));
+                ran += 1;
+                failed += 1;
+                continue;
+            }
+            Ok(locate::Found::Idle) => continue,
+            Err(e) => {
+                eprintln!("asd: {e:#}");
+                ran += 1;
+                failed += 1;
+                continue;
+            }
         }
         ran += 1;
         match super::send(t, req.clone()) {
-            Ok(r) if r.ok => match r.open_files {
-                Some(n) => outln!("asd: {}", still_open(t, n)),
-                None => outln!("asd: {}", r.message),
-            },
+            Ok(r) if r.ok => {
+                match r.open_files {
+                    Some(n) => outln!("asd: {}", still_open(t, n)),
+                    None => outln!("asd: {}", r.message),
+                }
+                if let Some(pid) = r.exits {
+                    if let Err(e) = super::wait_exit(pid, std::time::Duration::from_secs(60)) {
+                        eprintln!("asd: {}: {e:#}", t.display());
+                        failed += 1;
+                    }
+                }
+            }
             Ok(r) => {
                 eprintln!("asd: {}", r.message);
                 failed += 1;
@@ -297,7 +333,10 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let mut code = 0;
     for t in state.targets(cfg) {
         outln!();
-        if is_running(&t) {
+        if let Ok(locate::Found::Dead(d)) = locate::find(&t) {
+            eprintln!("{}", dead_line(&d));
+            code = EXIT_FAILED;
+        } else if is_running(&t) {
             match super::send(&t, Request::Status) {
                 Ok(r) if r.ok => {
                     if let Some(s) = &r.status {

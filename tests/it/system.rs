@@ -183,13 +183,14 @@ fn sh_private(script: &str, vars: &[(&str, &OsStr)]) -> Output {
 
 /// Script lines run first: `$WORK/peek` shows the disk copies underneath later mounts, and
 /// the helper is put where mount(8) looks for it (/sbin) with an overlay seen only in the
-/// namespace: the machine's /sbin is left alone.
+/// namespace: the machine's /sbin is left alone; so is its utab (/run/mount).
 const HELPER_IN_SBIN: &str = r#"
 mkdir -p "$WORK/peek" && mount --bind "$WORK" "$WORK/peek" || exit 89
 sbin=$(realpath /sbin)
 mkdir -p "$WORK/ov/upper" "$WORK/ov/work"
 ln -s "$HELPER" "$WORK/ov/upper/mount.fuse.asdfs"
 mount -t overlay overlay -o "lowerdir=$sbin,upperdir=$WORK/ov/upper,workdir=$WORK/ov/work" "$sbin" || exit 90
+mkdir -p /run/mount && mount -t tmpfs tmpfs /run/mount || exit 87
 "#;
 
 fn can_mount_in_namespaces() -> bool {
@@ -311,7 +312,7 @@ fn helper_refuses_unknown_options_and_fakes_with_f() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        text(&out.stderr).ends_with("asdfs mount --fsync=sync -- /tmp\n"),
+        text(&out.stderr).ends_with("asdfs mount --fsync=sync --quiet -- /tmp\n"),
         "{}",
         describe(&out)
     );
@@ -772,3 +773,4 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
 }
 
 mod container;
+mod lifecycle;
