@@ -36,7 +36,12 @@ pub struct AsdCli {
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     /// Put every configured target in RAM; returns when all are mounted.
-    Sync,
+    Sync {
+        /// Serve them in this process until `asd unsync` (asd.service: Type=notify, READY=1
+        /// once every target is mounted; a restart takes over what a killed daemon left).
+        #[arg(long)]
+        foreground: bool,
+    },
     /// Write every target's changes to disk; returns when they are on disk.
     Resync,
     /// Final write to disk, unmount, stop.
@@ -77,7 +82,8 @@ pub fn run(cli: AsdCli) -> anyhow::Result<i32> {
     let _lock = take_lock(&conf)?;
     let state = State::at(&conf)?;
     match cli.verb {
-        Verb::Sync => sync(&conf, &cfg, &state),
+        Verb::Sync { foreground: true } => serve(&conf, &cfg, &state, _lock),
+        Verb::Sync { foreground: false } => sync(&conf, &cfg, &state),
         Verb::Resync => resync(&cfg, &state),
         Verb::Unsync => unsync(&cfg, &state),
         Verb::Preview => preview(&conf, &cfg, &state),
@@ -197,6 +203,44 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
         );
         Ok(EXIT_FAILED)
     }
+}
+
+/// `asd sync --foreground`: becomes the daemon of every target not yet in RAM (`asdfs
+/// mount --foreground`, exec'd: systemd's main process), once they are remembered for
+/// `asd unsync` and the lock is released.
+fn serve(conf: &Path, cfg: &Config, state: &State, lock: Flock<File>) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let (running, pending): (Vec<PathBuf>, Vec<PathBuf>) = cfg
+        .targets
+        .iter()
+        .map(|t| t.target.clone())
+        .partition(|t| is_running(t));
+    for t in &running {
+        eprintln!(
+            "asd: {} is already in RAM, served by another daemon",
+            t.display()
+        );
+    }
+    if pending.is_empty() {
+        anyhow::bail!(
+            "every target is already in RAM; `asd unsync` stops the daemon that serves them"
+        );
+    }
+    let mut remembered = running;
+    remembered.extend(pending.iter().cloned());
+    state.save(&remembered)?;
+    drop(lock);
+    let exe = std::env::current_exe().context("finding the asdfs executable")?;
+    let mut args: Vec<OsString> = vec![
+        "mount".into(),
+        "--foreground".into(),
+        "--config".into(),
+        conf.into(),
+        "--".into(),
+    ];
+    args.extend(pending.iter().map(OsString::from));
+    let e = std::process::Command::new(&exe).args(&args).exec();
+    Err(anyhow::Error::new(e).context(format!("running {}", exe.display())))
 }
 
 /// What asd says of a target whose daemon died.

@@ -465,8 +465,7 @@ pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Res
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY;
-        let f = crate::fsx::open_nofollow(store, std::ffi::OsStr::new("lock"), flags, 0o600)
-            .with_context(|| format!("opening {}", p.lock().display()))?;
+        let f = crate::fsx::open_nofollow(store, std::ffi::OsStr::new("lock"), flags, 0o600)?;
         match Flock::lock(f, FlockArg::LockExclusiveNonblock) {
             Ok(l) => return Ok(l),
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {

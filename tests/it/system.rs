@@ -472,6 +472,7 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/lib/systemd/system/asdfs@.service 644",
         "opt/asdfs/lib/systemd/user/asdfs@.service 644",
         "opt/asdfs/sbin/mount.fuse.asdfs 755",
+        "opt/asdfs/sbin/umount.fuse.asdfs -> mount.fuse.asdfs",
         "opt/asdfs/share/bash-completion/completions/asd 644",
         "opt/asdfs/share/bash-completion/completions/asdfs 644",
         "opt/asdfs/share/fish/vendor_completions.d/asd.fish 644",
@@ -481,6 +482,7 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/share/zsh/site-functions/_asd 644",
         "opt/asdfs/share/zsh/site-functions/_asdfs 644",
         "sbin/mount.fuse.asdfs -> /opt/asdfs/sbin/mount.fuse.asdfs",
+        "sbin/umount.fuse.asdfs -> /opt/asdfs/sbin/umount.fuse.asdfs",
     ];
     let mut found = files_under(stage.path());
     // The man pages of the commands are generated from their definitions.
