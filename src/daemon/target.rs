@@ -410,7 +410,7 @@ fn remove_side(side: &paths::Side) {
     use std::ffi::OsStr;
     let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let listed = rustix::fs::openat(side.dir.fd(), ".", readable, Mode::empty())
-        .and_then(|fd| rustix::fs::Dir::read_from(fd));
+        .and_then(rustix::fs::Dir::read_from);
     let only_generation = listed.is_ok_and(|d| {
         d.flatten()
             .all(|e| matches!(e.file_name().to_bytes(), b"." | b".." | b"generation"))
