@@ -618,11 +618,12 @@ fn sleep_hook_flushes_every_mount() {
     fs::create_dir(s.work.path().join("t2")).unwrap();
     let hook = Path::new(REPO).join("systemd/flush-all");
     // Only this test's mounts are visible to the hook: the namespace's copies of other
-    // tests' mounts are detached first (their daemons are not affected). `peek` shows the
+    // tests' mounts (FUSE and overlay mode) are detached first (their daemons are not
+    // affected). `peek` shows the
     // disk copies underneath.
     let out = s.run(&format!(
         r#"
-for m in $(findmnt -rn -t fuse.asdfs -o TARGET); do umount -l "$m"; done
+for m in $(findmnt -rn -t fuse.asdfs -o TARGET) $(findmnt -rn -t overlay -S asdfs -o TARGET); do umount -l "$m"; done
 "$ASDFS" mount "$T" --volatile "$VOL" --flush-interval 1h || exit 98
 "$ASDFS" mount "$WORK/t2" --volatile "$VOL" --flush-interval 1h || exit 98
 echo one > "$T/new"; echo two > "$WORK/t2/new"
