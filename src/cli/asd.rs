@@ -254,55 +254,41 @@ fn dead_line(d: &locate::Dead) -> String {
 fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
     let (mut ran, mut failed) = (0, 0);
     for t in targets {
-        match locate::find(t) {
-            Ok(locate::Found::Running(_)) => {}
+        let ready = match locate::find(t) {
+            Ok(locate::Found::Running(_)) => Ok(()),
             Ok(locate::Found::Dead(d)) if req == Request::Unmount => {
-                if let Err(e) = d.take_over() {
-                    eprintln!("asd: {e:#}");
-                    ran += 1;
-                    failed += 1;
-                    continue;
-                }
+                d.take_over().map_err(|e| format!("asd: {e:#}"))
             }
-            Ok(locate::Found::Dead(d)) => {
-                eprintln!("{}", dead_line(&d));
-                ran += 1;
-                failed += 1;
-                continue;
-            }
+            Ok(locate::Found::Dead(d)) => Err(dead_line(&d)),
             Ok(locate::Found::Idle) => continue,
-            Err(e) => {
-                eprintln!("asd: {e:#}");
-                ran += 1;
-                failed += 1;
-                continue;
-            }
-        }
+            Err(e) => Err(format!("asd: {e:#}")),
+        };
         ran += 1;
-        match super::send(t, req.clone()) {
-            Ok(r) if r.ok => {
-                match r.open_files {
-                    Some(n) => outln!("asd: {}", still_open(t, n)),
-                    None => outln!("asd: {}", r.message),
-                }
-                if let Some(pid) = r.exits {
-                    if let Err(e) = super::wait_exit(pid, std::time::Duration::from_secs(60)) {
-                        eprintln!("asd: {}: {e:#}", t.display());
-                        failed += 1;
-                    }
-                }
-            }
-            Ok(r) => {
-                eprintln!("asd: {}", r.message);
-                failed += 1;
-            }
-            Err(e) => {
-                eprintln!("asd: {}: {e:#}", t.display());
-                failed += 1;
-            }
+        let done = ready.and_then(|()| send_one(t, req.clone()));
+        if let Err(line) = done {
+            eprintln!("{line}");
+            failed += 1;
         }
     }
     (ran, failed)
+}
+
+/// One request to a running target, its answer printed; an unmount returns once the
+/// daemon has exited (when it was its last target). The error is the line to print.
+fn send_one(t: &Path, req: Request) -> Result<(), String> {
+    let r = super::send(t, req).map_err(|e| format!("asd: {}: {e:#}", t.display()))?;
+    if !r.ok {
+        return Err(format!("asd: {}", r.message));
+    }
+    match r.open_files {
+        Some(n) => outln!("asd: {}", still_open(t, n)),
+        None => outln!("asd: {}", r.message),
+    }
+    match r.exits {
+        Some(pid) => super::wait_exit(pid, std::time::Duration::from_secs(60))
+            .map_err(|e| format!("asd: {}: {e:#}", t.display())),
+        None => Ok(()),
+    }
 }
 
 /// An unmount the daemon answered before its final flush: what happens to the open files.
