@@ -125,7 +125,17 @@ pub fn call_with_progress(
             progress(p.progress.0, p.progress.1);
             continue;
         }
-        return serde_json::from_str(&reply).context("reading the daemon's answer");
+        let mut r: Response =
+            serde_json::from_str(&reply).context("reading the daemon's answer")?;
+        if r.exits.is_some() {
+            // The daemon's pid as this process's pid namespace sees it.
+            use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+            r.exits = getsockopt(&s, PeerCredentials)
+                .ok()
+                .map(|c| c.pid() as u32)
+                .or(r.exits);
+        }
+        return Ok(r);
     }
 }
 

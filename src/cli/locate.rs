@@ -6,6 +6,11 @@
 //! target's store (`<volatile>/asdfs/<key>`), the way to it is one only root or the caller
 //! can change (`fsx::check_safe_chain`), and its socket belongs to root or the caller.
 //! Otherwise the default volatile directory's store is used, under the same checks.
+//!
+//! A socket file outlives a daemon that was killed: only a listener makes a daemon
+//! running. A target whose daemon died (a socket nobody listens on, or a dead FUSE mount)
+//! is `Found::Dead`, with the volatile directory of the store it left, so that a command
+//! can take the store over or name the command that does.
 
 use crate::daemon::{mounting, paths};
 use crate::fsx;
