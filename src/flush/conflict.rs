@@ -62,22 +62,22 @@ pub(super) fn keep_changed(b: &dyn Backing, journal: &Journal, seen: &DiskSeen) 
 }
 
 /// After the steps: the records of the objects the flush moved or changed the attributes
-/// of lose their ctime (the flush changed it).
+/// of lose their ctime (the flush changed it); a file whose times a step set gets its new
+/// mtime recorded.
 pub(super) fn note_applied(b: &dyn Backing, journal: &Journal, seen: &DiskSeen) {
     for step in &journal.steps {
         match step {
             Step::Rename { ino, .. } | Step::Link { ino, .. } => seen.touched(*ino),
-            Step::Meta { ino: Some(ino), .. } => seen.touched(*ino),
             Step::Meta {
                 at,
                 kind: Kind::File,
-                ino: None,
                 ..
             } => {
                 if let Ok(st) = b.stat(at) {
-                    seen.touched(st.ino);
+                    seen.meta_applied(&st);
                 }
             }
+            Step::Meta { ino: Some(ino), .. } => seen.touched(*ino),
             _ => {}
         }
     }

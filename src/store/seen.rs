@@ -57,6 +57,18 @@ impl DiskSeen {
         }
     }
 
+    /// A flush set the attributes of the file `st` (its mtime among them). Unless its size
+    /// changed meanwhile (then it changed behind asdfs, which the next flush must see), its
+    /// new mtime is what asdfs last saw.
+    pub fn meta_applied(&self, st: &DiskStat) {
+        if let Some(s) = self.map.lock().get_mut(&st.ino) {
+            s.ctime = None;
+            if s.size == st.attr.size {
+                s.mtime = st.attr.mtime;
+            }
+        }
+    }
+
     /// The hardlink backup linked every file (which changes their ctimes).
     pub fn forget_ctimes(&self) {
         for s in self.map.lock().values_mut() {

@@ -139,6 +139,28 @@ fn issue11_a_file_appended_behind_the_mount_is_kept_as_a_conflict_copy() {
 }
 
 #[test]
+fn issue11_files_whose_times_a_flush_set_are_not_conflicts() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| fs::write(t.join("f"), b"disk\n").unwrap());
+    m.wait_backup();
+    assert_eq!(fs::read(m.path("f")).unwrap(), b"disk\n");
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("f"))
+        .unwrap();
+    let then = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    f.set_modified(then).unwrap();
+    drop(f);
+    m.flush();
+    fs::write(m.path("f"), b"ram\n").unwrap();
+    m.flush();
+    assert_eq!(fs::read(m.disk_copy().join("f")).unwrap(), b"ram\n");
+    assert_eq!(m.status()["conflicts"], serde_json::json!([]));
+}
+
+#[test]
 fn issue11_hard_links_outside_the_target_refuse_the_mount_unless_the_check_is_off() {
     if !fuse_available() {
         return;
