@@ -379,17 +379,20 @@ impl Served for OverlayTarget {
 
     /// Flushes, then detaches the overlay. Files still open keep working; the session ends
     /// when the last is closed.
-    fn begin_stop(&self) -> Response {
+    fn begin_stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
-        self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
+            if !force {
+                return super::target::kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
+        self.stop_timer();
         let mut st = self.stack.lock();
         // Our own hold would make the plain unmount busy: try it first.
         let plain = kernel::detach(&self.paths.target, false);

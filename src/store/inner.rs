@@ -337,7 +337,33 @@ impl Inner {
         }
         let mut batch = std::mem::take(&mut self.log_buf);
         batch.push(Record::Commit);
-        let _ = self.log.append(&batch);
+        let was_broken = self.log.broken;
+        if self.log.append(&batch).is_err() && !was_broken && !self.log.has_pending() {
+            // The file misses this operation: replace it by the state, which has it.
+            let base = self.log.base_gen;
+            match self.rewrite_log(base) {
+                Ok(()) => tracing::warn!("store log rewritten after a failed append"),
+                Err(e) => {
+                    tracing::error!(error = %e, "the store log cannot be rewritten: changes get ENOSPC until a flush or deleted files make room")
+                }
+            }
+        }
+    }
+
+    /// Whether a change whose records take up to `batch` bytes may be made now
+    /// (`StoreLog::has_room`); a log that missed an append is rewritten first.
+    pub(crate) fn ensure_log_room(&mut self, batch: u64) -> FsResult<()> {
+        if self.log.broken && !self.log.has_pending() {
+            let base = self.log.base_gen;
+            if self.rewrite_log(base).is_ok() {
+                tracing::info!("store log rewritten; changes are taken again");
+            }
+        }
+        if self.log.has_room(batch) {
+            Ok(())
+        } else {
+            Err(Errno::ENOSPC)
+        }
     }
 
     /// Appends an entry record (the child's node record first).

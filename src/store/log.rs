@@ -11,9 +11,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub(crate) const LOG_VERSION: u32 = 1;
-/// Space kept allocated ahead of the end of the log, so that appends do not fail on a full
-/// tmpfs (fallocate with KEEP_SIZE).
-const RESERVE: u64 = 8 << 20;
+/// The reserve (design.md §3): space kept allocated ahead of the end of the log
+/// (fallocate with KEEP_SIZE), a sixteenth of the tmpfs within these bounds, and never less
+/// than a rewrite of the whole log needs.
+const RESERVE_MIN: u64 = 256 << 10;
+const RESERVE_MAX: u64 = 8 << 20;
+/// Room kept for the records of one more operation: below it, changes are refused.
+pub(crate) const BATCH_ROOM: u64 = 64 << 10;
+
+/// Space a rewrite of a log of `len` bytes needs (the compacted log is at most the log,
+/// give or take longer numbers in node records).
+fn rewrite_need(len: u64) -> u64 {
+    len + len / 8 + BATCH_ROOM
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -116,6 +126,16 @@ pub(crate) struct StoreLog {
     pub failures: u64,
     /// A rewritten log waiting for its commit: file, length, base generation.
     pending: Option<(File, u64, u64)>,
+    /// What the reserve aims at when the tmpfs has room (`RESERVE_MIN..=RESERVE_MAX`).
+    unit: u64,
+    /// An append failed: the file misses an operation, so nothing more is appended and
+    /// changes are refused until a rewrite replaces it.
+    pub broken: bool,
+    /// Whether the reserve is short (set by `reserve`; read without the store lock, by
+    /// `Store::check_room`, so that changes take the slow path only when it is).
+    pub low: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `log` is this object's file (a takeover's log object has not written yet).
+    opened: bool,
 }
 
 impl StoreLog {
@@ -143,7 +163,23 @@ impl StoreLog {
 
     /// Writes the replacement log as `log.new`; it takes effect with `commit_rewrite`. A
     /// takeover that finds `log.new` uses it if the disk reached its base generation.
+    ///
+    /// On a full tmpfs the room comes from the reserve: the old log's space beyond its end
+    /// is given back first and `log.new` is allocated at once (design.md §3). If that fails
+    /// the old log gets its reserve back as far as it can, and stays in use.
     pub fn prepare_rewrite(&mut self, base_gen: u64, records: &[Record]) -> io::Result<()> {
+        self.abort_rewrite();
+        let r = self.write_new(base_gen, records);
+        if r.is_err() {
+            let _ = std::fs::remove_file(Self::new_path(&self.dir));
+            if self.opened {
+                self.reserve();
+            }
+        }
+        r
+    }
+
+    fn write_new(&mut self, base_gen: u64, records: &[Record]) -> io::Result<()> {
         let header = Record::Header(Header {
             version: LOG_VERSION,
             base_gen,
@@ -156,6 +192,7 @@ impl StoreLog {
         buf.extend_from_slice(&encode(&Record::End {
             records: records.len() as u64,
         }));
+        self.release_reserve();
         // In `private/`, which only this user can change (`paths::prepare_store`);
         // never through a symlink all the same, and readable by no one else.
         let mut f = OpenOptions::new()
@@ -165,9 +202,34 @@ impl StoreLog {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(Self::new_path(&self.dir))?;
+        // Allocated before it is written: a tmpfs without room fails here, cleanly.
+        allocate(&f, buf.len() as u64)?;
         f.write_all(&buf)?;
         self.pending = Some((f, buf.len() as u64, base_gen));
         Ok(())
+    }
+
+    /// Gives back the space allocated beyond the end of the log file (its reserve): a
+    /// truncation to its own length frees the pages past it on tmpfs. A takeover's log
+    /// object frees the reserve the dead daemon's `log` still holds.
+    pub(crate) fn release_reserve(&mut self) {
+        if self.opened {
+            if self.file.set_len(self.len).is_ok() {
+                self.reserved = self.len;
+            }
+            return;
+        }
+        let old = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(Self::path(&self.dir));
+        if let Ok(f) = old {
+            if let Ok(m) = f.metadata() {
+                if m.is_file() {
+                    let _ = f.set_len(m.len());
+                }
+            }
+        }
     }
 
     pub fn commit_rewrite(&mut self) -> io::Result<()> {
@@ -176,12 +238,18 @@ impl StoreLog {
         };
         std::fs::rename(Self::new_path(&self.dir), Self::path(&self.dir))?;
         self.file = f;
+        self.opened = true;
+        self.broken = false;
         self.len = len;
         self.reserved = len;
         self.base_gen = base_gen;
         self.epoch += 1;
         self.reserve();
         Ok(())
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
     }
 
     pub fn abort_rewrite(&mut self) {
@@ -212,7 +280,14 @@ impl StoreLog {
     /// A log object for a takeover: nothing is written until the replayed state is (with
     /// `rewrite`), so a takeover killed half way leaves the old log as it was.
     pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
+        let total = nix::sys::statvfs::statvfs(dir)
+            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .unwrap_or(0);
         Ok(StoreLog {
+            unit: (total / 16).clamp(RESERVE_MIN, RESERVE_MAX),
+            broken: false,
+            low: Default::default(),
+            opened: false,
             dir: dir.to_path_buf(),
             file: File::open("/dev/null")?,
             len: 0,
@@ -230,17 +305,27 @@ impl StoreLog {
         if records.is_empty() {
             return Ok(());
         }
+        if self.broken || !self.opened {
+            self.failures += 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let mut buf = Vec::with_capacity(256 * records.len());
         for r in records {
             buf.extend_from_slice(&encode(r));
         }
+        let end = self.len + buf.len() as u64;
+        if end > self.reserved && allocate_keep(&self.file, end).is_ok() {
+            self.reserved = end;
+        }
         if let Err(e) = self.file.write_all(&buf) {
             self.failures += 1;
-            tracing::error!(error = %e, "store log append failed: a killed daemon could lose this change");
+            self.broken = true;
+            self.low.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "store log append failed; the log is rewritten from the RAM tree");
             return Err(e);
         }
-        self.len += buf.len() as u64;
-        if self.len + RESERVE / 2 > self.reserved {
+        self.len = end;
+        if self.ahead() < self.want_ahead() / 2 {
             self.reserve();
         }
         Ok(())
@@ -250,21 +335,62 @@ impl StoreLog {
         self.len
     }
 
-    fn reserve(&mut self) {
-        let want = self.len + RESERVE;
-        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's size alone.
-        let r = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_KEEP_SIZE,
-                0,
-                want as libc::off_t,
-            )
-        };
-        if r == 0 {
-            self.reserved = want;
-        } else {
-            tracing::warn!(error = %io::Error::last_os_error(), "cannot reserve space for the store log");
+    /// Space allocated beyond the end of the log: its reserve.
+    pub fn reserve_bytes(&self) -> u64 {
+        self.ahead()
+    }
+
+    fn ahead(&self) -> u64 {
+        self.reserved.saturating_sub(self.len)
+    }
+
+    /// The reserve aimed at: the unit, and always room for a rewrite and one more batch.
+    fn want_ahead(&self) -> u64 {
+        self.unit.max(self.need_ahead())
+    }
+
+    /// The least reserve with which changes are taken: a rewrite of the whole log (the
+    /// flush after them) and the records of one more operation.
+    fn need_ahead(&self) -> u64 {
+        rewrite_need(self.len) + BATCH_ROOM
+    }
+
+    /// Whether a change whose records take up to `batch` bytes may be made: they, and the
+    /// rewrite after them, fit in the reserve (topped up first if it is short). Sets `low`
+    /// for `Store::check_room`.
+    pub fn has_room(&mut self, batch: u64) -> bool {
+        if self.ahead() < self.want_ahead() {
+            self.reserve();
+        }
+        let ok = self.opened && !self.broken && self.ahead() >= rewrite_need(self.len) + batch;
+        let low = !ok || self.ahead() < self.want_ahead();
+        self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+        ok
+    }
+
+    /// Tops the reserve up to `want_ahead`, or as far as the tmpfs allows (at least to
+    /// `need_ahead`, else nothing is allocated).
+    pub(crate) fn reserve(&mut self) {
+        if !self.opened {
+            return;
+        }
+        let was_low = self.low.load(std::sync::atomic::Ordering::Relaxed);
+        for want in [self.want_ahead(), self.need_ahead()] {
+            let end = self.len + want;
+            if end <= self.reserved || allocate_keep(&self.file, end).is_ok() {
+                self.reserved = self.reserved.max(end);
+                let low = self.ahead() < self.want_ahead() || self.broken;
+                self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+        self.low.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !was_low {
+            tracing::warn!(
+                reserve = self.ahead(),
+                needed = self.need_ahead(),
+                "the RAM store is full: its log's reserve cannot grow; changes get ENOSPC until a flush or deleted files make room"
+            );
         }
     }
 
@@ -319,6 +445,29 @@ impl StoreLog {
                 "store log has no header",
             )),
         }
+    }
+}
+
+/// Allocates the first `len` bytes of `f`, growing its size.
+fn allocate(f: &File, len: u64) -> io::Result<()> {
+    fallocate(f, 0, len)
+}
+
+/// Allocates the first `len` bytes of `f`, leaving its size alone.
+fn allocate_keep(f: &File, len: u64) -> io::Result<()> {
+    fallocate(f, libc::FALLOC_FL_KEEP_SIZE, len)
+}
+
+fn fallocate(f: &File, mode: i32, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor the caller owns.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, 0, len as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

@@ -55,6 +55,7 @@ impl Store {
         umask: u32,
     ) -> FsResult<Stat> {
         check_name(name)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_child(parent, name)?;
         self.ensure_xattrs(parent)?;
         let cell = match kind {
@@ -92,6 +93,7 @@ impl Store {
 
     pub fn link(&self, id: NodeId, newparent: NodeId, newname: &OsStr) -> FsResult<Stat> {
         check_name(newname)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_child(newparent, newname)?;
         let mut inner = self.lock();
         let n = inner.node(id)?;
@@ -115,6 +117,7 @@ impl Store {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.check_room(super::REMOVAL)?;
         self.ensure_child(parent, name)?;
         let mut inner = self.lock();
         let Some(Target::Node(id)) = inner.entry(parent, name)? else {
@@ -127,6 +130,7 @@ impl Store {
     }
 
     pub fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.check_room(super::REMOVAL)?;
         self.ensure_child(parent, name)?;
         let id = match self.lock().entry(parent, name)? {
             Some(Target::Node(id)) => id,
@@ -156,6 +160,7 @@ impl Store {
         flags: u32,
     ) -> FsResult<()> {
         check_name(newname)?;
+        self.check_room(super::CHANGE)?;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
             || flags == libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE
         {
