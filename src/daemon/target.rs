@@ -237,10 +237,17 @@ impl Target {
         std::thread::Builder::new()
             .name("fuse-session".into())
             .spawn(move || {
+                // Sent however the session ends, a panic too: the main loop waits for it.
+                struct Ended(Sender<Event>, usize);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        let _ = self.0.send(Event::SessionEnded(self.1));
+                    }
+                }
+                let _ended = Ended(events, idx);
                 if let Err(e) = session.run() {
                     tracing::error!(error = %e, "FUSE session ended with an error");
                 }
-                let _ = events.send(Event::SessionEnded(idx));
             })?;
         Ok(())
     }
