@@ -252,9 +252,11 @@ impl StoreLog {
         self.pending.is_some()
     }
 
+    /// Drops a prepared rewrite; the old log, which stays, gets its reserve back.
     pub fn abort_rewrite(&mut self) {
         if self.pending.take().is_some() {
             let _ = std::fs::remove_file(Self::new_path(&self.dir));
+            self.reserve();
         }
     }
 
