@@ -283,7 +283,7 @@ impl StoreLog {
     /// `rewrite`), so a takeover killed half way leaves the old log as it was.
     pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
         let total = nix::sys::statvfs::statvfs(dir)
-            .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+            .map(|s| s.blocks() * s.fragment_size())
             .unwrap_or(0);
         Ok(StoreLog {
             unit: (total / 16).clamp(RESERVE_MIN, RESERVE_MAX),

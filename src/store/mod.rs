@@ -80,10 +80,10 @@ impl StoreSpace {
     pub fn of_dir(dir: &Path) -> StoreSpace {
         let mut s = StoreSpace::default();
         if let Ok(v) = nix::sys::statvfs::statvfs(dir) {
-            let unit = v.fragment_size() as u64;
-            s.size = v.blocks() as u64 * unit;
-            s.free = v.blocks_available() as u64 * unit;
-            s.used = s.size.saturating_sub(v.blocks_free() as u64 * unit);
+            let unit = v.fragment_size();
+            s.size = v.blocks() * unit;
+            s.free = v.blocks_available() * unit;
+            s.used = s.size.saturating_sub(v.blocks_free() * unit);
         }
         s
     }

@@ -156,6 +156,13 @@ fn a_full_store_refuses_changes_before_its_log_is_full() {
     g.flusher.flush().unwrap();
     assert!(g.target().join(&made[made.len() - 1]).is_dir());
     g.store
-        .make(CTX, g.node("").ino, OsStr::new("after"), NewKind::Dir, 0o755, 0)
+        .make(
+            CTX,
+            g.node("").ino,
+            OsStr::new("after"),
+            NewKind::Dir,
+            0o755,
+            0,
+        )
         .unwrap();
 }
