@@ -54,6 +54,18 @@ impl AsdFs {
         }
     }
 
+    /// Runs a change: if its records could not be put in the store log (the log full beyond
+    /// its reserve, and not rewritable), the program is told EIO, never that it succeeded
+    /// (design.md §3).
+    fn logged<T>(&self, change: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        crate::store::take_log_lost();
+        let r = change();
+        if r.is_ok() && crate::store::take_log_lost() {
+            return Err(Errno::EIO);
+        }
+        r
+    }
+
     fn sync(&self) -> Result<(), Errno> {
         match &self.on_fsync {
             Some(hook) => hook().map_err(|e| {
@@ -75,9 +87,10 @@ impl AsdFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self
-            .store
-            .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+        let r = self.logged(|| {
+            self.store
+                .make(ctx(req), NodeId(parent.0), name, kind, mode, umask)
+        });
         match r {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
             Err(e) => reply.error(err(e)),
@@ -156,7 +169,7 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        let r = self.store.setattr(NodeId(ino.0), sa);
+        let r = self.logged(|| self.store.setattr(NodeId(ino.0), sa));
         let r = match r {
             Ok(_) if size.is_some() => self
                 .store
@@ -210,11 +223,17 @@ impl Filesystem for AsdFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.unlink(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.unlink(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.rmdir(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn symlink(
@@ -247,13 +266,15 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.rename(
-                NodeId(parent.0),
-                name,
-                NodeId(newparent.0),
-                newname,
-                flags.bits(),
-            ),
+            self.logged(|| {
+                self.store.rename(
+                    NodeId(parent.0),
+                    name,
+                    NodeId(newparent.0),
+                    newname,
+                    flags.bits(),
+                )
+            }),
             reply,
         )
     }
@@ -266,7 +287,7 @@ impl Filesystem for AsdFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
+        match self.logged(|| self.store.link(NodeId(ino.0), NodeId(newparent.0), newname)) {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(0)),
             Err(e) => reply.error(err(e)),
         }
@@ -275,7 +296,7 @@ impl Filesystem for AsdFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.store.open(NodeId(ino.0), write, truncate) {
+        match self.logged(|| self.store.open(NodeId(ino.0), write, truncate)) {
             Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(e)),
         }
@@ -310,7 +331,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let r = self.store.write(HandleId(fh.0), offset, data);
+        let r = self.logged(|| self.store.write(HandleId(fh.0), offset, data));
         if r.is_ok() {
             let _ = self.store.drop_sgid_after_change(ctx(req), NodeId(ino.0));
         }
@@ -448,7 +469,7 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.setxattr(NodeId(ino.0), name, value, flags),
+            self.logged(|| self.store.setxattr(NodeId(ino.0), name, value, flags)),
             reply,
         )
     }
@@ -470,7 +491,10 @@ impl Filesystem for AsdFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.removexattr(NodeId(ino.0), name)),
+            reply,
+        )
     }
 
     fn create(
@@ -485,10 +509,10 @@ impl Filesystem for AsdFs {
     ) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c: Ctx = ctx(req);
-        match self
-            .store
-            .create(c, NodeId(parent.0), name, mode, umask, write)
-        {
+        match self.logged(|| {
+            self.store
+                .create(c, NodeId(parent.0), name, mode, umask, write)
+        }) {
             Ok((st, fh)) => reply.created(
                 &TTL,
                 &attr(&st),
@@ -511,7 +535,7 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.fallocate(HandleId(fh.0), offset, length, mode),
+            self.logged(|| self.store.fallocate(HandleId(fh.0), offset, length, mode)),
             reply,
         )
     }
@@ -544,13 +568,15 @@ impl Filesystem for AsdFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.store.copy_file_range(
-            HandleId(fh_in.0),
-            offset_in,
-            HandleId(fh_out.0),
-            offset_out,
-            len,
-        ) {
+        match self.logged(|| {
+            self.store.copy_file_range(
+                HandleId(fh_in.0),
+                offset_in,
+                HandleId(fh_out.0),
+                offset_out,
+                len,
+            )
+        }) {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(err(e)),
         }

@@ -478,3 +478,67 @@ fn encode(r: &Record) -> Vec<u8> {
     v.push(b'\n');
     v
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn allocated(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn the_reserve_lies_beyond_the_end_and_a_rewrite_takes_it_first() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let log_path = dir.path().join("log");
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        assert!(log.reserve_bytes() >= RESERVE_MIN);
+        assert!(allocated(&log_path) >= log.len() + log.reserve_bytes());
+        assert_eq!(std::fs::metadata(&log_path).unwrap().len(), log.len());
+        assert!(log.has_room(BATCH_ROOM));
+        log.append(&[Record::Commit]).unwrap();
+        log.prepare_rewrite(1, &[]).unwrap();
+        // The old log gave its reserve back before `log.new` was allocated.
+        assert!(allocated(&log_path) <= 4096, "{}", allocated(&log_path));
+        log.commit_rewrite().unwrap();
+        assert!(allocated(&log_path) >= RESERVE_MIN);
+        assert!(!dir.path().join("log.new").exists());
+        // An aborted rewrite gives the old log its reserve back.
+        log.prepare_rewrite(2, &[]).unwrap();
+        log.abort_rewrite();
+        assert!(allocated(&log_path) >= RESERVE_MIN);
+        assert_eq!(log.base_gen, 1);
+    }
+
+    #[test]
+    fn a_broken_log_takes_no_appends_and_no_changes_until_rewritten() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        log.broken = true;
+        assert!(log.append(&[Record::Commit]).is_err());
+        assert_eq!(log.failures, 1);
+        assert!(!log.has_room(BATCH_ROOM));
+        assert!(log.low.load(std::sync::atomic::Ordering::Relaxed));
+        log.rewrite(0, &[]).unwrap();
+        assert!(log.has_room(BATCH_ROOM));
+        log.append(&[Record::Commit]).unwrap();
+    }
+
+    #[test]
+    fn the_reserve_always_holds_a_rewrite_of_the_log() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        let entry = Record::Entry {
+            dir: NodeId(1),
+            name: "x".repeat(200).into(),
+            child: None,
+        };
+        for _ in 0..20_000 {
+            log.append(std::slice::from_ref(&entry)).unwrap();
+        }
+        assert!(log.len() > 4 << 20);
+        assert!(log.reserve_bytes() >= rewrite_need(log.len()));
+        assert!(log.has_room(BATCH_ROOM));
+    }
+}
