@@ -372,18 +372,19 @@ impl Inner {
 
     /// Whether a change whose records take up to `batch` bytes may be made now
     /// (`StoreLog::has_room`); a log that missed an append is rewritten first.
-    pub(crate) fn ensure_log_room(&mut self, batch: u64) -> FsResult<()> {
+    pub(crate) fn ensure_log_room(&mut self, batch: u64, removal: bool) -> FsResult<()> {
         if self.log.broken && !self.log.has_pending() {
             let base = self.log.base_gen;
             if self.rewrite_log(base).is_ok() {
                 tracing::info!("store log rewritten; changes are taken again");
             }
         }
-        if self.log.has_room(batch) {
-            Ok(())
+        let room = if removal {
+            self.log.has_room_for_removal(batch)
         } else {
-            Err(Errno::ENOSPC)
-        }
+            self.log.has_room(batch)
+        };
+        if room { Ok(()) } else { Err(Errno::ENOSPC) }
     }
 
     /// Appends an entry record (the child's node record first).

@@ -109,7 +109,7 @@ impl StoreSpace {
 /// Room one operation's records may need: most changes, and a removal (which gives room
 /// back, so it is refused only when the log is really at its end).
 pub(crate) const CHANGE: u64 = log::BATCH_ROOM;
-pub(crate) const REMOVAL: u64 = 8 << 10;
+const REMOVAL: u64 = 8 << 10;
 
 /// What a new store needs.
 pub struct StoreSetup<'a> {
@@ -256,11 +256,20 @@ impl Store {
     /// bytes at most) and still be rewritten by the flush after it (design.md §3): a program
     /// is never told a change succeeded that the log does not hold.
     pub(crate) fn check_room(&self, batch: u64) -> FsResult<()> {
+        self.room(batch, false)
+    }
+
+    /// Like `check_room` for a removal, which needs room for its own records only.
+    pub(crate) fn check_removal_room(&self) -> FsResult<()> {
+        self.room(REMOVAL, true)
+    }
+
+    fn room(&self, batch: u64, removal: bool) -> FsResult<()> {
         self.watch_space();
         if !self.log_low.load(Ordering::Relaxed) {
             return Ok(());
         }
-        self.inner.lock().ensure_log_room(batch)
+        self.inner.lock().ensure_log_room(batch, removal)
     }
 
     /// The room on the store's tmpfs.

@@ -117,7 +117,7 @@ impl Store {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
-        self.check_room(super::REMOVAL)?;
+        self.check_removal_room()?;
         self.ensure_child(parent, name)?;
         let mut inner = self.lock();
         let Some(Target::Node(id)) = inner.entry(parent, name)? else {
@@ -130,7 +130,7 @@ impl Store {
     }
 
     pub fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
-        self.check_room(super::REMOVAL)?;
+        self.check_removal_room()?;
         self.ensure_child(parent, name)?;
         let id = match self.lock().entry(parent, name)? {
             Some(Target::Node(id)) => id,
