@@ -386,8 +386,10 @@ impl Served for OverlayTarget {
                 self.paths.target.display()
             ));
         }
+        self.timer.pause(true);
         if let Err(e) = self.flush(&|_, _| {}) {
             if !force {
+                self.timer.pause(false);
                 return super::target::kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");

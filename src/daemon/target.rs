@@ -289,8 +289,10 @@ impl Target {
                 self.paths.target.display()
             ));
         }
+        self.timer.pause(true);
         if let Err(e) = self.flusher.flush() {
             if !force {
+                self.timer.pause(false);
                 return kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
