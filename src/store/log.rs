@@ -214,25 +214,11 @@ impl StoreLog {
     }
 
     /// Gives back the space allocated beyond the end of the log file (its reserve): a
-    /// truncation to its own length frees the pages past it on tmpfs. A takeover's log
-    /// object frees the reserve the dead daemon's `log` still holds.
+    /// truncation to its own length frees the pages past it on tmpfs. (A takeover's log
+    /// object has no file yet: `read_file` gave back the dead daemon's reserve.)
     pub(crate) fn release_reserve(&mut self) {
-        if self.opened {
-            if self.file.set_len(self.len).is_ok() {
-                self.reserved = self.len;
-            }
-            return;
-        }
-        let old = OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-            .open(Self::path(&self.dir));
-        if let Ok(f) = old {
-            if let Ok(m) = f.metadata() {
-                if m.is_file() {
-                    let _ = f.set_len(m.len());
-                }
-            }
+        if self.opened && self.file.set_len(self.len).is_ok() {
+            self.reserved = self.len;
         }
     }
 
@@ -413,11 +399,20 @@ impl StoreLog {
 
     /// Reads a log. A torn last line (the daemon died mid-append, before replying) is ignored;
     /// a bad line elsewhere is an error.
+    ///
+    /// The space its writer (a daemon that died) kept allocated beyond its end is given back
+    /// (the content is untouched): on a full tmpfs the takeover's rewrite needs it.
     fn read_file(path: &Path) -> io::Result<(Header, Vec<Record>)> {
         let f = OpenOptions::new()
             .read(true)
+            .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
+        if let Ok(m) = f.metadata() {
+            if m.is_file() {
+                let _ = f.set_len(m.len());
+            }
+        }
         let lines: Vec<Vec<u8>> = io::BufReader::new(f)
             .split(b'\n')
             .collect::<Result<_, _>>()?;
