@@ -269,7 +269,7 @@ impl OverlayTarget {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
         let mounted = *self.phase.lock() == Phase::Mounted
-            && !self.timer.is_stopping()
+            && !self.timer.is_stopping_or_paused()
             && st.top.mount_id.is_some();
         let target = &self.paths.target;
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
