@@ -269,7 +269,7 @@ impl OverlayTarget {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
         let mounted = *self.phase.lock() == Phase::Mounted
-            && !self.timer.is_stopping_or_paused()
+            && !self.timer.is_stopping()
             && st.top.mount_id.is_some();
         let target = &self.paths.target;
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
@@ -386,15 +386,16 @@ impl Served for OverlayTarget {
                 self.paths.target.display()
             ));
         }
-        self.timer.pause(true);
+        // Stopped first: the stop's flush then writes the top layer as it is (no fresh layer
+        // is stacked under the detach). A mount kept after a failed flush has no timed
+        // flushes any more; `asdfs flush` and the next unmount still write it.
+        self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
             if !force {
-                self.timer.pause(false);
                 return super::target::kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
-        self.stop_timer();
         let mut st = self.stack.lock();
         // Our own hold would make the plain unmount busy: try it first.
         let plain = kernel::detach(&self.paths.target, false);

@@ -46,11 +46,6 @@ impl FlushTimer {
         self.paused.store(paused, Ordering::SeqCst);
     }
 
-    /// Whether the session is ending or an unmount's flush runs (`pause`).
-    pub fn is_stopping_or_paused(&self) -> bool {
-        self.is_stopping() || self.paused.load(Ordering::SeqCst)
-    }
-
     pub fn stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         let _ = self.wake.send(());
