@@ -399,15 +399,21 @@ impl Served for OverlayTarget {
 
     /// Flushes, then detaches the overlay. Files still open keep working; the session ends
     /// when the last is closed.
-    fn begin_stop(&self) -> Response {
+    fn begin_stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
+        // Stopped first: the stop's flush then writes the top layer as it is (no fresh layer
+        // is stacked under the detach). A mount kept after a failed flush has no timed
+        // flushes any more; `asdfs flush` and the next unmount still write it.
         self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
+            if !force {
+                return super::target::kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
         let mut st = self.stack.lock();

@@ -58,6 +58,18 @@ impl AsdFs {
         }
     }
 
+    /// Runs a change: if its records could not be put in the store log (the log full beyond
+    /// its reserve, and not rewritable), the program is told EIO, never that it succeeded
+    /// (design.md §3).
+    fn logged<T>(&self, change: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        crate::store::take_log_lost();
+        let r = change();
+        if r.is_ok() && crate::store::take_log_lost() {
+            return Err(Errno::EIO);
+        }
+        r
+    }
+
     fn sync(&self) -> Result<(), Errno> {
         match &self.on_fsync {
             Some(hook) => hook().map_err(|e| {
@@ -79,9 +91,10 @@ impl AsdFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self
-            .store
-            .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+        let r = self.logged(|| {
+            self.store
+                .make(ctx(req), NodeId(parent.0), name, kind, mode, umask)
+        });
         match r {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
@@ -168,7 +181,8 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        match self.store.setattr(ctx(req), NodeId(ino.0), sa) {
+        let r = self.logged(|| self.store.setattr(ctx(req), NodeId(ino.0), sa));
+        match r {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -214,11 +228,17 @@ impl Filesystem for AsdFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.unlink(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.unlink(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.rmdir(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn symlink(
@@ -251,13 +271,15 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.rename(
-                NodeId(parent.0),
-                name,
-                NodeId(newparent.0),
-                newname,
-                flags.bits(),
-            ),
+            self.logged(|| {
+                self.store.rename(
+                    NodeId(parent.0),
+                    name,
+                    NodeId(newparent.0),
+                    newname,
+                    flags.bits(),
+                )
+            }),
             reply,
         )
     }
@@ -270,7 +292,7 @@ impl Filesystem for AsdFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
+        match self.logged(|| self.store.link(NodeId(ino.0), NodeId(newparent.0), newname)) {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
@@ -279,7 +301,7 @@ impl Filesystem for AsdFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.store.open(NodeId(ino.0), write, truncate) {
+        match self.logged(|| self.store.open(NodeId(ino.0), write, truncate)) {
             Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
             Err(e) => reply.error(err(e)),
         }
@@ -314,7 +336,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.store.write(ctx(req), HandleId(fh.0), offset, data) {
+        match self.logged(|| self.store.write(ctx(req), HandleId(fh.0), offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -454,8 +476,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .setxattr(ctx(req), NodeId(ino.0), name, value, flags),
+            self.logged(|| {
+                self.store
+                    .setxattr(ctx(req), NodeId(ino.0), name, value, flags)
+            }),
             reply,
         )
     }
@@ -477,7 +501,10 @@ impl Filesystem for AsdFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.removexattr(NodeId(ino.0), name)),
+            reply,
+        )
     }
 
     fn create(
@@ -492,10 +519,10 @@ impl Filesystem for AsdFs {
     ) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c: Ctx = ctx(req);
-        match self
-            .store
-            .create(c, NodeId(parent.0), name, mode, umask, write)
-        {
+        match self.logged(|| {
+            self.store
+                .create(c, NodeId(parent.0), name, mode, umask, write)
+        }) {
             Ok((st, fh)) => reply.created(
                 &TTL,
                 &attr(&st),
@@ -518,8 +545,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .fallocate(ctx(req), HandleId(fh.0), offset, length, mode),
+            self.logged(|| {
+                self.store
+                    .fallocate(ctx(req), HandleId(fh.0), offset, length, mode)
+            }),
             reply,
         )
     }
@@ -552,14 +581,16 @@ impl Filesystem for AsdFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.store.copy_file_range(
-            ctx(req),
-            HandleId(fh_in.0),
-            offset_in,
-            HandleId(fh_out.0),
-            offset_out,
-            len,
-        ) {
+        match self.logged(|| {
+            self.store.copy_file_range(
+                ctx(req),
+                HandleId(fh_in.0),
+                offset_in,
+                HandleId(fh_out.0),
+                offset_out,
+                len,
+            )
+        }) {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(err(e)),
         }
