@@ -277,9 +277,78 @@ fn restore_sets_no_capabilities_and_no_trusted_xattrs() {
         None,
         "the restored directory has a trusted.* xattr"
     );
-    assert_eq!(get(&to.join("sh"), "user.kept").as_deref(), Some(&b"yes"[..]));
+    assert_eq!(
+        get(&to.join("sh"), "user.kept").as_deref(),
+        Some(&b"yes"[..])
+    );
     assert!(
         err.contains("security.capability") && err.contains("trusted.overlay.opaque"),
         "no warning: {err}"
+    );
+}
+
+/// Finding F3: the destination's directory was opened by path (following symlinks) and the
+/// owner rule then read the destination's owner by path again; a symlink (swapped in
+/// between the two, or just there) made root unpack the user's archive into a directory of
+/// root's. The destination's path must have no symlink: refused, nothing made there.
+#[test]
+fn restore_refuses_a_destination_through_a_symlink() {
+    let home = attacker_home();
+    let rootdir = tempfile::Builder::new()
+        .prefix("asdfs-attack-rootdir-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(rootdir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/f", EntryType::Regular, "", 0o644, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let link = home.path().join("link");
+    let root_path = rootdir.path().to_path_buf();
+    let l = link.clone();
+    as_attacker(move || std::os::unix::fs::symlink(&root_path, &l).map_err(|e| e.to_string()))
+        .unwrap();
+    let out = restore(&snap, &link.join("out"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored through the symlink: {err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(rootdir.path()).unwrap().collect();
+    assert!(left.is_empty(), "made in root's directory: {left:?}");
+    let tmp: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".restore-"))
+        .collect();
+    assert!(tmp.is_empty(), "temporary directory left: {tmp:?}");
+}
+
+/// Finding F3: a failed restore (a member through a symlink an earlier one made) leaves no temporary directory.
+#[test]
+fn a_failed_restore_leaves_no_temporary_directory() {
+    let home = attacker_home();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/x", EntryType::Symlink, "/", 0o777, (0, 0)),
+            ("t/x/f", EntryType::Regular, "", 0o644, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let out = restore(&snap, &home.path().join("out"));
+    assert!(!out.status.success(), "restored");
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".restore-") || n == "out"),
+        "left behind: {names:?}"
     );
 }
