@@ -323,16 +323,20 @@ impl<W: Write> Packer<'_, '_, W> {
 /// Opens a regular file for reading (without updating its atime when allowed) and checks it
 /// is still the object that was listed.
 fn open_data(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+    // O_NONBLOCK: a FIFO or device swapped in for the file must not block the open; the
+    // checks below then refuse it.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
     let fd = match open_at(dir.as_fd(), name, flags | OFlag::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_at(dir.as_fd(), name, flags)?,
         other => other?,
     };
     let now = nix::sys::stat::fstat(&fd)?;
-    if inode(&now) != inode(st) || now.st_size != st.st_size {
+    let regular = now.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if !regular || inode(&now) != inode(st) || now.st_size != st.st_size {
         return Err(invalid(
             "the file changed while the snapshot was taken".into(),
         ));
     }
+    crate::backing::clear_nonblock(&fd)?;
     Ok(fd)
 }

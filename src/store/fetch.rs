@@ -185,12 +185,13 @@ impl Store {
                 if !matches!(inner.node(id)?.content, Content::File(None)) {
                     return Ok(());
                 }
-                inner.disk_path(id)
+                (inner.disk_path(id), inner.node(id)?.disk_ino)
             };
+            let (path, ino) = path;
             let data_id = self.data.alloc();
             let file = self.data.create(data_id)?;
             if let Some(p) = path {
-                if let Err(e) = self.backing.read_data(&Loc::Target(p), &file) {
+                if let Err(e) = self.backing.read_data(&Loc::Target(p), ino, &file) {
                     self.data.remove(data_id);
                     return Err(e.into());
                 }

@@ -226,7 +226,7 @@ fn restore_sets_no_capabilities_and_no_trusted_xattrs() {
         cap.extend_from_slice(&w.to_le_bytes());
     }
     let mut b = tar::Builder::new(Vec::new());
-    let mut member = |b: &mut tar::Builder<Vec<u8>>, name: &str, ty: EntryType, data: &[u8]| {
+    let member = |b: &mut tar::Builder<Vec<u8>>, name: &str, ty: EntryType, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_path(name).unwrap();
         h.set_entry_type(ty);
