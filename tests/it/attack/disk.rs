@@ -253,3 +253,18 @@ fn a_fifo_swapped_in_for_a_file_never_blocks_the_daemon() {
         "the daemon replaced the FIFO it did not load"
     );
 }
+
+/// Finding F7: in a fresh overlay the owner of the target could not create a file (EACCES)
+/// until root wrote something: the overlay's root inode kept the attributes the upper
+/// directory had when the overlay was made (root's), given the target's only afterwards.
+#[test]
+fn the_owner_can_write_into_a_fresh_overlay() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let o = Owned::mount(&["overlay"]);
+    let f = o.m.path("new");
+    as_attacker(move || std::fs::write(&f, b"hi\n").map_err(|e| format!("creating: {e}"))).unwrap();
+    o.m.flush();
+    assert_eq!(std::fs::read(o.m.disk_copy().join("new")).unwrap(), b"hi\n");
+}
