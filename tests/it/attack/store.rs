@@ -156,3 +156,54 @@ fn failed_start(mode: &[&str]) {
         "the side directory was left behind"
     );
 }
+
+/// Finding F6: overlay mode pins the directory that holds the target with a clone mount in
+/// the store, whose path /proc/mounts shows; the store's directories are 0711, so another
+/// user could reach that directory through it, past a 0700 directory above it (a file in
+/// `~/.cache` beside the target `~/.cache/t`, with `~` 0700).
+#[test]
+fn the_overlay_pin_does_not_expose_the_targets_parent() {
+    if !fuse_available() {
+        return;
+    }
+    let _ns = crate::harness::NAMESPACES.read_recursive();
+    let home = tempfile::Builder::new()
+        .prefix("asdfs-ph-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let cache = home.path().join("c");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(cache.join("secret"), b"cookie\n").unwrap();
+    std::fs::set_permissions(cache.join("secret"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let target = cache.join("t");
+    std::fs::create_dir(&target).unwrap();
+    let vol = sticky_volatile("/dev/shm");
+    let _cleanup = Cleanup::new(&target, vol.path());
+    let (ok, err) = root_mount(&target, vol.path(), &["--mode", "overlay"]);
+    assert!(ok, "{err}");
+    let vol_path = vol.path().display().to_string();
+    let under_store: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4).map(PathBuf::from))
+        .filter(|m| m.starts_with(&vol_path))
+        .collect();
+    let found = under_store.clone();
+    let read = as_attacker(move || {
+        for m in &found {
+            if let Ok(s) = std::fs::read(m.join("secret")) {
+                return Err(format!(
+                    "read {}: {}",
+                    m.join("secret").display(),
+                    String::from_utf8_lossy(&s)
+                ));
+            }
+        }
+        Ok(())
+    });
+    assert!(
+        read.is_ok(),
+        "the target's parent is readable through the store ({under_store:?}): {read:?}"
+    );
+}
