@@ -491,14 +491,7 @@ fn dying(pid: u32) -> bool {
 /// A mount left on the target by a daemon that died is removed, so that the directory
 /// underneath can be reached again.
 pub(super) fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
-    while let Some(m) = mounting::mount_at(target)? {
-        if m.fstype != mounting::FSTYPE {
-            break;
-        }
-        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
-        mounting::unmount(target)?;
-    }
-    Ok(())
+    mounting::clear_dead_fuse_mounts(target)
 }
 
 fn open_store(
