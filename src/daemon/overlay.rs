@@ -153,8 +153,10 @@ impl OverlayTarget {
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let crash = safety::ended_uncleanly(&p, &side.dir).then(|| {
+            let held = (std::os::fd::AsFd::as_fd(&disk_dir), &side.parent);
+            safety::crash_snapshot(&p, &settings, generation, progress, held)
+        });
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             crate::fsx::trusted::create_dir_all(&pin)?;

@@ -152,8 +152,10 @@ impl Target {
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let crash = safety::ended_uncleanly(&p, &side.dir).then(|| {
+            let held = (std::os::fd::AsFd::as_fd(&*disk_dir), &side.parent);
+            safety::crash_snapshot(&p, &settings, generation, progress, held)
+        });
         let (store, took_over) = open_store(&p, backing, generation)?;
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {

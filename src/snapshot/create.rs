@@ -37,9 +37,29 @@ pub fn create(
     if top.is_empty() || top.as_bytes().contains(&b'/') || top == ".." || top == "." {
         bail!("{top:?} is not a single directory name");
     }
-    let (dir, name) = (parent_of(dest), file_name(dest)?);
+    let dir = parent_of(dest);
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let dir_fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    create_in(source, top, dir_fd.as_fd(), dest, progress)
+}
+
+/// `create`, with the snapshot's directory given as a descriptor (`dest`'s directory, for
+/// names in messages only): the daemon passes the directory it holds, which is never
+/// looked up by path again (docs/security.md R1).
+pub fn create_in(
+    source: BorrowedFd<'_>,
+    top: &OsStr,
+    dest_dir: BorrowedFd<'_>,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<SnapshotInfo> {
+    if top.is_empty() || top.as_bytes().contains(&b'/') || top == ".." || top == "." {
+        bail!("{top:?} is not a single directory name");
+    }
+    let (dir, name) = (parent_of(dest), file_name(dest)?);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir_fd = nix::fcntl::openat(dest_dir, ".", flags, nix::sys::stat::Mode::empty())
         .with_context(|| format!("opening {}", dir.display()))?;
     remove_stale_temps(&dir_fd, name);
     let mut tmp_name = OsString::from(".");
