@@ -550,6 +550,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn store_root_names_are_asdfs_or_a_random_suffix() {
+        for ok in ["asdfs", "asdfs.0a1b2c3d"] {
+            assert!(is_store_root_name(OsStr::new(ok)), "{ok}");
+        }
+        for bad in [
+            "asdfs.",
+            "asdfs.ABCDEFGH",
+            "asdfs.0a1b2c3",
+            "asdfs.0a1b2c3d4",
+            "xasdfs",
+        ] {
+            assert!(!is_store_root_name(OsStr::new(bad)), "{bad}");
+        }
+        let s = random_suffix();
+        assert!(is_store_root_name(OsStr::new(&format!("asdfs.{s}"))), "{s}");
+        assert_ne!(s, random_suffix());
+    }
+
+    #[test]
     fn keys_are_readable_and_distinct() {
         assert!(store_key(Path::new("/var/lib/monitorix")).starts_with("var-lib-monitorix."));
         assert_ne!(
