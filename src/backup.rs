@@ -415,8 +415,8 @@ impl Backing for Discounting {
     fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
         self.inner.read_xattrs(loc)
     }
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
-        self.inner.read_data(loc, dst)
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()> {
+        self.inner.read_data(loc, ino, dst)
     }
     fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
         self.inner.create(loc, content, meta)

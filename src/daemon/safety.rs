@@ -36,12 +36,6 @@ pub(super) fn dev_of(fd: &OwnedFd) -> anyhow::Result<u64> {
         .st_dev)
 }
 
-pub(super) fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
-        .with_context(|| format!("opening {}", p.display()))
-}
-
 /// A target's disk side, with its backups when they are on.
 type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
 
@@ -160,6 +154,7 @@ pub fn crash_snapshot(
     s: &TargetSettings,
     generation: u64,
     progress: Progress<'_>,
+    (disk_dir, parent): (std::os::fd::BorrowedFd<'_>, &crate::fsx::Dir),
 ) -> String {
     let t = p.target.display();
     tracing::warn!(target = %t, generation, "the previous session ended uncleanly (reboot or power cut); the disk copy holds its last completed flush");
@@ -168,10 +163,10 @@ pub fn crash_snapshot(
     }
     let dest = snapshot::snapshot_path(&p.target, SystemTime::now());
     let name = p.target.file_name().unwrap_or_default();
-    let made = open_dir(&p.target).and_then(|fd| {
-        snapshot::create(fd.as_fd(), name, &dest, &mut |d, total| {
-            progress("crash snapshot", d, total)
-        })
+    // Through the descriptors the daemon holds (the target and the directory holding it,
+    // opened with no symlink at the start), never by the target's path again.
+    let made = snapshot::create_in(disk_dir, name, parent.as_fd(), &dest, &mut |d, total| {
+        progress("crash snapshot", d, total)
     });
     match made {
         Ok(info) => {

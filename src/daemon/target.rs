@@ -171,8 +171,10 @@ impl Target {
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let crash = safety::ended_uncleanly(&p, &side.dir).then(|| {
+            let held = (std::os::fd::AsFd::as_fd(&*disk_dir), &side.parent);
+            safety::crash_snapshot(&p, &settings, generation, progress, held)
+        });
         let (store, took_over) = open_store(&p, backing, generation)?;
         store
             .seen
@@ -587,14 +589,7 @@ fn dying(pid: u32) -> bool {
 /// A mount left on the target by a daemon that died is removed, so that the directory
 /// underneath can be reached again.
 pub(super) fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
-    while let Some(m) = mounting::mount_at(target)? {
-        if m.fstype != mounting::FSTYPE {
-            break;
-        }
-        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
-        mounting::unmount(target)?;
-    }
-    Ok(())
+    mounting::clear_dead_fuse_mounts(target)
 }
 
 fn open_store(

@@ -58,8 +58,8 @@ impl Backing for Faulty {
     fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
         self.inner().read_xattrs(loc)
     }
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
-        self.inner().read_data(loc, dst)
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()> {
+        self.inner().read_data(loc, ino, dst)
     }
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
         self.inner().read_file(loc)
