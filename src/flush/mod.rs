@@ -1,10 +1,12 @@
 //! Writing the RAM tree back to the disk copy, all or nothing (design.md §6), and disk
 //! recovery after a crash (design.md §7).
 
+mod check;
 mod journal;
 mod plan;
 mod recover;
 
+pub use check::check;
 pub use journal::{Journal, Step};
 pub use recover::{read_generation, recover_disk};
 
@@ -202,18 +204,17 @@ impl Flusher {
             }
         }
         let gate = self.store.disk_gate.write();
-        if let Err(e) = self.commit(draft, &inos, &journal) {
-            drop(gate);
-            let _ = b.remove(&stage);
-            return Err(e);
-        }
-        let applied = journal.apply(b.as_ref(), false);
+        let mut hook = StoreCommit {
+            inner: self.store.lock(),
+            draft,
+            inos: &inos,
+            undo: None,
+            order: Vec::new(),
+        };
+        let r = commit_and_apply(b.as_ref(), &self.ledger, journal.clone(), &mut hook);
+        drop(hook);
         drop(gate);
-        if let Err(e) = applied {
-            self.ledger.set_pending(Some(journal));
-            return Err(anyhow::Error::new(e)
-                .context("applying the committed flush (it will be completed)"));
-        }
+        r?;
         finish(b.as_ref(), draft.generation);
         Ok(FlushReport {
             generation: draft.generation,
@@ -278,57 +279,11 @@ impl Flusher {
         Ok((inos, gen_ino))
     }
 
-    /// Steps 4-5 under the store lock: rebase the store, prepare its new log, commit.
-    fn commit(
-        &self,
-        d: &Draft,
-        inos: &HashMap<NodeId, u64>,
-        journal: &Journal,
-    ) -> anyhow::Result<()> {
-        let b = &self.store.backing;
-        let mut inner = self.store.lock();
-        let undo = inner.rebase(d, inos);
-        let order = match inner.prepare_log(d.generation) {
-            Ok(o) => o,
-            Err(e) => {
-                inner.undo(undo);
-                inner.log.abort_rewrite();
-                return Err(anyhow::Error::new(e).context("writing the store log"));
-            }
-        };
-        if let Err(e) = b.write_file(
-            &Loc::side(Journal::file_name(d.generation)),
-            &journal.encode(),
-        ) {
-            inner.undo(undo);
-            inner.log.abort_rewrite();
-            return Err(anyhow::Error::new(e).context("committing the flush journal"));
-        }
-        if let Err(e) = inner.log.commit_rewrite() {
-            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
-        }
-        inner.mark_logged(&order);
-        inner.collect_garbage(d);
-        self.ledger.set_disk_gen(d.generation);
-        Ok(())
-    }
-
     /// Completes a committed flush that could not be applied before.
     fn finish_pending(&self) -> anyhow::Result<()> {
-        let Some(j) = self.ledger.pending() else {
-            return Ok(());
-        };
-        let b = self.store.backing.clone();
-        {
-            let _writers = self.store.disk_writers.lock();
-            let _gate = self.store.disk_gate.write();
-            j.apply(b.as_ref(), true)
-                .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
-        }
-        finish(b.as_ref(), j.generation);
-        self.ledger.set_pending(None);
-        tracing::info!(generation = j.generation, "completed an earlier flush");
-        Ok(())
+        let _writers = self.store.disk_writers.lock();
+        let _gate = self.store.disk_gate.write();
+        finish_pending(self.store.backing.as_ref(), &self.ledger)
     }
 
     /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
@@ -356,6 +311,128 @@ impl Flusher {
     pub fn has_pending(&self) -> bool {
         self.ledger.pending().is_some()
     }
+}
+
+/// What a planner does at the commit point (steps 4-5), around the journal's write: FUSE
+/// mode rebases its store and prepares the store's new log; overlay mode has nothing to do.
+pub trait CommitHook {
+    /// Before the journal is written; an error stops the flush before its commit.
+    fn prepare(&mut self, generation: u64) -> anyhow::Result<()>;
+    /// The journal could not be written: undo `prepare`.
+    fn abort(&mut self);
+    /// The journal is written: the flush is committed.
+    fn committed(&mut self);
+}
+
+/// The planner without anything to do at the commit point.
+pub struct NoHook;
+
+impl CommitHook for NoHook {
+    fn prepare(&mut self, _: u64) -> anyhow::Result<()> {
+        Ok(())
+    }
+    fn abort(&mut self) {}
+    fn committed(&mut self) {}
+}
+
+/// FUSE mode's commit point, under the store lock.
+struct StoreCommit<'a> {
+    inner: crate::store::Locked<'a>,
+    draft: &'a Draft,
+    inos: &'a HashMap<NodeId, u64>,
+    undo: Option<plan::Undo>,
+    order: Vec<NodeId>,
+}
+
+impl CommitHook for StoreCommit<'_> {
+    fn prepare(&mut self, generation: u64) -> anyhow::Result<()> {
+        let undo = self.inner.rebase(self.draft, self.inos);
+        match self.inner.prepare_log(generation) {
+            Ok(o) => {
+                self.order = o;
+                self.undo = Some(undo);
+                Ok(())
+            }
+            Err(e) => {
+                self.inner.undo(undo);
+                self.inner.log.abort_rewrite();
+                Err(anyhow::Error::new(e).context("writing the store log"))
+            }
+        }
+    }
+
+    fn abort(&mut self) {
+        if let Some(u) = self.undo.take() {
+            self.inner.undo(u);
+        }
+        self.inner.log.abort_rewrite();
+    }
+
+    fn committed(&mut self) {
+        if let Err(e) = self.inner.log.commit_rewrite() {
+            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
+        }
+        let order = std::mem::take(&mut self.order);
+        self.inner.mark_logged(&order);
+        self.inner.collect_garbage(self.draft);
+    }
+}
+
+/// Steps 3-7 of a flush of either mode (design.md §6): check the journal against the disk
+/// as it will be at each step, commit it (with the planner's `hook`), apply it. A journal
+/// that fails the check is a planner's bug: it is logged and not committed, so the flush
+/// fails, the changes stay where they are and the next flush plans again. The disk
+/// generation is the journal's once it is committed; a committed journal that could not be
+/// applied is kept in the ledger and completed before the next flush. The stage is
+/// removed when the flush is not committed.
+pub fn commit_and_apply(
+    b: &dyn crate::backing::Backing,
+    ledger: &Ledger,
+    journal: Journal,
+    hook: &mut dyn CommitHook,
+) -> anyhow::Result<()> {
+    let generation = journal.generation;
+    let stage = Loc::side(Journal::stage_dir(generation));
+    if let Err(e) = check(&journal, b) {
+        tracing::error!(generation, error = %e, steps = ?journal.steps, "a flush plan failed its check and was not committed (a bug)");
+        let _ = b.remove(&stage);
+        return Err(anyhow::Error::new(e).context("checking the flush plan (not committed)"));
+    }
+    if let Err(e) = hook.prepare(generation) {
+        let _ = b.remove(&stage);
+        return Err(e);
+    }
+    if let Err(e) = b.write_file(
+        &Loc::side(Journal::file_name(generation)),
+        &journal.encode(),
+    ) {
+        hook.abort();
+        let _ = b.remove(&stage);
+        return Err(anyhow::Error::new(e).context("committing the flush journal"));
+    }
+    hook.committed();
+    ledger.set_disk_gen(generation);
+    if let Err(e) = journal.apply(b, false) {
+        ledger.set_pending(Some(journal));
+        return Err(
+            anyhow::Error::new(e).context("applying the committed flush (it will be completed)")
+        );
+    }
+    Ok(())
+}
+
+/// Completes the committed flush the ledger holds, if any.
+pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyhow::Result<()> {
+    let Some(j) = ledger.pending() else {
+        return Ok(());
+    };
+    j.apply(b, true)
+        .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
+    finish(b, j.generation);
+    ledger.set_pending(None);
+    ledger.set_disk_gen(ledger.disk_gen().max(j.generation));
+    tracing::info!(generation = j.generation, "completed an earlier flush");
+    Ok(())
 }
 
 /// Step 8: the journal and what is left in the stage go.

@@ -122,6 +122,9 @@ pub fn plan(
         }
     }
     let mut linked_done: HashSet<u64> = HashSet::new();
+    // Hard-linked files are placed after the walk: a group's other names may be in
+    // directories the walk has not placed yet (issue 12).
+    let mut groups: Vec<&Vec<&UpperEntry>> = Vec::new();
     for e in entries {
         let changed = done.get(&e.path) != Some(&e.sig());
         p.plan.sigs.insert(e.path.clone(), e.sig());
@@ -139,7 +142,7 @@ pub fn plan(
                     if linked_done.insert(e.st.ino) {
                         let any_changed = group.iter().any(|g| done.get(&g.path) != Some(&g.sig()));
                         if any_changed {
-                            p.linked(group)?;
+                            groups.push(group);
                         }
                     }
                 }
@@ -150,6 +153,9 @@ pub fn plan(
                 }
             },
         }
+    }
+    for group in groups {
+        p.linked(group)?;
     }
     // Directory attributes last, deepest first: the steps above change their times. A
     // directory whose entries change but whose attributes were written before gets its
