@@ -136,13 +136,14 @@ impl OverlayTarget {
         let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
         let (backing, backups) = safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
         undo.add_side(&side)?;
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        let recovered = recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        let (generation, completed) = (recovered.generation, recovered.completed);
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let crash = safety::with_salvage(crash, recovered.salvaged);
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             std::fs::create_dir_all(&pin)?;

@@ -80,6 +80,14 @@ pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     side.contains("session") && !store
 }
 
+/// What status reports of an unclean start, with what recovery salvaged (flush::recover).
+pub fn with_salvage(crash: Option<String>, salvaged: Option<String>) -> Option<String> {
+    match (crash, salvaged) {
+        (Some(c), Some(s)) => Some(format!("{c}; {s}")),
+        (c, s) => c.or(s),
+    }
+}
+
 /// After an unclean end: a crash snapshot of the recovered disk copy (the last completed
 /// flush), the newest `backup_limit` kept. Returns a line for the log and status. A
 /// snapshot that cannot be written is reported and does not stop the mount.

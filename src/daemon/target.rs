@@ -144,13 +144,14 @@ impl Target {
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
         let disk_dir = Arc::new(safety::open_dir(&p.target)?);
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        let recovered = recover_disk(backing.as_ref()).context("recovering the disk copy")?;
+        let (generation, completed) = (recovered.generation, recovered.completed);
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let crash = safety::with_salvage(crash, recovered.salvaged);
         let (store, took_over) = open_store(&p, backing, generation)?;
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {

@@ -8,7 +8,7 @@ mod recover;
 
 pub use check::check;
 pub use journal::{Journal, Step};
-pub use recover::{read_generation, recover_disk};
+pub use recover::{Recovered, read_generation, recover_disk};
 
 use crate::backing::{Loc, NewContent};
 use crate::store::Store;
@@ -53,6 +53,8 @@ struct Entries {
     /// Failed attempts since the last success.
     failures: u32,
     bytes_flushed: u64,
+    /// A committed flush that had to be salvaged (recover::salvage), for status.
+    salvaged: Option<String>,
 }
 
 impl Ledger {
@@ -86,6 +88,14 @@ impl Ledger {
 
     pub fn pending(&self) -> Option<Journal> {
         self.0.lock().pending.clone()
+    }
+
+    pub fn salvaged(&self) -> Option<String> {
+        self.0.lock().salvaged.clone()
+    }
+
+    pub fn set_salvaged(&self, msg: String) {
+        self.0.lock().salvaged = Some(msg);
     }
 
     pub fn set_pending(&self, j: Option<Journal>) {
@@ -426,9 +436,15 @@ pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyho
     let Some(j) = ledger.pending() else {
         return Ok(());
     };
-    j.apply(b, true)
-        .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
-    finish(b, j.generation);
+    match j.apply(b, true) {
+        Ok(()) => finish(b, j.generation),
+        Err(e) if recover::structural(&e) => {
+            // Never again: salvaged, so that this and later flushes go on (design.md §7).
+            let msg = recover::salvage(b, &j, &e)?;
+            ledger.set_salvaged(msg);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("completing an earlier flush")),
+    }
     ledger.set_pending(None);
     ledger.set_disk_gen(ledger.disk_gen().max(j.generation));
     tracing::info!(generation = j.generation, "completed an earlier flush");

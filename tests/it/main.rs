@@ -13,6 +13,7 @@ mod mount;
 mod overlay;
 mod posix;
 mod powercut;
+mod recovery;
 mod safety;
 mod simdisk;
 mod snapshots;

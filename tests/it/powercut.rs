@@ -153,7 +153,12 @@ fn expected() -> (Vec<Picture>, u64) {
 
 fn recover(state: Durable) -> (Picture, Vec<String>) {
     let disk = SimDisk::from_durable(state);
-    let (generation, _) = recover_disk(&disk).unwrap_or_else(|e| panic!("recovery failed: {e:#}"));
+    let r = recover_disk(&disk).unwrap_or_else(|e| panic!("recovery failed: {e:#}"));
+    assert_eq!(
+        r.salvaged, None,
+        "a power cut left a journal recovery could not complete"
+    );
+    let generation = r.generation;
     let after = disk.everything();
     let _ = generation;
     (picture(&after), side_names(&after))
