@@ -53,6 +53,8 @@ struct Entries {
     /// Failed attempts since the last success.
     failures: u32,
     bytes_flushed: u64,
+    /// Applied flushes whose journal or stage could not be removed yet.
+    unfinished: Vec<u64>,
     /// A committed flush that had to be salvaged (recover::salvage), for status.
     salvaged: Option<String>,
 }
@@ -88,6 +90,18 @@ impl Ledger {
 
     pub fn pending(&self) -> Option<Journal> {
         self.0.lock().pending.clone()
+    }
+
+    /// Step 8 of flush `generation`; what cannot be removed now is tried again before the
+    /// next flush (a journal older than the disk generation is never run again).
+    pub fn finish(&self, b: &dyn crate::backing::Backing, generation: u64) {
+        if !finish(b, generation) {
+            self.0.lock().unfinished.push(generation);
+        }
+    }
+
+    fn take_unfinished(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().unfinished)
     }
 
     pub fn salvaged(&self) -> Option<String> {
@@ -225,7 +239,7 @@ impl Flusher {
         drop(hook);
         drop(gate);
         r?;
-        finish(b.as_ref(), draft.generation);
+        self.ledger.finish(b.as_ref(), draft.generation);
         Ok(FlushReport {
             generation: draft.generation,
             files: draft.files,
@@ -433,11 +447,14 @@ pub fn commit_and_apply(
 
 /// Completes the committed flush the ledger holds, if any.
 pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyhow::Result<()> {
+    for generation in ledger.take_unfinished() {
+        ledger.finish(b, generation);
+    }
     let Some(j) = ledger.pending() else {
         return Ok(());
     };
     match j.apply(b, true) {
-        Ok(()) => finish(b, j.generation),
+        Ok(()) => ledger.finish(b, j.generation),
         Err(e) if recover::structural(&e) => {
             // Never again: salvaged, so that this and later flushes go on (design.md §7).
             let msg = recover::salvage(b, &j, &e)?;
@@ -451,12 +468,22 @@ pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyho
     Ok(())
 }
 
-/// Step 8: the journal and what is left in the stage go.
-pub(crate) fn finish(b: &dyn crate::backing::Backing, generation: u64) {
-    if let Err(e) = b.remove(&Loc::side(Journal::file_name(generation))) {
-        tracing::warn!(error = %e, "could not remove a finished flush journal");
+/// Step 8: the journal and what is left in the stage go. Returns false if either is
+/// still there.
+fn finish(b: &dyn crate::backing::Backing, generation: u64) -> bool {
+    let mut ok = true;
+    for (loc, what) in [
+        (Loc::side(Journal::file_name(generation)), "journal"),
+        (Loc::side(Journal::stage_dir(generation)), "stage"),
+    ] {
+        match b.remove(&loc) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, generation, "could not remove a finished flush {what}; the next flush tries again");
+                ok = false;
+            }
+        }
     }
-    if let Err(e) = b.remove(&Loc::side(Journal::stage_dir(generation))) {
-        tracing::warn!(error = %e, "could not remove a finished flush stage");
-    }
+    ok
 }

@@ -118,7 +118,7 @@ impl OverlayFlusher {
         if let Some(ovl) = layer.overlay {
             guard_new_names(ovl, layer.upper, &plan.new_names);
         }
-        crate::flush::finish(self.disk.as_ref(), generation);
+        self.ledger.finish(self.disk.as_ref(), generation);
         let mut done = plan.sigs.clone();
         for p in &unstable {
             done.remove(p);

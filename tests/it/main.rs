@@ -19,4 +19,5 @@ mod simdisk;
 mod snapshots;
 mod store;
 mod system;
+mod uppers;
 mod writeback;
