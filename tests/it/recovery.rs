@@ -102,3 +102,127 @@ fn issue_12_a_committed_flush_that_cannot_be_completed_still_mounts_in_fuse_mode
 fn issue_12_a_committed_flush_that_cannot_be_completed_still_mounts_in_overlay_mode() {
     a_broken_committed_flush_still_mounts(true);
 }
+
+/// Everything under `root`: each path with its data (`None` for a directory), and which
+/// names are one file.
+fn view(
+    root: &std::path::Path,
+) -> (
+    std::collections::BTreeMap<String, Option<Vec<u8>>>,
+    Vec<Vec<String>>,
+) {
+    let mut out = std::collections::BTreeMap::new();
+    let mut by_ino: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
+    let mut stack = vec![std::path::PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        for e in fs::read_dir(root.join(&rel)).unwrap().flatten() {
+            let r = rel.join(e.file_name());
+            let m = fs::symlink_metadata(root.join(&r)).unwrap();
+            let name = r.display().to_string();
+            if m.is_dir() {
+                out.insert(name, None);
+                stack.push(r);
+            } else {
+                out.insert(name.clone(), Some(fs::read(root.join(&r)).unwrap()));
+                by_ino.entry(m.ino()).or_default().push(name);
+            }
+        }
+    }
+    let mut links: Vec<Vec<String>> = by_ino
+        .into_values()
+        .filter(|g| g.len() > 1)
+        .map(|mut g| {
+            g.sort();
+            g
+        })
+        .collect();
+    links.sort();
+    (out, links)
+}
+
+/// One writer: random creations, links, renames and removals among a few names, for
+/// `secs` seconds.
+fn writer(root: std::path::PathBuf, seed: u64, until: std::time::Instant) {
+    use rand::{RngExt, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let names = ["a", "b", "c"];
+    while std::time::Instant::now() < until {
+        let path = |rng: &mut rand::rngs::StdRng| {
+            let depth = rng.random_range(1..=3);
+            let p: Vec<&str> = (0..depth).map(|_| names[rng.random_range(0..3)]).collect();
+            root.join(p.join("/"))
+        };
+        let (p, q) = (path(&mut rng), path(&mut rng));
+        let _ = match rng.random_range(0..7) {
+            0 => fs::create_dir_all(&p),
+            1 => fs::write(&p, format!("{seed} {}", rng.random_range(0..1000))),
+            2 => fs::hard_link(&p, &q),
+            3 => fs::rename(&p, &q),
+            4 => fs::remove_dir(&p),
+            5 => fs::remove_file(&p),
+            _ => fs::create_dir(&p),
+        };
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
+/// Issue 12: several processes create, link and rename while flushes run every 0.2 s.
+/// Overlay mode wedged within seconds (a committed journal that linked into a directory
+/// it had not placed yet); every flush must succeed, and the disk copy after the unmount
+/// is what the mount showed.
+fn writers_while_flushes_run(overlay: bool) {
+    if !fuse_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let mut m = Mount::prepare(|t| fs::write(t.join("f0"), b"x\n").unwrap());
+    if overlay {
+        m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+        m.extra
+            .extend(["--mode", "overlay", "--backups", "no"].map(String::from));
+    }
+    m.mount();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let writers: Vec<_> = (0..3)
+        .map(|i| {
+            let root = m.target.clone();
+            std::thread::spawn(move || writer(root, i, until))
+        })
+        .collect();
+    let mut flushes = 0;
+    while std::time::Instant::now() < until {
+        let out = crate::harness::asdfs(["flush", m.target.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "flush {flushes} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            m.log_tail()
+        );
+        flushes += 1;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for w in writers {
+        w.join().unwrap();
+    }
+    m.flush();
+    let seen = view(&m.target);
+    m.unmount();
+    let disk = view(&m.target);
+    assert_eq!(disk.0, seen.0, "the disk copy is not what the mount showed");
+    assert_eq!(
+        disk.1, seen.1,
+        "the disk copy's hard links are not the mount's"
+    );
+    m.mount();
+    m.unmount();
+    eprintln!("{flushes} flushes while 3 writers ran");
+}
+
+#[test]
+fn issue_12_writers_while_flushes_run_in_overlay_mode() {
+    writers_while_flushes_run(true);
+}
+
+#[test]
+fn issue_12_writers_while_flushes_run_in_fuse_mode() {
+    writers_while_flushes_run(false);
+}
