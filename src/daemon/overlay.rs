@@ -64,7 +64,7 @@ pub struct OverlayTarget {
     backup_state: Arc<Mutex<String>>,
     /// Held by flushes and by the making of the backup (which needs the disk copy as it was).
     disk_writers: Arc<Mutex<()>>,
-    crash: Option<String>,
+    crash: safety::CrashState,
     usage: Arc<Mutex<status::UsageState>>,
     disk_dir: Arc<OwnedFd>,
     events: Sender<Event>,
@@ -84,7 +84,7 @@ impl OverlayTarget {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> Result<Arc<dyn Served>, Start> {
         if let Some(why) = kernel::unavailable() {
             return Err(Start::Fallback(why));
@@ -141,9 +141,10 @@ impl OverlayTarget {
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
-        let crash = safety::with_salvage(crash, recovered.salvaged);
+        let unclean = safety::ended_uncleanly(&p, &side.dir);
+        let crash =
+            unclean.then(|| safety::unclean_start(&p, &settings, generation, backups.as_deref()));
+        let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             std::fs::create_dir_all(&pin)?;
@@ -230,6 +231,13 @@ impl OverlayTarget {
                 },
             );
         }
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         if let Err(e) = t.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
@@ -533,7 +541,7 @@ impl OverlayTarget {
         self.backup_state.lock().clone()
     }
     pub(super) fn crash(&self) -> Option<String> {
-        self.crash.clone()
+        self.crash.lock().clone()
     }
     pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
         status::disk_usage(

@@ -101,7 +101,7 @@ pub struct Target {
     /// What the hardlink backup is doing, for status.
     pub(super) backup_state: Arc<Mutex<String>>,
     /// What happened at start if the previous session ended uncleanly.
-    pub(super) crash: Option<String>,
+    pub(super) crash: safety::CrashState,
     /// The disk copy's size, measured in the background (status::disk_usage).
     pub(super) usage: Arc<Mutex<status::UsageState>>,
     /// The disk copy's directory, opened before the mount covered it.
@@ -121,7 +121,7 @@ impl Target {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> anyhow::Result<Arc<Target>> {
         debug_assert_eq!(settings.mode, crate::config::Mode::Fuse);
         let target = paths::resolve_target(&settings.target)?;
@@ -149,9 +149,10 @@ impl Target {
         if completed {
             tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
         }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
-        let crash = safety::with_salvage(crash, recovered.salvaged);
+        let unclean = safety::ended_uncleanly(&p, &side.dir);
+        let crash =
+            unclean.then(|| safety::unclean_start(&p, &settings, generation, backups.as_deref()));
+        let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
         let (store, took_over) = open_store(&p, backing, generation)?;
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
@@ -184,6 +185,13 @@ impl Target {
         t.mount(events.clone(), idx)?;
         undo.disarm();
         safety::refresh_backup(&t);
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         status::measure_disk(&t);
         FlushTimer::start(
             t.clone(),
