@@ -10,6 +10,8 @@
 //! `ASDFS_BENCH_MODE=overlay` measures the overlay mode, `ASDFS_BENCH_RUNS` (default 7) sets
 //! how many mounts and how many further rounds, `ASDFS_BENCH_MOUNT_ARGS` adds `asdfs mount`
 //! arguments (e.g. `--backups no`).
+// Tests and benchmarks act as users do, by path (docs/security.md R6 is for the daemon).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

@@ -8,6 +8,8 @@
 //! `--mode overlay` or `ASDFS_BENCH_MODE=overlay` the asdfs mode, `ASDFS_BENCH_MOUNT_ARGS`
 //! more `asdfs mount` arguments. Every number is the median of the runs; setup and cleanup
 //! are never inside a timed section.
+// Tests and benchmarks act as users do, by path (docs/security.md R6 is for the daemon).
+#![allow(clippy::disallowed_methods)]
 
 mod common;
 

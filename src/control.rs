@@ -70,6 +70,10 @@ pub struct Response {
     /// open. The daemon serves them and writes to disk when the last is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<u64>,
+    /// The answer to the unmount of the daemon's last target: the daemon (this pid) exits
+    /// right after it; the caller waits for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits: Option<u32>,
 }
 
 impl Response {
@@ -126,7 +130,17 @@ pub fn call_with_progress(
             progress(p.progress.0, p.progress.1);
             continue;
         }
-        return serde_json::from_str(&reply).context("reading the daemon's answer");
+        let mut r: Response =
+            serde_json::from_str(&reply).context("reading the daemon's answer")?;
+        if r.exits.is_some() {
+            // The daemon's pid as this process's pid namespace sees it.
+            use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+            r.exits = getsockopt(&s, PeerCredentials)
+                .ok()
+                .map(|c| c.pid() as u32)
+                .or(r.exits);
+        }
+        return Ok(r);
     }
 }
 
@@ -146,19 +160,18 @@ pub type Report<'a> = &'a dyn Fn(u64, u64);
 /// is made under a temporary name and renamed into place once its mode and owner are set,
 /// so no other user ever finds it with the mode bind(2) gave it.
 pub fn bind(sock: &Path, owner: u32) -> anyhow::Result<UnixListener> {
-    use std::os::unix::fs::PermissionsExt;
     let fresh = sock.with_extension("sock.new");
-    let _ = std::fs::remove_file(&fresh);
+    let _ = crate::fsx::trusted::remove_file(&fresh);
     let listener =
         UnixListener::bind(&fresh).with_context(|| format!("binding {}", fresh.display()))?;
-    let placed = std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o600))
+    let placed = crate::fsx::trusted::set_mode(&fresh, 0o600)
         .and_then(|()| match nix::unistd::geteuid().is_root() {
-            true => std::os::unix::fs::lchown(&fresh, Some(owner), None),
+            true => crate::fsx::trusted::lchown(&fresh, Some(owner), None),
             false => Ok(()),
         })
-        .and_then(|()| std::fs::rename(&fresh, sock));
+        .and_then(|()| crate::fsx::trusted::rename(&fresh, sock));
     if let Err(e) = placed {
-        let _ = std::fs::remove_file(&fresh);
+        let _ = crate::fsx::trusted::remove_file(&fresh);
         return Err(e).with_context(|| format!("setting up {}", sock.display()));
     }
     Ok(listener)
@@ -336,6 +349,7 @@ fn read_request(conn: &UnixStream) -> anyhow::Result<Request> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
 

@@ -51,6 +51,35 @@ impl Dir {
         })
     }
 
+    /// Opens the absolute `path` with no symlink in any of its components (openat2
+    /// `RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`): for a canonical path another user
+    /// could change between its resolution and its use (a target's parent in their home).
+    /// A component swapped for a symlink meanwhile is an error, never followed.
+    pub fn open_strict(path: &Path) -> io::Result<Dir> {
+        if !path.is_absolute() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: not an absolute path", path.display()),
+            ));
+        }
+        let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        let fd = rustix::fs::openat2(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty(), resolve)
+            .map_err(|e| match e {
+                rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "{}: a symlink appeared in the path while asdfs was using it; not followed",
+                        path.display()
+                    ),
+                ),
+                e => with_path(path)(e),
+            })?;
+        Ok(Dir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
     /// The directory `name` (one component) in this one, not following a symlink.
     pub fn open_in(&self, name: &OsStr) -> io::Result<Dir> {
         let path = self.path.join(name);
@@ -389,7 +418,137 @@ fn with_path(path: &Path) -> impl Fn(rustix::io::Errno) -> io::Error + '_ {
     }
 }
 
+/// Path calls for places no other user can change, each named for what it relies on. A
+/// call here says so at its call site (`fsx::trusted::read(...)`), and `clippy.toml` forbids
+/// the `std::fs` forms everywhere else (docs/security.md R6). The places:
+/// - the kernel's own files: `/proc`, `/sys`, `/dev`;
+/// - the RAM store and `/run/asdfs`: every directory from `/` down to them was checked by
+///   [`check_safe_chain`] (or made by root in root's `/run`), so only root or the store's
+///   user can rename anything on the way;
+/// - files root's administrator named (a configuration file, an output file), acted on
+///   with the rights of the user who named them;
+/// - the target's path as the caller typed it, only to resolve or look at it before the
+///   daemon opens it with [`Dir::open_strict`] and checks what it got.
+#[allow(clippy::disallowed_methods)]
+pub mod trusted {
+    use std::fs::{File, Metadata, OpenOptions, ReadDir};
+    use std::io;
+    use std::path::{Path, PathBuf};
+
+    pub fn read(p: impl AsRef<Path>) -> io::Result<Vec<u8>> {
+        std::fs::read(p)
+    }
+    pub fn read_to_string(p: impl AsRef<Path>) -> io::Result<String> {
+        std::fs::read_to_string(p)
+    }
+    pub fn write(p: impl AsRef<Path>, bytes: impl AsRef<[u8]>) -> io::Result<()> {
+        std::fs::write(p, bytes)
+    }
+    pub fn read_dir(p: impl AsRef<Path>) -> io::Result<ReadDir> {
+        std::fs::read_dir(p)
+    }
+    pub fn read_link(p: impl AsRef<Path>) -> io::Result<PathBuf> {
+        std::fs::read_link(p)
+    }
+    pub fn metadata(p: impl AsRef<Path>) -> io::Result<Metadata> {
+        std::fs::metadata(p)
+    }
+    pub fn symlink_metadata(p: impl AsRef<Path>) -> io::Result<Metadata> {
+        std::fs::symlink_metadata(p)
+    }
+    pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
+        std::fs::canonicalize(p)
+    }
+    pub fn exists(p: impl AsRef<Path>) -> bool {
+        p.as_ref().exists()
+    }
+    pub fn is_dir(p: impl AsRef<Path>) -> bool {
+        p.as_ref().is_dir()
+    }
+    pub fn create_dir(p: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::create_dir(p)
+    }
+    pub fn create_dir_all(p: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::create_dir_all(p)
+    }
+    /// A directory with `mode`, not following a symlink at its name.
+    pub fn create_dir_mode(p: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().mode(mode).create(p)
+    }
+    pub fn remove_file(p: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::remove_file(p)
+    }
+    pub fn remove_dir(p: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::remove_dir(p)
+    }
+    /// Never follows a symlink inside (std's removal works by descriptors).
+    pub fn remove_dir_all(p: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::remove_dir_all(p)
+    }
+    pub fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    pub fn set_mode(p: impl AsRef<Path>, mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+    }
+    /// Does not follow a symlink at the name.
+    pub fn lchown(p: impl AsRef<Path>, uid: Option<u32>, gid: Option<u32>) -> io::Result<()> {
+        std::os::unix::fs::lchown(p, uid, gid)
+    }
+    pub fn open(p: impl AsRef<Path>) -> io::Result<File> {
+        File::open(p)
+    }
+    pub fn open_with(options: &OpenOptions, p: impl AsRef<Path>) -> io::Result<File> {
+        options.open(p)
+    }
+
+    /// `Path`'s own path calls, for the places above.
+    pub trait TrustedPath {
+        fn trusted_exists(&self) -> bool;
+        fn trusted_is_dir(&self) -> bool;
+        fn trusted_canonicalize(&self) -> io::Result<PathBuf>;
+        fn trusted_symlink_metadata(&self) -> io::Result<Metadata>;
+    }
+
+    impl TrustedPath for Path {
+        fn trusted_exists(&self) -> bool {
+            self.exists()
+        }
+        fn trusted_is_dir(&self) -> bool {
+            self.is_dir()
+        }
+        fn trusted_canonicalize(&self) -> io::Result<PathBuf> {
+            self.canonicalize()
+        }
+        fn trusted_symlink_metadata(&self) -> io::Result<Metadata> {
+            self.symlink_metadata()
+        }
+    }
+
+    /// Opening and creating by path, for the places above.
+    pub trait TrustedOpen {
+        fn trusted_open(&self, p: impl AsRef<Path>) -> io::Result<File>;
+    }
+
+    impl TrustedOpen for OpenOptions {
+        fn trusted_open(&self, p: impl AsRef<Path>) -> io::Result<File> {
+            self.open(p)
+        }
+    }
+
+    impl TrustedOpen for std::fs::DirBuilder {
+        /// Creates the directory (the `File` is of no use: `Ok` means made).
+        fn trusted_open(&self, p: impl AsRef<Path>) -> io::Result<File> {
+            self.create(p.as_ref())?;
+            File::open(p)
+        }
+    }
+}
+
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
 

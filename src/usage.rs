@@ -110,6 +110,7 @@ fn vanished(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;

@@ -102,6 +102,7 @@ fn copy_by_buffer(src: &File, dst: &File, off: u64, len: u64) -> io::Result<()> 
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;

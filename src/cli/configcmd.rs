@@ -4,6 +4,7 @@
 use super::mount::config_file;
 use super::out::{out, outln};
 use crate::config;
+use crate::fsx::trusted::TrustedOpen;
 use anyhow::Context;
 use clap::Subcommand;
 use std::path::PathBuf;
@@ -48,7 +49,7 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
                     let mut f = std::fs::OpenOptions::new()
                         .write(true)
                         .create_new(true)
-                        .open(&out)
+                        .trusted_open(&out)
                         .with_context(|| format!("{}: cannot create it", out.display()))?;
                     std::io::Write::write_all(&mut f, text.as_bytes())?;
                     outln!("wrote {}", out.display());

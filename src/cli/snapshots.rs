@@ -2,6 +2,7 @@
 //! work is in `crate::snapshot`. Without a TARGET, `list` and `clean` act on every asdfs mount.
 
 use crate::daemon::mounting;
+use crate::fsx::trusted::TrustedPath;
 use crate::snapshot::{self, SnapshotInfo};
 use anyhow::{Context, anyhow, bail};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
@@ -64,7 +65,9 @@ pub fn run(cmd: SnapshotsCmd) -> anyhow::Result<i32> {
 /// The target as an absolute path, or every mounted asdfs target.
 fn targets(target: Option<PathBuf>) -> anyhow::Result<Vec<PathBuf>> {
     if let Some(t) = target {
-        let abs = t.canonicalize().or_else(|_| std::path::absolute(&t));
+        let abs = t
+            .trusted_canonicalize()
+            .or_else(|_| std::path::absolute(&t));
         return Ok(vec![
             abs.with_context(|| format!("resolving {}", t.display()))?,
         ]);
@@ -87,7 +90,7 @@ fn list(targets: &[PathBuf], json: bool) -> anyhow::Result<i32> {
         let infos =
             snapshot::list(t).with_context(|| format!("listing snapshots of {}", t.display()))?;
         for i in &infos {
-            let st = std::fs::symlink_metadata(&i.path)
+            let st = crate::fsx::trusted::symlink_metadata(&i.path)
                 .with_context(|| format!("reading {}", i.path.display()))?;
             snapshot::check_owner(&i.path, &st, t)?;
         }

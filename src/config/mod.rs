@@ -21,6 +21,7 @@ mod validate;
 mod write;
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests;
 
 pub use self::asdconf::parse_asd_conf;
@@ -188,7 +189,7 @@ fn is_toml(path: &Path, text: &str) -> bool {
 /// UTF-8.
 fn read_text(path: &Path) -> Result<String, ConfigError> {
     let fail = |problem: String| ConfigError::new(path, None, problem);
-    let file = std::fs::File::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+    let file = crate::fsx::trusted::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
     let mut bytes = Vec::new();
     let read = file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes);
     read.map_err(|e| fail(format!("cannot read: {e}")))?;

@@ -14,6 +14,7 @@ mod timer;
 
 use crate::config::TargetSettings;
 use crate::control::Response;
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use crossbeam_channel::Sender;
 use nix::sys::signal::{SigSet, Signal};
 use std::collections::HashMap;
@@ -70,7 +71,7 @@ fn start(
 fn overlay_store_left(s: &TargetSettings) -> bool {
     paths::resolve_target(&s.target)
         .and_then(|t| paths::target_paths(&t, s.volatile.as_deref()))
-        .is_ok_and(|p| p.private().join("overlay.json").exists())
+        .is_ok_and(|p| p.private().join("overlay.json").trusted_exists())
 }
 
 /// What the daemon's main loop reacts to.
@@ -162,14 +163,15 @@ fn redirect_output(log: Option<&std::path::Path>) {
         let dir = crate::fsx::Dir::open(root).ok()?;
         crate::fsx::open_log(&dir, std::ffi::OsStr::new(LOG_FILE), 0o600).ok()
     });
-    let Some(f) = opened.or_else(|| File::options().write(true).open("/dev/null").ok()) else {
+    let Some(f) = opened.or_else(|| File::options().write(true).trusted_open("/dev/null").ok())
+    else {
         return;
     };
     for fd in [1, 2] {
         // SAFETY: dup2 onto the standard descriptors; the file stays open through them.
         unsafe { libc::dup2(f.as_raw_fd(), fd) };
     }
-    if let Ok(null) = File::open("/dev/null") {
+    if let Ok(null) = crate::fsx::trusted::open("/dev/null") {
         // SAFETY: as above, for standard input.
         unsafe { libc::dup2(null.as_raw_fd(), 0) };
     }
@@ -182,7 +184,7 @@ fn raise_fd_limit() {
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return;
     };
-    let max = std::fs::read_to_string("/proc/sys/fs/nr_open")
+    let max = crate::fsx::trusted::read_to_string("/proc/sys/fs/nr_open")
         .ok()
         .and_then(|s| s.trim().parse::<u64>().ok())
         .unwrap_or(hard);
@@ -343,10 +345,12 @@ fn serve(
                 };
                 let result = t.finish();
                 let reply = waiting.remove(&idx);
+                let last = live.iter().all(Option::is_none);
                 match result {
                     Ok(()) => {
                         tracing::info!(target = %t.paths().target.display(), "unmounted; the disk copy is up to date");
-                        if let Some((tx, r)) = reply {
+                        if let Some((tx, mut r)) = reply {
+                            r.exits = last.then(std::process::id);
                             let _ = tx.send(r);
                         }
                     }

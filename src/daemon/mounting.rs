@@ -2,12 +2,13 @@
 //! hands back the /dev/fuse descriptor over a socket), and reading /proc/self/mountinfo.
 
 use crate::config::Atime;
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use anyhow::{Context, bail};
 use nix::mount::MsFlags;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
@@ -22,6 +23,8 @@ pub const OVERLAY_SOURCE: &str = "asdfs";
 /// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount's id (statx's `stx_mnt_id`).
+    pub id: u64,
     pub mount_point: PathBuf,
     /// The filesystem's device, `major:minor`.
     pub dev: String,
@@ -41,7 +44,8 @@ impl MountEntry {
 
 /// The mount table of this mount namespace.
 pub fn mounts() -> anyhow::Result<Vec<MountEntry>> {
-    let text = std::fs::read("/proc/self/mountinfo").context("reading /proc/self/mountinfo")?;
+    let text = crate::fsx::trusted::read("/proc/self/mountinfo")
+        .context("reading /proc/self/mountinfo")?;
     Ok(text
         .split(|b| *b == b'\n')
         .filter_map(parse_mountinfo_line)
@@ -52,6 +56,7 @@ fn parse_mountinfo_line(line: &[u8]) -> Option<MountEntry> {
     let fields: Vec<&[u8]> = line.split(|b| *b == b' ').collect();
     let sep = fields.iter().position(|f| *f == b"-")?;
     Some(MountEntry {
+        id: std::str::from_utf8(fields.first()?).ok()?.parse().ok()?,
         mount_point: PathBuf::from(OsString::from_vec(unescape(fields.get(4)?))),
         dev: String::from_utf8_lossy(fields.get(2)?).into_owned(),
         options: String::from_utf8_lossy(fields.get(5)?).into_owned(),
@@ -113,14 +118,38 @@ fn flags_of_fs_holding(path: &Path) -> MsFlags {
     flags
 }
 
-/// Mounts a FUSE filesystem on `target` and returns the /dev/fuse descriptor.
-/// `root_mode` is the mode of the target directory (with S_IFDIR); `atime` is shown as the
-/// mount's flag (the daemon itself keeps access times, FUSE inodes never do).
-pub fn mount_fuse(target: &Path, root_mode: u32, atime: Atime) -> anyhow::Result<File> {
+/// A FUSE mount made by `mount_fuse`: the /dev/fuse descriptor, and (as root) the id of the
+/// mount, by which `unmount_checked` knows it is unmounting this mount and nothing a user
+/// put in its place.
+pub struct FuseMount {
+    pub dev: File,
+    pub mount_id: Option<u64>,
+}
+
+/// Mounts a FUSE filesystem on the directory `dir` (the target, opened and checked; `target`
+/// is its path, for mountinfo and messages). `root_mode` is the mode of the target directory
+/// (with S_IFDIR); `atime` is shown as the mount's flag (the daemon itself keeps access
+/// times, FUSE inodes never do). As root the mount goes on the descriptor itself
+/// (docs/security.md R1): a path another user swapped meanwhile is never followed.
+pub fn mount_fuse(
+    target: &Path,
+    dir: BorrowedFd<'_>,
+    root_mode: u32,
+    atime: Atime,
+) -> anyhow::Result<FuseMount> {
     if nix::unistd::geteuid().is_root() {
-        mount_as_root(target, root_mode, atime)
+        let (dev, mount) = mount_as_root(target, dir, root_mode, atime)?;
+        // Not kept open: holding the mount would make an unmount by someone else (umount(8))
+        // fail as busy.
+        Ok(FuseMount {
+            dev,
+            mount_id: mount_id_of_fd(&mount),
+        })
     } else {
-        mount_with_fusermount(target, atime)
+        Ok(FuseMount {
+            dev: mount_with_fusermount(target, atime)?,
+            mount_id: None,
+        })
     }
 }
 
@@ -131,31 +160,68 @@ fn atime_name(atime: Atime) -> &'static str {
     }
 }
 
-fn mount_as_root(target: &Path, root_mode: u32, atime: Atime) -> anyhow::Result<File> {
+fn mount_as_root(
+    target: &Path,
+    dir: BorrowedFd<'_>,
+    root_mode: u32,
+    atime: Atime,
+) -> anyhow::Result<(File, OwnedFd)> {
+    use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, MoveMountFlags};
     let dev = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/fuse")
+        .trusted_open("/dev/fuse")
         .context("opening /dev/fuse")?;
-    let data = format!(
-        "fd={},rootmode={:o},user_id=0,group_id=0,default_permissions,allow_other",
-        dev.as_raw_fd(),
-        root_mode
-    );
-    let flags = flags_of_fs_holding(target)
-        | match atime {
-            Atime::Noatime => MsFlags::MS_NOATIME,
-            Atime::Relatime => MsFlags::MS_RELATIME,
-        };
-    nix::mount::mount(
-        Some(target.as_os_str()),
-        target,
-        Some(FSTYPE),
-        flags,
-        Some(data.as_str()),
+    let fail = |what: &str, e: rustix::io::Errno| {
+        anyhow::anyhow!(
+            "mounting FUSE on {}: {what}: {}",
+            target.display(),
+            std::io::Error::from(e)
+        )
+    };
+    let fs = rustix::mount::fsopen("fuse", FsOpenFlags::FSOPEN_CLOEXEC)
+        .map_err(|e| fail("fsopen", e))?;
+    let source = target.as_os_str().as_bytes().to_vec();
+    let strings: [(&str, Vec<u8>); 6] = [
+        ("source", source),
+        ("subtype", b"asdfs".to_vec()),
+        ("fd", dev.as_raw_fd().to_string().into_bytes()),
+        ("rootmode", format!("{root_mode:o}").into_bytes()),
+        ("user_id", b"0".to_vec()),
+        ("group_id", b"0".to_vec()),
+    ];
+    for (key, value) in strings {
+        rustix::mount::fsconfig_set_string(&fs, key, value.as_slice()).map_err(|e| fail(key, e))?;
+    }
+    for flag in ["default_permissions", "allow_other"] {
+        rustix::mount::fsconfig_set_flag(&fs, flag).map_err(|e| fail(flag, e))?;
+    }
+    rustix::mount::fsconfig_create(&fs).map_err(|e| fail("creating the filesystem", e))?;
+    let holding = flags_of_fs_holding(target);
+    let mut attrs = match atime {
+        Atime::Noatime => MountAttrFlags::MOUNT_ATTR_NOATIME,
+        Atime::Relatime => MountAttrFlags::MOUNT_ATTR_RELATIME,
+    };
+    for (ms, attr) in [
+        (MsFlags::MS_NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (MsFlags::MS_NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (MsFlags::MS_NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+    ] {
+        if holding.contains(ms) {
+            attrs |= attr;
+        }
+    }
+    let mnt = rustix::mount::fsmount(&fs, FsMountFlags::FSMOUNT_CLOEXEC, attrs)
+        .map_err(|e| fail("fsmount", e))?;
+    rustix::mount::move_mount(
+        &mnt,
+        "",
+        dir,
+        "",
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
     )
-    .with_context(|| format!("mounting FUSE on {}", target.display()))?;
-    Ok(dev)
+    .map_err(|e| fail("attaching", e))?;
+    Ok((dev, mnt))
 }
 
 fn fusermount() -> &'static str {
@@ -165,7 +231,7 @@ fn fusermount() -> &'static str {
         "/usr/local/bin/fusermount3",
     ]
     .into_iter()
-    .find(|p| Path::new(p).exists())
+    .find(|p| Path::new(p).trusted_exists())
     .unwrap_or("fusermount3")
 }
 
@@ -232,11 +298,56 @@ fn receive_fd(sock: &UnixStream) -> anyhow::Result<OwnedFd> {
     bail!("fusermount3 sent no descriptor")
 }
 
-/// Detaches the mount on `target` (lazily: files still open keep working).
+/// The mount id of a descriptor, from /proc/self/fdinfo: no request reaches the filesystem
+/// (a FUSE mount whose session is not running yet would never answer a stat).
+fn mount_id_of_fd(fd: &OwnedFd) -> Option<u64> {
+    let info = crate::fsx::trusted::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
+        .ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("mnt_id:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Detaches (lazily: files still open keep working) the mount with id `mount_id` on the
+/// directory `name` of `parent`, a descriptor held since the start: the target's path, in
+/// a directory another user controls, is not resolved again, the name is not followed, and
+/// a mount found there that is not this one is left alone with an error.
+pub fn unmount_checked(
+    parent: &crate::fsx::Dir,
+    name: &std::ffi::OsStr,
+    mount_id: u64,
+    target: &Path,
+) -> anyhow::Result<()> {
+    use nix::fcntl::OFlag;
+    let top = nix::fcntl::openat(
+        parent.fd(),
+        name,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_context(|| format!("unmounting {}", target.display()))?;
+    match mount_id_of_fd(&top) {
+        Some(id) if id == mount_id => {}
+        _ => bail!(
+            "unmounting {}: the mount there is not asdfs's any more (moved or covered); nothing was unmounted",
+            target.display()
+        ),
+    }
+    let at = format!("/proc/self/fd/{}", top.as_raw_fd());
+    nix::mount::umount2(at.as_str(), nix::mount::MntFlags::MNT_DETACH)
+        .with_context(|| format!("unmounting {}", target.display()))
+}
+
+/// Detaches the mount on `target` (lazily: files still open keep working). The last
+/// component is never followed (a symlink put in the mount's place is not a way to
+/// unmount something else).
 pub fn unmount(target: &Path) -> anyhow::Result<()> {
     if nix::unistd::geteuid().is_root() {
-        nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH)
-            .with_context(|| format!("unmounting {}", target.display()))?;
+        nix::mount::umount2(
+            target,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        )
+        .with_context(|| format!("unmounting {}", target.display()))?;
         return Ok(());
     }
     let out = Command::new(fusermount())
@@ -274,7 +385,7 @@ const FUSECTL_SUPER_MAGIC: nix::sys::statfs::FsType = nix::sys::statfs::FsType(0
 /// mounted on the machine. Its error is one line.
 pub fn abort_connection(conn: u64, scratch: &Path) -> anyhow::Result<()> {
     let root = Path::new(FUSECTL);
-    if root.join(conn.to_string()).exists() || is_fusectl(root) {
+    if root.join(conn.to_string()).trusted_exists() || is_fusectl(root) {
         return write_abort(root, conn);
     }
     abort_through_private_fusectl(conn, scratch)
@@ -287,7 +398,7 @@ fn is_fusectl(dir: &Path) -> bool {
 
 fn write_abort(fusectl: &Path, conn: u64) -> anyhow::Result<()> {
     let file = fusectl.join(conn.to_string()).join("abort");
-    std::fs::write(&file, b"1")
+    crate::fsx::trusted::write(&file, b"1")
         .map_err(|e| anyhow::anyhow!("aborting FUSE connection {conn}: {}: {e}", file.display()))
 }
 
@@ -295,7 +406,7 @@ fn write_abort(fusectl: &Path, conn: u64) -> anyhow::Result<()> {
 /// removed. The error names what failed (for `abort_connection`'s line).
 fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()> {
     let dir = scratch.join("fusectl");
-    match std::fs::create_dir(&dir) {
+    match crate::fsx::trusted::create_dir(&dir) {
         Ok(()) => {}
         // Left by an attempt that did not finish: mount over it, remove it after.
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -306,7 +417,7 @@ fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()
         match nix::mount::mount(Some("fusectl"), &dir, Some("fusectl"), flags, None::<&str>) {
             Ok(()) => {
                 let file = dir.join(conn.to_string()).join("abort");
-                let written = std::fs::write(&file, b"1")
+                let written = crate::fsx::trusted::write(&file, b"1")
                     .map_err(|e| anyhow::anyhow!("writing {}: {e}", file.display()));
                 let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
                 written
@@ -316,14 +427,14 @@ fn abort_through_private_fusectl(conn: u64, scratch: &Path) -> anyhow::Result<()
                 dir.display()
             )),
         };
-    let _ = std::fs::remove_dir(&dir);
+    let _ = crate::fsx::trusted::remove_dir(&dir);
     result
 }
 
 /// True if `path` is a mount point whose FUSE daemon is gone ("Transport endpoint is not
 /// connected").
 pub fn is_dead_fuse_mount(path: &Path) -> bool {
-    matches!(std::fs::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
+    matches!(crate::fsx::trusted::metadata(path), Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTCONN | libc::ECONNABORTED)))
 }
 
 /// For tests and messages: the bytes of a path.
@@ -332,6 +443,7 @@ pub fn path_bytes(p: &Path) -> &[u8] {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
 

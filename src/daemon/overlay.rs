@@ -5,7 +5,7 @@
 
 use super::paths::{self, TargetPaths};
 use super::target::{
-    Phase, final_flush, flush_response, open_control, request_stop, take_lock, write_owner,
+    Phase, final_flush, flush_response, lock_store, open_control, request_stop, write_owner,
 };
 use super::timer::FlushTimer;
 use super::{Event, Served, mounting, safety, status};
@@ -14,6 +14,7 @@ use crate::backup::Backups;
 use crate::config::TargetSettings;
 use crate::control::{Request, Response};
 use crate::flush::{FlushReport, recover_disk};
+use crate::fsx::trusted::TrustedPath;
 use crate::overlay::flush::{Layer, OverlayFlusher};
 use crate::overlay::kernel;
 use crate::overlay::layers::{self, Saved, Stack, open_dir, remove_layer, upper_dir};
@@ -92,13 +93,12 @@ impl OverlayTarget {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        let dirs = paths::prepare_store(&p)?;
-        let lock = take_lock(&p, &dirs.store)?;
+        let (dirs, lock) = lock_store(&p)?;
         // Until the overlay is on the target, a failure removes the store and side
         // directory this start made (see target.rs).
         let mut undo = paths::Undo::of(&dirs)?;
         let aging = paths::guard_from_aging(&p);
-        if p.private().join("log").exists() {
+        if p.private().join("log").trusted_exists() {
             return Err(Start::Fallback(
                 "the previous session, in FUSE mode, left changes in its RAM store".into(),
             ));
@@ -113,6 +113,9 @@ impl OverlayTarget {
         // Outside `private/`: nothing ever deletes recursively through it.
         let pin = p.store.join("disk");
         let pinned = saved.is_some() && mounting::mount_at(&pin)?.is_some();
+        if pinned {
+            finish_interrupted_swap(&p.target)?;
+        }
         let live = mounting::mount_at(&p.target)?.filter(|m| m.is_asdfs());
         if live.is_some() && !pinned {
             return Err(Start::Failed(anyhow::anyhow!(
@@ -120,7 +123,7 @@ impl OverlayTarget {
                 p.target.display()
             )));
         }
-        let parent_dir = crate::fsx::Dir::open(if pinned {
+        let parent_dir = crate::fsx::Dir::open_strict(if pinned {
             &pin
         } else {
             p.target.parent().unwrap_or(Path::new("/"))
@@ -147,7 +150,7 @@ impl OverlayTarget {
         let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
-            std::fs::create_dir_all(&pin)?;
+            crate::fsx::trusted::create_dir_all(&pin)?;
             kernel::pin(parent_dir.fd(), &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
         }
         // Until the overlay is on the target, a failure takes the pin away again.
@@ -180,14 +183,14 @@ impl OverlayTarget {
                     .map_err(|e| Start::Fallback(format!("{e:#}")))?;
                 let undo = |e: anyhow::Error| {
                     remove_layer(&private, n);
-                    let _ = std::fs::remove_file(private.join("overlay.json"));
+                    let _ = crate::fsx::trusted::remove_file(private.join("overlay.json"));
                     Start::Fallback(format!("{e:#}"))
                 };
                 // Recorded before programs can write into it: from the attach on, a daemon
                 // taking over finds it.
                 stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
                 stack.save().map_err(undo)?;
-                kernel::attach(&mnt, &p.target, false).map_err(undo)?;
+                kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
                 stack
             }
             (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
@@ -253,7 +256,9 @@ impl OverlayTarget {
         );
         t.start_monitor();
         let c = t.clone();
-        open_control(&t.paths, move |req, report| c.handle(req, report))?;
+        open_control(&t.paths, &t.disk_dir, move |req, report| {
+            c.handle(req, report)
+        })?;
         Ok(t)
     }
 
@@ -378,12 +383,12 @@ impl OverlayTarget {
                 tracing::warn!(error = %e, "could not remove the hardlink backup");
             }
         }
-        if let Err(e) = kernel::detach(&self.pin, true) {
+        if let Err(e) = kernel::detach(&self.pin, true, None) {
             tracing::warn!(error = %e, pin = %self.pin.display(), "could not unmount the pinned disk directory");
         }
         // Never recursive: the pin is (or was) the user's own directory.
-        let _ = std::fs::remove_dir(&self.pin);
-        super::target::remove_store(&self.dirs, &self.side.dir);
+        let _ = crate::fsx::trusted::remove_dir(&self.pin);
+        super::target::remove_store(&self.dirs, &self.side);
     }
 }
 
@@ -407,13 +412,13 @@ impl Served for OverlayTarget {
         }
         let mut st = self.stack.lock();
         // Our own hold would make the plain unmount busy: try it first.
-        let plain = kernel::detach(&self.paths.target, false);
+        let plain = kernel::detach(&self.paths.target, false, st.top.mount_id);
         match plain {
             Ok(()) => st.top.gone = true,
             Err(_) => st.hold_top(&self.paths.target),
         }
         if let Err(e) = plain {
-            let lazily = kernel::detach(&self.paths.target, true);
+            let lazily = kernel::detach(&self.paths.target, true, st.top.mount_id);
             if e.raw_os_error() != Some(libc::EBUSY) || lazily.is_err() {
                 return Response::err(format!("unmounting {}: {e}", self.paths.target.display()));
             }
@@ -467,8 +472,8 @@ struct Unpin(Option<PathBuf>);
 impl Drop for Unpin {
     fn drop(&mut self) {
         if let Some(pin) = self.0.take() {
-            let _ = kernel::detach(&pin, true);
-            let _ = std::fs::remove_dir(&pin);
+            let _ = kernel::detach(&pin, true, None);
+            let _ = crate::fsx::trusted::remove_dir(&pin);
         }
     }
 }
@@ -480,7 +485,7 @@ fn write_left_layers(private: &Path, saved: &Saved, f: &OverlayFlusher) -> anyho
     for n in &unwritten {
         let n = *n;
         let dir = upper_dir(private, n);
-        if !dir.exists() {
+        if !dir.trusted_exists() {
             continue;
         }
         let upper = Upper::open(open_dir(&dir)?)?;
@@ -556,4 +561,25 @@ impl OverlayTarget {
         let (pending, ram) = st.pending();
         (pending, ram, st.held_count())
     }
+}
+
+/// A daemon killed in the middle of a layer swap (design.md §10) left the fresh overlay
+/// mounted beneath the previous one, which it had not detached yet: two of our overlays on
+/// the target. The swap is finished as it would have been: the one on top is detached
+/// (lazily: programs holding it keep it; its upper layer is a lower layer of the fresh
+/// overlay, so nothing written to it is lost). Then the target shows one overlay, the one
+/// the mount table lists last and the path reaches.
+fn finish_interrupted_swap(target: &Path) -> anyhow::Result<()> {
+    let ours = |t: &Path| -> anyhow::Result<usize> {
+        Ok(mounting::mounts()?
+            .iter()
+            .filter(|m| m.mount_point == t && m.is_asdfs())
+            .count())
+    };
+    while ours(target)? > 1 {
+        tracing::warn!(target = %target.display(), "finishing a layer swap a killed daemon left half done");
+        kernel::detach(target, true, None)
+            .with_context(|| format!("detaching the previous overlay of {}", target.display()))?;
+    }
+    Ok(())
 }

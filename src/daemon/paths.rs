@@ -2,6 +2,7 @@
 //! the target, its side directory beside it, and its store on tmpfs (design.md §3, §5).
 
 use super::mounting;
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use crate::fsx::{self, Dir};
 use anyhow::{Context, bail};
 use std::ffi::{OsStr, OsString};
@@ -41,7 +42,7 @@ impl TargetPaths {
 /// daemon died (its mount answers "Transport endpoint is not connected") is accepted: the
 /// dead mount is cleared once the store is locked, and the target checked again.
 pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
-    match std::fs::metadata(given) {
+    match crate::fsx::trusted::metadata(given) {
         Ok(meta) if meta.is_dir() => check_owner(given, &meta)?,
         Ok(_) => bail!("{}: not a directory", given.display()),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
@@ -52,8 +53,8 @@ pub fn resolve_target(given: &Path) -> anyhow::Result<PathBuf> {
         }
         Err(e) => bail!("{}: {e}", given.display()),
     }
-    let abs =
-        std::fs::canonicalize(given).with_context(|| format!("resolving {}", given.display()))?;
+    let abs = crate::fsx::trusted::canonicalize(given)
+        .with_context(|| format!("resolving {}", given.display()))?;
     if abs == Path::new("/") {
         bail!("/: the root directory cannot be a target");
     }
@@ -79,7 +80,7 @@ fn dead_mount_target(given: &Path) -> anyhow::Result<PathBuf> {
     let (Some(parent), Some(name)) = (abs.parent(), abs.file_name()) else {
         bail!("{}: not a usable target", given.display());
     };
-    let abs = std::fs::canonicalize(parent)
+    let abs = crate::fsx::trusted::canonicalize(parent)
         .with_context(|| format!("resolving {}", parent.display()))?
         .join(name);
     match mounting::mount_at(&abs)? {
@@ -127,7 +128,7 @@ pub fn target_paths(target: &Path, volatile: Option<&Path>) -> anyhow::Result<Ta
         );
     }
     // Without symlinks, as the chain rule checks it (prepare_store).
-    let volatile = std::fs::canonicalize(&volatile).unwrap_or(volatile);
+    let volatile = crate::fsx::trusted::canonicalize(&volatile).unwrap_or(volatile);
     let store_root = volatile.join(STORE_ROOT);
     let store = store_root.join(store_key(target));
     Ok(TargetPaths {
@@ -190,7 +191,7 @@ pub fn check_overlaps(p: &TargetPaths) -> anyhow::Result<()> {
     }
     let root = p
         .store_root
-        .canonicalize()
+        .trusted_canonicalize()
         .unwrap_or_else(|_| p.store_root.clone());
     if root.starts_with(&p.target) {
         bail!(
@@ -228,7 +229,7 @@ pub fn me() -> u32 {
 /// was checked.
 pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<StoreDirs> {
     let volatile = p.store_root.parent().unwrap_or(Path::new("/"));
-    if !volatile.is_dir() {
+    if !volatile.trusted_is_dir() {
         bail!(
             "{}: the volatile directory does not exist",
             volatile.display()
@@ -367,7 +368,7 @@ pub fn guard_from_aging(p: &TargetPaths) -> AgingGuard {
         let opened = std::fs::OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .open(dir);
+            .trusted_open(dir);
         let mut f = match opened {
             Ok(f) => f,
             Err(e) => {
@@ -406,10 +407,10 @@ pub fn is_ram_fs(dir: &Path) -> anyhow::Result<bool> {
     if magic == TMPFS_MAGIC || magic == RAMFS_MAGIC {
         return Ok(true);
     }
-    let dev = std::fs::metadata(dir)?.dev();
+    let dev = crate::fsx::trusted::metadata(dir)?.dev();
     let zram = mounting::mounts()?.into_iter().any(|m| {
         m.source.starts_with("/dev/zram")
-            && std::fs::metadata(&m.mount_point)
+            && crate::fsx::trusted::metadata(&m.mount_point)
                 .map(|x| x.dev() == dev)
                 .unwrap_or(false)
     });

@@ -60,7 +60,7 @@ pub(super) fn watch(targets: Vec<(PathBuf, PathBuf)>) {
 
 fn watch_loop(targets: &[(PathBuf, PathBuf)]) -> std::io::Result<()> {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let table = std::fs::File::open("/proc/self/mountinfo")?;
+    let table = crate::fsx::trusted::open("/proc/self/mountinfo")?;
     let mut was: HashMap<&Path, bool> = HashMap::new();
     loop {
         for (target, socket) in targets {

@@ -8,6 +8,7 @@ use crate::backing::{Backing, RealBacking};
 use crate::backup::{Backups, Discounting};
 use crate::config::TargetSettings;
 use crate::fsx::Dir;
+use crate::fsx::trusted::TrustedPath;
 use crate::snapshot;
 use anyhow::Context;
 use nix::fcntl::OFlag;
@@ -19,10 +20,20 @@ use std::time::SystemTime;
 /// Reports progress of long work: (what, done, total) in bytes or items.
 pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
 
-pub(super) fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
+/// The target `target`, a directory in `parent` (opened with `Dir::open_strict`), opened by
+/// its one name without following a symlink.
+pub(super) fn open_target_in(parent: &Dir, target: &Path) -> anyhow::Result<OwnedFd> {
+    let name = target.file_name().unwrap_or_default();
     let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
-        .with_context(|| format!("opening {}", p.display()))
+    nix::fcntl::openat(parent, name, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", target.display()))
+}
+
+/// The device of an opened directory.
+pub(super) fn dev_of(fd: &OwnedFd) -> anyhow::Result<u64> {
+    Ok(nix::sys::stat::fstat(fd)
+        .context("stat of the target")?
+        .st_dev)
 }
 
 /// A target's disk side, with its backups when they are on.
@@ -76,7 +87,7 @@ pub fn open_disk_in(
 pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     let store = ["log", "overlay.json"]
         .iter()
-        .any(|f| p.private().join(f).exists());
+        .any(|f| p.private().join(f).trusted_exists());
     side.contains("session") && !store
 }
 

@@ -8,6 +8,7 @@ use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
 use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
 use crate::store::{Store, StoreSetup};
@@ -108,6 +109,8 @@ pub struct Target {
     pub(super) disk_dir: Arc<std::os::fd::OwnedFd>,
     /// The FUSE connection number, to abort it if a stop must not wait for open files.
     fuse_conn: Mutex<Option<u64>>,
+    /// The id of the FUSE mount root made (`mounting::FuseMount`).
+    mount_id: Mutex<Option<u64>>,
     /// The store's directories, checked at the start.
     dirs: paths::StoreDirs,
     /// The side directory beside the target, checked at the start.
@@ -127,23 +130,22 @@ impl Target {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        let dirs = paths::prepare_store(&p)?;
         // A start that fails from here on removes the store it made (and below, the side
         // directory and the session file), so the next mount does not mistake them for
         // the leftovers of a daemon that died.
-        let lock = take_lock(&p, &dirs.store)?;
+        let (dirs, lock) = lock_store(&p)?;
         let mut undo = paths::Undo::of(&dirs)?;
         let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
         paths::resolve_target(&p.target)?;
-        let side = paths::prepare_side(
-            &p,
-            crate::fsx::Dir::open(p.target.parent().unwrap_or(Path::new("/")))?,
-            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(&p.target)?),
-        )?;
+        // The target's parent with no symlink anywhere in its path, and the target opened
+        // beneath it: what is mounted on and flushed to is what was checked, whatever a
+        // user renames meanwhile (docs/security.md R1).
+        let parent = crate::fsx::Dir::open_strict(p.target.parent().unwrap_or(Path::new("/")))?;
+        let disk_dir = Arc::new(safety::open_target_in(&parent, &p.target)?);
+        let side = paths::prepare_side(&p, parent, safety::dev_of(&disk_dir)?)?;
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
-        let disk_dir = Arc::new(safety::open_dir(&p.target)?);
         let recovered = recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         let (generation, completed) = (recovered.generation, recovered.completed);
         if completed {
@@ -179,6 +181,7 @@ impl Target {
             usage: Arc::default(),
             disk_dir,
             fuse_conn: Mutex::new(None),
+            mount_id: Mutex::new(None),
             dirs,
             side,
         });
@@ -207,12 +210,33 @@ impl Target {
         Ok(t)
     }
 
+    /// Detaches the mount: through the descriptor of the mount when root made it, so the
+    /// target's path (in a directory its owner controls) is not resolved again.
+    fn unmount(&self) -> anyhow::Result<()> {
+        match *self.mount_id.lock() {
+            Some(id) => mounting::unmount_checked(
+                &self.side.parent,
+                self.paths.target.file_name().unwrap_or_default(),
+                id,
+                &self.paths.target,
+            ),
+            None => mounting::unmount(&self.paths.target),
+        }
+    }
+
     fn mount(&self, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let root = self.store.getattr(NodeId::ROOT)?;
         let mode = libc::S_IFDIR | root.attr.mode;
         self.store
             .set_relatime(self.settings.atime == crate::config::Atime::Relatime);
-        let dev = mounting::mount_fuse(&self.paths.target, mode, self.settings.atime)?;
+        let mounted = mounting::mount_fuse(
+            &self.paths.target,
+            std::os::fd::AsFd::as_fd(&*self.disk_dir),
+            mode,
+            self.settings.atime,
+        )?;
+        let dev = mounted.dev;
+        *self.mount_id.lock() = mounted.mount_id;
         *self.fuse_conn.lock() = mounting::fuse_connection(&self.paths.target);
         let hook: Option<SyncHook> = match self.settings.fsync {
             FsyncPolicy::Sync => {
@@ -229,7 +253,7 @@ impl Target {
         let session = match fuser::Session::from_fd(fs, dev.into(), fuser::SessionACL::All, cfg) {
             Ok(s) => s,
             Err(e) => {
-                let _ = mounting::unmount(&self.paths.target);
+                let _ = self.unmount();
                 return Err(e).context("starting the FUSE session");
             }
         };
@@ -246,7 +270,7 @@ impl Target {
 
     fn start_control(self: &Arc<Self>, events: Sender<Event>, idx: usize) -> anyhow::Result<()> {
         let t = self.clone();
-        open_control(&self.paths, move |req, report| {
+        open_control(&self.paths, &self.disk_dir, move |req, report| {
             t.handle(req, report, &events, idx)
         })
     }
@@ -291,7 +315,7 @@ impl Target {
         if let Err(e) = self.flusher.flush() {
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
-        if let Err(e) = mounting::unmount(&self.paths.target) {
+        if let Err(e) = self.unmount() {
             return Response::err(format!("{e:#}"));
         }
         *self.phase.lock() = Phase::Detached;
@@ -342,7 +366,7 @@ impl Target {
     }
 
     fn remove_store(&self) {
-        remove_store(&self.dirs, &self.side.dir);
+        remove_store(&self.dirs, &self.side);
     }
 }
 
@@ -366,11 +390,16 @@ impl super::Served for Target {
 
 /// Serves the target's control socket: root, the daemon's user and the target's owner may
 /// send requests (`control::bind` and `control::serve` say how others are kept out).
+/// `disk_dir` is the target as opened at the start: its owner is read from it, never from
+/// the path (a parent its owner renamed could lead anywhere).
 pub(super) fn open_control(
     p: &TargetPaths,
+    disk_dir: &std::os::fd::OwnedFd,
     handle: impl Fn(Request, control::Report<'_>) -> Response + Send + Sync + 'static,
 ) -> anyhow::Result<()> {
-    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&p.target)?);
+    let owner = nix::sys::stat::fstat(disk_dir)
+        .context("the target's owner")?
+        .st_uid;
     let listener = control::bind(&p.socket(), owner)?;
     let allowed = control::Allowed::new(owner);
     std::thread::Builder::new()
@@ -404,11 +433,12 @@ pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
 
 /// The store's files, and the session file in the side directory, removed through the
 /// descriptors checked at the start (the store: its own files only, then the directory if
-/// nothing else is left in it).
-pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &crate::fsx::Dir) {
+/// nothing else is left in it). Called once the session ended cleanly.
+pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &paths::Side) {
     use crate::fsx;
     use std::ffi::OsStr;
-    let _ = fsx::unlink(side, OsStr::new("session"));
+    let _ = fsx::unlink(&side.dir, OsStr::new("session"));
+    remove_side(side);
     let _ = fsx::unlink(&dirs.store, OsStr::new("control.sock"));
     if let Err(e) = fsx::remove_tree(&dirs.store, OsStr::new("private")) {
         tracing::warn!(error = %e, "could not remove the RAM store");
@@ -417,6 +447,66 @@ pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &crate::fsx::Dir) {
     let _ = fsx::unlink(&dirs.store, OsStr::new("lock"));
     let key = dirs.store.path().file_name().unwrap_or_default();
     let _ = fsx::rmdir(&dirs.root, key);
+}
+
+/// The side directory goes with a clean end when nothing but the generation counter is left
+/// in it (a journal or stage keeps it), and only if its name still holds the directory
+/// checked at the start; rmdir never follows a symlink. The next session starts again at
+/// generation 0 in a fresh side directory.
+fn remove_side(side: &paths::Side) {
+    use rustix::fs::{Mode, OFlags};
+    use std::ffi::OsStr;
+    let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let listed = rustix::fs::openat(side.dir.fd(), ".", readable, Mode::empty())
+        .and_then(rustix::fs::Dir::read_from);
+    let only_generation = listed.is_ok_and(|d| {
+        d.flatten()
+            .all(|e| matches!(e.file_name().to_bytes(), b"." | b".." | b"generation"))
+    });
+    let name = side.dir.path().file_name().unwrap_or_default();
+    let now = side.parent.open_in(name).and_then(|d| d.stat());
+    let held = side.dir.stat();
+    let same =
+        matches!((now, held), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino));
+    if only_generation && same {
+        let _ = crate::fsx::unlink(&side.dir, OsStr::new("generation"));
+        let _ = crate::fsx::rmdir(&side.parent, name);
+    }
+}
+
+/// The store, made or accepted, and its lock. A daemon that ends removes its store while
+/// it holds the lock, so the store held when the lock is won may have gone meanwhile (a
+/// mount right after an unmount meets the old daemon's last steps): then it is made again.
+pub(super) fn lock_store(p: &TargetPaths) -> anyhow::Result<(paths::StoreDirs, Flock<File>)> {
+    for _ in 0..50 {
+        let dirs = paths::prepare_store(p)?;
+        match take_lock(p, &dirs.store) {
+            Ok(lock) if store_intact(&dirs, &lock) => return Ok((dirs, lock)),
+            Ok(_) => {}
+            Err(_) if !store_intact_dir(&dirs) => {}
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "{}: its store kept being removed while this daemon started (another daemon ending?)",
+        p.store.display()
+    )
+}
+
+/// Whether the locked store is still the one its path names, with `private/` and the lock
+/// file in it.
+fn store_intact(dirs: &paths::StoreDirs, lock: &Flock<File>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let linked = lock.metadata().is_ok_and(|m| m.nlink() > 0);
+    linked && store_intact_dir(dirs) && dirs.store.contains("private")
+}
+
+fn store_intact_dir(dirs: &paths::StoreDirs) -> bool {
+    let key = dirs.store.path().file_name().unwrap_or_default();
+    let now = dirs.root.open_in(key).and_then(|d| d.stat());
+    let held = dirs.store.stat();
+    matches!((now, held), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
 }
 
 pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Result<Flock<File>> {
@@ -456,7 +546,7 @@ fn owner_pid(store: &crate::fsx::Dir) -> Option<u32> {
 
 /// Whether a process is gone or exiting (its main thread a zombie).
 fn dying(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+    match crate::fsx::trusted::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
             stat.rsplit(')')
                 .next()
@@ -492,7 +582,7 @@ fn open_store(
         target: &p.target,
         base_gen: generation,
     };
-    if private.join("log").exists() {
+    if private.join("log").trusted_exists() {
         let s = Store::take_over(setup)
             .with_context(|| format!("taking over the RAM store in {}", p.store.display()))?;
         return Ok((Arc::new(s), true));

@@ -32,11 +32,11 @@ impl Holders {
 pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSet<u64>) -> Holders {
     let mut h = Holders::default();
     let me = std::process::id();
-    let Ok(procs) = std::fs::read_dir("/proc") else {
+    let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
         return h;
     };
     // Mount namespaces already looked at; ours has the overlay on the target.
-    let mut namespaces: HashSet<PathBuf> = std::fs::read_link("/proc/self/ns/mnt")
+    let mut namespaces: HashSet<PathBuf> = crate::fsx::trusted::read_link("/proc/self/ns/mnt")
         .into_iter()
         .collect();
     let wanted = format!("{}:{}", libc::major(ovl_dev), libc::minor(ovl_dev));
@@ -50,7 +50,7 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
         let base = p.path();
         // A mount of the overlay in another mount namespace (a copy made by unshare or a
         // container, not following our unmounts): programs there can use all of it.
-        if let Ok(ns) = std::fs::read_link(base.join("ns/mnt")) {
+        if let Ok(ns) = crate::fsx::trusted::read_link(base.join("ns/mnt")) {
             if namespaces.insert(ns) && mounted_in(&base.join("mountinfo"), &wanted) {
                 h.dirs.push((pid, base.join("mountinfo")));
             }
@@ -95,13 +95,13 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
 
 /// Whether a mountinfo lists a mount of the device `dev` ("major:minor").
 fn mounted_in(mountinfo: &Path, dev: &str) -> bool {
-    std::fs::read_to_string(mountinfo)
+    crate::fsx::trusted::read_to_string(mountinfo)
         .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(dev)))
         .unwrap_or(false)
 }
 
 fn list(dir: &Path) -> Vec<PathBuf> {
-    std::fs::read_dir(dir)
+    crate::fsx::trusted::read_dir(dir)
         .map(|it| it.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
 }
@@ -109,6 +109,6 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 /// Device, mode and inode of what a /proc link names.
 fn stat(path: &Path) -> Option<(u64, u32, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
+    let m = crate::fsx::trusted::metadata(path).ok()?;
     Some((m.dev(), m.mode(), m.ino()))
 }

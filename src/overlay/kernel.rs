@@ -27,7 +27,7 @@ pub fn unavailable() -> Option<String> {
         return Some("overlay mode needs root".into());
     }
     let listed = |fs: &str| {
-        std::fs::read_to_string("/proc/filesystems")
+        crate::fsx::trusted::read_to_string("/proc/filesystems")
             .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some(fs)))
             .unwrap_or(false)
     };
@@ -98,15 +98,67 @@ fn explain(fs: &OwnedFd, e: rustix::io::Errno) -> anyhow::Error {
     }
 }
 
-/// Attaches a detached mount on `target`: on top, or beneath the mount already on top.
-pub fn attach(mnt: &OwnedFd, target: &Path, beneath: bool) -> anyhow::Result<()> {
-    let mut flags = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH;
+/// The top mount at `target` (a canonical path), opened with no symlink in any component:
+/// a target's parent is often its owner's, who could rename it and leave a symlink.
+fn open_top(target: &Path) -> std::io::Result<OwnedFd> {
+    rustix::fs::openat2(
+        rustix::fs::CWD,
+        target,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        rustix::fs::ResolveFlags::NO_SYMLINKS | rustix::fs::ResolveFlags::NO_MAGICLINKS,
+    )
+    .map_err(std::io::Error::from)
+}
+
+/// The top mount at `target`, which must be the mount with id `expect` when given. If it is
+/// not there (its owner renamed a directory above it), it is looked up by its id in the
+/// mount table and opened where it now is, the same way; a mount that is not the expected
+/// one is an error, never acted on (docs/security.md R1, R4).
+fn open_expected(target: &Path, expect: Option<u64>) -> std::io::Result<OwnedFd> {
+    let Some(id) = expect else {
+        return open_top(target);
+    };
+    if let Ok(top) = open_top(target) {
+        if mount_id(&top)? == id {
+            return Ok(top);
+        }
+    }
+    let moved = crate::daemon::mounting::mounts()
+        .map_err(std::io::Error::other)?
+        .into_iter()
+        .find(|m| m.id == id);
+    if let Some(m) = moved {
+        let top = open_top(&m.mount_point)?;
+        if mount_id(&top)? == id {
+            tracing::warn!(target = %target.display(), now = %m.mount_point.display(), "the overlay was moved with a directory above it; acting on it where it is");
+            return Ok(top);
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "{}: the mount there is not asdfs's overlay any more (moved or covered); left alone",
+        target.display()
+    )))
+}
+
+/// Attaches a detached mount on `target`: on top, or beneath the mount already on top,
+/// which must be the one with id `expect_top` when given (docs/security.md R1, R4).
+pub fn attach(
+    mnt: &OwnedFd,
+    target: &Path,
+    beneath: bool,
+    expect_top: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut flags =
+        MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
     if beneath {
         flags |= MoveMountFlags::MOVE_MOUNT_BENEATH;
     }
-    rustix::mount::move_mount(mnt.as_fd(), "", rustix::fs::CWD, target, flags)
-        .map_err(std::io::Error::from)
-        .with_context(|| format!("attaching the overlay at {}", target.display()))
+    let attached = open_expected(target, expect_top).and_then(|top| {
+        rustix::mount::move_mount(mnt.as_fd(), "", top.as_fd(), "", flags)
+            .map_err(std::io::Error::from)
+    });
+    attached.with_context(|| format!("attaching the overlay at {}", target.display()))
 }
 
 /// Pins the directory `dir` (a descriptor opened before anything covered it) at `at` with a
@@ -135,14 +187,17 @@ pub fn pin(dir: &OwnedFd, at: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Detaches the mount on top of `path`; with `lazy`, even while files in it are open.
-pub fn detach(path: &Path, lazy: bool) -> std::io::Result<()> {
+/// Detaches the mount on top of `path` (a canonical path, resolved with no symlink), which
+/// must be the one with id `expect` when given; with `lazy`, even while files in it are open.
+pub fn detach(path: &Path, lazy: bool, expect: Option<u64>) -> std::io::Result<()> {
     let flags = if lazy {
         UnmountFlags::DETACH
     } else {
         UnmountFlags::empty()
     };
-    rustix::mount::unmount(path, flags).map_err(std::io::Error::from)
+    let top = open_expected(path, expect)?;
+    let at = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&top));
+    rustix::mount::unmount(at.as_str(), flags).map_err(std::io::Error::from)
 }
 
 /// The mount id of the mount `fd` is on (statx's `stx_mnt_id`).
@@ -171,8 +226,8 @@ pub fn mount_id_of(path: &Path) -> std::io::Result<(u64, libc::mode_t, u64, u64)
 /// Fails unless `path` is a directory on the same filesystem as `other`.
 pub fn same_fs(path: &Path, other: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    let a = std::fs::metadata(path)?.dev();
-    let b = std::fs::metadata(other)?.dev();
+    let a = crate::fsx::trusted::metadata(path)?.dev();
+    let b = crate::fsx::trusted::metadata(other)?.dev();
     if a != b {
         bail!(
             "{} and {} are on different filesystems",
@@ -184,6 +239,7 @@ pub fn same_fs(path: &Path, other: &Path) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
     use std::os::unix::fs::MetadataExt;
@@ -193,7 +249,7 @@ mod tests {
     impl Drop for Unmount {
         fn drop(&mut self) {
             for p in &self.0 {
-                while detach(p, true).is_ok() {}
+                while detach(p, true, None).is_ok() {}
             }
         }
     }
@@ -229,7 +285,7 @@ mod tests {
             &ram.path().join("w1"),
         )
         .unwrap();
-        attach(&o1, &t, false).unwrap();
+        attach(&o1, &t, false, None).unwrap();
         std::fs::write(t.join("d/new"), b"new").unwrap();
         // A directory from disk cannot be renamed (redirect_dir=off).
         let e = std::fs::rename(t.join("d"), t.join("e")).unwrap_err();
@@ -253,8 +309,8 @@ mod tests {
             &ram.path().join("w2"),
         )
         .unwrap();
-        attach(&o2, &t, true).unwrap();
-        detach(&t, true).unwrap();
+        attach(&o2, &t, true, None).unwrap();
+        detach(&t, true, None).unwrap();
         assert_eq!(std::fs::read(t.join("up")).unwrap(), b"x");
         assert!(
             !t.join("d/new").exists(),

@@ -18,6 +18,7 @@ use super::rotate::carry;
 use super::upper::{Sig, Upper, UpperKind};
 use crate::backing::{Backing, Loc, Meta, RealBacking};
 use crate::flush::FlushReport;
+use crate::fsx::trusted::TrustedPath;
 use crate::store::types::Kind;
 use anyhow::Context;
 use nix::fcntl::OFlag;
@@ -114,7 +115,7 @@ pub struct Saved {
 
 impl Saved {
     pub fn read(private: &Path) -> Option<Saved> {
-        let bytes = std::fs::read(private.join("overlay.json")).ok()?;
+        let bytes = crate::fsx::trusted::read(private.join("overlay.json")).ok()?;
         serde_json::from_slice(&bytes).ok()
     }
 
@@ -249,7 +250,7 @@ fn probe_pseudo(root: &OwnedFd) -> nix::Result<u64> {
 
 /// Numbers of the layer directories in the store.
 pub fn layer_numbers(private: &Path) -> Vec<u64> {
-    std::fs::read_dir(private)
+    crate::fsx::trusted::read_dir(private)
         .map(|it| {
             it.flatten()
                 .filter_map(|e| {
@@ -276,7 +277,7 @@ fn unheld(sigs: HashMap<PathBuf, Sig>, held: &HashSet<u64>) -> HashMap<PathBuf, 
 /// Removes a layer's directories.
 pub fn remove_layer(private: &Path, n: u64) {
     for d in [upper_dir(private, n), work_dir(private, n)] {
-        match std::fs::remove_dir_all(&d) {
+        match crate::fsx::trusted::remove_dir_all(&d) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 tracing::warn!(dir = %d.display(), error = %e, "could not remove an overlay layer")
             }
@@ -369,8 +370,8 @@ impl Stack {
 
     pub fn save(&self) -> anyhow::Result<()> {
         let tmp = self.private.join("overlay.json.tmp");
-        std::fs::write(&tmp, serde_json::to_vec(&self.saved())?)?;
-        std::fs::rename(&tmp, self.private.join("overlay.json"))?;
+        crate::fsx::trusted::write(&tmp, serde_json::to_vec(&self.saved())?)?;
+        crate::fsx::trusted::rename(&tmp, self.private.join("overlay.json"))?;
         Ok(())
     }
 
@@ -463,12 +464,12 @@ impl Stack {
                 return Err(anyhow::Error::new(e).context("the new overlay's mount id"));
             }
         };
-        if let Err(e) = kernel::attach(&mnt, target, true) {
+        if let Err(e) = kernel::attach(&mnt, target, true, self.top.mount_id) {
             remove_layer(&self.private, n2);
             return Err(e);
         }
         let old_root = open_dir(target).ok().map(Arc::new);
-        kernel::detach(target, true)
+        kernel::detach(target, true, self.top.mount_id)
             .context("detaching the previous overlay (the new one is beneath it)")?;
         top.mount_id = Some(mount_id);
         drop(mnt);
@@ -694,12 +695,12 @@ fn new_top(
     let (up, work) = (upper_dir(private, n), work_dir(private, n));
     // Never a number in use: its layer may hold what programs wrote.
     anyhow::ensure!(
-        !up.exists() && !work.exists(),
+        !up.trusted_exists() && !work.trusted_exists(),
         "layer {n} exists already in {}",
         private.display()
     );
-    std::fs::create_dir(&up)?;
-    std::fs::create_dir(&work)?;
+    crate::fsx::trusted::create_dir(&up)?;
+    crate::fsx::trusted::create_dir(&work)?;
     let upper = Upper::open(open_dir(&up)?)?;
     let mount = match kernel::create(lowers, &up, &work) {
         Ok(m) => m,

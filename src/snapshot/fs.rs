@@ -77,7 +77,7 @@ impl Drop for TempPath {
     fn drop(&mut self) {
         if !self.keep {
             // remove_dir_all never follows a symlink, also one put in the tree's place.
-            let _ = std::fs::remove_dir_all(&self.path);
+            let _ = crate::fsx::trusted::remove_dir_all(&self.path);
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::SnapshotInfo;
 use super::fs::invalid;
+use crate::fsx::trusted::TrustedPath;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
@@ -77,7 +78,7 @@ pub(super) fn free_name(base: &Path, ext: &str) -> PathBuf {
     };
     let mut candidate = with(String::new());
     let mut n = 1u32;
-    while candidate.symlink_metadata().is_ok() {
+    while candidate.trusted_symlink_metadata().is_ok() {
         candidate = with(format!("_{n:02}"));
         n += 1;
     }
@@ -174,7 +175,7 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
         .file_name()
         .ok_or_else(|| invalid(format!("{} has no name", target.display())))?;
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(parent_of(target))? {
+    for entry in crate::fsx::trusted::read_dir(parent_of(target))? {
         let entry = entry?;
         let file = entry.file_name();
         let Some(p) = parse_name(&file).filter(|p| p.name == name) else {
@@ -200,10 +201,10 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
 
 /// Who owns `target`: the directory itself, or its parent while it does not exist.
 fn target_owner(target: &Path) -> io::Result<u32> {
-    match target.symlink_metadata() {
+    match target.trusted_symlink_metadata() {
         Ok(m) => Ok(m.uid()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Ok(parent_of(target).symlink_metadata()?.uid())
+            Ok(parent_of(target).trusted_symlink_metadata()?.uid())
         }
         Err(e) => Err(e),
     }
@@ -269,6 +270,7 @@ pub fn clean(target: &Path) -> io::Result<Vec<PathBuf>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
 mod tests {
     use super::*;
     use std::time::Duration;

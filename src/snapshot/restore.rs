@@ -8,6 +8,7 @@ use super::names::check_owner;
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
 use super::unpack::{Owners, Trust, Unpacker};
+use crate::fsx::trusted::{TrustedOpen, TrustedPath};
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -147,7 +148,7 @@ fn open_archive(snapshot: &Path, to: &Path) -> anyhow::Result<(File, Owners)> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(snapshot)
+        .trusted_open(snapshot)
         .with_context(|| format!("opening {}", snapshot.display()))?;
     let st = file.metadata()?;
     check_owner(snapshot, &st, to)?;
@@ -171,7 +172,7 @@ fn not_empty(to: &Path) -> String {
 /// replaced by the next flush, or hide the mount.
 fn refuse_if_mounted(to: &Path) -> anyhow::Result<()> {
     let name = file_name(to)?;
-    let abs = match parent_of(to).canonicalize() {
+    let abs = match parent_of(to).trusted_canonicalize() {
         Ok(dir) => dir.join(name),
         Err(_) => std::path::absolute(to)?,
     };

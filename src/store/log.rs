@@ -2,6 +2,7 @@
 //! tree a killed daemon served. Appends happen under the store lock before a reply.
 
 use super::types::{Attr, DataId, Kind, NodeId};
+use crate::fsx::trusted::TrustedOpen;
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -171,7 +172,7 @@ impl StoreLog {
             .write(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(Self::new_path(&self.dir))?;
+            .trusted_open(Self::new_path(&self.dir))?;
         f.write_all(&buf)?;
         self.pending = Some((f, buf.len() as u64, base_gen));
         Ok(())
@@ -181,7 +182,7 @@ impl StoreLog {
         let Some((f, len, base_gen)) = self.pending.take() else {
             return Ok(());
         };
-        std::fs::rename(Self::new_path(&self.dir), Self::path(&self.dir))?;
+        crate::fsx::trusted::rename(Self::new_path(&self.dir), Self::path(&self.dir))?;
         self.file = f;
         self.len = len;
         self.reserved = len;
@@ -193,7 +194,7 @@ impl StoreLog {
 
     pub fn abort_rewrite(&mut self) {
         if self.pending.take().is_some() {
-            let _ = std::fs::remove_file(Self::new_path(&self.dir));
+            let _ = crate::fsx::trusted::remove_file(Self::new_path(&self.dir));
         }
     }
 
@@ -208,11 +209,11 @@ impl StoreLog {
             // Only a complete rewrite counts (it ends with its End record).
             let complete = matches!(r.last(), Some(Record::End { records }) if *records as usize + 1 == r.len());
             if h.base_gen == disk_gen && complete {
-                std::fs::rename(Self::new_path(dir), Self::path(dir))?;
+                crate::fsx::trusted::rename(Self::new_path(dir), Self::path(dir))?;
                 return Ok((h, r));
             }
         }
-        let _ = std::fs::remove_file(Self::new_path(dir));
+        let _ = crate::fsx::trusted::remove_file(Self::new_path(dir));
         Self::read_file(&Self::path(dir))
     }
 
@@ -221,7 +222,7 @@ impl StoreLog {
     pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
         Ok(StoreLog {
             dir: dir.to_path_buf(),
-            file: File::open("/dev/null")?,
+            file: crate::fsx::trusted::open("/dev/null")?,
             len: 0,
             reserved: 0,
             epoch: 1,
@@ -282,7 +283,7 @@ impl StoreLog {
         let f = OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
+            .trusted_open(path)?;
         let lines: Vec<Vec<u8>> = io::BufReader::new(f)
             .split(b'\n')
             .collect::<Result<_, _>>()?;

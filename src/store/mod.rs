@@ -73,9 +73,9 @@ impl Store {
     /// A new, empty store over the disk copy (nothing is read but the target's attributes).
     pub fn fresh(s: StoreSetup<'_>) -> std::io::Result<Store> {
         let data_path = s.private_dir.join("data");
-        std::fs::create_dir_all(&data_path)?;
+        crate::fsx::trusted::create_dir_all(&data_path)?;
         for id in DataDir::open(&data_path)?.list()? {
-            std::fs::remove_file(data_path.join(id.0.to_string()))?;
+            crate::fsx::trusted::remove_file(data_path.join(id.0.to_string()))?;
         }
         let log = log::StoreLog::create(s.private_dir, s.target, s.base_gen, &[])?;
         let store = Store::assemble(s.backing, s.private_dir, log)?;
@@ -292,7 +292,7 @@ pub struct StoreSummary {
 /// Bytes allocated by the files of a directory (not recursive).
 fn dir_bytes(p: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::read_dir(p)
+    crate::fsx::trusted::read_dir(p)
         .map(|it| {
             it.filter_map(|e| e.ok()?.metadata().ok())
                 .map(|m| m.blocks() * 512)

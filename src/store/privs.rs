@@ -36,7 +36,8 @@ pub(crate) fn in_group(ctx: Ctx, gid: u32) -> bool {
     if ctx.gid == gid {
         return true;
     }
-    let status = std::fs::read_to_string(format!("/proc/{}/status", ctx.pid)).unwrap_or_default();
+    let status = crate::fsx::trusted::read_to_string(format!("/proc/{}/status", ctx.pid))
+        .unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))

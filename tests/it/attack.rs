@@ -9,6 +9,7 @@ mod misc;
 mod side;
 mod snapshots;
 mod store;
+mod target;
 
 use std::io::{Read, Write};
 use std::os::fd::FromRawFd;
