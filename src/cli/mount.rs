@@ -143,6 +143,7 @@ impl MountArgs {
         };
         for t in &mut targets {
             self.apply(t);
+            config::check_settings(t).map_err(anyhow::Error::msg)?;
             // Before anything is created for it (asdfs's directory beside the target); the
             // daemon reports a missing target itself, per target.
             config::check_stores_files(&t.target).map_err(anyhow::Error::msg)?;

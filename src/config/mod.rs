@@ -18,6 +18,7 @@ mod shell;
 pub mod toml;
 mod usable;
 mod validate;
+pub use validate::check_settings;
 mod write;
 
 #[cfg(test)]

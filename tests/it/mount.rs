@@ -369,3 +369,23 @@ fn issue_11_isatty_is_enotty_quietly() {
         m.log_tail()
     );
 }
+
+/// Issue 12 (item 5): the settings are checked once the command line's options are applied
+/// over the file's; `--backup-limit 5000` was accepted although the limit is 1000.
+#[test]
+fn issue_12_a_command_line_option_is_checked_like_the_file() {
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let t = tmp.path().join("t");
+    std::fs::create_dir(&t).unwrap();
+    let out = crate::harness::asdfs([
+        "mount",
+        t.to_str().unwrap(),
+        "--volatile",
+        "/dev/shm",
+        "--backup-limit",
+        "5000",
+    ]);
+    assert!(!out.status.success(), "a backup limit of 5000 was accepted");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backup limit 5000 is too large"), "{err}");
+}

@@ -12,11 +12,13 @@ use std::os::unix::fs::MetadataExt;
 /// step cannot run: it moves a staged file into a directory the disk copy does not have.
 fn plant_broken_journal(m: &Mount) -> u64 {
     let side = m.side();
-    let now: u64 = fs::read_to_string(side.join("generation"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    if !side.exists() {
+        // A clean end removed it (nothing was left in it but the generation).
+        use std::os::unix::fs::DirBuilderExt;
+        fs::DirBuilder::new().mode(0o711).create(&side).unwrap();
+    }
+    let now: u64 =
+        fs::read_to_string(side.join("generation")).map_or(0, |g| g.trim().parse().unwrap());
     let g = now + 1;
     let stage = side.join(Journal::stage_dir(g));
     fs::create_dir(&stage).unwrap();

@@ -243,13 +243,14 @@ fn issue_12_a_link_into_a_new_directory_flushes_unmounts_and_mounts_again() {
         fs::metadata(disk.join("a/b/c/g")).unwrap().ino(),
         "the two names are not one file on disk"
     );
-    assert!(
-        !fs::read_dir(m.side())
-            .unwrap()
+    // A clean end removes the side directory unless something is left in it.
+    if let Ok(side) = fs::read_dir(m.side()) {
+        let names: Vec<String> = side
             .flatten()
-            .any(|e| e.file_name().to_string_lossy().starts_with("journal.")),
-        "a journal was left behind"
-    );
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["generation".to_string()], "left behind");
+    }
     m.mount();
     assert_eq!(fs::read(m.path("a/b/c/g")).unwrap(), b"y\n");
     m.unmount();
