@@ -105,14 +105,14 @@ fn issue_12_a_committed_flush_that_cannot_be_completed_still_mounts_in_overlay_m
     a_broken_committed_flush_still_mounts(true);
 }
 
-/// Everything under `root`: each path with its data (`None` for a directory), and which
-/// names are one file.
-fn view(
-    root: &std::path::Path,
-) -> (
+/// Each path with its data (`None` for a directory), and which names are one file.
+type View = (
     std::collections::BTreeMap<String, Option<Vec<u8>>>,
     Vec<Vec<String>>,
-) {
+);
+
+/// Everything under `root`.
+fn view(root: &std::path::Path) -> View {
     let mut out = std::collections::BTreeMap::new();
     let mut by_ino: std::collections::BTreeMap<u64, Vec<String>> = Default::default();
     let mut stack = vec![std::path::PathBuf::new()];
