@@ -156,6 +156,9 @@ impl Target {
             unclean.then(|| safety::unclean_start(&p, &settings, generation, backups.as_deref()));
         let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
         let (store, took_over) = open_store(&p, backing, generation)?;
+        if let Some(n) = settings.open_files {
+            store.set_open_files(n);
+        }
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
             tracing::warn!(target = %target.display(), "took over the RAM store of a daemon that died; writing it to disk");
