@@ -311,7 +311,10 @@ impl Planner<'_> {
                         }
                     }
                 }
-                if changed {
+                // A directory whose upper copy changed only in ways the disk copy does not
+                // keep (its ctime, e.g. when a layer is swapped) costs no step: a flush
+                // with nothing to write stays empty (issue 12).
+                if changed && self.meta_differs(&e.path, &st, &e.meta())? {
                     self.dir_meta.push((e.path.clone(), e.meta(), Some(st.ino)));
                 }
             }
@@ -334,6 +337,19 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the disk copy's directory at `path` (`st`) lacks attributes `m` gives it.
+    fn meta_differs(&self, path: &Path, st: &DiskStat, m: &Meta) -> io::Result<bool> {
+        let a = &st.attr;
+        if (a.mode, a.uid, a.gid, a.atime, a.mtime) != (m.mode, m.uid, m.gid, m.atime, m.mtime) {
+            return Ok(true);
+        }
+        let mut disk = self.disk.read_xattrs(&Loc::target(path))?;
+        let mut want = m.xattrs.clone().unwrap_or_default();
+        disk.sort();
+        want.sort();
+        Ok(disk != want)
     }
 
     fn node(&mut self, e: &UpperEntry, kind: Kind) -> io::Result<()> {
