@@ -3,7 +3,6 @@
 
 mod check;
 mod journal;
-mod plan;
 mod recover;
 
 pub use check::check;
@@ -12,9 +11,9 @@ pub use recover::{Recovered, read_generation, recover_disk};
 
 use crate::backing::{Loc, NewContent};
 use crate::store::Store;
+use crate::store::flushing::{Draft, StageContent};
 use crate::store::types::NodeId;
 use parking_lot::Mutex;
-use plan::{Draft, StageContent};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -364,41 +363,30 @@ struct StoreCommit<'a> {
     inner: crate::store::Locked<'a>,
     draft: &'a Draft,
     inos: &'a HashMap<NodeId, u64>,
-    undo: Option<plan::Undo>,
+    undo: Option<crate::store::flushing::Undo>,
     order: Vec<NodeId>,
 }
 
 impl CommitHook for StoreCommit<'_> {
-    fn prepare(&mut self, generation: u64) -> anyhow::Result<()> {
-        let undo = self.inner.rebase(self.draft, self.inos);
-        match self.inner.prepare_log(generation) {
-            Ok(o) => {
-                self.order = o;
-                self.undo = Some(undo);
-                Ok(())
-            }
-            Err(e) => {
-                self.inner.undo(undo);
-                self.inner.log.abort_rewrite();
-                Err(anyhow::Error::new(e).context("writing the store log"))
-            }
-        }
+    fn prepare(&mut self, _generation: u64) -> anyhow::Result<()> {
+        let (undo, order) = self
+            .inner
+            .prepare_commit(self.draft, self.inos)
+            .map_err(|e| anyhow::Error::new(e).context("writing the store log"))?;
+        self.undo = Some(undo);
+        self.order = order;
+        Ok(())
     }
 
     fn abort(&mut self) {
         if let Some(u) = self.undo.take() {
-            self.inner.undo(u);
+            self.inner.abort_commit(u);
         }
-        self.inner.log.abort_rewrite();
     }
 
     fn committed(&mut self) {
-        if let Err(e) = self.inner.log.commit_rewrite() {
-            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
-        }
         let order = std::mem::take(&mut self.order);
-        self.inner.mark_logged(&order);
-        self.inner.collect_garbage(self.draft);
+        self.inner.finish_commit(self.draft, &order);
     }
 }
 

@@ -16,6 +16,7 @@ pub(crate) mod data;
 mod dirs;
 mod fetch;
 mod files;
+pub(crate) mod flushing;
 pub(crate) mod inner;
 mod links;
 pub(crate) mod log;
