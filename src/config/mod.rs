@@ -104,6 +104,12 @@ pub struct TargetSettings {
     /// After SIGTERM, how long files still open may keep the daemon waiting before they are
     /// cut off. Default: `None`, meaning `$ASDFS_STOP_GRACE` (seconds) if set, else 20 s.
     pub stop_grace: Option<Duration>,
+    /// Refuse to mount while a file inside has hard links outside (asd's
+    /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
+    pub hardlink_check: bool,
+    /// Mount even while processes hold files under the target (given for one mount, never
+    /// read from a config file). Default: false.
+    pub force: bool,
 }
 
 impl TargetSettings {
@@ -120,6 +126,8 @@ impl TargetSettings {
             backup_limit: DEFAULT_BACKUP_LIMIT,
             open_files: None,
             stop_grace: None,
+            hardlink_check: true,
+            force: false,
         }
     }
 }

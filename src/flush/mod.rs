@@ -2,6 +2,7 @@
 //! recovery after a crash (design.md §7).
 
 mod check;
+mod conflict;
 mod journal;
 mod recover;
 
@@ -228,14 +229,14 @@ impl Flusher {
         }
         let gate = self.store.disk_gate.write();
         let mut hook = StoreCommit {
-            inner: self.store.lock(),
+            store: &self.store,
+            inner: None,
             draft,
             inos: &inos,
             undo: None,
             order: Vec::new(),
         };
         let r = commit_and_apply(b.as_ref(), &self.ledger, journal.clone(), &mut hook);
-        drop(hook);
         drop(gate);
         r?;
         self.ledger.finish(b.as_ref(), draft.generation);
@@ -292,6 +293,12 @@ impl Flusher {
             let ino = b
                 .create(&item.loc, content, &item.meta)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
+            if matches!(item.content, StageContent::File(_)) {
+                // What the file will be on disk (see store::seen).
+                if let Ok(st) = b.stat(&item.loc) {
+                    self.store.seen.record_written(&st);
+                }
+            }
             inos.insert(item.node, ino);
             progress(done.min(d.bytes), d.bytes);
         }
@@ -345,6 +352,9 @@ pub trait CommitHook {
     fn abort(&mut self);
     /// The journal is written: the flush is committed.
     fn committed(&mut self);
+    /// Just before the committed journal is applied, and just after.
+    fn before_apply(&mut self, _b: &dyn crate::backing::Backing, _j: &Journal) {}
+    fn after_apply(&mut self, _b: &dyn crate::backing::Backing, _j: &Journal) {}
 }
 
 /// The planner without anything to do at the commit point.
@@ -358,9 +368,11 @@ impl CommitHook for NoHook {
     fn committed(&mut self) {}
 }
 
-/// FUSE mode's commit point, under the store lock.
+/// FUSE mode's commit point: under the store lock from `prepare` to the end of `committed`
+/// (or `abort`), never during the apply.
 struct StoreCommit<'a> {
-    inner: crate::store::Locked<'a>,
+    store: &'a Store,
+    inner: Option<crate::store::Locked<'a>>,
     draft: &'a Draft,
     inos: &'a HashMap<NodeId, u64>,
     undo: Option<crate::store::flushing::Undo>,
@@ -369,24 +381,36 @@ struct StoreCommit<'a> {
 
 impl CommitHook for StoreCommit<'_> {
     fn prepare(&mut self, _generation: u64) -> anyhow::Result<()> {
-        let (undo, order) = self
-            .inner
+        let mut inner = self.store.lock();
+        let (undo, order) = inner
             .prepare_commit(self.draft, self.inos)
             .map_err(|e| anyhow::Error::new(e).context("writing the store log"))?;
+        self.inner = Some(inner);
         self.undo = Some(undo);
         self.order = order;
         Ok(())
     }
 
     fn abort(&mut self) {
-        if let Some(u) = self.undo.take() {
-            self.inner.abort_commit(u);
+        if let (Some(mut inner), Some(u)) = (self.inner.take(), self.undo.take()) {
+            inner.abort_commit(u);
         }
     }
 
     fn committed(&mut self) {
-        let order = std::mem::take(&mut self.order);
-        self.inner.finish_commit(self.draft, &order);
+        if let Some(mut inner) = self.inner.take() {
+            let order = std::mem::take(&mut self.order);
+            inner.finish_commit(self.draft, &order);
+        }
+    }
+
+    /// Names whose disk object changed behind asdfs are kept (see `conflict`).
+    fn before_apply(&mut self, b: &dyn crate::backing::Backing, j: &Journal) {
+        conflict::keep_changed(b, j, &self.store.seen);
+    }
+
+    fn after_apply(&mut self, b: &dyn crate::backing::Backing, j: &Journal) {
+        conflict::note_applied(b, j, &self.store.seen);
     }
 }
 
@@ -424,7 +448,10 @@ pub fn commit_and_apply(
     }
     hook.committed();
     ledger.set_disk_gen(generation);
-    if let Err(e) = journal.apply(b, false) {
+    hook.before_apply(b, &journal);
+    let applied = journal.apply(b, false);
+    hook.after_apply(b, &journal);
+    if let Err(e) = applied {
         ledger.set_pending(Some(journal));
         return Err(
             anyhow::Error::new(e).context("applying the committed flush (it will be completed)")
