@@ -13,7 +13,7 @@ use crate::backing::{Backing, Loc, Meta};
 use crate::backup::Backups;
 use crate::config::TargetSettings;
 use crate::control::{Request, Response};
-use crate::flush::{FlushReport, recover_disk};
+use crate::flush::FlushReport;
 use crate::fsx::trusted::TrustedPath;
 use crate::overlay::flush::{Layer, OverlayFlusher};
 use crate::overlay::kernel;
@@ -148,15 +148,17 @@ impl OverlayTarget {
                 true,
             )?;
         }
-        let recovered = recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        let (generation, completed) = (recovered.generation, recovered.completed);
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let unclean = safety::ended_uncleanly(&p, &side.dir);
-        let crash =
-            unclean.then(|| safety::unclean_start(&p, &settings, generation, backups.as_deref()));
-        let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             crate::fsx::trusted::create_dir_all(&pin)?;

@@ -146,6 +146,38 @@ pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     side.contains("session") && !store
 }
 
+/// What the start of either mode knows once the disk copy is recovered.
+pub struct Recovered {
+    /// The disk copy's generation.
+    pub generation: u64,
+    /// The previous session ended uncleanly (its crash tree is linked, see `unclean_start`).
+    pub unclean: bool,
+    /// What status shows of it, and of what recovery salvaged.
+    pub crash: CrashState,
+}
+
+/// Recovers the disk copy (design.md §7) and, after an unclean end, links the last good
+/// tree for its crash snapshot (§8): the part of the start both modes share.
+pub fn recover(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    side: &Dir,
+    backing: &dyn Backing,
+    backups: Option<&Backups>,
+) -> anyhow::Result<Recovered> {
+    let r = crate::flush::recover_disk(backing).context("recovering the disk copy")?;
+    if r.completed {
+        tracing::warn!(target = %p.target.display(), "completed a flush interrupted by a crash");
+    }
+    let unclean = ended_uncleanly(p, side);
+    let crash = unclean.then(|| unclean_start(p, s, r.generation, backups));
+    Ok(Recovered {
+        generation: r.generation,
+        unclean,
+        crash: Arc::new(parking_lot::Mutex::new(with_salvage(crash, r.salvaged))),
+    })
+}
+
 /// What status reports of an unclean start, with what recovery salvaged (flush::recover).
 pub fn with_salvage(crash: Option<String>, salvaged: Option<String>) -> Option<String> {
     match (crash, salvaged) {

@@ -7,7 +7,7 @@ use super::{Event, mounting, safety, status};
 use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
-use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::flush::{FlushReport, Flusher};
 use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
@@ -154,15 +154,17 @@ impl Target {
             backups.as_deref(),
             !taking_over,
         )?;
-        let recovered = recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        let (generation, completed) = (recovered.generation, recovered.completed);
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let unclean = safety::ended_uncleanly(&p, &side.dir);
-        let crash =
-            unclean.then(|| safety::unclean_start(&p, &settings, generation, backups.as_deref()));
-        let crash = Arc::new(Mutex::new(safety::with_salvage(crash, recovered.salvaged)));
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         let (store, took_over) = open_store(&p, backing, generation)?;
         if let Some(n) = settings.open_files {
             store.set_open_files(n);
