@@ -152,8 +152,7 @@ impl Backups {
     /// tree that a start after a crash makes (`<prefix><unix seconds>`), kept until their
     /// crash snapshot is written (design.md §8).
     fn crash_prefix(&self) -> OsString {
-        let mut n = OsString::from(".");
-        n.push(&self.name);
+        let mut n = crate::snapshot::hidden(&self.name);
         n.push("-backup_asd-crash.");
         n
     }
