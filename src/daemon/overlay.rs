@@ -13,7 +13,7 @@ use crate::backing::{Backing, Loc, Meta};
 use crate::backup::Backups;
 use crate::config::TargetSettings;
 use crate::control::{Request, Response};
-use crate::flush::{FlushReport, recover_disk};
+use crate::flush::FlushReport;
 use crate::fsx::{self, trusted::TrustedPath};
 use crate::overlay::flush::{Layer, OverlayFlusher};
 use crate::overlay::kernel;
@@ -69,7 +69,7 @@ pub struct OverlayTarget {
     backup_state: Arc<Mutex<String>>,
     /// Held by flushes and by the making of the backup (which needs the disk copy as it was).
     disk_writers: Arc<Mutex<()>>,
-    crash: Option<String>,
+    crash: safety::CrashState,
     usage: Arc<Mutex<status::UsageState>>,
     disk_dir: Arc<OwnedFd>,
     events: Sender<Event>,
@@ -89,7 +89,7 @@ impl OverlayTarget {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> Result<Arc<dyn Served>, Start> {
         if let Some(why) = kernel::unavailable() {
             return Err(Start::Fallback(why));
@@ -156,15 +156,17 @@ impl OverlayTarget {
                 true,
             )?;
         }
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let crash = safety::ended_uncleanly(&p, &side.dir).then(|| {
-            let held = (std::os::fd::AsFd::as_fd(&disk_dir), &side.parent);
-            safety::crash_snapshot(&p, &settings, generation, progress, held)
-        });
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             crate::fsx::trusted::create_dir_all(&pin)?;
@@ -251,6 +253,13 @@ impl OverlayTarget {
                 },
             );
         }
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         if let Err(e) = t.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
@@ -565,7 +574,7 @@ impl OverlayTarget {
         self.backup_state.lock().clone()
     }
     pub(super) fn crash(&self) -> Option<String> {
-        self.crash.clone()
+        self.crash.lock().clone()
     }
     pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
         status::disk_usage(
