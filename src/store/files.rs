@@ -91,9 +91,50 @@ impl Store {
         Ok(n)
     }
 
+    /// Gives an open handle's data file to the kernel (FUSE passthrough, design.md §4.1):
+    /// the cell is pinned until release, and a handle that may write marks the data dirty
+    /// until a flush after its last writer closed.
+    pub fn pin(&self, fh: HandleId) -> FsResult<Arc<File>> {
+        let mut inner = self.lock();
+        let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
+        let (id, write) = (h.node, h.write);
+        let cell = inner.node(id)?.cell().cloned().ok_or(Errno::EBADF)?;
+        // The store lock is held: no flush can freeze the cell meanwhile.
+        let (file, new_id) = cell.pin()?;
+        if let Some(h) = inner.handles.get_mut(&fh.0) {
+            h.pinned = true;
+        }
+        if write {
+            inner.node_mut(id)?.writers += 1;
+            let first = inner.node(id)?.data_seq == 0;
+            let seq = inner.next_seq();
+            inner.mark_data(id, seq);
+            if first || new_id.is_some() {
+                inner.log_node(id);
+            }
+        } else if new_id.is_some() {
+            inner.log_node(id);
+        }
+        Ok(file)
+    }
+
+    /// Undoes `pin` when the kernel would not take the data file: the daemon serves it.
+    pub fn unpin_handle(&self, fh: HandleId) -> FsResult<()> {
+        let mut inner = self.lock();
+        let h = inner.handles.get_mut(&fh.0).ok_or(Errno::EBADF)?;
+        if !std::mem::take(&mut h.pinned) {
+            return Ok(());
+        }
+        let (id, write) = (h.node, h.write);
+        inner.unpin(id, write)
+    }
+
     pub fn release(&self, fh: HandleId) -> FsResult<()> {
         let mut inner = self.lock();
         let h = inner.handles.remove(&fh.0).ok_or(Errno::EBADF)?;
+        if h.pinned {
+            inner.unpin(h.node, h.write)?;
+        }
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
         }
@@ -170,6 +211,41 @@ impl Store {
 }
 
 impl Inner {
+    /// Takes a pinned data file's size and times into the node if the kernel changed it
+    /// since they were last taken in (design.md §4.1).
+    pub(crate) fn refresh_from_data(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(cell) = n.cell().cloned() else {
+            return;
+        };
+        if let Some(sig) = cell.observed() {
+            super::inner::sig_into(&mut n.attr, sig);
+            cell.mark_seen();
+        }
+    }
+
+    /// A passthrough handle closed. The last writer's release marks the data dirty again, so
+    /// that a flush after it copies the final state.
+    fn unpin(&mut self, id: NodeId, write: bool) -> FsResult<()> {
+        self.refresh_from_data(id);
+        let n = self.node_mut(id)?;
+        if let Some(cell) = n.cell() {
+            cell.unpin();
+        }
+        if !write {
+            return Ok(());
+        }
+        n.writers = n.writers.saturating_sub(1);
+        if n.writers == 0 {
+            let seq = self.next_seq();
+            self.mark_data(id, seq);
+            self.log_node(id);
+        }
+        Ok(())
+    }
+
     /// After a change of a file's data: size (grown to `end` if given), times, dirty set, and
     /// a log record the first time (or when copy-on-write gave it a new data file).
     pub(crate) fn data_changed(

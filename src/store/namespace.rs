@@ -319,7 +319,8 @@ impl Inner {
             h,
             Handle {
                 node: id,
-                _write: write,
+                write,
+                pinned: false,
                 list_end: 0,
             },
         );
