@@ -9,6 +9,13 @@ pub struct Status {
     pub target: PathBuf,
     /// "fuse" or "overlay".
     pub mode: String,
+    /// Who serves file data: "passthrough" (the kernel, on the store's data files), "daemon"
+    /// (FUSE mode without passthrough) or "kernel" (overlay mode). design.md §4.1.
+    #[serde(default)]
+    pub data_path: String,
+    /// Flush copies of files that kept changing while the flush copied them (design.md §4.1).
+    #[serde(default)]
+    pub busy_copies: u64,
     /// "mounted", "detached" (unmounted, files still open) or "stopping".
     pub state: String,
     pub pid: u32,

@@ -89,13 +89,23 @@ fn ago(secs: u64) -> String {
 
 /// The text form of a status.
 pub fn render(s: &Status) -> String {
+    let data = match s.data_path.as_str() {
+        "" => String::new(),
+        d => format!(", {d} data path"),
+    };
     let mut out = format!(
-        "{}: {} ({}), pid {}\n",
+        "{}: {} ({}{data}), pid {}\n",
         s.target.display(),
         s.state,
         s.mode,
         s.pid
     );
+    if s.busy_copies > 0 {
+        out += &format!(
+            "  busy files:  {} flush copies of files that kept changing (written again later)\n",
+            s.busy_copies
+        );
+    }
     out += &format!(
         "  store:       {} ({} in RAM)\n",
         s.store.display(),

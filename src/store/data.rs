@@ -208,7 +208,7 @@ impl Sig {
 }
 
 /// Attempts at a snapshot of a pinned file that did not change while it was copied.
-const SNAPSHOT_TRIES: u32 = 8;
+const SNAPSHOT_TRIES: u32 = 16;
 
 impl DataCell {
     /// A cell for a data file just opened or created.
