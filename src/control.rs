@@ -70,6 +70,10 @@ pub struct Response {
     /// open. The daemon serves them and writes to disk when the last is closed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<u64>,
+    /// The answer to the unmount of the daemon's last target: the daemon (this pid) exits
+    /// right after it; the caller waits for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exits: Option<u32>,
 }
 
 impl Response {
@@ -126,7 +130,17 @@ pub fn call_with_progress(
             progress(p.progress.0, p.progress.1);
             continue;
         }
-        return serde_json::from_str(&reply).context("reading the daemon's answer");
+        let mut r: Response =
+            serde_json::from_str(&reply).context("reading the daemon's answer")?;
+        if r.exits.is_some() {
+            // The daemon's pid as this process's pid namespace sees it.
+            use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+            r.exits = getsockopt(&s, PeerCredentials)
+                .ok()
+                .map(|c| c.pid() as u32)
+                .or(r.exits);
+        }
+        return Ok(r);
     }
 }
 

@@ -2,8 +2,14 @@
 //! for fstab lines of type fuse.asdfs. It checks the call, runs `asdfs mount` (which returns
 //! once the mount is live or has failed) and, as root, applies nosuid/nodev/noexec to the
 //! mount. Exit codes are mount(8)'s: 0 mounted, 1 bad call, 2 system error, 32 mount failed.
+//! Called as umount.fuse.asdfs it is umount(8)'s helper (`umount.rs`).
+// Path calls are allowed in the helper (docs/security.md R6): it only looks at paths to
+// build `asdfs`'s command line (and the utab entry, see utab.rs); asdfs checks what it acts on.
+#![allow(clippy::disallowed_methods)]
 
 mod options;
+mod umount;
+mod utab;
 
 use options::{Error, Invocation, Plan};
 use std::ffi::OsString;
@@ -19,7 +25,11 @@ const MOUNT_FAILED: u8 = 32;
 const ASDFS_BIN_ENV: &str = "ASDFS_BIN";
 
 fn main() -> ExitCode {
+    let argv0 = std::env::args_os().next().unwrap_or_default();
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    if umount::called_as_umount(&argv0) {
+        return run_umount(args);
+    }
     if args.iter().any(|a| a == "-h" || a == "--help") {
         println!("{}", Error::Usage("mount an asdfs directory".into()));
         return ExitCode::SUCCESS;
@@ -33,6 +43,36 @@ fn main() -> ExitCode {
         Err((code, msg)) => {
             eprintln!("mount.fuse.asdfs: {msg}");
             ExitCode::from(code)
+        }
+    }
+}
+
+/// umount(8)'s helper: `asdfs unmount DIR`, which returns once the disk copy is complete
+/// and the daemon has exited; its one-line reason is printed by asdfs itself.
+fn run_umount(args: Vec<OsString>) -> ExitCode {
+    let call = match umount::parse(args) {
+        Ok(c) => c,
+        Err(m) => {
+            eprintln!("umount.fuse.asdfs: {m}");
+            return ExitCode::from(BAD_CALL);
+        }
+    };
+    let Some(bin) = find_asdfs() else {
+        eprintln!("umount.fuse.asdfs: cannot find the asdfs program (set ASDFS_BIN)");
+        return ExitCode::from(SYSTEM_ERROR);
+    };
+    let mut cmd = umount::command(bin, &call);
+    if call.verbose {
+        eprintln!("umount.fuse.asdfs: {}", shown(&cmd));
+    } else {
+        cmd.stdout(std::process::Stdio::null());
+    }
+    match cmd.status() {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(MOUNT_FAILED),
+        Err(e) => {
+            eprintln!("umount.fuse.asdfs: running {}: {e}", shown(&cmd));
+            ExitCode::from(SYSTEM_ERROR)
         }
     }
 }
@@ -63,7 +103,11 @@ fn run(args: Vec<OsString>) -> Result<(), (u8, String)> {
         .status()
         .map_err(|e| (SYSTEM_ERROR, format!("running {}: {e}", shown(&cmd))))?;
     match status.code() {
-        Some(0) => restrict(&inv.mount_point, &plan),
+        Some(0) => {
+            restrict(&inv.mount_point, &plan)?;
+            record_for_umount(&inv);
+            Ok(())
+        }
         // asdfs already printed its one-line reason.
         Some(2) => Err((BAD_CALL, "asdfs refused the options".into())),
         _ => Err((
@@ -145,6 +189,22 @@ fn remount_super(target: &Path, ro: bool) -> std::io::Result<()> {
     }
 }
 
+/// As root (and without `-n`), the utab entry through which umount(8) finds
+/// umount.fuse.asdfs; without it umount(8) would unmount at once, before the final flush.
+fn record_for_umount(inv: &Invocation) {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    if inv.no_mtab || unsafe { libc::geteuid() } != 0 {
+        return;
+    }
+    let target = escape(&inv.mount_point.to_string_lossy());
+    if let Err(e) = utab::record(&target) {
+        eprintln!(
+            "mount.fuse.asdfs: {}: cannot record the mount in utab ({e}); unmount it with `asdfs unmount`, which writes it to disk first",
+            inv.mount_point.display()
+        );
+    }
+}
+
 /// asdfs keeps a directory in RAM in place: the source is the mount point itself (or a
 /// placeholder name, as for other FUSE filesystems).
 fn check_source(inv: &Invocation) -> Result<(), String> {
@@ -181,6 +241,9 @@ fn asdfs_command(inv: &Invocation, plan: &Plan) -> Result<Command, (u8, String)>
     cmd.arg("mount").args(&plan.asdfs_args);
     if plan.foreground {
         cmd.arg("--foreground");
+    } else if !inv.verbose {
+        // mount(8) helpers are silent on success.
+        cmd.arg("--quiet");
     }
     // mount(8) clears the environment of users' mounts; their RAM store goes where their
     // login session keeps runtime files.

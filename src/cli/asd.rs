@@ -37,7 +37,12 @@ pub struct AsdCli {
 #[derive(Subcommand, Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verb {
     /// Put every configured target in RAM; returns when all are mounted.
-    Sync,
+    Sync {
+        /// Serve them in this process until `asd unsync` (asd.service: Type=notify, READY=1
+        /// once every target is mounted; a restart takes over what a killed daemon left).
+        #[arg(long)]
+        foreground: bool,
+    },
     /// Write every target's changes to disk; returns when they are on disk.
     Resync,
     /// Final write to disk, unmount, stop.
@@ -78,7 +83,8 @@ pub fn run(cli: AsdCli) -> anyhow::Result<i32> {
     let _lock = take_lock(&conf)?;
     let state = State::at(&conf)?;
     match cli.verb {
-        Verb::Sync => sync(&conf, &cfg, &state),
+        Verb::Sync { foreground: true } => serve(&conf, &cfg, &state, _lock),
+        Verb::Sync { foreground: false } => sync(&conf, &cfg, &state),
         Verb::Resync => resync(&cfg, &state),
         Verb::Unsync => unsync(&cfg, &state),
         Verb::Preview => preview(&conf, &cfg, &state),
@@ -157,7 +163,7 @@ impl State {
 }
 
 fn is_running(target: &Path) -> bool {
-    locate::running(target).is_ok()
+    matches!(locate::find(target), Ok(locate::Found::Running(_)))
 }
 
 fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
@@ -175,7 +181,7 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     } else {
         let mut args: Vec<OsString> = vec!["mount".into(), "--config".into(), conf.into()];
         args.extend(pending.iter().map(OsString::from));
-        super::mount::spawn_daemon(args)?
+        super::mount::spawn_daemon(args, false)?
     };
     let running: Vec<PathBuf> = state
         .targets(cfg)
@@ -201,30 +207,90 @@ fn sync(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     }
 }
 
-/// Sends a request to every running target; returns (how many ran, how many failed).
+/// `asd sync --foreground`: becomes the daemon of every target not yet in RAM (`asdfs
+/// mount --foreground`, exec'd: systemd's main process), once they are remembered for
+/// `asd unsync` and the lock is released.
+fn serve(conf: &Path, cfg: &Config, state: &State, lock: Flock<File>) -> anyhow::Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let (running, pending): (Vec<PathBuf>, Vec<PathBuf>) = cfg
+        .targets
+        .iter()
+        .map(|t| t.target.clone())
+        .partition(|t| is_running(t));
+    for t in &running {
+        eprintln!(
+            "asd: {} is already in RAM, served by another daemon",
+            t.display()
+        );
+    }
+    if pending.is_empty() {
+        anyhow::bail!(
+            "every target is already in RAM; `asd unsync` stops the daemon that serves them"
+        );
+    }
+    let mut remembered = running;
+    remembered.extend(pending.iter().cloned());
+    state.save(&remembered)?;
+    drop(lock);
+    let exe = std::env::current_exe().context("finding the asdfs executable")?;
+    let mut args: Vec<OsString> = vec![
+        "mount".into(),
+        "--foreground".into(),
+        "--config".into(),
+        conf.into(),
+        "--".into(),
+    ];
+    args.extend(pending.iter().map(OsString::from));
+    let e = std::process::Command::new(&exe).args(&args).exec();
+    Err(anyhow::Error::new(e).context(format!("running {}", exe.display())))
+}
+
+/// What asd says of a target whose daemon died.
+fn dead_line(d: &locate::Dead) -> String {
+    format!("asd: {}", d.message("asd sync"))
+}
+
+/// Sends a request to every running target; returns (how many ran, how many failed). A
+/// target whose daemon died counts as failed, with one line saying to run `asd sync`;
+/// for an unmount its store is taken over first, so that it is written to disk.
 fn each_running(targets: &[PathBuf], req: Request) -> (usize, usize) {
     let (mut ran, mut failed) = (0, 0);
     for t in targets {
-        if !is_running(t) {
-            continue;
-        }
+        let ready = match locate::find(t) {
+            Ok(locate::Found::Running(_)) => Ok(()),
+            Ok(locate::Found::Dead(d)) if req == Request::Unmount => {
+                d.take_over().map_err(|e| format!("asd: {e:#}"))
+            }
+            Ok(locate::Found::Dead(d)) => Err(dead_line(&d)),
+            Ok(locate::Found::Idle) => continue,
+            Err(e) => Err(format!("asd: {e:#}")),
+        };
         ran += 1;
-        match super::send(t, req.clone()) {
-            Ok(r) if r.ok => match r.open_files {
-                Some(n) => outln!("asd: {}", still_open(t, n)),
-                None => outln!("asd: {}", r.message),
-            },
-            Ok(r) => {
-                eprintln!("asd: {}", r.message);
-                failed += 1;
-            }
-            Err(e) => {
-                eprintln!("asd: {}: {e:#}", t.display());
-                failed += 1;
-            }
+        let done = ready.and_then(|()| send_one(t, req.clone()));
+        if let Err(line) = done {
+            eprintln!("{line}");
+            failed += 1;
         }
     }
     (ran, failed)
+}
+
+/// One request to a running target, its answer printed; an unmount returns once the
+/// daemon has exited (when it was its last target). The error is the line to print.
+fn send_one(t: &Path, req: Request) -> Result<(), String> {
+    let r = super::send(t, req).map_err(|e| format!("asd: {}: {e:#}", t.display()))?;
+    if !r.ok {
+        return Err(format!("asd: {}", r.message));
+    }
+    match r.open_files {
+        Some(n) => outln!("asd: {}", still_open(t, n)),
+        None => outln!("asd: {}", r.message),
+    }
+    match r.exits {
+        Some(pid) => super::wait_exit(pid, std::time::Duration::from_secs(60))
+            .map_err(|e| format!("asd: {}: {e:#}", t.display())),
+        None => Ok(()),
+    }
 }
 
 /// An unmount the daemon answered before its final flush: what happens to the open files.
@@ -299,7 +365,10 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let mut code = 0;
     for t in state.targets(cfg) {
         outln!();
-        if is_running(&t) {
+        if let Ok(locate::Found::Dead(d)) = locate::find(&t) {
+            eprintln!("{}", dead_line(&d));
+            code = EXIT_FAILED;
+        } else if is_running(&t) {
             match super::send(&t, Request::Status) {
                 Ok(r) if r.ok => {
                     if let Some(s) = &r.status {

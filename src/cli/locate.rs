@@ -6,6 +6,11 @@
 //! target's store (`<volatile>/asdfs/<key>`), the way to it is one only root or the caller
 //! can change (`fsx::check_safe_chain`), and its socket belongs to root or the caller.
 //! Otherwise the default volatile directory's store is used, under the same checks.
+//!
+//! A socket file outlives a daemon that was killed: only a listener makes a daemon
+//! running. A target whose daemon died (a socket nobody listens on, or a dead FUSE mount)
+//! is `Found::Dead`, with the volatile directory of the store it left, so that a command
+//! can take the store over or name the command that does.
 
 use crate::daemon::{mounting, paths};
 use crate::fsx;
@@ -64,26 +69,121 @@ fn trusted_socket(target: &Path, store: &Path, me: u32) -> anyhow::Result<PathBu
     Ok(socket)
 }
 
-/// The control socket of the daemon serving `target`.
-pub fn running(target: &Path) -> anyhow::Result<Running> {
+/// What serves a target.
+pub enum Found {
+    Running(Running),
+    /// Its daemon died: the mount is dead, or the store it left has no daemon.
+    Dead(Dead),
+    Idle,
+}
+
+/// A target whose daemon died, and the store it left (if known).
+pub struct Dead {
+    pub target: PathBuf,
+    /// The volatile directory of the store the daemon left.
+    pub volatile: Option<PathBuf>,
+}
+
+impl Dead {
+    /// The `asdfs mount` command that takes the store over.
+    pub fn mount_command(&self) -> String {
+        let mut cmd = format!("asdfs mount {}", quoted(&self.target));
+        if let Some(v) = &self.volatile {
+            if paths::default_volatile().ok().as_ref() != Some(v) {
+                cmd += &format!(" --volatile {}", quoted(v));
+            }
+        }
+        cmd
+    }
+
+    /// One line: what happened, and `run` (a command) to recover.
+    pub fn message(&self, run: &str) -> String {
+        format!(
+            "{}: its daemon died; `{run}` takes its RAM store over and writes it to disk",
+            self.target.display()
+        )
+    }
+
+    /// Starts a daemon that takes the store over (and writes it to disk); returns once it
+    /// serves the target.
+    pub fn take_over(&self) -> anyhow::Result<()> {
+        let mut args: Vec<std::ffi::OsString> = vec!["mount".into(), "--quiet".into()];
+        if let Some(v) = &self.volatile {
+            args.push("--volatile".into());
+            args.push(v.into());
+        }
+        args.push("--".into());
+        args.push(self.target.clone().into());
+        match super::mount::spawn_daemon(args, true)? {
+            0 => Ok(()),
+            _ => bail!(
+                "{}: taking over the RAM store of its dead daemon failed",
+                self.target.display()
+            ),
+        }
+    }
+}
+
+/// A path as a shell word.
+fn quoted(p: &Path) -> String {
+    let s = p.display().to_string();
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c);
+    if !s.is_empty() && s.chars().all(plain) {
+        return s;
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The volatile directory of a store path `<volatile>/asdfs/<key>`.
+fn volatile_of(store: &Path) -> Option<PathBuf> {
+    store.parent()?.parent().map(Path::to_path_buf)
+}
+
+/// Finds what serves `target`: a daemon that answers on its control socket, a daemon that
+/// died (a socket nobody listens on, or a dead mount), or nothing.
+pub fn find(target: &Path) -> anyhow::Result<Found> {
     let t = absolute(target)?;
     let me = nix::unistd::geteuid().as_raw();
-    let from_session = session_store(&t, me).and_then(|s| trusted_socket(&t, &s, me).ok());
+    let session = session_store(&t, me);
+    let from_session = session
+        .as_ref()
+        .and_then(|s| trusted_socket(&t, s, me).ok());
     let socket = match from_session {
         Some(s) => Some(s),
         None => trusted_socket(&t, &paths::target_paths(&t, None)?.store, me).ok(),
     };
-    let Some(socket) = socket else {
-        if mounting::is_dead_fuse_mount(&t) {
-            bail!(
-                "{}: its daemon died; `asdfs mount {}` recovers the RAM store and writes it to disk",
-                t.display(),
-                t.display()
-            );
+    if let Some(socket) = socket {
+        // A socket file outlives a killed daemon: only a listener makes it a running one.
+        let refused = matches!(
+            std::os::unix::net::UnixStream::connect(&socket),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ECONNREFUSED | libc::ENOENT))
+        );
+        if !refused {
+            return Ok(Found::Running(Running { socket }));
         }
-        bail!("{}: not kept in RAM by asdfs", t.display());
-    };
-    Ok(Running { socket })
+        return Ok(Found::Dead(Dead {
+            target: t,
+            volatile: socket.parent().and_then(volatile_of),
+        }));
+    }
+    if mounting::is_dead_fuse_mount(&t) {
+        let named_right = |s: &PathBuf| s.file_name() == Some(paths::store_key(&t).as_ref());
+        let volatile = session.filter(named_right).and_then(|s| volatile_of(&s));
+        return Ok(Found::Dead(Dead {
+            target: t,
+            volatile,
+        }));
+    }
+    Ok(Found::Idle)
+}
+
+/// The control socket of the daemon serving `target`; an error in one line if none does.
+pub fn running(target: &Path) -> anyhow::Result<Running> {
+    match find(target)? {
+        Found::Running(r) => Ok(r),
+        Found::Dead(d) => bail!("{}", d.message(&d.mount_command())),
+        Found::Idle => bail!("{}: not kept in RAM by asdfs", absolute(target)?.display()),
+    }
 }
 
 /// Every asdfs mount of this mount namespace.

@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Mount(m) => mount::run(&m),
         Cmd::Flush { target } => command(&target, Request::Flush),
-        Cmd::Unmount { target } => command(&target, Request::Unmount),
+        Cmd::Unmount { target } => unmount(&target),
         Cmd::Readonly { on, target } => command(&target, Request::Readonly { on }),
         Cmd::Status { json, target } => show::status(json, target.as_deref()),
         Cmd::Snapshots { cmd } => snapshots::run(cmd),
@@ -122,6 +122,51 @@ pub fn command(target: &Path, req: Request) -> anyhow::Result<i32> {
     } else {
         bail!("{}", r.message)
     }
+}
+
+/// `asdfs unmount`: the final flush, then the unmount; returns once the disk copy is
+/// complete and the daemon has exited (when this was its last target). A daemon that died
+/// is replaced by one that takes its store over, and that one is unmounted.
+fn unmount(target: &Path) -> anyhow::Result<i32> {
+    if let locate::Found::Dead(d) = locate::find(target)? {
+        d.take_over()?;
+    }
+    let r = send(target, Request::Unmount)?;
+    if !r.ok {
+        bail!("{}", r.message);
+    }
+    if let Some(pid) = r.exits {
+        wait_exit(pid, std::time::Duration::from_secs(60))?;
+    }
+    outln!("{}", r.message);
+    Ok(0)
+}
+
+/// Waits until the process `pid` has exited (its descriptors and mounts are released).
+pub fn wait_exit(pid: u32, limit: std::time::Duration) -> anyhow::Result<()> {
+    let Some(pid) = rustix::process::Pid::from_raw(pid as i32) else {
+        return Ok(());
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return Ok(()),
+        Err(e) => return Err(std::io::Error::from(e).into()),
+    };
+    let mut poll = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&fd),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = i32::try_from(limit.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: one valid pollfd for the duration of the call.
+    let n = unsafe { libc::poll(&mut poll, 1, ms) };
+    if n > 0 {
+        return Ok(());
+    }
+    bail!(
+        "the daemon (pid {pid:?}) wrote everything but has not exited after {}s",
+        limit.as_secs()
+    )
 }
 
 /// Sends one command and waits for the answer, showing flush progress on a terminal.

@@ -57,6 +57,9 @@ pub struct MountArgs {
     /// Stay in the foreground (for systemd and debugging).
     #[arg(long)]
     pub foreground: bool,
+    /// Print nothing on success (as mount(8) helpers); errors are still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,13 +192,13 @@ pub fn run(m: &MountArgs) -> anyhow::Result<i32> {
     if m.foreground {
         return Ok(daemon::run(targets, Ready::from_env()));
     }
-    spawn_daemon(std::env::args_os().skip(1).collect())
+    spawn_daemon(std::env::args_os().skip(1).collect(), m.quiet)
 }
 
 /// Starts `asdfs mount --foreground ARGS...` (ARGS being `mount ...`), detached, and waits
 /// until its mounts are live or failed. `--foreground` goes right after the subcommand: at
 /// the end it would be a target after a `--`.
-pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
+pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>, quiet: bool) -> anyhow::Result<i32> {
     args.insert(args.len().min(1), "--foreground".into());
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let exe = std::env::current_exe().context("finding the asdfs executable")?;
@@ -235,7 +238,7 @@ pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
             }
         })
     });
-    let result = read_readiness(read_end);
+    let result = read_readiness(read_end, quiet);
     // The daemon moves its output to its log file once ready, which ends this pipe.
     if let Some(w) = warnings {
         let _ = w.join();
@@ -263,7 +266,7 @@ fn show_progress(bar: &mut Option<indicatif::ProgressBar>, p: &str) {
     b.set_position(done);
 }
 
-fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
+fn read_readiness(read_end: OwnedFd, quiet: bool) -> anyhow::Result<i32> {
     let mut ok = 0;
     let mut failed = Vec::new();
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -277,7 +280,9 @@ fn read_readiness(read_end: OwnedFd) -> anyhow::Result<i32> {
             b.finish_and_clear();
         }
         if let Some(t) = line.strip_prefix("OK ") {
-            outln!("asdfs: {t} is in RAM");
+            if !quiet {
+                outln!("asdfs: {t} is in RAM");
+            }
             ok += 1;
         } else if let Some(e) = line.strip_prefix("ERR ") {
             failed.push(e.to_string());

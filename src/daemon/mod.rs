@@ -345,10 +345,12 @@ fn serve(
                 };
                 let result = t.finish();
                 let reply = waiting.remove(&idx);
+                let last = live.iter().all(Option::is_none);
                 match result {
                     Ok(()) => {
                         tracing::info!(target = %t.paths().target.display(), "unmounted; the disk copy is up to date");
-                        if let Some((tx, r)) = reply {
+                        if let Some((tx, mut r)) = reply {
+                            r.exits = last.then(std::process::id);
                             let _ = tx.send(r);
                         }
                     }

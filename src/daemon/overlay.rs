@@ -5,7 +5,7 @@
 
 use super::paths::{self, TargetPaths};
 use super::target::{
-    Phase, final_flush, flush_response, open_control, request_stop, take_lock, write_owner,
+    Phase, final_flush, flush_response, lock_store, open_control, request_stop, write_owner,
 };
 use super::timer::FlushTimer;
 use super::{Event, Served, mounting, safety, status};
@@ -93,8 +93,7 @@ impl OverlayTarget {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        let dirs = paths::prepare_store(&p)?;
-        let lock = take_lock(&p, &dirs.store)?;
+        let (dirs, lock) = lock_store(&p)?;
         // Until the overlay is on the target, a failure removes the store and side
         // directory this start made (see target.rs).
         let mut undo = paths::Undo::of(&dirs)?;
@@ -380,7 +379,7 @@ impl OverlayTarget {
         }
         // Never recursive: the pin is (or was) the user's own directory.
         let _ = crate::fsx::trusted::remove_dir(&self.pin);
-        super::target::remove_store(&self.dirs, &self.side.dir);
+        super::target::remove_store(&self.dirs, &self.side);
     }
 }
 

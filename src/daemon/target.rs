@@ -130,11 +130,10 @@ impl Target {
         let target = paths::resolve_target(&settings.target)?;
         let p = paths::target_paths(&target, settings.volatile.as_deref())?;
         paths::check_overlaps(&p)?;
-        let dirs = paths::prepare_store(&p)?;
         // A start that fails from here on removes the store it made (and below, the side
         // directory and the session file), so the next mount does not mistake them for
         // the leftovers of a daemon that died.
-        let lock = take_lock(&p, &dirs.store)?;
+        let (dirs, lock) = lock_store(&p)?;
         let mut undo = paths::Undo::of(&dirs)?;
         let aging = paths::guard_from_aging(&p);
         clear_dead_mount(&p.target)?;
@@ -358,7 +357,7 @@ impl Target {
     }
 
     fn remove_store(&self) {
-        remove_store(&self.dirs, &self.side.dir);
+        remove_store(&self.dirs, &self.side);
     }
 }
 
@@ -425,11 +424,12 @@ pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
 
 /// The store's files, and the session file in the side directory, removed through the
 /// descriptors checked at the start (the store: its own files only, then the directory if
-/// nothing else is left in it).
-pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &crate::fsx::Dir) {
+/// nothing else is left in it). Called once the session ended cleanly.
+pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &paths::Side) {
     use crate::fsx;
     use std::ffi::OsStr;
-    let _ = fsx::unlink(side, OsStr::new("session"));
+    let _ = fsx::unlink(&side.dir, OsStr::new("session"));
+    remove_side(side);
     let _ = fsx::unlink(&dirs.store, OsStr::new("control.sock"));
     if let Err(e) = fsx::remove_tree(&dirs.store, OsStr::new("private")) {
         tracing::warn!(error = %e, "could not remove the RAM store");
@@ -438,6 +438,66 @@ pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &crate::fsx::Dir) {
     let _ = fsx::unlink(&dirs.store, OsStr::new("lock"));
     let key = dirs.store.path().file_name().unwrap_or_default();
     let _ = fsx::rmdir(&dirs.root, key);
+}
+
+/// The side directory goes with a clean end when nothing but the generation counter is left
+/// in it (a journal or stage keeps it), and only if its name still holds the directory
+/// checked at the start; rmdir never follows a symlink. The next session starts again at
+/// generation 0 in a fresh side directory.
+fn remove_side(side: &paths::Side) {
+    use rustix::fs::{Mode, OFlags};
+    use std::ffi::OsStr;
+    let readable = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let listed = rustix::fs::openat(side.dir.fd(), ".", readable, Mode::empty())
+        .and_then(rustix::fs::Dir::read_from);
+    let only_generation = listed.is_ok_and(|d| {
+        d.flatten()
+            .all(|e| matches!(e.file_name().to_bytes(), b"." | b".." | b"generation"))
+    });
+    let name = side.dir.path().file_name().unwrap_or_default();
+    let now = side.parent.open_in(name).and_then(|d| d.stat());
+    let held = side.dir.stat();
+    let same =
+        matches!((now, held), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino));
+    if only_generation && same {
+        let _ = crate::fsx::unlink(&side.dir, OsStr::new("generation"));
+        let _ = crate::fsx::rmdir(&side.parent, name);
+    }
+}
+
+/// The store, made or accepted, and its lock. A daemon that ends removes its store while
+/// it holds the lock, so the store held when the lock is won may have gone meanwhile (a
+/// mount right after an unmount meets the old daemon's last steps): then it is made again.
+pub(super) fn lock_store(p: &TargetPaths) -> anyhow::Result<(paths::StoreDirs, Flock<File>)> {
+    for _ in 0..50 {
+        let dirs = paths::prepare_store(p)?;
+        match take_lock(p, &dirs.store) {
+            Ok(lock) if store_intact(&dirs, &lock) => return Ok((dirs, lock)),
+            Ok(_) => {}
+            Err(_) if !store_intact_dir(&dirs) => {}
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!(
+        "{}: its store kept being removed while this daemon started (another daemon ending?)",
+        p.store.display()
+    )
+}
+
+/// Whether the locked store is still the one its path names, with `private/` and the lock
+/// file in it.
+fn store_intact(dirs: &paths::StoreDirs, lock: &Flock<File>) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let linked = lock.metadata().is_ok_and(|m| m.nlink() > 0);
+    linked && store_intact_dir(dirs) && dirs.store.contains("private")
+}
+
+fn store_intact_dir(dirs: &paths::StoreDirs) -> bool {
+    let key = dirs.store.path().file_name().unwrap_or_default();
+    let now = dirs.root.open_in(key).and_then(|d| d.stat());
+    let held = dirs.store.stat();
+    matches!((now, held), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino))
 }
 
 pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Result<Flock<File>> {

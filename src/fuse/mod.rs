@@ -663,4 +663,20 @@ impl Filesystem for AsdFs {
             Err(e) => reply.error(err(e)),
         }
     }
+
+    /// No ioctl is supported: ENOTTY, as for a regular file on most filesystems (isatty(3)
+    /// asks this), without fuser's "not implemented" warning.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(fuser::Errno::ENOTTY);
+    }
 }

@@ -400,3 +400,69 @@ fn unsync_says_which_target_still_has_open_files() {
         b"from disk\nbefore unsync\nafter unsync\n"
     );
 }
+
+/// SIGKILLs the daemon with this pid and waits until it is gone; its mounts stay, dead.
+fn kill_daemon(pid: u64) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    wait_gone(pid);
+}
+
+/// Exits non-zero with `lines` lines on stderr (one per target, and for asd's verbs a
+/// summary) that name what to run; never "successful".
+fn says_what_to_run(out: &Output, what: &str, run: &str, lines: usize) {
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{what}: {}{err}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("successful"), "{what}");
+    assert!(err.contains(run), "{what}: {err}");
+    assert_eq!(err.lines().count(), lines, "{what}: {err}");
+}
+
+/// Issue 11 item 4: after `kill -9` of the daemon, every verb either takes the store over
+/// (the data is served, or written to disk) or says in one line what to run.
+#[test]
+fn issue_11_verbs_after_the_daemon_was_killed() {
+    if !fuse_available() {
+        return;
+    }
+    let s = Scene::new();
+    ok(&s.asd("sync"), "asd sync");
+    let web = s.targets[0].clone();
+    let t = web.to_str().unwrap();
+    std::fs::write(web.join("new"), b"in RAM only").unwrap();
+    kill_daemon(status(&web)["pid"].as_u64().unwrap());
+
+    // Nothing can serve the mount: these say what to run.
+    for verb in ["flush", "status"] {
+        says_what_to_run(&asdfs([verb, t]), verb, "asdfs mount", 1);
+    }
+    says_what_to_run(&s.asd("resync"), "asd resync", "asd sync", 4);
+
+    // `asd sync` takes the store over: the data is served again.
+    let out = ok(&s.asd("sync"), "asd sync after the kill");
+    assert!(out.contains("Sync successful"), "{out}");
+    assert_eq!(read(&web.join("new")), b"in RAM only");
+
+    // `asd unsync` after another kill takes over and writes everything to disk.
+    std::fs::write(web.join("second"), b"also in RAM").unwrap();
+    kill_daemon(status(&web)["pid"].as_u64().unwrap());
+    let out = ok(&s.asd("unsync"), "asd unsync after the kill");
+    assert!(out.contains("Unsync successful"), "{out}");
+    assert!(s.mounted().is_empty(), "still mounted: {:?}", s.mounted());
+    assert_eq!(read(&web.join("new")), b"in RAM only");
+    assert_eq!(read(&web.join("second")), b"also in RAM");
+
+    // `asdfs unmount` after a kill takes over too, and returns with the data on disk.
+    ok(&s.asd("sync"), "asd sync again");
+    std::fs::write(web.join("third"), b"third").unwrap();
+    let pid = status(&web)["pid"].as_u64().unwrap();
+    kill_daemon(pid);
+    for t in &s.targets {
+        let out = asdfs(["unmount", t.to_str().unwrap()]);
+        ok(&out, "asdfs unmount after the kill");
+    }
+    assert!(s.mounted().is_empty(), "still mounted: {:?}", s.mounted());
+    assert_eq!(read(&web.join("third")), b"third");
+}

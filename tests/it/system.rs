@@ -183,13 +183,14 @@ fn sh_private(script: &str, vars: &[(&str, &OsStr)]) -> Output {
 
 /// Script lines run first: `$WORK/peek` shows the disk copies underneath later mounts, and
 /// the helper is put where mount(8) looks for it (/sbin) with an overlay seen only in the
-/// namespace: the machine's /sbin is left alone.
+/// namespace: the machine's /sbin is left alone; so is its utab (/run/mount).
 const HELPER_IN_SBIN: &str = r#"
 mkdir -p "$WORK/peek" && mount --bind "$WORK" "$WORK/peek" || exit 89
 sbin=$(realpath /sbin)
 mkdir -p "$WORK/ov/upper" "$WORK/ov/work"
 ln -s "$HELPER" "$WORK/ov/upper/mount.fuse.asdfs"
 mount -t overlay overlay -o "lowerdir=$sbin,upperdir=$WORK/ov/upper,workdir=$WORK/ov/work" "$sbin" || exit 90
+mkdir -p /run/mount && mount -t tmpfs tmpfs /run/mount || exit 87
 "#;
 
 fn can_mount_in_namespaces() -> bool {
@@ -311,7 +312,7 @@ fn helper_refuses_unknown_options_and_fakes_with_f() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     assert!(
-        text(&out.stderr).ends_with("asdfs mount --fsync=sync -- /tmp\n"),
+        text(&out.stderr).ends_with("asdfs mount --fsync=sync --quiet -- /tmp\n"),
         "{}",
         describe(&out)
     );
@@ -471,6 +472,7 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/lib/systemd/system/asdfs@.service 644",
         "opt/asdfs/lib/systemd/user/asdfs@.service 644",
         "opt/asdfs/sbin/mount.fuse.asdfs 755",
+        "opt/asdfs/sbin/umount.fuse.asdfs -> mount.fuse.asdfs",
         "opt/asdfs/share/bash-completion/completions/asd 644",
         "opt/asdfs/share/bash-completion/completions/asdfs 644",
         "opt/asdfs/share/fish/vendor_completions.d/asd.fish 644",
@@ -480,6 +482,7 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/share/zsh/site-functions/_asd 644",
         "opt/asdfs/share/zsh/site-functions/_asdfs 644",
         "sbin/mount.fuse.asdfs -> /opt/asdfs/sbin/mount.fuse.asdfs",
+        "sbin/umount.fuse.asdfs -> /opt/asdfs/sbin/umount.fuse.asdfs",
     ];
     let mut found = files_under(stage.path());
     // The man pages of the commands are generated from their definitions.
@@ -615,11 +618,12 @@ fn sleep_hook_flushes_every_mount() {
     fs::create_dir(s.work.path().join("t2")).unwrap();
     let hook = Path::new(REPO).join("systemd/flush-all");
     // Only this test's mounts are visible to the hook: the namespace's copies of other
-    // tests' mounts are detached first (their daemons are not affected). `peek` shows the
+    // tests' mounts (FUSE and overlay mode) are detached first (their daemons are not
+    // affected). `peek` shows the
     // disk copies underneath.
     let out = s.run(&format!(
         r#"
-for m in $(findmnt -rn -t fuse.asdfs -o TARGET); do umount -l "$m"; done
+for m in $(findmnt -rn -t fuse.asdfs -o TARGET) $(findmnt -rn -t overlay -S asdfs -o TARGET); do umount -l "$m"; done
 "$ASDFS" mount "$T" --volatile "$VOL" --flush-interval 1h || exit 98
 "$ASDFS" mount "$WORK/t2" --volatile "$VOL" --flush-interval 1h || exit 98
 echo one > "$T/new"; echo two > "$WORK/t2/new"
@@ -772,4 +776,5 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
 }
 
 mod container;
+mod lifecycle;
 mod remount;

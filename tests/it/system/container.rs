@@ -412,7 +412,14 @@ fn write_into(c: &Container) {
 /// A unit's final flush (the line `flushed`) finished, and the unit stopped (`stopped`),
 /// before systemd began unmounting the filesystem holding the directories.
 fn check_shutdown_order(journal: &str, flushed: &str, stopped: &str) {
-    let pos = |needle: &str| journal.lines().position(|l| l.contains(needle));
+    // The last of each: the stop at power-off.
+    let pos = |needle: &str| {
+        let found = journal
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle));
+        found.last().map(|(i, _)| i)
+    };
     let flushed = pos(flushed);
     let stopped = pos(stopped);
     let unmounting = journal
@@ -529,8 +536,9 @@ impl Drop for Holder {
 const ASD_TARGETS: [&str; 2] = ["/srv/data/asd/web root", "/srv/data/asd/cache"];
 
 /// anything-sync-daemon's way: /etc/asd.conf, `systemctl enable asd.service` (which pulls in
-/// asd-resync.service and its timer), boot. Both targets must be asdfs mounts of one daemon
-/// in asd.service's cgroup; `asd-resync.service` must put what was written on the disk copy
+/// asd-resync.service and its timer), boot. Both targets must be asdfs mounts of one daemon,
+/// asd.service's main process; killed, it is restarted with every change kept (issue 11);
+/// `asd-resync.service` must put what was written on the disk copy
 /// underneath while it stays mounted; at power-off `asd unsync` (and, for a file a program
 /// keeps open, the daemon's stop on systemd's SIGTERM) must write the rest before the
 /// filesystem underneath is unmounted, and leave the directories holding exactly what
@@ -585,8 +593,8 @@ fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
     for t in ASD_TARGETS {
         assert_eq!(c.fstype(t).as_deref(), Some("fuse.asdfs"), "{t}");
     }
-    // One daemon serves both, and it runs in asd.service's cgroup (so stopping the unit
-    // waits for it); `asd sync` itself has exited.
+    // One daemon serves both, and it is asd.service's main process (`asd sync --foreground`
+    // became it), so systemd notices when it dies.
     let out = c.exec(&["asdfs", "status", "--json"]);
     assert!(out.status.success(), "{}", describe(&out));
     let reports: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -659,6 +667,7 @@ fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
     ]);
     assert!(out.status.success(), "{}", describe(&out));
     assert_eq!(tree(&web), web_resynced, "written to disk before power-off");
+    let restarted = kill_and_restart(&c, pid);
     // A program that keeps a file open and appends to it through the power-off, outside
     // every unit (systemd kills it only at the very end). `asd unsync` cannot wait for it;
     // systemd's SIGTERM to asd.service's cgroup then makes the daemon cut it off (after
@@ -704,40 +713,82 @@ fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
         expect(&[("dir", "/"), ("dir/f", "deep\n"), ("late", "late\n")]),
         "{journal}"
     );
-    // Beside the targets only asdfs's side directories stay (the hardlink backups are
-    // removed at a clean stop; a clean stop writes no crash snapshot).
+    // Beside the targets nothing of asdfs stays: the side directories and the hardlink
+    // backups are removed at a clean stop, and the RAM stores outlived the kill, so no
+    // crash snapshot was written.
     let mut beside: Vec<String> = fs::read_dir(&disk)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     beside.sort();
-    assert_eq!(
-        beside,
-        [".cache-asdfs", ".web root-asdfs", "cache", "web root"],
-        "{journal}"
-    );
-    check_asd_journal(&c, &journal, pid);
+    assert_eq!(beside, ["cache", "web root"], "{journal}");
+    check_asd_journal(&c, &journal, pid, restarted);
+}
+
+/// The daemon is asd.service's main process: killed, systemd restarts it, the new daemon
+/// takes the RAM stores over (and writes them to disk), and every change stays. Returns the
+/// new daemon's PID.
+fn kill_and_restart(c: &Container, pid: i32) -> i32 {
+    assert_eq!(c.property("asd.service", "MainPID"), pid.to_string());
+    let out = c.exec(&["kill", "-9", &pid.to_string()]);
+    assert!(out.status.success(), "{}", describe(&out));
+    let restarted = c.wait_for(Duration::from_secs(60), || {
+        let main: i32 = c.property("asd.service", "MainPID").parse().ok()?;
+        let active = c.property("asd.service", "ActiveState") == "active";
+        (active && main != 0 && main != pid).then_some(main)
+    });
+    for t in ASD_TARGETS {
+        assert_eq!(c.fstype(t).as_deref(), Some("fuse.asdfs"), "{t}");
+    }
+    let out = c.exec(&[
+        "sh",
+        "-c",
+        "cd /srv/data/asd && cat cache/late 'web root/moved/keep' && ! test -e 'web root/old.txt'",
+    ]);
+    assert_eq!(text(&out.stdout), "late\nkeep\n", "{}", describe(&out));
+    assert!(out.status.success(), "{}", describe(&out));
+    restarted
 }
 
 /// `asd sync`, both resyncs and `asd unsync` succeeded, unsync before /srv/data was
 /// unmounted; the lines of the daemon (PID `daemon` in the container) carry their
 /// priorities.
-fn check_asd_journal(c: &Container, journal: &str, daemon: i32) {
+fn check_asd_journal(c: &Container, journal: &str, daemon: i32, restarted: i32) {
     let asd = c.journal_with(&["-u", "asd.service", "-u", "asd-resync.service"]);
-    for (needle, n) in [
-        ("]: Sync successful", 3), // sync, the resync at boot, ours
-        ("]: Unsync successful", 1),
-        ("Finished asd.service", 1),
-        ("Finished asd-resync.service", 2),
-        ("asd-resync.service: Deactivated successfully.", 2),
-        // Only after a stop whose ExecStop= exited 0.
-        ("asd.service: Deactivated successfully.", 1),
-        ("Stopped asd.service", 1),
+    for (needle, least, most) in [
+        // The resync at boot, ours, and one after the restart.
+        ("]: Sync successful", 2, 3),
+        // At power-off (and after the kill where systemd runs ExecStop= before a restart).
+        ("]: Unsync successful", 1, 2),
+        ("Started asd.service", 2, 2),
+        ("Finished asd-resync.service", 2, 3),
+        ("asd-resync.service: Deactivated successfully.", 2, 3),
+        // A resync started while asd.service waited to restart finds the daemon dead.
+        ("Failed to start asd-resync.service", 0, 1),
+        // Only after a stop whose ExecStop= exited 0 and whose main process exited 0.
+        ("asd.service: Deactivated successfully.", 1, 1),
+        ("Stopped asd.service", 2, 2),
+        (
+            "asd.service: Main process exited, code=killed, status=9/KILL",
+            1,
+            1,
+        ),
+        ("asd.service: Failed with result 'signal'", 1, 1),
+        ("asd.service: Scheduled restart job", 1, 1),
     ] {
-        assert_eq!(asd.matches(needle).count(), n, "{needle}:\n{asd}");
+        let n = asd.matches(needle).count();
+        assert!(least <= n && n <= most, "{needle} {n} times:\n{asd}");
     }
+    let expected = |l: &str| {
+        l.contains("status=9/KILL")
+            || l.contains("asd.service: Failed with result 'signal'")
+            || l.contains("Failed to start asd-resync.service")
+            || l.contains("asd-resync.service: Main process exited, code=exited, status=1/FAILURE")
+            || l.contains("asd-resync.service: Failed with result 'exit-code'")
+    };
     for bad in ["Failed", "status=", "code=", "Killing", "timed out"] {
-        assert!(!asd.contains(bad), "{bad}:\n{asd}");
+        let found = asd.lines().any(|l| l.contains(bad) && !expected(l));
+        assert!(!found, "{bad}:\n{asd}");
     }
     let [web, cache] = ASD_TARGETS;
     for line in [
@@ -776,7 +827,7 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32) {
     let daemon = format!(" asd[{daemon}]: ");
     let debug = lines(at("debug..debug"));
     assert!(!debug.is_empty(), "no debug line:\n{asd}");
-    assert!(debug.iter().all(|l| l.contains(&daemon)), "{debug:#?}");
+    assert!(debug.iter().all(|l| l.contains(" asd[")), "{debug:#?}");
     let up_to_info = lines(at("info"));
     assert!(
         !up_to_info.iter().any(|l| debug.contains(l)),
@@ -786,7 +837,7 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32) {
     assert!(at("info..info").contains(&in_ram), "{asd}");
     assert!(!at("notice").contains(&in_ram), "{asd}");
     // Its warning (4) about the open file: kept by -p warning, not an info line.
-    let cut = format!("{daemon}files still open at the stop: cutting them off");
+    let cut = format!(" asd[{restarted}]: files still open at the stop: cutting them off");
     assert!(at("warning..warning").contains(&cut), "{asd}");
     assert!(!at("info..notice").contains(&cut), "{asd}");
     assert!(
