@@ -89,17 +89,16 @@ fn ago(secs: u64) -> String {
 
 /// The text form of a status.
 pub fn render(s: &Status) -> String {
-    let data = match s.data_path.as_str() {
-        "" => String::new(),
-        d => format!(", {d} data path"),
-    };
     let mut out = format!(
-        "{}: {} ({}{data}), pid {}\n",
+        "{}: {} ({}), pid {}\n",
         s.target.display(),
         s.state,
         s.mode,
         s.pid
     );
+    if !s.data_path.is_empty() {
+        out += &format!("  data path:   {}\n", s.data_path);
+    }
     if s.busy_copies > 0 {
         out += &format!(
             "  busy files:  {} flush copies of files that kept changing (written again later)\n",
