@@ -40,7 +40,9 @@ pub struct Status {
     pub flush_interval_secs: u64,
     /// "defer" or "sync".
     pub fsync: String,
-    /// Bytes programs wrote since the mount, and bytes written to disk by flushes.
+    /// Bytes programs wrote since the mount (with passthrough, which hides writes from the
+    /// daemon: the size of each file that changed while open for writing), and bytes written
+    /// to disk by flushes.
     pub bytes_written: u64,
     pub bytes_flushed: u64,
     /// The disk copy's generation (completed flushes).

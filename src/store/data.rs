@@ -363,6 +363,11 @@ impl DataCell {
         (Some(sig) != st.seen).then_some(sig)
     }
 
+    /// The data file's signature now, if it is open.
+    pub fn sig(&self) -> Option<Sig> {
+        Sig::of(self.state.read().file.as_ref()?).ok()
+    }
+
     /// Records the data file's current signature as taken in by the node's attributes.
     pub fn mark_seen(&self) {
         let mut st = self.state.write();

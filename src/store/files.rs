@@ -102,7 +102,7 @@ impl Store {
         // The store lock is held: no flush can freeze the cell meanwhile.
         let (file, new_id) = cell.pin()?;
         if let Some(h) = inner.handles.get_mut(&fh.0) {
-            h.pinned = true;
+            h.pinned = Some(super::data::Sig::of(&file).ok());
         }
         if write {
             inner.node_mut(id)?.writers += 1;
@@ -122,18 +122,18 @@ impl Store {
     pub fn unpin_handle(&self, fh: HandleId) -> FsResult<()> {
         let mut inner = self.lock();
         let h = inner.handles.get_mut(&fh.0).ok_or(Errno::EBADF)?;
-        if !std::mem::take(&mut h.pinned) {
+        let Some(began) = h.pinned.take() else {
             return Ok(());
-        }
+        };
         let (id, write) = (h.node, h.write);
-        inner.unpin(id, write)
+        inner.unpin(id, write, began)
     }
 
     pub fn release(&self, fh: HandleId) -> FsResult<()> {
         let mut inner = self.lock();
         let h = inner.handles.remove(&fh.0).ok_or(Errno::EBADF)?;
-        if h.pinned {
-            inner.unpin(h.node, h.write)?;
+        if let Some(began) = h.pinned {
+            inner.unpin(h.node, h.write, began)?;
         }
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
@@ -227,16 +227,22 @@ impl Inner {
     }
 
     /// A passthrough handle closed. The last writer's release marks the data dirty again, so
-    /// that a flush after it copies the final state.
-    fn unpin(&mut self, id: NodeId, write: bool) -> FsResult<()> {
+    /// that a flush after it copies the final state. Status counts the file's size as
+    /// written if it changed while the handle was open (the daemon does not see the writes).
+    fn unpin(&mut self, id: NodeId, write: bool, began: Option<super::data::Sig>) -> FsResult<()> {
         self.refresh_from_data(id);
         let n = self.node_mut(id)?;
+        let now = n.cell().and_then(|c| c.sig());
         if let Some(cell) = n.cell() {
             cell.unpin();
         }
         if !write {
             return Ok(());
         }
+        if let Some(now) = now.filter(|s| Some(*s) != began) {
+            self.counters.bytes_written += now.size;
+        }
+        let n = self.node_mut(id)?;
         n.writers = n.writers.saturating_sub(1);
         if n.writers == 0 {
             let seq = self.next_seq();

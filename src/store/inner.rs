@@ -17,8 +17,9 @@ pub(crate) struct Handle {
     pub node: NodeId,
     /// Opened for writing (with FUSE passthrough this is what marks data dirty).
     pub write: bool,
-    /// The kernel does this handle's I/O on the data file itself (FUSE passthrough).
-    pub pinned: bool,
+    /// The kernel does this handle's I/O on the data file itself (FUSE passthrough), and
+    /// the data file's signature when it began (for status's bytes written).
+    pub pinned: Option<Option<super::data::Sig>>,
     /// A directory listing's end: entries with this cookie or higher (made or renamed
     /// after the listing began) are not listed, so that a listing always ends and returns
     /// each entry at most once. Set by a listing from offset 0; 0 until then.

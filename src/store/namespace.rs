@@ -320,7 +320,7 @@ impl Inner {
             Handle {
                 node: id,
                 write,
-                pinned: false,
+                pinned: None,
                 list_end: 0,
             },
         );
