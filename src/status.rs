@@ -25,6 +25,23 @@ pub struct Status {
     pub store: PathBuf,
     /// RAM used by file data in the store, in bytes.
     pub ram_bytes: u64,
+    /// The store's tmpfs: its size, what is used of it (data, store log and its reserve,
+    /// anything else there) and what is free, in bytes.
+    #[serde(default)]
+    pub store_size_bytes: u64,
+    #[serde(default)]
+    pub store_used_bytes: u64,
+    #[serde(default)]
+    pub store_free_bytes: u64,
+    /// The store log, and the space kept allocated ahead of its end so that changes and the
+    /// final flush never find the tmpfs full (design.md §3).
+    #[serde(default)]
+    pub log_bytes: u64,
+    #[serde(default)]
+    pub log_reserve_bytes: u64,
+    /// Set when the store's tmpfs is more than 90 % full.
+    #[serde(default)]
+    pub store_warning: Option<String>,
     /// The disk copy's size, as last measured (in the background; `None` until then).
     pub disk: Option<DiskUsage>,
     /// Files (everything but directories) with changes not yet on disk, and the bytes of
@@ -58,6 +75,10 @@ pub struct Status {
     pub unclean_start: Option<String>,
     /// The target's crash snapshots, newest first.
     pub crash_snapshots: Vec<SnapshotStatus>,
+    /// Conflict copies kept by this session's flushes, as "file -> copy": files changed on
+    /// disk behind asdfs whose disk version was kept beside the target (design.md §6.2).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 /// The size of the disk copy, as du(1) counts it.

@@ -110,6 +110,27 @@ pub fn render(s: &Status) -> String {
         s.store.display(),
         HumanBytes(s.ram_bytes)
     );
+    if s.store_size_bytes > 0 {
+        let log = if s.log_bytes + s.log_reserve_bytes > 0 {
+            format!(
+                "; {} reserved for the store log ({} written)",
+                HumanBytes(s.log_reserve_bytes),
+                HumanBytes(s.log_bytes)
+            )
+        } else {
+            String::new()
+        };
+        out += &format!(
+            "  store room:  {} of {} used ({}%), {} free{log}\n",
+            HumanBytes(s.store_used_bytes),
+            HumanBytes(s.store_size_bytes),
+            s.store_used_bytes * 100 / s.store_size_bytes,
+            HumanBytes(s.store_free_bytes),
+        );
+    }
+    if let Some(w) = &s.store_warning {
+        out += &format!("  WARNING:     {w}\n");
+    }
     out += &match &s.disk {
         Some(d) => format!(
             "  on disk:     {}, {} files, {} directories{}\n",
@@ -183,6 +204,9 @@ pub fn render(s: &Status) -> String {
         out += &format!("  at start:    {u}\n");
     }
     out += &snapshots_lines(&s.crash_snapshots);
+    for c in &s.conflicts {
+        out += &format!("  CONFLICT:    changed on disk behind asdfs, disk version kept: {c}\n");
+    }
     if s.log_failures > 0 {
         out += &format!(
             "  WARNING:     {} changes could not be logged to the RAM store\n",

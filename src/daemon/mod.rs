@@ -6,6 +6,7 @@ pub mod mounting;
 mod overlay;
 mod overlay_status;
 pub mod paths;
+mod preflight;
 mod readonly;
 mod safety;
 mod status;
@@ -31,8 +32,10 @@ pub const READY_FD_ENV: &str = "ASDFS_READY_FD";
 /// A target being served, in either mode: what the main loop needs of it.
 pub trait Served: Send + Sync {
     fn paths(&self) -> &paths::TargetPaths;
-    /// Final flush, then detach the mount; files still open keep working.
-    fn begin_stop(&self) -> Response;
+    /// Flush, then detach the mount; files still open keep working. If the flush fails the
+    /// mount stays (and the answer says how to recover) unless `force` (a signal: the
+    /// system is going down; the final flush is retried and the store kept if it fails).
+    fn begin_stop(&self, force: bool) -> Response;
     /// After the session ended: the final flush, then the store goes.
     fn finish(&self) -> anyhow::Result<()>;
     /// Files programs still have open in the mount.
@@ -153,6 +156,8 @@ impl Ready {
 /// The daemon's log, in the store root: root's daemons share it, mode 0600 (it names every
 /// target's files).
 const LOG_FILE: &str = "daemon.log";
+/// Space allocated ahead of the end of the daemon's log when it is opened.
+const LOG_ROOM: u64 = 256 << 10;
 
 /// Sends stdout and stderr to the daemon's log file in `log` (the store root, checked by
 /// `paths::prepare_store`; or /dev/null) once `asdfs mount` has returned: that closes the
@@ -167,6 +172,21 @@ fn redirect_output(log: Option<&std::path::Path>) {
     else {
         return;
     };
+    // Room kept ahead of the log's end, so that the warnings of a store that filled its
+    // tmpfs (the log's usual home) can still be written.
+    if let Ok(m) = f.metadata() {
+        if m.is_file() {
+            // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves its size alone.
+            unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    (m.len() + LOG_ROOM) as libc::off_t,
+                )
+            };
+        }
+    }
     for fd in [1, 2] {
         // SAFETY: dup2 onto the standard descriptors; the file stays open through them.
         unsafe { libc::dup2(f.as_raw_fd(), fd) };
@@ -314,7 +334,7 @@ fn serve(
             Event::Signal(sig) => {
                 tracing::info!(signal = %sig, "stopping: final flush and unmount");
                 for t in live.iter().flatten() {
-                    let r = t.begin_stop();
+                    let r = t.begin_stop(true);
                     tracing::info!("{}", r.message);
                 }
                 deadline.get_or_insert((Instant::now() + stop_grace(), false));
@@ -323,7 +343,7 @@ fn serve(
                 let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {
                     continue;
                 };
-                let mut r = t.begin_stop();
+                let mut r = t.begin_stop(false);
                 let open = t.open_files();
                 match reply {
                     Some(tx) if r.ok && open == 0 => {

@@ -139,6 +139,15 @@ impl OverlayTarget {
         let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
         let (backing, backups) = safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
         undo.add_side(&side)?;
+        if !pinned {
+            super::preflight::check(
+                &p,
+                &settings,
+                std::os::fd::AsFd::as_fd(&disk_dir),
+                backups.as_deref(),
+                true,
+            )?;
+        }
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -390,15 +399,21 @@ impl Served for OverlayTarget {
 
     /// Flushes, then detaches the overlay. Files still open keep working; the session ends
     /// when the last is closed.
-    fn begin_stop(&self) -> Response {
+    fn begin_stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
+        // Stopped first: the stop's flush then writes the top layer as it is (no fresh layer
+        // is stacked under the detach). A mount kept after a failed flush has no timed
+        // flushes any more; `asdfs flush` and the next unmount still write it.
         self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
+            if !force {
+                return super::target::kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
         let mut st = self.stack.lock();

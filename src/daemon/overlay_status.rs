@@ -33,6 +33,7 @@ pub fn of(t: &OverlayTarget) -> Status {
     }
     let now = secs(SystemTime::now()) as i64;
     let phase = p.phase();
+    let space = crate::store::StoreSpace::of_dir(&p.target_paths().store);
     Status {
         target: p.target_paths().target.clone(),
         mode: "overlay".into(),
@@ -43,6 +44,12 @@ pub fn of(t: &OverlayTarget) -> Status {
         since: secs(p.started()),
         store: p.target_paths().store.clone(),
         ram_bytes: ram,
+        store_size_bytes: space.size,
+        store_used_bytes: space.used,
+        store_free_bytes: space.free,
+        log_bytes: 0,
+        log_reserve_bytes: 0,
+        store_warning: space.warning(),
         disk: p.disk(),
         dirty_files: files,
         dirty_dirs: dirs,
@@ -66,5 +73,6 @@ pub fn of(t: &OverlayTarget) -> Status {
         backup: p.backup(),
         unclean_start: p.crash(),
         crash_snapshots: crate::status::snapshots_of(&p.target_paths().target),
+        conflicts: Vec::new(),
     }
 }

@@ -62,6 +62,18 @@ pub(super) fn flush_response(target: &Path, r: anyhow::Result<FlushReport>) -> R
     }
 }
 
+/// The answer to an unmount whose flush failed: the mount stays, and how to recover.
+pub(super) fn kept_mounted(p: &TargetPaths, e: &anyhow::Error) -> Response {
+    let t = p.target.display();
+    tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; the target stays mounted");
+    Response::err(format!(
+        "{t}: not unmounted: the flush failed ({e:#}); it is still mounted and its changes are in RAM ({}). \
+         Make room (on the disk copy's filesystem, or on the store's tmpfs: see `asdfs status {t}`) \
+         and run `asdfs unmount {t}` again",
+        p.store.display()
+    ))
+}
+
 /// The final flush of a stop, retried with backoff; if it keeps failing the changes stay
 /// in the store, and the error says so.
 pub(super) fn final_flush(
@@ -146,6 +158,14 @@ impl Target {
         let side = paths::prepare_side(&p, parent, safety::dev_of(&disk_dir)?)?;
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
+        let taking_over = p.private().join("log").trusted_exists();
+        super::preflight::check(
+            &p,
+            &settings,
+            std::os::fd::AsFd::as_fd(&*disk_dir),
+            backups.as_deref(),
+            !taking_over,
+        )?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -154,6 +174,9 @@ impl Target {
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         let (store, took_over) = open_store(&p, backing, generation)?;
+        store
+            .seen
+            .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
             tracing::warn!(target = %target.display(), "took over the RAM store of a daemon that died; writing it to disk");
@@ -161,7 +184,8 @@ impl Target {
                 tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
             }
         }
-        write_owner(&p, &settings, &dirs.store, &side.dir)?;
+        // On a tmpfs that data filled, the new owner.json is written in the log's reserve.
+        store.lend_reserve(|| write_owner(&p, &settings, &dirs.store, &side.dir))?;
         undo.session = Some(side.dir.try_clone()?);
         let t = Arc::new(Target {
             timer: FlushTimer::new(settings.flush_interval),
@@ -251,10 +275,17 @@ impl Target {
         std::thread::Builder::new()
             .name("fuse-session".into())
             .spawn(move || {
+                // Sent however the session ends, a panic too: the main loop waits for it.
+                struct Ended(Sender<Event>, usize);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        let _ = self.0.send(Event::SessionEnded(self.1));
+                    }
+                }
+                let _ended = Ended(events, idx);
                 if let Err(e) = session.run() {
                     tracing::error!(error = %e, "FUSE session ended with an error");
                 }
-                let _ = events.send(Event::SessionEnded(idx));
             })?;
         Ok(())
     }
@@ -294,18 +325,23 @@ impl Target {
     }
 
     /// Flushes, then detaches the mount. Files still open keep working; the session ends
-    /// when the last is closed.
-    fn stop(&self) -> Response {
+    /// when the last is closed. A flush that fails keeps the mount unless `force`.
+    fn stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
-        self.stop_timer();
+        self.timer.pause(true);
         if let Err(e) = self.flusher.flush() {
+            if !force {
+                self.timer.pause(false);
+                return kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
+        self.stop_timer();
         if let Err(e) = self.unmount() {
             return Response::err(format!("{e:#}"));
         }
@@ -365,8 +401,8 @@ impl super::Served for Target {
     fn paths(&self) -> &TargetPaths {
         &self.paths
     }
-    fn begin_stop(&self) -> Response {
-        self.stop()
+    fn begin_stop(&self, force: bool) -> Response {
+        self.stop(force)
     }
     fn finish(&self) -> anyhow::Result<()> {
         self.end()

@@ -71,7 +71,8 @@ impl AsdFs {
 
     /// Gives an open handle's data file to the kernel; `None` when the daemon serves it:
     /// passthrough is off, the store records access times (design.md §9.2), or a write could
-    /// need a set-group-ID bit cleared that the kernel keeps (design.md §4.1).
+    /// need a set-group-ID bit cleared that the kernel keeps (design.md §4.1). `Err` when the
+    /// store could not pin the data file (no room for its log record): the handle is released.
     fn backing_for(
         &self,
         ctx: Ctx,
@@ -79,27 +80,32 @@ impl AsdFs {
         fh: HandleId,
         write: bool,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
-    ) -> Option<Arc<BackingId>> {
+    ) -> Result<Option<Arc<BackingId>>, Errno> {
         if !self.backings.on() {
-            return None;
+            return Ok(None);
         }
         let daemon =
             !self.store.cache_across_opens() || write && self.store.write_needs_daemon(ctx, node);
-        let r = self.backings.open(
-            node,
-            fh,
-            daemon,
-            || self.store.pin(fh).map_err(std::io::Error::from),
-            open_backing,
-        );
-        match r {
-            Ok(id) => id,
+        let mut pin_failed = None;
+        let pin = || {
+            self.store.pin(fh).map_err(|e| {
+                pin_failed = Some(e);
+                std::io::Error::from(e)
+            })
+        };
+        match self.backings.open(node, fh, daemon, pin, open_backing) {
+            Ok(id) => Ok(id),
+            Err(_) if pin_failed.is_some() => {
+                let e = pin_failed.unwrap_or(Errno::EIO);
+                let _ = self.store.release(fh);
+                Err(e)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "the kernel refused a passthrough backing file; file data is served by the daemon from now on");
                 self.backings.set_on(false);
                 self.store.set_passthrough(false);
                 let _ = self.store.unpin_handle(fh);
-                None
+                Ok(None)
             }
         }
     }
@@ -123,6 +129,18 @@ impl AsdFs {
         }
     }
 
+    /// Runs a change: if its records could not be put in the store log (the log full beyond
+    /// its reserve, and not rewritable), the program is told EIO, never that it succeeded
+    /// (design.md §3).
+    fn logged<T>(&self, change: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        crate::store::take_log_lost();
+        let r = change();
+        if r.is_ok() && crate::store::take_log_lost() {
+            return Err(Errno::EIO);
+        }
+        r
+    }
+
     fn sync(&self) -> Result<(), Errno> {
         match &self.on_fsync {
             Some(hook) => hook().map_err(|e| {
@@ -144,9 +162,10 @@ impl AsdFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self
-            .store
-            .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+        let r = self.logged(|| {
+            self.store
+                .make(ctx(req), NodeId(parent.0), name, kind, mode, umask)
+        });
         match r {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
@@ -248,7 +267,8 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        match self.store.setattr(ctx(req), NodeId(ino.0), sa) {
+        let r = self.logged(|| self.store.setattr(ctx(req), NodeId(ino.0), sa));
+        match r {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -294,11 +314,17 @@ impl Filesystem for AsdFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.unlink(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.unlink(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.rmdir(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn symlink(
@@ -331,13 +357,15 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.rename(
-                NodeId(parent.0),
-                name,
-                NodeId(newparent.0),
-                newname,
-                flags.bits(),
-            ),
+            self.logged(|| {
+                self.store.rename(
+                    NodeId(parent.0),
+                    name,
+                    NodeId(newparent.0),
+                    newname,
+                    flags.bits(),
+                )
+            }),
             reply,
         )
     }
@@ -350,7 +378,7 @@ impl Filesystem for AsdFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
+        match self.logged(|| self.store.link(NodeId(ino.0), NodeId(newparent.0), newname)) {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
@@ -359,14 +387,17 @@ impl Filesystem for AsdFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        let fh = match self.store.open(NodeId(ino.0), write, truncate) {
+        let fh = match self.logged(|| self.store.open(NodeId(ino.0), write, truncate)) {
             Ok(fh) => fh,
             Err(e) => return reply.error(err(e)),
         };
         let open_backing = |f: &std::fs::File| reply.open_backing(f);
         match self.backing_for(ctx(req), NodeId(ino.0), fh, write, open_backing) {
-            Some(id) => reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_NOFLUSH, &id),
-            None => reply.opened(FileHandle(fh.0), self.open_flags()),
+            Ok(Some(id)) => {
+                reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_NOFLUSH, &id)
+            }
+            Ok(None) => reply.opened(FileHandle(fh.0), self.open_flags()),
+            Err(e) => reply.error(err(e)),
         }
     }
 
@@ -399,7 +430,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.store.write(ctx(req), HandleId(fh.0), offset, data) {
+        match self.logged(|| self.store.write(ctx(req), HandleId(fh.0), offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -541,8 +572,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .setxattr(ctx(req), NodeId(ino.0), name, value, flags),
+            self.logged(|| {
+                self.store
+                    .setxattr(ctx(req), NodeId(ino.0), name, value, flags)
+            }),
             reply,
         )
     }
@@ -564,7 +597,10 @@ impl Filesystem for AsdFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.removexattr(NodeId(ino.0), name)),
+            reply,
+        )
     }
 
     fn create(
@@ -579,16 +615,17 @@ impl Filesystem for AsdFs {
     ) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c: Ctx = ctx(req);
-        let (st, fh) = match self
-            .store
-            .create(c, NodeId(parent.0), name, mode, umask, write)
-        {
+        let (st, fh) = match self.logged(|| {
+            self.store
+                .create(c, NodeId(parent.0), name, mode, umask, write)
+        }) {
             Ok(r) => r,
             Err(e) => return reply.error(err(e)),
         };
         let generation = Generation(self.store.handle_gen());
         match self.backing_for(c, st.ino, fh, write, |f| reply.open_backing(f)) {
-            Some(id) => reply.created_passthrough(
+            Err(e) => reply.error(err(e)),
+            Ok(Some(id)) => reply.created_passthrough(
                 &TTL,
                 &attr(&st),
                 generation,
@@ -596,7 +633,7 @@ impl Filesystem for AsdFs {
                 FopenFlags::FOPEN_NOFLUSH,
                 &id,
             ),
-            None => reply.created(
+            Ok(None) => reply.created(
                 &TTL,
                 &attr(&st),
                 generation,
@@ -617,8 +654,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .fallocate(ctx(req), HandleId(fh.0), offset, length, mode),
+            self.logged(|| {
+                self.store
+                    .fallocate(ctx(req), HandleId(fh.0), offset, length, mode)
+            }),
             reply,
         )
     }
@@ -651,14 +690,16 @@ impl Filesystem for AsdFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.store.copy_file_range(
-            ctx(req),
-            HandleId(fh_in.0),
-            offset_in,
-            HandleId(fh_out.0),
-            offset_out,
-            len,
-        ) {
+        match self.logged(|| {
+            self.store.copy_file_range(
+                ctx(req),
+                HandleId(fh_in.0),
+                offset_in,
+                HandleId(fh_out.0),
+                offset_out,
+                len,
+            )
+        }) {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(err(e)),
         }

@@ -22,6 +22,7 @@ impl Store {
 
     /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`).
     pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
+        self.check_room(super::CHANGE)?;
         if sa.size.is_some() {
             if self.lock().node(id)?.kind != Kind::File {
                 return Err(Errno::EISDIR);
@@ -112,6 +113,8 @@ impl Store {
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
+        // Encoded as JSON numbers: up to four bytes each.
+        self.check_room(super::CHANGE + 4 * value.len() as u64)?;
         self.ensure_xattrs(id)?;
         let gid = self.lock().node(id)?.attr.gid;
         let member =
@@ -149,6 +152,7 @@ impl Store {
 
     pub fn removexattr(&self, id: NodeId, name: &OsStr) -> FsResult<()> {
         check_xattr_name(name)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_xattrs(id)?;
         let mut inner = self.lock();
         let n = inner.node_mut(id)?;

@@ -17,6 +17,9 @@ use std::sync::Arc;
 impl Store {
     /// Opens a regular file; `truncate` is O_TRUNC (the data is then not read from disk).
     pub fn open(&self, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
+        if truncate {
+            self.check_room(super::CHANGE)?;
+        }
         {
             let inner = self.lock();
             match inner.node(id)?.kind {
@@ -81,6 +84,7 @@ impl Store {
 
     /// A write by `ctx`; takes set-user-ID and set-group-ID bits as `privs` says.
     pub fn write(&self, ctx: Ctx, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
+        self.check_room(super::CHANGE)?;
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
@@ -95,6 +99,7 @@ impl Store {
     /// the cell is pinned until release, and a handle that may write marks the data dirty
     /// until a flush after its last writer closed.
     pub fn pin(&self, fh: HandleId) -> FsResult<Arc<File>> {
+        self.check_room(super::CHANGE)?;
         let mut inner = self.lock();
         let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
         let (id, write) = (h.node, h.write);
@@ -144,6 +149,7 @@ impl Store {
 
     /// fallocate(2) by `ctx`, a change of data like a write.
     pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.check_room(super::CHANGE)?;
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
@@ -187,6 +193,7 @@ impl Store {
         off_out: u64,
         len: u64,
     ) -> FsResult<u64> {
+        self.check_room(super::CHANGE)?;
         let (_, cin) = self.cell_of(fh_in)?;
         let (id, cout) = self.cell_of(fh_out)?;
         let src = cin.file()?;

@@ -11,6 +11,17 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+thread_local! {
+    /// Set when an operation's records could not be put in the store log on this thread
+    /// (`take_log_lost`): the FUSE adapter then tells the program EIO.
+    static LOG_LOST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether an operation on this thread since the last call lost its store-log records.
+pub fn take_log_lost() -> bool {
+    LOG_LOST.with(|l| l.replace(false))
+}
+
 /// An open file or directory.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handle {
@@ -347,7 +358,43 @@ impl Inner {
         }
         let mut batch = std::mem::take(&mut self.log_buf);
         batch.push(Record::Commit);
-        let _ = self.log.append(&batch);
+        let was_broken = self.log.broken;
+        if self.log.append(&batch).is_err() {
+            // The file misses this operation: replace it by the state, which has it.
+            let base = self.log.base_gen;
+            let rewritten = !was_broken
+                && !self.log.has_pending()
+                && match self.rewrite_log(base) {
+                    Ok(()) => {
+                        tracing::warn!("store log rewritten after a failed append");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the store log cannot be rewritten: changes get ENOSPC until a flush or deleted files make room");
+                        false
+                    }
+                };
+            if !rewritten {
+                LOG_LOST.with(|l| l.set(true));
+            }
+        }
+    }
+
+    /// Whether a change whose records take up to `batch` bytes may be made now
+    /// (`StoreLog::has_room`); a log that missed an append is rewritten first.
+    pub(crate) fn ensure_log_room(&mut self, batch: u64, removal: bool) -> FsResult<()> {
+        if self.log.broken && !self.log.has_pending() {
+            let base = self.log.base_gen;
+            if self.rewrite_log(base).is_ok() {
+                tracing::info!("store log rewritten; changes are taken again");
+            }
+        }
+        let room = if removal {
+            self.log.has_room_for_removal(batch)
+        } else {
+            self.log.has_room(batch)
+        };
+        if room { Ok(()) } else { Err(Errno::ENOSPC) }
     }
 
     /// Appends an entry record (the child's node record first).

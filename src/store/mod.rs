@@ -23,18 +23,21 @@ pub mod namespace;
 pub(crate) mod node;
 mod privs;
 mod replay;
+pub mod seen;
 pub mod types;
 
 use crate::backing::{Backing, Loc};
 use crate::error::{Errno, FsResult};
 use data::DataDir;
-pub use inner::Counters;
 use inner::Inner;
+pub use inner::{Counters, take_log_lost};
 use node::{Content, Dir, Node, Origin};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 use types::{FsStats, Kind, NodeId};
 
 /// The store of one target.
@@ -58,7 +61,68 @@ pub struct Store {
     read_only: std::sync::atomic::AtomicBool,
     /// FUSE passthrough serves file data (design.md §4.1); for status.
     passthrough: std::sync::atomic::AtomicBool,
+    /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
+    pub seen: seen::DiskSeen,
+    /// The store log's `low` flag: changes check the log's room only when it is set.
+    log_low: Arc<AtomicBool>,
+    /// When the tmpfs's fill was last looked at (ms since `born`), and whether it is above
+    /// the warning level.
+    born: Instant,
+    space_checked: AtomicU64,
+    space_warned: AtomicBool,
 }
+
+/// Above this much of the tmpfs used, a warning is logged and shown by status.
+const WARN_PERCENT: u64 = 90;
+
+/// The room on the store's tmpfs (status).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreSpace {
+    /// The tmpfs's size, what is used of it (by anything: data, log and its reserve), and
+    /// what is free.
+    pub size: u64,
+    pub used: u64,
+    pub free: u64,
+    pub log_bytes: u64,
+    /// Space kept allocated ahead of the log's end (counted in `used`).
+    pub log_reserve: u64,
+}
+
+impl StoreSpace {
+    /// The room on the filesystem of `dir` (no log).
+    pub fn of_dir(dir: &Path) -> StoreSpace {
+        let mut s = StoreSpace::default();
+        if let Ok(v) = nix::sys::statvfs::statvfs(dir) {
+            let unit = v.fragment_size();
+            s.size = v.blocks() * unit;
+            s.free = v.blocks_available() * unit;
+            s.used = s.size.saturating_sub(v.blocks_free() * unit);
+        }
+        s
+    }
+
+    /// What status shows above `WARN_PERCENT`.
+    pub fn warning(&self) -> Option<String> {
+        let pct = self.percent();
+        (pct >= WARN_PERCENT).then(|| {
+            format!(
+                "the RAM store's tmpfs is {pct}% full ({} KiB free): programs get ENOSPC when it is full; flush, delete files or give the volatile directory more room",
+                self.free >> 10
+            )
+        })
+    }
+
+    pub fn percent(&self) -> u64 {
+        (self.used.saturating_mul(100))
+            .checked_div(self.size)
+            .unwrap_or(0)
+    }
+}
+
+/// Room one operation's records may need: most changes, and a removal (which gives room
+/// back, so it is refused only when the log is really at its end).
+pub(crate) const CHANGE: u64 = log::BATCH_ROOM;
+const REMOVAL: u64 = 8 << 10;
 
 /// What a new store needs.
 pub struct StoreSetup<'a> {
@@ -116,6 +180,7 @@ impl Store {
     ) -> std::io::Result<Store> {
         let data = Arc::new(DataDir::open(&private.join("data"))?);
         let handle_gen = log.handle_gen;
+        let log_low = log.low.clone();
         let inner = Inner {
             nodes: HashMap::new(),
             next_node: NodeId::ROOT.0 + 1,
@@ -147,6 +212,11 @@ impl Store {
             relatime: std::sync::atomic::AtomicBool::new(false),
             read_only: std::sync::atomic::AtomicBool::new(false),
             passthrough: std::sync::atomic::AtomicBool::new(false),
+            seen: seen::DiskSeen::default(),
+            log_low,
+            born: Instant::now(),
+            space_checked: AtomicU64::new(0),
+            space_warned: AtomicBool::new(false),
         })
     }
 
@@ -202,6 +272,79 @@ impl Store {
             namelen: 255,
             frsize: s.fragment_size() as u32,
         })
+    }
+
+    /// Refuses a change with ENOSPC when the store log could not take its records (`batch`
+    /// bytes at most) and still be rewritten by the flush after it (design.md §3): a program
+    /// is never told a change succeeded that the log does not hold.
+    pub(crate) fn check_room(&self, batch: u64) -> FsResult<()> {
+        self.room(batch, false)
+    }
+
+    /// Like `check_room` for a removal, which needs room for its own records only.
+    pub(crate) fn check_removal_room(&self) -> FsResult<()> {
+        self.room(REMOVAL, true)
+    }
+
+    fn room(&self, batch: u64, removal: bool) -> FsResult<()> {
+        self.watch_space();
+        if !self.log_low.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.inner.lock().ensure_log_room(batch, removal)
+    }
+
+    /// The room on the store's tmpfs.
+    pub fn space(&self) -> StoreSpace {
+        let (log_bytes, log_reserve) = {
+            let inner = self.inner.lock();
+            (inner.log.len(), inner.log.reserve_bytes())
+        };
+        let s = StoreSpace {
+            log_bytes,
+            log_reserve,
+            ..StoreSpace::of_dir(&self.private)
+        };
+        self.note_space(&s);
+        s
+    }
+
+    /// Lends the store log's reserve to `f`, which writes a small file of the daemon's on the
+    /// store's tmpfs (`owner.json` at a takeover, when data fills the tmpfs); the reserve is
+    /// topped up again after.
+    pub fn lend_reserve<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut inner = self.inner.lock();
+        inner.log.release_reserve();
+        let r = f();
+        inner.log.reserve();
+        r
+    }
+
+    /// Looks at the tmpfs's fill at most four times a second, from changes.
+    fn watch_space(&self) {
+        let now = self.born.elapsed().as_millis() as u64 + 1000;
+        let last = self.space_checked.load(Ordering::Relaxed);
+        if now < last + 250
+            || self
+                .space_checked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.space();
+    }
+
+    /// Logs a warning when the tmpfs is above `WARN_PERCENT`, and when it has room again.
+    fn note_space(&self, s: &StoreSpace) {
+        if let Some(w) = s.warning() {
+            if !self.space_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(store = %self.private.display(), "{w}");
+            }
+        } else if s.percent() < WARN_PERCENT - 5 && self.space_warned.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(store = %self.private.display(), "the RAM store's tmpfs has room again ({}% full)", s.percent());
+        }
     }
 
     /// A summary for status reports.
