@@ -249,6 +249,7 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     let mut lines = Vec::new();
     let mut code = 0;
     let progress = |what: &str, done: u64, total: u64| ready.progress(what, done, total);
+    let grace = stop_grace(&settings);
     for (i, s) in settings.into_iter().enumerate() {
         match start(s, tx.clone(), i, &progress) {
             Ok(t) => {
@@ -280,20 +281,28 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     if live.iter().all(Option::is_none) {
         return 1;
     }
-    let code = serve(&mut live, &rx, code);
+    let code = serve(&mut live, &rx, code, grace);
     crate::control::wait_idle(std::time::Duration::from_secs(10));
     code
 }
 
 /// After SIGTERM, how long files still open may keep the daemon (and a shutdown) waiting
-/// before they are cut off; `ASDFS_STOP_GRACE` (seconds) changes it.
+/// before they are cut off: the longest `stop_grace` of the targets, else
+/// `ASDFS_STOP_GRACE` (seconds), else this.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
-fn stop_grace() -> Duration {
-    std::env::var("ASDFS_STOP_GRACE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
+fn stop_grace(targets: &[TargetSettings]) -> Duration {
+    let env = || {
+        std::env::var("ASDFS_STOP_GRACE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+    };
+    targets
+        .iter()
+        .filter_map(|t| t.stop_grace)
+        .max()
+        .or_else(env)
         .unwrap_or(STOP_GRACE)
 }
 
@@ -301,6 +310,7 @@ fn serve(
     live: &mut [Option<Arc<dyn Served>>],
     rx: &crossbeam_channel::Receiver<Event>,
     mut code: i32,
+    grace: Duration,
 ) -> i32 {
     let mut waiting: HashMap<usize, (Sender<Response>, Response)> = HashMap::new();
     // Set by a signal: when open files are cut off, then when the daemon stops waiting.
@@ -337,7 +347,7 @@ fn serve(
                     let r = t.begin_stop(true);
                     tracing::info!("{}", r.message);
                 }
-                deadline.get_or_insert((Instant::now() + stop_grace(), false));
+                deadline.get_or_insert((Instant::now() + grace, false));
             }
             Event::Stop { idx, reply } => {
                 let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {

@@ -149,7 +149,7 @@ pub fn of(t: &Target) -> Status {
         open_files: s.open_handles,
         log_failures: s.log_failures,
         backup: t.backup_state.lock().clone(),
-        unclean_start: t.crash.clone(),
+        unclean_start: t.crash.lock().clone(),
         crash_snapshots: crate::status::snapshots_of(&t.paths.target),
         conflicts: t.store.seen.kept(),
     }

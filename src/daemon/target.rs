@@ -7,7 +7,7 @@ use super::{Event, mounting, safety, status};
 use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
-use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::flush::{FlushReport, Flusher};
 use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
@@ -114,7 +114,7 @@ pub struct Target {
     /// What the hardlink backup is doing, for status.
     pub(super) backup_state: Arc<Mutex<String>>,
     /// What happened at start if the previous session ended uncleanly.
-    pub(super) crash: Option<String>,
+    pub(super) crash: safety::CrashState,
     /// The disk copy's size, measured in the background (status::disk_usage).
     pub(super) usage: Arc<Mutex<status::UsageState>>,
     /// The disk copy's directory, opened before the mount covered it.
@@ -136,7 +136,7 @@ impl Target {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> anyhow::Result<Arc<Target>> {
         debug_assert_eq!(settings.mode, crate::config::Mode::Fuse);
         let target = paths::resolve_target(&settings.target)?;
@@ -166,14 +166,21 @@ impl Target {
             backups.as_deref(),
             !taking_over,
         )?;
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         let (store, took_over) = open_store(&p, backing, generation)?;
+        if let Some(n) = settings.open_files {
+            store.set_open_files(n);
+        }
         store
             .seen
             .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
@@ -210,6 +217,13 @@ impl Target {
         t.mount(events.clone(), idx)?;
         undo.disarm();
         safety::refresh_backup(&t);
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         status::measure_disk(&t);
         FlushTimer::start(
             t.clone(),
@@ -587,14 +601,7 @@ fn dying(pid: u32) -> bool {
 /// A mount left on the target by a daemon that died is removed, so that the directory
 /// underneath can be reached again.
 pub(super) fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
-    while let Some(m) = mounting::mount_at(target)? {
-        if m.fstype != mounting::FSTYPE {
-            break;
-        }
-        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
-        mounting::unmount(target)?;
-    }
-    Ok(())
+    mounting::clear_dead_fuse_mounts(target)
 }
 
 fn open_store(

@@ -479,6 +479,13 @@ pub(crate) struct OpenFiles {
     budget: usize,
 }
 
+impl DataDir {
+    /// Sets how many data files may stay open (the `open_files` setting).
+    pub(crate) fn set_open_files(&self, n: usize) {
+        self.open.lock().budget = n.max(16);
+    }
+}
+
 impl OpenFiles {
     /// The budget: `$ASDFS_OPEN_FILES`, else half the soft limit on descriptors (the rest
     /// is for FUSE, the disk side and the control socket).

@@ -46,30 +46,30 @@ pub struct Counters {
 }
 
 pub(crate) struct Inner {
-    pub nodes: HashMap<NodeId, Node>,
-    pub next_node: u64,
-    pub next_handle: u64,
-    pub handles: HashMap<u64, Handle>,
+    pub(super) nodes: HashMap<NodeId, Node>,
+    pub(super) next_node: u64,
+    pub(super) next_handle: u64,
+    pub(super) handles: HashMap<u64, Handle>,
     /// Disk inode -> node, for nodes with names on disk not met yet (hard links).
-    pub disk_inos: HashMap<u64, NodeId>,
+    pub(super) disk_inos: HashMap<u64, NodeId>,
     /// Sequence of changes (design.md §2).
-    pub seq: u64,
-    pub dirty_nodes: BTreeSet<NodeId>,
-    pub dirty_dirs: BTreeSet<NodeId>,
-    pub log: StoreLog,
+    pub(super) seq: u64,
+    pub(super) dirty_nodes: BTreeSet<NodeId>,
+    pub(super) dirty_dirs: BTreeSet<NodeId>,
+    pub(super) log: StoreLog,
     /// Nodes recreated from the store log, waiting for their directory to be populated.
-    pub pending_origins: HashMap<(NodeId, OsString), NodeId>,
-    pub counters: Counters,
+    pub(super) pending_origins: HashMap<(NodeId, OsString), NodeId>,
+    pub(super) counters: Counters,
     /// While replaying the store log, changes are not logged again.
-    pub replaying: bool,
-    pub data: Arc<DataDir>,
+    pub(super) replaying: bool,
+    pub(super) data: Arc<DataDir>,
     /// When the oldest change not yet on disk was made, and the first change since the
     /// last flush snapshot.
-    pub dirty_since: Option<std::time::SystemTime>,
+    pub(super) dirty_since: Option<std::time::SystemTime>,
     /// Records of the operation in progress: appended as one batch, with a commit marker,
     /// when the store lock is released (design.md §3).
-    pub log_buf: Vec<Record>,
-    pub since_snapshot: Option<std::time::SystemTime>,
+    pub(super) log_buf: Vec<Record>,
+    pub(super) since_snapshot: Option<std::time::SystemTime>,
 }
 
 impl Inner {

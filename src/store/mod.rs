@@ -16,6 +16,7 @@ pub(crate) mod data;
 mod dirs;
 mod fetch;
 mod files;
+pub(crate) mod flushing;
 pub(crate) mod inner;
 mod links;
 pub(crate) mod log;
@@ -426,6 +427,11 @@ impl Drop for Locked<'_> {
 
 impl Store {
     /// Takes the store lock (see the lock order at the top of this file).
+    /// The most RAM data files kept open at once (`TargetSettings::open_files`).
+    pub fn set_open_files(&self, n: usize) {
+        self.data.set_open_files(n);
+    }
+
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked(self.inner.lock())
     }
