@@ -9,6 +9,13 @@ pub struct Status {
     pub target: PathBuf,
     /// "fuse" or "overlay".
     pub mode: String,
+    /// Who serves file data: "passthrough" (the kernel, on the store's data files), "daemon"
+    /// (FUSE mode without passthrough) or "kernel" (overlay mode). design.md §4.1.
+    #[serde(default)]
+    pub data_path: String,
+    /// Flush copies of files that kept changing while the flush copied them (design.md §4.1).
+    #[serde(default)]
+    pub busy_copies: u64,
     /// "mounted", "detached" (unmounted, files still open) or "stopping".
     pub state: String,
     pub pid: u32,
@@ -50,7 +57,9 @@ pub struct Status {
     pub flush_interval_secs: u64,
     /// "defer" or "sync".
     pub fsync: String,
-    /// Bytes programs wrote since the mount, and bytes written to disk by flushes.
+    /// Bytes programs wrote since the mount (with passthrough, which hides writes from the
+    /// daemon: the size of each file that changed while open for writing), and bytes written
+    /// to disk by flushes.
     pub bytes_written: u64,
     pub bytes_flushed: u64,
     /// The disk copy's generation (completed flushes).

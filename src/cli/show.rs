@@ -96,6 +96,15 @@ pub fn render(s: &Status) -> String {
         s.mode,
         s.pid
     );
+    if !s.data_path.is_empty() {
+        out += &format!("  data path:   {}\n", s.data_path);
+    }
+    if s.busy_copies > 0 {
+        out += &format!(
+            "  busy files:  {} flush copies of files that kept changing (written again later)\n",
+            s.busy_copies
+        );
+    }
     out += &format!(
         "  store:       {} ({} in RAM)\n",
         s.store.display(),

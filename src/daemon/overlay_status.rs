@@ -37,6 +37,8 @@ pub fn of(t: &OverlayTarget) -> Status {
     Status {
         target: p.target_paths().target.clone(),
         mode: "overlay".into(),
+        data_path: "kernel".into(),
+        busy_copies: 0,
         state: phase.as_str().into(),
         pid: std::process::id(),
         since: secs(p.started()),

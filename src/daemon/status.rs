@@ -104,6 +104,13 @@ pub fn of(t: &Target) -> Status {
     Status {
         target: t.paths.target.clone(),
         mode: "fuse".into(),
+        data_path: if s.passthrough {
+            "passthrough"
+        } else {
+            "daemon"
+        }
+        .into(),
+        busy_copies: s.busy_copies,
         state: phase.as_str().into(),
         pid: std::process::id(),
         since: t

@@ -274,7 +274,7 @@ impl Target {
             }
             FsyncPolicy::Defer => None,
         };
-        let fs = AsdFs::new(self.store.clone(), hook);
+        let fs = AsdFs::new(self.store.clone(), hook, crate::fuse::DataPath::from_env());
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;

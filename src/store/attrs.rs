@@ -33,6 +33,7 @@ impl Store {
             self.ensure_xattrs(id)?;
         }
         let mut inner = self.lock();
+        inner.refresh_from_data(id);
         let seq = inner.next_seq();
         let now = Ts::now();
         if let Some(size) = sa.size {
@@ -60,6 +61,10 @@ impl Store {
             n.attr.mtime = pick(t);
         }
         n.attr.ctime = sa.ctime.unwrap_or(now);
+        if let Some(cell) = n.cell() {
+            // What was set wins over the data file's own times (design.md §4.1).
+            cell.mark_seen();
+        }
         inner.mark_meta(id, seq);
         inner.log_node(id);
         drop(inner);

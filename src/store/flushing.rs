@@ -464,6 +464,7 @@ impl Inner {
     /// Step 2's input: what to create in the stage, freezing file data (design.md §4).
     fn plan_stage(&mut self, staged: &BTreeSet<NodeId>, stage: &Path, d: &mut Draft) {
         for &x in staged {
+            self.refresh_from_data(x);
             let Some(n) = self.nodes.get(&x) else {
                 continue;
             };
@@ -561,7 +562,8 @@ impl Inner {
             if n.meta_seq <= d.seq {
                 n.meta_seq = 0;
             }
-            if n.data_seq <= d.seq {
+            // A file open for writing with passthrough stays dirty (design.md §4.1).
+            if n.data_seq <= d.seq && n.writers == 0 {
                 n.data_seq = 0;
             }
             if !n.is_dirty() || n.names.is_empty() && id != NodeId::ROOT {

@@ -27,7 +27,10 @@ pub fn take_log_lost() -> bool {
 pub(crate) struct Handle {
     pub node: NodeId,
     /// Opened for writing (with FUSE passthrough this is what marks data dirty).
-    pub _write: bool,
+    pub write: bool,
+    /// The kernel does this handle's I/O on the data file itself (FUSE passthrough), and
+    /// the data file's signature when it began (for status's bytes written).
+    pub pinned: Option<Option<super::data::Sig>>,
     /// A directory listing's end: entries with this cookie or higher (made or renamed
     /// after the listing began) are not listed, so that a listing always ends and returns
     /// each entry at most once. Set by a listing from offset 0; 0 until then.
@@ -149,6 +152,9 @@ impl Inner {
             if let Ok(m) = cell.metadata() {
                 use std::os::unix::fs::MetadataExt;
                 attr.blocks = m.blocks();
+            }
+            if let Some(sig) = cell.observed() {
+                sig_into(&mut attr, sig);
             }
         }
         Ok(Stat {
@@ -460,4 +466,15 @@ impl Inner {
             ctime: now,
         }
     }
+}
+
+/// Size and times of a pinned data file the kernel wrote (design.md §4.1).
+pub(crate) fn sig_into(attr: &mut super::types::Attr, sig: super::data::Sig) {
+    let ts = |(sec, nsec): (i64, i64)| Ts {
+        sec,
+        nsec: nsec as u32,
+    };
+    attr.size = sig.size;
+    attr.mtime = ts(sig.mtime);
+    attr.ctime = ts(sig.ctime);
 }

@@ -60,6 +60,8 @@ pub struct Store {
     relatime: std::sync::atomic::AtomicBool,
     /// The mount is read-only (design.md §11): access times are not recorded.
     read_only: std::sync::atomic::AtomicBool,
+    /// FUSE passthrough serves file data (design.md §4.1); for status.
+    passthrough: std::sync::atomic::AtomicBool,
     /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
     pub seen: seen::DiskSeen,
     /// The store log's `low` flag: changes check the log's room only when it is set.
@@ -210,6 +212,7 @@ impl Store {
             handle_gen,
             relatime: std::sync::atomic::AtomicBool::new(false),
             read_only: std::sync::atomic::AtomicBool::new(false),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
             seen: seen::DiskSeen::default(),
             log_low,
             born: Instant::now(),
@@ -379,7 +382,24 @@ impl Store {
         s.dirty_dir_count = dirs.len() as u64;
         drop(inner);
         s.ram_bytes = dir_bytes(&self.private.join("data"));
+        s.passthrough = self.passthrough();
+        s.busy_copies = self.data.busy_copies();
         s
+    }
+
+    /// Records which data path FUSE mode uses (design.md §4.1).
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a data file's change signature sees every write (design.md §4.1).
+    pub fn fine_ctime(&self) -> bool {
+        self.data.fine_ctime().unwrap_or(false)
     }
 }
 
@@ -436,6 +456,10 @@ pub struct StoreSummary {
     pub counters: Counters,
     /// When the oldest change not yet on disk was made.
     pub dirty_since: Option<std::time::SystemTime>,
+    /// FUSE passthrough serves file data (else the daemon does).
+    pub passthrough: bool,
+    /// Flush copies of files that kept changing while copied (design.md §4.1).
+    pub busy_copies: u64,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).

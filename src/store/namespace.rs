@@ -324,7 +324,8 @@ impl Inner {
             h,
             Handle {
                 node: id,
-                _write: write,
+                write,
+                pinned: None,
                 list_end: 0,
             },
         );

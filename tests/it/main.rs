@@ -13,6 +13,7 @@ mod kill;
 mod model;
 mod mount;
 mod overlay;
+mod passthrough;
 mod posix;
 mod powercut;
 mod recovery;

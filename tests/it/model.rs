@@ -703,7 +703,7 @@ impl Run {
     }
 }
 
-fn run_model(seed: u64, steps: usize, overlay: bool) {
+fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool) {
     let mut m = Mount::prepare(|t| {
         fs::create_dir(t.join("a")).unwrap();
         fs::write(t.join("a/b"), b"from disk").unwrap();
@@ -714,6 +714,9 @@ fn run_model(seed: u64, steps: usize, overlay: bool) {
         // link (only FUSE mode can leave it out of link counts).
         m.extra
             .extend(["--mode", "overlay", "--backups", "no"].map(String::from));
+    }
+    if daemon_data {
+        m.env.push(("ASDFS_DATA_PATH".into(), "daemon".into()));
     }
     m.mount();
     let reference = tempfile::Builder::new()
@@ -748,8 +751,10 @@ fn seeds() -> Vec<u64> {
     }
 }
 
-/// Every seed (`ASDFS_SEED`, else 1, 2, 3), `ASDFS_MODEL_STEPS` steps each (1,500).
-fn run_seeds(overlay: bool) {
+/// Every seed (`ASDFS_SEED`, else 1, 2, 3), `ASDFS_MODEL_STEPS` steps each (1,500). FUSE
+/// mode runs with its default data path (passthrough where the kernel allows it) and, for
+/// the first seed, with the daemon's (design.md §4.1).
+fn run_seeds(overlay: bool, daemon_data: bool) {
     if !fuse_available() {
         return;
     }
@@ -757,19 +762,32 @@ fn run_seeds(overlay: bool) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
-    let mode = if overlay { "overlay" } else { "fuse" };
-    for seed in seeds() {
+    let mode = match (overlay, daemon_data) {
+        (true, _) => "overlay",
+        (false, true) => "fuse (daemon data path)",
+        (false, false) => "fuse",
+    };
+    let mut seeds = seeds();
+    if daemon_data {
+        seeds.truncate(1);
+    }
+    for seed in seeds {
         eprintln!("model test, {mode} mode: seed {seed}, {steps} steps");
-        run_model(seed, steps, overlay);
+        run_model(seed, steps, overlay, daemon_data);
     }
 }
 
 #[test]
 fn random_operations_match_tmpfs_and_reach_disk() {
-    run_seeds(false);
+    run_seeds(false, false);
+}
+
+#[test]
+fn random_operations_with_the_daemon_data_path_match_tmpfs_and_reach_disk() {
+    run_seeds(false, true);
 }
 
 #[test]
 fn random_operations_in_overlay_mode_match_tmpfs_and_reach_disk() {
-    run_seeds(true);
+    run_seeds(true, false);
 }
