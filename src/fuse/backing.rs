@@ -20,14 +20,17 @@ pub enum DataPath {
 }
 
 impl DataPath {
-    /// `$ASDFS_DATA_PATH` (`passthrough` or `daemon`), passthrough when unset.
+    /// `$ASDFS_DATA_PATH` (`passthrough` or `daemon`), the daemon when unset. Passthrough
+    /// is opt-in until a flush can leave out a file that keeps changing during its copy
+    /// (design.md §4.1): today such a file is written from its last copy, which may be torn,
+    /// and files open for writing are not copied from one instant.
     pub fn from_env() -> DataPath {
         match std::env::var("ASDFS_DATA_PATH").as_deref() {
-            Ok("daemon") => DataPath::Daemon,
-            Ok("passthrough") | Err(_) => DataPath::Passthrough,
+            Ok("passthrough") => DataPath::Passthrough,
+            Ok("daemon") | Err(_) => DataPath::Daemon,
             Ok(other) => {
                 tracing::warn!(value = other, "ASDFS_DATA_PATH is passthrough or daemon");
-                DataPath::Passthrough
+                DataPath::Daemon
             }
         }
     }

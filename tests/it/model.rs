@@ -715,9 +715,8 @@ fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool) {
         m.extra
             .extend(["--mode", "overlay", "--backups", "no"].map(String::from));
     }
-    if daemon_data {
-        m.env.push(("ASDFS_DATA_PATH".into(), "daemon".into()));
-    }
+    let data_path = if daemon_data { "daemon" } else { "passthrough" };
+    m.env.push(("ASDFS_DATA_PATH".into(), data_path.into()));
     m.mount();
     let reference = tempfile::Builder::new()
         .prefix("asdfs-ref-")
