@@ -432,11 +432,13 @@ impl Served for OverlayTarget {
         // is stacked under the detach). A mount kept after a failed flush has no timed
         // flushes any more; `asdfs flush` and the next unmount still write it.
         self.stop_timer();
+        let mut failed = None;
         if let Err(e) = self.flush(&|_, _| {}) {
             if !force {
                 return super::target::kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
+            failed = Some(e);
         }
         let mut st = self.stack.lock();
         // Our own hold would make the plain unmount busy: try it first.
@@ -455,16 +457,11 @@ impl Served for OverlayTarget {
         let open = st.held_count();
         drop(st);
         *self.phase.lock() = Phase::Detached;
-        Response::ok(match open {
-            0 => format!(
-                "{}: unmounted; the disk copy is up to date",
-                self.paths.target.display()
-            ),
-            n => format!(
-                "{}: unmounted; {n} open files are still served and flushed when closed",
-                self.paths.target.display()
-            ),
-        })
+        Response::ok(super::target::detached_message(
+            &self.paths,
+            open,
+            failed.as_ref(),
+        ))
     }
 
     /// The final flush (retried). If programs still hold files of the overlay (a stop that

@@ -66,12 +66,46 @@ pub(super) fn flush_response(target: &Path, r: anyhow::Result<FlushReport>) -> R
 pub(super) fn kept_mounted(p: &TargetPaths, e: &anyhow::Error) -> Response {
     let t = p.target.display();
     tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; the target stays mounted");
+    let full = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|e| e.raw_os_error() == Some(libc::ENOSPC));
+    let advice = if full {
+        format!(
+            "Make room (on the disk copy's filesystem, or on the store's tmpfs: see `asdfs status {t}`) \
+             and run `asdfs unmount {t}` again"
+        )
+    } else {
+        format!("See `asdfs status {t}` and the log, then run `asdfs unmount {t}` again")
+    };
     Response::err(format!(
-        "{t}: not unmounted: the flush failed ({e:#}); it is still mounted and its changes are in RAM ({}). \
-         Make room (on the disk copy's filesystem, or on the store's tmpfs: see `asdfs status {t}`) \
-         and run `asdfs unmount {t}` again",
+        "{t}: not unmounted: the flush failed ({e:#}); it is still mounted and its changes are in RAM ({}). {advice}",
         p.store.display()
     ))
+}
+
+/// The answer of a stop that detached the mount: whether the disk copy is up to date, or
+/// (a forced stop whose flush failed) that writing goes on and where the changes are.
+pub(super) fn detached_message(
+    p: &TargetPaths,
+    open: u64,
+    failed: Option<&anyhow::Error>,
+) -> String {
+    let t = p.target.display();
+    match (failed, open) {
+        (Some(e), _) => {
+            let m = format!(
+                "{t}: unmounted; writing it to disk failed so far ({e:#}): it is retried, and the changes are kept in RAM ({}) until it works",
+                p.store.display()
+            );
+            tracing::warn!("{m}");
+            m
+        }
+        (None, 0) => format!("{t}: unmounted; the disk copy is up to date"),
+        (None, n) => {
+            format!("{t}: unmounted; {n} open files are still served and flushed when closed")
+        }
+    }
 }
 
 /// The final flush of a stop, retried with backoff; if it keeps failing the changes stay
@@ -348,12 +382,14 @@ impl Target {
             ));
         }
         self.timer.pause(true);
+        let mut failed = None;
         if let Err(e) = self.flusher.flush() {
             if !force {
                 self.timer.pause(false);
                 return kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
+            failed = Some(e);
         }
         self.stop_timer();
         if let Err(e) = self.unmount() {
@@ -361,18 +397,7 @@ impl Target {
         }
         *self.phase.lock() = Phase::Detached;
         let open = self.store.summary().open_handles;
-        let msg = if open > 0 {
-            format!(
-                "{}: unmounted; {open} open files are still served and flushed when closed",
-                self.paths.target.display()
-            )
-        } else {
-            format!(
-                "{}: unmounted; the disk copy is up to date",
-                self.paths.target.display()
-            )
-        };
-        Response::ok(msg)
+        Response::ok(detached_message(&self.paths, open, failed.as_ref()))
     }
 
     /// At a stop that cannot wait any longer for programs to close their files: cuts them

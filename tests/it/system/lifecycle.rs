@@ -151,3 +151,51 @@ umount "$T" || echo "last umount failed"
     // Every session ended cleanly: the side directory is gone with the last one.
     assert!(!s.work.path().join(".t-asdfs").exists());
 }
+
+/// A stop that cannot wait (SIGTERM at shutdown) while the disk copy cannot be written:
+/// the daemon detaches the mount but never says the disk copy is up to date; it says the
+/// writing goes on and where the changes are, and once the disk can be written again they
+/// reach it (found by QA in overlay mode: "unmounted; the disk copy is up to date").
+#[test]
+fn issue_11_a_forced_stop_with_a_failed_flush_never_says_up_to_date() {
+    if !super::can_mount_in_namespaces() {
+        return;
+    }
+    for mode in ["fuse", "overlay"] {
+        let s = Scene::new();
+        fs::create_dir_all(s.work.path().join("ro/t")).unwrap();
+        let out = s.run(&format!(
+            r#"R="$WORK/ro"
+mount --bind "$R" "$R" || exit 92
+mount -t fuse.asdfs "$R/t" "$R/t" -o "volatile=$VOL,backups=no,mode={mode}" || exit 93
+echo "kept in RAM" > "$R/t/new" || exit 94
+mount -o remount,bind,ro "$R" || exit 95
+pid=$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' "$VOL"/asdfs/*/owner.json | head -n 1)
+kill -TERM "$pid" || exit 96
+i=0; while [ $i -lt 100 ] && ! grep -q "unmounted" "$VOL/asdfs/daemon.log"; do sleep 0.1; i=$((i+1)); done
+grep "unmounted" "$VOL/asdfs/daemon.log" | sed 's/^/log: /'
+mount -o remount,bind,rw "$R" || exit 97
+i=0; while [ $i -lt 300 ] && kill -0 "$pid" 2>/dev/null; do sleep 0.1; i=$((i+1)); done
+cat "$R/t/new"
+"#
+        ));
+        assert!(out.status.success(), "{mode}: {}", describe(&out));
+        let stdout = text(&out.stdout);
+        assert!(
+            !stdout.contains("up to date"),
+            "{mode}: said up to date after a failed flush: {}",
+            describe(&out)
+        );
+        assert!(
+            stdout.contains("failed so far") && stdout.contains("kept in RAM ("),
+            "{mode}: {}",
+            describe(&out)
+        );
+        assert!(
+            stdout.ends_with("kept in RAM\n"),
+            "{mode}: {}",
+            describe(&out)
+        );
+        wait_daemons_gone(&s.work.path().display().to_string());
+    }
+}
