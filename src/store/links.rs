@@ -78,6 +78,50 @@ impl Store {
         Ok(())
     }
 
+    /// A takeover (design.md §3): the dead daemon met some disk names of these restored
+    /// files, and a node's record names only its origin. Each one's other disk names are
+    /// counted again from the disk, so that meeting one joins the node instead of making a
+    /// second file of it.
+    pub(crate) fn recount_disk_links(&self, restored: &[NodeId]) -> anyhow::Result<()> {
+        let paths: Vec<(NodeId, u64, PathBuf)> = {
+            let inner = self.lock();
+            restored
+                .iter()
+                .filter_map(|&id| {
+                    let n = inner.nodes.get(&id)?;
+                    let ino = n.disk_ino.filter(|_| n.kind != Kind::Dir)?;
+                    n.origin.as_ref()?;
+                    Some((id, ino, inner.disk_path(id)?))
+                })
+                .collect()
+        };
+        let mut counts = Vec::with_capacity(paths.len());
+        {
+            let _gate = self.disk_gate.read();
+            for (id, ino, path) in paths {
+                match self.backing.stat(&Loc::Target(path)) {
+                    Ok(st) if st.ino == ino => counts.push((id, ino, st.nlink)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let mut inner = self.lock();
+        for (id, ino, nlink) in counts {
+            let Some(n) = inner.nodes.get_mut(&id) else {
+                continue;
+            };
+            n.hidden_links = nlink.saturating_sub(1);
+            if n.hidden_links > 0 {
+                inner.disk_inos.insert(ino, id);
+            } else if inner.disk_inos.get(&ino) == Some(&id) {
+                inner.disk_inos.remove(&ino);
+            }
+        }
+        Ok(())
+    }
+
     /// Walks a disk path through the RAM tree, instantiating what it meets.
     fn meet_disk_path(&self, path: &Path) -> FsResult<()> {
         let mut cur = NodeId::ROOT;

@@ -583,13 +583,9 @@ impl Run {
     /// Points links, renames and rmdirs mostly at names that exist (random paths rarely
     /// do): links of existing files into new and renamed directories, directories renamed
     /// over others, directories removed after their links.
-    ///
-    /// FUSE mode only with `ASDFS_MODEL_AIM=1`: there, seed 3 finds two names of one file
-    /// that are two files after a daemon kill and a takeover (not fixed yet).
+    /// (In FUSE mode, seed 3 found two names of one file that were two files after a
+    /// daemon kill and a takeover: `kill::kill_keeps_hard_links_*`.)
     fn aim(&self, op: Op, rng: &mut StdRng) -> Op {
-        if !self.overlay && std::env::var_os("ASDFS_MODEL_AIM").is_none() {
-            return op;
-        }
         let (mut files, dirs) = names_by_kind(self.reference.path());
         if self.overlay && matches!(op, Op::Link { .. }) {
             files.retain(|f| self.upper_made(f));
