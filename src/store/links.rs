@@ -14,8 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 impl Inner {
     /// What a flush must read first: xattrs of nodes it will write anew (unless never read,
-    /// which means unchanged, and new nodes have them), and disk inodes of files to be
-    /// written anew that have names not met yet.
+    /// which means unchanged, and new nodes have them), and disk inodes of files with names
+    /// not met yet that are to be written anew, or that changed and have no name met left
+    /// (the change goes to the names on disk, which the flush must know to keep).
     pub(crate) fn flush_needs(&self) -> (Vec<NodeId>, HashMap<u64, NodeId>) {
         let mut xattrs = Vec::new();
         let mut hidden = HashMap::new();
@@ -24,14 +25,15 @@ impl Inner {
                 continue;
             };
             let rewritten = n.kind == Kind::File && n.data_seq != 0 && n.disk_ino.is_some();
-            if !rewritten || (n.names.is_empty() && n.hidden_links == 0) {
-                continue;
-            }
-            if n.xattrs.is_none() {
+            let only_hidden = n.names.is_empty() && n.hidden_links > 0;
+            if rewritten && (!n.names.is_empty() || only_hidden) && n.xattrs.is_none() {
                 xattrs.push(id);
             }
-            if let (true, Some(ino)) = (n.hidden_links > 0, n.disk_ino) {
-                hidden.insert(ino, id);
+            let changed = n.meta_seq != 0 || n.data_seq != 0;
+            if let (true, Some(ino)) = (rewritten || (only_hidden && changed), n.disk_ino) {
+                if n.hidden_links > 0 {
+                    hidden.insert(ino, id);
+                }
             }
         }
         (xattrs, hidden)

@@ -393,3 +393,41 @@ fn kill_keeps_hard_links_made_and_flushed_one_file() {
         kill_keeps_hard_links(true);
     }
 }
+
+/// A file's attributes changed through one name, that name removed, and the daemon killed:
+/// the file's other disk name, not met yet, shows the change (model test, aimed links,
+/// seed 4). `kill` kills the daemon, else the target is flushed.
+fn unlinked_name_keeps_changes(kill: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let m = Mount::with(|t| {
+        fs::create_dir(t.join("a")).unwrap();
+        fs::write(t.join("c"), b"one").unwrap();
+        fs::hard_link(t.join("c"), t.join("a/a")).unwrap();
+    });
+    fs::set_permissions(m.path("c"), fs::Permissions::from_mode(0o600)).unwrap();
+    fs::remove_file(m.path("c")).unwrap();
+    if kill {
+        m.kill_daemon();
+        m.mount();
+    } else {
+        m.flush();
+    }
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&m.path("a/a")), 0o600, "the mount");
+    m.unmount();
+    assert_eq!(mode(&m.disk_copy().join("a/a")), 0o600, "the disk copy");
+}
+
+#[test]
+fn unlinked_name_keeps_changes_after_flush() {
+    if fuse_available() {
+        unlinked_name_keeps_changes(false);
+    }
+}
+
+#[test]
+fn unlinked_name_keeps_changes_after_kill() {
+    if fuse_available() {
+        unlinked_name_keeps_changes(true);
+    }
+}

@@ -474,7 +474,12 @@ impl Run {
             .log
             .iter()
             .rev()
-            .take(15)
+            .take(
+                std::env::var("ASDFS_MODEL_TAIL")
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(15),
+            )
             .collect::<Vec<_>>()
             .into_iter()
             .rev()
