@@ -3,10 +3,10 @@
 //! copy with its upper layer in the store mounted over the target; then flushes (each one
 //! swaps in a fresh upper layer, see `overlay::layers`), and at the end the final flush.
 
-use super::paths::{self, TargetPaths};
-use super::target::{
-    Phase, final_flush, flush_response, lock_store, open_control, request_stop, write_owner,
+use super::lifecycle::{
+    self, Begun, Phase, final_flush, flush_response, open_control, request_stop, write_owner,
 };
+use super::paths::{self, TargetPaths};
 use super::timer::FlushTimer;
 use super::{Event, Served, mounting, safety, status};
 use crate::backing::{Backing, Loc, Meta};
@@ -94,20 +94,22 @@ impl OverlayTarget {
         if let Some(why) = kernel::unavailable() {
             return Err(Start::Fallback(why));
         }
-        let target = paths::resolve_target(&settings.target)?;
-        let p = paths::target_paths(&target, settings.volatile.as_deref())?;
-        paths::check_overlaps(&p)?;
-        let (dirs, lock) = lock_store(&p)?;
         // Until the overlay is on the target, a failure removes the store and side
-        // directory this start made (see target.rs).
-        let mut undo = paths::Undo::of(&dirs)?;
-        let aging = paths::guard_from_aging(&p);
+        // directory this start made.
+        let Begun {
+            target,
+            paths: p,
+            dirs,
+            lock,
+            mut undo,
+            aging,
+        } = lifecycle::begin(&settings)?;
         if p.private().join("log").trusted_exists() {
             return Err(Start::Fallback(
                 "the previous session, in FUSE mode, left changes in its RAM store".into(),
             ));
         }
-        super::target::clear_dead_mount(&p.target)?;
+        lifecycle::clear_dead_mount(&p.target)?;
         let private = p.private();
         // `private/` was made (or checked) by prepare_store.
         let saved = Saved::read(&private);
@@ -410,7 +412,7 @@ impl OverlayTarget {
         if let Some(pin_dir) = self.pin.parent() {
             let _ = crate::fsx::trusted::remove_dir(pin_dir);
         }
-        super::target::remove_store(&self.dirs, &self.side);
+        lifecycle::remove_store(&self.dirs, &self.side);
     }
 }
 
@@ -434,7 +436,7 @@ impl Served for OverlayTarget {
         self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
             if !force {
-                return super::target::kept_mounted(&self.paths, &e);
+                return lifecycle::kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }

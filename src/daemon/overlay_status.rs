@@ -1,9 +1,9 @@
 //! The status of a target in overlay mode: what changed is what the upper layer holds that
 //! the last flush did not write.
 
+use super::lifecycle::Phase;
 use super::overlay::OverlayTarget;
 use super::status::flush_status;
-use super::target::Phase;
 use crate::overlay::upper::UpperKind;
 use crate::status::Status;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

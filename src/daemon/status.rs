@@ -1,6 +1,7 @@
 //! Assembling a target's status report from the store and the flusher.
 
-use super::target::{Phase, Target};
+use super::lifecycle::Phase;
+use super::target::Target;
 use crate::status::{DiskUsage, FlushStatus, Status};
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, OwnedFd};
