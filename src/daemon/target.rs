@@ -170,7 +170,9 @@ impl Target {
     /// Detaches the mount: through the descriptor of the mount when root made it, so the
     /// target's path (in a directory its owner controls) is not resolved again.
     fn unmount(&self) -> anyhow::Result<()> {
-        match *self.mount_id.lock() {
+        // Copied out: no lock is held across the unmount.
+        let mount_id = *self.mount_id.lock();
+        match mount_id {
             Some(id) => mounting::unmount_checked(
                 &self.side.parent,
                 self.paths.target.file_name().unwrap_or_default(),
