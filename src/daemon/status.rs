@@ -1,8 +1,13 @@
-//! Assembling a target's status report from the store and the flusher.
+//! Assembling a target's status report: what both modes share (`Lifecycle`, `report`), and
+//! FUSE mode's measure of its changes (the store's dirty state).
 
 use super::lifecycle::Phase;
+use super::paths::TargetPaths;
 use super::target::Target;
+use crate::config::TargetSettings;
+use crate::flush::Ledger;
 use crate::status::{DiskUsage, FlushStatus, Status};
+use crate::store::StoreSpace;
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -96,55 +101,140 @@ pub fn flush_status(l: crate::flush::LastFlush) -> FlushStatus {
     }
 }
 
+/// What both modes' targets answer for their status report; each mode adds its own measure
+/// of what changed (`Changes`).
+pub(super) trait Lifecycle {
+    fn mode_name(&self) -> &'static str;
+    fn settings(&self) -> &TargetSettings;
+    fn target_paths(&self) -> &TargetPaths;
+    fn phase(&self) -> Phase;
+    fn started(&self) -> SystemTime;
+    fn ledger(&self) -> &Ledger;
+    /// When the flush timer fires next.
+    fn next_flush(&self) -> Instant;
+    /// What the hardlink backup is doing.
+    fn backup(&self) -> String;
+    /// What happened at the start if the previous session ended uncleanly.
+    fn crash(&self) -> Option<String>;
+    /// The disk copy's size (measured in the background).
+    fn disk(&self) -> Option<DiskUsage>;
+}
+
+/// A mode's own measure of what is in RAM and not on disk yet.
+pub(super) struct Changes {
+    pub ram_bytes: u64,
+    pub space: StoreSpace,
+    pub warning: Option<String>,
+    pub dirty_files: u64,
+    pub dirty_dirs: u64,
+    pub dirty_bytes: u64,
+    pub oldest_change_secs: Option<u64>,
+    pub bytes_written: u64,
+    pub open_files: u64,
+    pub log_failures: u64,
+    pub conflicts: Vec<String>,
+}
+
+/// The status report of a target in either mode.
+pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
+    let phase = t.phase();
+    let ledger = t.ledger();
+    Status {
+        target: t.target_paths().target.clone(),
+        mode: t.mode_name().into(),
+        state: phase.as_str().into(),
+        pid: std::process::id(),
+        since: secs(t.started()),
+        store: t.target_paths().store.clone(),
+        ram_bytes: c.ram_bytes,
+        store_size_bytes: c.space.size,
+        store_used_bytes: c.space.used,
+        store_free_bytes: c.space.free,
+        log_bytes: c.space.log_bytes,
+        log_reserve_bytes: c.space.log_reserve,
+        store_warning: c.warning,
+        disk: t.disk(),
+        dirty_files: c.dirty_files,
+        dirty_dirs: c.dirty_dirs,
+        dirty_bytes: c.dirty_bytes,
+        oldest_change_secs: c.oldest_change_secs,
+        last_flush: ledger.last().map(flush_status),
+        next_flush_secs: (phase == Phase::Mounted).then(|| {
+            t.next_flush()
+                .saturating_duration_since(Instant::now())
+                .as_secs()
+        }),
+        flush_interval_secs: t.settings().flush_interval.as_secs(),
+        fsync: format!("{:?}", t.settings().fsync).to_lowercase(),
+        bytes_written: c.bytes_written,
+        bytes_flushed: ledger.bytes_flushed(),
+        generation: ledger.disk_gen(),
+        flush_failures: ledger.failures(),
+        open_files: c.open_files,
+        log_failures: c.log_failures,
+        backup: t.backup(),
+        unclean_start: t.crash(),
+        crash_snapshots: crate::status::snapshots_of(&t.target_paths().target),
+        conflicts: c.conflicts,
+    }
+}
+
+impl Lifecycle for Target {
+    fn mode_name(&self) -> &'static str {
+        "fuse"
+    }
+    fn settings(&self) -> &TargetSettings {
+        &self.settings
+    }
+    fn target_paths(&self) -> &TargetPaths {
+        &self.paths
+    }
+    fn phase(&self) -> Phase {
+        *self.phase.lock()
+    }
+    fn started(&self) -> SystemTime {
+        self.started
+    }
+    fn ledger(&self) -> &Ledger {
+        self.flusher.ledger()
+    }
+    fn next_flush(&self) -> Instant {
+        self.timer.next()
+    }
+    fn backup(&self) -> String {
+        self.backup_state.lock().clone()
+    }
+    fn crash(&self) -> Option<String> {
+        self.crash.lock().clone()
+    }
+    fn disk(&self) -> Option<DiskUsage> {
+        disk_usage(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        )
+    }
+}
+
+/// FUSE mode's status: what changed is the store's dirty state.
 pub fn of(t: &Target) -> Status {
     let s = t.store.summary();
     let space = t.store.space();
     let now = SystemTime::now();
-    let phase = *t.phase.lock();
-    let last_flush = t.flusher.ledger().last().map(flush_status);
-    Status {
-        target: t.paths.target.clone(),
-        mode: "fuse".into(),
-        state: phase.as_str().into(),
-        pid: std::process::id(),
-        since: t
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        store: t.paths.store.clone(),
+    let changes = Changes {
         ram_bytes: s.ram_bytes,
-        store_size_bytes: space.size,
-        store_used_bytes: space.used,
-        store_free_bytes: space.free,
-        log_bytes: space.log_bytes,
-        log_reserve_bytes: space.log_reserve,
-        store_warning: space.warning(),
-        disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen()),
+        warning: space.warning(),
+        space,
         dirty_files: s.dirty_files,
         dirty_dirs: s.dirty_dir_count,
         dirty_bytes: s.dirty_bytes,
         oldest_change_secs: s
             .dirty_since
             .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
-        last_flush,
-        next_flush_secs: (phase == Phase::Mounted).then(|| {
-            t.timer
-                .next()
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-        }),
-        flush_interval_secs: t.settings.flush_interval.as_secs(),
-        fsync: format!("{:?}", t.settings.fsync).to_lowercase(),
         bytes_written: s.counters.bytes_written,
-        bytes_flushed: t.flusher.ledger().bytes_flushed(),
-        generation: t.flusher.ledger().disk_gen(),
-        flush_failures: t.flusher.ledger().failures(),
         open_files: s.open_handles,
         log_failures: s.log_failures,
-        backup: t.backup_state.lock().clone(),
-        unclean_start: t.crash.lock().clone(),
-        crash_snapshots: crate::status::snapshots_of(&t.paths.target),
         conflicts: t.store.seen.kept(),
-    }
+    };
+    report(t, changes)
 }
