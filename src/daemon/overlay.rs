@@ -189,31 +189,13 @@ impl OverlayTarget {
                     &open_dir(&p.target)?,
                 )?
             }
-            (saved, None) => {
-                let saved = saved.unwrap_or_default();
-                write_left_layers(&private, &saved, &flusher)?;
-                let root = root_meta(backing.as_ref())?;
-                let n = saved
-                    .all_layers()
-                    .into_iter()
-                    .chain(layers::layer_numbers(&private))
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                let (mut stack, mnt) = Stack::fresh(&private, &lower, n, &root)
-                    .map_err(|e| Start::Fallback(format!("{e:#}")))?;
-                let undo = |e: anyhow::Error| {
-                    remove_layer(&private, n);
-                    let _ = crate::fsx::trusted::remove_file(private.join("overlay.json"));
-                    Start::Fallback(format!("{e:#}"))
-                };
-                // Recorded before programs can write into it: from the attach on, a daemon
-                // taking over finds it.
-                stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
-                stack.save().map_err(undo)?;
-                kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
-                stack
-            }
+            (saved, None) => fresh_stack(
+                &p,
+                &lower,
+                saved.unwrap_or_default(),
+                &flusher,
+                backing.as_ref(),
+            )?,
             (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
         };
         // The overlay is on the target: from here on a failure leaves it, with its record
@@ -244,11 +226,18 @@ impl OverlayTarget {
             dirs,
             side,
         });
-        if let Some(b) = t.backups.clone() {
-            let lock = t.disk_writers.clone();
+        t.serve(unclean)?;
+        Ok(t)
+    }
+
+    /// Once the overlay is on the target: the backup and crash snapshot in the background,
+    /// the first flush, the flush timer, the monitor and the control socket.
+    fn serve(self: &Arc<Self>, unclean: bool) -> anyhow::Result<()> {
+        if let Some(b) = self.backups.clone() {
+            let lock = self.disk_writers.clone();
             safety::backup_in_background(
-                t.backup_state.clone(),
-                t.paths.target.clone(),
+                self.backup_state.clone(),
+                self.paths.target.clone(),
                 move || {
                     let _w = lock.lock();
                     b.refresh()
@@ -256,18 +245,22 @@ impl OverlayTarget {
             );
         }
         safety::crash_snapshot_in_background(
-            t.crash.clone(),
-            t.backups.clone(),
-            t.paths.target.clone(),
-            t.settings.backup_limit,
+            self.crash.clone(),
+            self.backups.clone(),
+            self.paths.target.clone(),
+            self.settings.backup_limit,
             unclean,
         );
-        if let Err(e) = t.flush(&|_, _| {}) {
+        if let Err(e) = self.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
-        status::measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
+        status::measure(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        );
         FlushTimer::start(
-            t.clone(),
+            self.clone(),
             |t| &t.timer,
             |t| {
                 t.flush(&|_, _| {})
@@ -275,12 +268,12 @@ impl OverlayTarget {
                     .map_err(|_| t.flusher.ledger().failures())
             },
         );
-        t.start_monitor();
-        let c = t.clone();
-        open_control(&t.paths, &t.disk_dir, move |req, report| {
+        self.start_monitor();
+        let c = self.clone();
+        open_control(&self.paths, &self.disk_dir, move |req, report| {
             c.handle(req, report)
         })?;
-        Ok(t)
+        Ok(())
     }
 
     fn handle(&self, req: Request, report: crate::control::Report<'_>) -> Response {
@@ -506,6 +499,41 @@ impl Drop for Unpin {
             let _ = crate::fsx::trusted::remove_dir(&pin);
         }
     }
+}
+
+/// A fresh overlay over the disk copy (pinned at `lower`), its layers recorded, attached on
+/// the target; the layers a previous session left are written to disk first. A failure
+/// falls back to FUSE mode, and removes what this made.
+fn fresh_stack(
+    p: &TargetPaths,
+    lower: &Path,
+    saved: Saved,
+    flusher: &OverlayFlusher,
+    backing: &dyn Backing,
+) -> Result<Stack, Start> {
+    let private = p.private();
+    write_left_layers(&private, &saved, flusher)?;
+    let root = root_meta(backing)?;
+    let n = saved
+        .all_layers()
+        .into_iter()
+        .chain(layers::layer_numbers(&private))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let (mut stack, mnt) =
+        Stack::fresh(&private, lower, n, &root).map_err(|e| Start::Fallback(format!("{e:#}")))?;
+    let undo = |e: anyhow::Error| {
+        remove_layer(&private, n);
+        let _ = crate::fsx::trusted::remove_file(private.join("overlay.json"));
+        Start::Fallback(format!("{e:#}"))
+    };
+    // Recorded before programs can write into it: from the attach on, a daemon taking over
+    // finds it.
+    stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
+    stack.save().map_err(undo)?;
+    kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
+    Ok(stack)
 }
 
 /// Writes to disk the layers a session left when no overlay is on the target any more

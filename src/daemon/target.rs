@@ -144,17 +144,29 @@ impl Target {
         });
         t.mount(events.clone(), idx)?;
         undo.disarm();
-        safety::refresh_backup(&t);
+        t.serve(unclean, events, idx)?;
+        Ok(t)
+    }
+
+    /// Once the mount is live: the backup and crash snapshot in the background, the flush
+    /// timer and the control socket.
+    fn serve(
+        self: &Arc<Self>,
+        unclean: bool,
+        events: Sender<Event>,
+        idx: usize,
+    ) -> anyhow::Result<()> {
+        safety::refresh_backup(self);
         safety::crash_snapshot_in_background(
-            t.crash.clone(),
-            t.backups.clone(),
-            t.paths.target.clone(),
-            t.settings.backup_limit,
+            self.crash.clone(),
+            self.backups.clone(),
+            self.paths.target.clone(),
+            self.settings.backup_limit,
             unclean,
         );
-        status::measure_disk(&t);
+        status::measure_disk(self);
         FlushTimer::start(
-            t.clone(),
+            self.clone(),
             |t| &t.timer,
             |t| {
                 t.flusher
@@ -163,8 +175,7 @@ impl Target {
                     .map_err(|_| t.flusher.ledger().failures())
             },
         );
-        t.start_control(events, idx)?;
-        Ok(t)
+        self.start_control(events, idx)
     }
 
     /// Detaches the mount: through the descriptor of the mount when root made it, so the
