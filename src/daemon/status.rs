@@ -1,9 +1,8 @@
-//! Assembling a target's status report: what both modes share (`Lifecycle`, `report`), and
-//! FUSE mode's measure of its changes (the store's dirty state).
+//! Assembling a target's status report: what both modes share (`Lifecycle`, `report`); each
+//! mode measures its own changes (`target.rs`, `overlay_status.rs`).
 
 use super::lifecycle::Phase;
 use super::paths::TargetPaths;
-use super::target::Target;
 use crate::config::TargetSettings;
 use crate::flush::Ledger;
 use crate::status::{DiskUsage, FlushStatus, Status};
@@ -19,11 +18,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct UsageState {
     last: Option<DiskUsage>,
     running: bool,
-}
-
-/// Measures the disk copy in the background, unless a measurement is already under way.
-pub fn measure_disk(t: &Target) {
-    measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
 }
 
 /// Measures the disk copy at `dir` (generation `generation`) in the background.
@@ -177,64 +171,4 @@ pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
         crash_snapshots: crate::status::snapshots_of(&t.target_paths().target),
         conflicts: c.conflicts,
     }
-}
-
-impl Lifecycle for Target {
-    fn mode_name(&self) -> &'static str {
-        "fuse"
-    }
-    fn settings(&self) -> &TargetSettings {
-        &self.settings
-    }
-    fn target_paths(&self) -> &TargetPaths {
-        &self.paths
-    }
-    fn phase(&self) -> Phase {
-        *self.phase.lock()
-    }
-    fn started(&self) -> SystemTime {
-        self.started
-    }
-    fn ledger(&self) -> &Ledger {
-        self.flusher.ledger()
-    }
-    fn next_flush(&self) -> Instant {
-        self.timer.next()
-    }
-    fn backup(&self) -> String {
-        self.backup_state.lock().clone()
-    }
-    fn crash(&self) -> Option<String> {
-        self.crash.lock().clone()
-    }
-    fn disk(&self) -> Option<DiskUsage> {
-        disk_usage(
-            &self.usage,
-            &self.disk_dir,
-            self.flusher.ledger().disk_gen(),
-        )
-    }
-}
-
-/// FUSE mode's status: what changed is the store's dirty state.
-pub fn of(t: &Target) -> Status {
-    let s = t.store.summary();
-    let space = t.store.space();
-    let now = SystemTime::now();
-    let changes = Changes {
-        ram_bytes: s.ram_bytes,
-        warning: space.warning(),
-        space,
-        dirty_files: s.dirty_files,
-        dirty_dirs: s.dirty_dir_count,
-        dirty_bytes: s.dirty_bytes,
-        oldest_change_secs: s
-            .dirty_since
-            .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
-        bytes_written: s.counters.bytes_written,
-        open_files: s.open_handles,
-        log_failures: s.log_failures,
-        conflicts: t.store.seen.kept(),
-    };
-    report(t, changes)
 }

@@ -156,7 +156,12 @@ impl Target {
         events: Sender<Event>,
         idx: usize,
     ) -> anyhow::Result<()> {
-        safety::refresh_backup(self);
+        safety::refresh_backup(
+            &self.store,
+            self.backups.clone(),
+            self.backup_state.clone(),
+            self.paths.target.clone(),
+        );
         safety::crash_snapshot_in_background(
             self.crash.clone(),
             self.backups.clone(),
@@ -164,7 +169,11 @@ impl Target {
             self.settings.backup_limit,
             unclean,
         );
-        status::measure_disk(self);
+        status::measure(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        );
         FlushTimer::start(
             self.clone(),
             |t| &t.timer,
@@ -266,7 +275,7 @@ impl Target {
             Request::Status => Response {
                 ok: true,
                 message: String::new(),
-                status: Some(status::of(self)),
+                status: Some(status_of(self)),
                 ..Response::default()
             },
             Request::Unmount => request_stop(events, idx),
@@ -342,7 +351,7 @@ impl Target {
         self.stop_timer();
         *self.phase.lock() = Phase::Stopped;
         final_flush(&self.paths, || self.flusher.flush())?;
-        safety::remove_backup(self);
+        safety::remove_backup(&self.store, self.backups.as_deref());
         self.remove_store();
         Ok(())
     }
@@ -391,4 +400,64 @@ fn open_store(
         Arc::new(Store::fresh(setup).context("creating the RAM store")?),
         false,
     ))
+}
+
+impl status::Lifecycle for Target {
+    fn mode_name(&self) -> &'static str {
+        "fuse"
+    }
+    fn settings(&self) -> &TargetSettings {
+        &self.settings
+    }
+    fn target_paths(&self) -> &TargetPaths {
+        &self.paths
+    }
+    fn phase(&self) -> Phase {
+        *self.phase.lock()
+    }
+    fn started(&self) -> SystemTime {
+        self.started
+    }
+    fn ledger(&self) -> &crate::flush::Ledger {
+        self.flusher.ledger()
+    }
+    fn next_flush(&self) -> std::time::Instant {
+        self.timer.next()
+    }
+    fn backup(&self) -> String {
+        self.backup_state.lock().clone()
+    }
+    fn crash(&self) -> Option<String> {
+        self.crash.lock().clone()
+    }
+    fn disk(&self) -> Option<crate::status::DiskUsage> {
+        status::disk_usage(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        )
+    }
+}
+
+/// FUSE mode's status: what changed is the store's dirty state.
+fn status_of(t: &Target) -> crate::status::Status {
+    let s = t.store.summary();
+    let space = t.store.space();
+    let now = SystemTime::now();
+    let changes = status::Changes {
+        ram_bytes: s.ram_bytes,
+        warning: space.warning(),
+        space,
+        dirty_files: s.dirty_files,
+        dirty_dirs: s.dirty_dir_count,
+        dirty_bytes: s.dirty_bytes,
+        oldest_change_secs: s
+            .dirty_since
+            .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
+        bytes_written: s.counters.bytes_written,
+        open_files: s.open_handles,
+        log_failures: s.log_failures,
+        conflicts: t.store.seen.kept(),
+    };
+    status::report(t, changes)
 }
