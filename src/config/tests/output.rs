@@ -195,7 +195,7 @@ fn settings_handed_to_the_daemon_come_back_the_same() {
         force: true,
         ..super::TargetSettings::new(odd(b"/srv/caf\xe9"))
     };
-    let json = serde_json::to_string(&[s.clone()]).unwrap();
+    let json = serde_json::to_string(std::slice::from_ref(&s)).unwrap();
     let back: Vec<super::TargetSettings> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, vec![s]);
 }
