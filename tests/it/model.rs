@@ -2,8 +2,9 @@
 //! directory on tmpfs, with flushes, unmount/mount cycles and daemon kills mixed in. After
 //! every step the two trees are compared; after every flush and unmount, the disk copy too.
 //!
-//! A failure prints the seed; `ASDFS_SEED=<seed> cargo test --test it model` replays it, and
-//! `ASDFS_MODEL_STEPS` sets the number of steps.
+//! A failure prints the seed and the last 15 steps; `ASDFS_SEED=<seed> cargo test --test it
+//! model` replays it, `ASDFS_MODEL_STEPS` sets the number of steps and `ASDFS_MODEL_TAIL`
+//! the number of steps printed.
 
 use crate::harness::{Mount, fuse_available};
 use rand::rngs::StdRng;
