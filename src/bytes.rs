@@ -49,6 +49,20 @@ pub mod path {
     }
 }
 
+/// `#[serde(with = "crate::bytes::opt_path")]` for `Option<PathBuf>`.
+pub mod opt_path {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::path::PathBuf;
+    #[derive(Serialize, Deserialize)]
+    struct W(#[serde(with = "super::path")] PathBuf);
+    pub fn serialize<S: Serializer>(v: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|p| W(p.clone())).serialize(s)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
 /// `#[serde(with = "crate::bytes::vec")]` for `Vec<u8>` (symlink targets, xattr values).
 pub mod vec {
     use super::*;

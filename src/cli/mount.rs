@@ -215,19 +215,58 @@ impl MountArgs {
     }
 }
 
+/// The settings `asdfs mount` resolved and checked, handed to the daemon it starts: JSON in
+/// this variable of the daemon's environment (which only its own user can read, in
+/// /proc/PID/environ), taken out of it as it is read. So the daemon serves what the command
+/// checked, and never resolves the configuration a second time; a daemon started without it
+/// (systemd, `asdfs mount --foreground`) resolves its arguments itself.
+pub const SETTINGS_ENV: &str = "ASDFS_SETTINGS";
+
 /// `asdfs mount`: serve here, or start the daemon and wait for its report.
 pub fn run(m: &MountArgs) -> anyhow::Result<i32> {
-    let targets = m.resolve()?;
     if m.foreground {
+        let targets = match handed_settings()? {
+            Some(targets) => targets,
+            None => m.resolve()?,
+        };
         return Ok(daemon::run(targets, Ready::from_env()));
     }
-    spawn_daemon(std::env::args_os().skip(1).collect(), m.quiet)
+    let targets = m.resolve()?;
+    spawn_daemon_with(
+        std::env::args_os().skip(1).collect(),
+        m.quiet,
+        Some(&targets),
+    )
+}
+
+/// The settings the starting `asdfs mount` handed over, checked again as read.
+fn handed_settings() -> anyhow::Result<Option<Vec<TargetSettings>>> {
+    let Some(json) = std::env::var_os(SETTINGS_ENV) else {
+        return Ok(None);
+    };
+    // SAFETY: the daemon has started no thread yet; nothing else reads the environment now.
+    unsafe { std::env::remove_var(SETTINGS_ENV) };
+    let targets: Vec<TargetSettings> = serde_json::from_slice(json.as_encoded_bytes())
+        .context("reading the settings `asdfs mount` handed over")?;
+    for t in &targets {
+        config::check_settings(t).map_err(anyhow::Error::msg)?;
+    }
+    Ok(Some(targets))
 }
 
 /// Starts `asdfs mount --foreground ARGS...` (ARGS being `mount ...`), detached, and waits
 /// until its mounts are live or failed. `--foreground` goes right after the subcommand: at
 /// the end it would be a target after a `--`.
-pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>, quiet: bool) -> anyhow::Result<i32> {
+pub fn spawn_daemon(args: Vec<std::ffi::OsString>, quiet: bool) -> anyhow::Result<i32> {
+    spawn_daemon_with(args, quiet, None)
+}
+
+/// `spawn_daemon`, handing the daemon the settings resolved here (`SETTINGS_ENV`), if any.
+fn spawn_daemon_with(
+    mut args: Vec<std::ffi::OsString>,
+    quiet: bool,
+    settings: Option<&[TargetSettings]>,
+) -> anyhow::Result<i32> {
     args.insert(args.len().min(1), "--foreground".into());
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let exe = std::env::current_exe().context("finding the asdfs executable")?;
@@ -237,6 +276,10 @@ pub fn spawn_daemon(mut args: Vec<std::ffi::OsString>, quiet: bool) -> anyhow::R
     // Under systemd the daemon logs to the journal; elsewhere its early warnings come through
     // a pipe to this terminal, and then it logs to its log file.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    match settings {
+        Some(t) => cmd.env(SETTINGS_ENV, serde_json::to_string(t)?),
+        None => cmd.env_remove(SETTINGS_ENV),
+    };
     cmd.env(READY_FD_ENV, w.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -78,10 +78,12 @@ pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(300);
 /// Default number of crash snapshots kept per target: 5 (asd's BACKUP_LIMIT).
 pub const DEFAULT_BACKUP_LIMIT: u32 = 5;
 
-/// The settings of one target.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// The settings of one target. Resolved and checked once, by `asdfs mount`, which hands
+/// them to the daemon it starts as JSON (`cli::mount::SETTINGS_ENV`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct TargetSettings {
     /// Absolute path of the directory to keep in RAM.
+    #[serde(with = "crate::bytes::path")]
     pub target: PathBuf,
     /// Default: `Mode::Fuse`.
     pub mode: Mode,
@@ -93,6 +95,7 @@ pub struct TargetSettings {
     pub atime: Atime,
     /// Parent of the store root (`<volatile>/asdfs`). Default: `None`, meaning `/run` for
     /// root and `$XDG_RUNTIME_DIR` for other users.
+    #[serde(with = "crate::bytes::opt_path")]
     pub volatile: Option<PathBuf>,
     /// Hardlink backup at session start and crash snapshots. Default: true.
     pub backups: bool,

@@ -2,6 +2,7 @@
 //! or to systemd), waits for signals, control requests and unmounts, and ends each target
 //! with a final flush. One process serves any number of targets.
 
+mod lifecycle;
 pub mod mounting;
 mod overlay;
 mod overlay_status;

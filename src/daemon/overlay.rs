@@ -3,10 +3,10 @@
 //! copy with its upper layer in the store mounted over the target; then flushes (each one
 //! swaps in a fresh upper layer, see `overlay::layers`), and at the end the final flush.
 
-use super::paths::{self, TargetPaths};
-use super::target::{
-    Phase, final_flush, flush_response, lock_store, open_control, request_stop, write_owner,
+use super::lifecycle::{
+    self, Begun, Phase, final_flush, flush_response, open_control, request_stop, write_owner,
 };
+use super::paths::{self, TargetPaths};
 use super::timer::FlushTimer;
 use super::{Event, Served, mounting, safety, status};
 use crate::backing::{Backing, Loc, Meta};
@@ -94,20 +94,22 @@ impl OverlayTarget {
         if let Some(why) = kernel::unavailable() {
             return Err(Start::Fallback(why));
         }
-        let target = paths::resolve_target(&settings.target)?;
-        let p = paths::target_paths(&target, settings.volatile.as_deref())?;
-        paths::check_overlaps(&p)?;
-        let (dirs, lock) = lock_store(&p)?;
         // Until the overlay is on the target, a failure removes the store and side
-        // directory this start made (see target.rs).
-        let mut undo = paths::Undo::of(&dirs)?;
-        let aging = paths::guard_from_aging(&p);
+        // directory this start made.
+        let Begun {
+            target,
+            paths: p,
+            dirs,
+            lock,
+            mut undo,
+            aging,
+        } = lifecycle::begin(&settings)?;
         if p.private().join("log").trusted_exists() {
             return Err(Start::Fallback(
                 "the previous session, in FUSE mode, left changes in its RAM store".into(),
             ));
         }
-        super::target::clear_dead_mount(&p.target)?;
+        lifecycle::clear_dead_mount(&p.target)?;
         let private = p.private();
         // `private/` was made (or checked) by prepare_store.
         let saved = Saved::read(&private);
@@ -187,31 +189,13 @@ impl OverlayTarget {
                     &open_dir(&p.target)?,
                 )?
             }
-            (saved, None) => {
-                let saved = saved.unwrap_or_default();
-                write_left_layers(&private, &saved, &flusher)?;
-                let root = root_meta(backing.as_ref())?;
-                let n = saved
-                    .all_layers()
-                    .into_iter()
-                    .chain(layers::layer_numbers(&private))
-                    .max()
-                    .unwrap_or(0)
-                    + 1;
-                let (mut stack, mnt) = Stack::fresh(&private, &lower, n, &root)
-                    .map_err(|e| Start::Fallback(format!("{e:#}")))?;
-                let undo = |e: anyhow::Error| {
-                    remove_layer(&private, n);
-                    let _ = crate::fsx::trusted::remove_file(private.join("overlay.json"));
-                    Start::Fallback(format!("{e:#}"))
-                };
-                // Recorded before programs can write into it: from the attach on, a daemon
-                // taking over finds it.
-                stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
-                stack.save().map_err(undo)?;
-                kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
-                stack
-            }
+            (saved, None) => fresh_stack(
+                &p,
+                &lower,
+                saved.unwrap_or_default(),
+                &flusher,
+                backing.as_ref(),
+            )?,
             (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
         };
         // The overlay is on the target: from here on a failure leaves it, with its record
@@ -242,11 +226,18 @@ impl OverlayTarget {
             dirs,
             side,
         });
-        if let Some(b) = t.backups.clone() {
-            let lock = t.disk_writers.clone();
+        t.serve(unclean)?;
+        Ok(t)
+    }
+
+    /// Once the overlay is on the target: the backup and crash snapshot in the background,
+    /// the first flush, the flush timer, the monitor and the control socket.
+    fn serve(self: &Arc<Self>, unclean: bool) -> anyhow::Result<()> {
+        if let Some(b) = self.backups.clone() {
+            let lock = self.disk_writers.clone();
             safety::backup_in_background(
-                t.backup_state.clone(),
-                t.paths.target.clone(),
+                self.backup_state.clone(),
+                self.paths.target.clone(),
                 move || {
                     let _w = lock.lock();
                     b.refresh()
@@ -254,18 +245,22 @@ impl OverlayTarget {
             );
         }
         safety::crash_snapshot_in_background(
-            t.crash.clone(),
-            t.backups.clone(),
-            t.paths.target.clone(),
-            t.settings.backup_limit,
+            self.crash.clone(),
+            self.backups.clone(),
+            self.paths.target.clone(),
+            self.settings.backup_limit,
             unclean,
         );
-        if let Err(e) = t.flush(&|_, _| {}) {
+        if let Err(e) = self.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
-        status::measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
+        status::measure(
+            &self.usage,
+            &self.disk_dir,
+            self.flusher.ledger().disk_gen(),
+        );
         FlushTimer::start(
-            t.clone(),
+            self.clone(),
             |t| &t.timer,
             |t| {
                 t.flush(&|_, _| {})
@@ -273,12 +268,12 @@ impl OverlayTarget {
                     .map_err(|_| t.flusher.ledger().failures())
             },
         );
-        t.start_monitor();
-        let c = t.clone();
-        open_control(&t.paths, &t.disk_dir, move |req, report| {
+        self.start_monitor();
+        let c = self.clone();
+        open_control(&self.paths, &self.disk_dir, move |req, report| {
             c.handle(req, report)
         })?;
-        Ok(t)
+        Ok(())
     }
 
     fn handle(&self, req: Request, report: crate::control::Report<'_>) -> Response {
@@ -410,7 +405,7 @@ impl OverlayTarget {
         if let Some(pin_dir) = self.pin.parent() {
             let _ = crate::fsx::trusted::remove_dir(pin_dir);
         }
-        super::target::remove_store(&self.dirs, &self.side);
+        lifecycle::remove_store(&self.dirs, &self.side);
     }
 }
 
@@ -435,7 +430,7 @@ impl Served for OverlayTarget {
         let mut failed = None;
         if let Err(e) = self.flush(&|_, _| {}) {
             if !force {
-                return super::target::kept_mounted(&self.paths, &e);
+                return lifecycle::kept_mounted(&self.paths, &e);
             }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
             failed = Some(e);
@@ -457,7 +452,7 @@ impl Served for OverlayTarget {
         let open = st.held_count();
         drop(st);
         *self.phase.lock() = Phase::Detached;
-        Response::ok(super::target::detached_message(
+        Response::ok(super::lifecycle::detached_message(
             &self.paths,
             open,
             failed.as_ref(),
@@ -501,6 +496,41 @@ impl Drop for Unpin {
             let _ = crate::fsx::trusted::remove_dir(&pin);
         }
     }
+}
+
+/// A fresh overlay over the disk copy (pinned at `lower`), its layers recorded, attached on
+/// the target; the layers a previous session left are written to disk first. A failure
+/// falls back to FUSE mode, and removes what this made.
+fn fresh_stack(
+    p: &TargetPaths,
+    lower: &Path,
+    saved: Saved,
+    flusher: &OverlayFlusher,
+    backing: &dyn Backing,
+) -> Result<Stack, Start> {
+    let private = p.private();
+    write_left_layers(&private, &saved, flusher)?;
+    let root = root_meta(backing)?;
+    let n = saved
+        .all_layers()
+        .into_iter()
+        .chain(layers::layer_numbers(&private))
+        .max()
+        .unwrap_or(0)
+        + 1;
+    let (mut stack, mnt) =
+        Stack::fresh(&private, lower, n, &root).map_err(|e| Start::Fallback(format!("{e:#}")))?;
+    let undo = |e: anyhow::Error| {
+        remove_layer(&private, n);
+        let _ = crate::fsx::trusted::remove_file(private.join("overlay.json"));
+        Start::Fallback(format!("{e:#}"))
+    };
+    // Recorded before programs can write into it: from the attach on, a daemon taking over
+    // finds it.
+    stack.top.mount_id = Some(kernel::mount_id(&mnt).map_err(|e| undo(e.into()))?);
+    stack.save().map_err(undo)?;
+    kernel::attach(&mnt, &p.target, false, None).map_err(undo)?;
+    Ok(stack)
 }
 
 /// Writes to disk the layers a session left when no overlay is on the target any more

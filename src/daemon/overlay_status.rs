@@ -1,11 +1,14 @@
 //! The status of a target in overlay mode: what changed is what the upper layer holds that
 //! the last flush did not write.
 
+use super::lifecycle::Phase;
 use super::overlay::OverlayTarget;
-use super::status::flush_status;
-use super::target::Phase;
+use super::paths::TargetPaths;
+use super::status::{Changes, Lifecycle, report};
+use crate::config::TargetSettings;
+use crate::flush::Ledger;
 use crate::overlay::upper::UpperKind;
-use crate::status::Status;
+use crate::status::{DiskUsage, Status};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 fn secs(t: SystemTime) -> u64 {
@@ -32,47 +35,60 @@ pub fn of(t: &OverlayTarget) -> Status {
         oldest = Some(oldest.map_or(c, |o| o.min(c)));
     }
     let now = secs(SystemTime::now()) as i64;
-    let phase = p.phase();
     let space = crate::store::StoreSpace::of_dir(&p.target_paths().store);
-    Status {
-        target: p.target_paths().target.clone(),
-        mode: "overlay".into(),
+    let changes = Changes {
         data_path: "kernel".into(),
         busy_copies: 0,
-        state: phase.as_str().into(),
-        pid: std::process::id(),
-        since: secs(p.started()),
-        store: p.target_paths().store.clone(),
         ram_bytes: ram,
-        store_size_bytes: space.size,
-        store_used_bytes: space.used,
-        store_free_bytes: space.free,
-        log_bytes: 0,
-        log_reserve_bytes: 0,
-        store_warning: space.warning(),
-        disk: p.disk(),
+        warning: space.warning(),
+        // No store log in overlay mode.
+        space: crate::store::StoreSpace {
+            log_bytes: 0,
+            log_reserve: 0,
+            ..space
+        },
         dirty_files: files,
         dirty_dirs: dirs,
         dirty_bytes: bytes,
         oldest_change_secs: oldest.map(|o| (now - o).max(0) as u64),
-        last_flush: p.flusher().ledger().last().map(flush_status),
-        next_flush_secs: (phase == Phase::Mounted).then(|| {
-            p.next_flush()
-                .saturating_duration_since(Instant::now())
-                .as_secs()
-        }),
-        flush_interval_secs: p.settings().flush_interval.as_secs(),
-        fsync: format!("{:?}", p.settings().fsync).to_lowercase(),
         // The kernel serves writes: asdfs sees the files they changed, not the calls.
         bytes_written: p.flusher().ledger().bytes_flushed() + bytes,
-        bytes_flushed: p.flusher().ledger().bytes_flushed(),
-        generation: p.flusher().ledger().disk_gen(),
-        flush_failures: p.flusher().ledger().failures(),
         open_files: open,
         log_failures: 0,
-        backup: p.backup(),
-        unclean_start: p.crash(),
-        crash_snapshots: crate::status::snapshots_of(&p.target_paths().target),
         conflicts: Vec::new(),
+    };
+    report(p, changes)
+}
+
+impl Lifecycle for OverlayTarget {
+    fn mode_name(&self) -> &'static str {
+        "overlay"
+    }
+    fn settings(&self) -> &TargetSettings {
+        OverlayTarget::settings(self)
+    }
+    fn target_paths(&self) -> &TargetPaths {
+        OverlayTarget::target_paths(self)
+    }
+    fn phase(&self) -> Phase {
+        OverlayTarget::phase(self)
+    }
+    fn started(&self) -> SystemTime {
+        OverlayTarget::started(self)
+    }
+    fn ledger(&self) -> &Ledger {
+        self.flusher().ledger()
+    }
+    fn next_flush(&self) -> Instant {
+        OverlayTarget::next_flush(self)
+    }
+    fn backup(&self) -> String {
+        OverlayTarget::backup(self)
+    }
+    fn crash(&self) -> Option<String> {
+        OverlayTarget::crash(self)
+    }
+    fn disk(&self) -> Option<DiskUsage> {
+        OverlayTarget::disk(self)
     }
 }

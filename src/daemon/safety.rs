@@ -3,7 +3,6 @@
 //! found to have ended uncleanly (design.md §8).
 
 use super::paths::{Side, TargetPaths};
-use super::target::Target;
 use crate::backing::{Backing, RealBacking};
 use crate::backup::{Backups, Discounting};
 use crate::config::TargetSettings;
@@ -314,16 +313,21 @@ fn lower_priority() {
 }
 
 /// Makes the hardlink backup of the session start, in the background: flushes wait for it
-/// (they need the disk copy unchanged), lookups do not.
-pub fn refresh_backup(t: &Arc<Target>) {
-    let Some(b) = t.backups.clone() else { return };
-    let target = t.clone();
-    backup_in_background(t.backup_state.clone(), t.paths.target.clone(), move || {
-        let _writers = target.store.disk_writers.lock();
-        let _gate = target.store.disk_gate.read();
+/// (they need the disk copy unchanged), lookups do not. FUSE mode: `store` is the target's.
+pub fn refresh_backup(
+    store: &Arc<crate::store::Store>,
+    backups: Option<Arc<crate::backup::Backups>>,
+    state: Arc<parking_lot::Mutex<String>>,
+    target: std::path::PathBuf,
+) {
+    let Some(b) = backups else { return };
+    let store = store.clone();
+    backup_in_background(state, target, move || {
+        let _writers = store.disk_writers.lock();
+        let _gate = store.disk_gate.read();
         let made = b.refresh();
         // Linking changed the ctimes of files read into RAM before (see store::seen).
-        target.store.seen.forget_ctimes();
+        store.seen.forget_ctimes();
         made
     });
 }
@@ -356,9 +360,9 @@ pub fn backup_in_background(
 }
 
 /// At a clean stop (everything on disk): the backup goes, as asd's unsync removes it.
-pub fn remove_backup(t: &Target) {
-    let Some(b) = &t.backups else { return };
-    let _writers = t.store.disk_writers.lock();
+pub fn remove_backup(store: &crate::store::Store, backups: Option<&crate::backup::Backups>) {
+    let Some(b) = backups else { return };
+    let _writers = store.disk_writers.lock();
     if let Err(e) = b.remove_all() {
         tracing::warn!(error = %e, "could not remove the hardlink backup");
     }

@@ -1,7 +1,12 @@
-//! Assembling a target's status report from the store and the flusher.
+//! Assembling a target's status report: what both modes share (`Lifecycle`, `report`); each
+//! mode measures its own changes (`target.rs`, `overlay_status.rs`).
 
-use super::target::{Phase, Target};
+use super::lifecycle::Phase;
+use super::paths::TargetPaths;
+use crate::config::TargetSettings;
+use crate::flush::Ledger;
 use crate::status::{DiskUsage, FlushStatus, Status};
+use crate::store::StoreSpace;
 use parking_lot::Mutex;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
@@ -13,11 +18,6 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 pub struct UsageState {
     last: Option<DiskUsage>,
     running: bool,
-}
-
-/// Measures the disk copy in the background, unless a measurement is already under way.
-pub fn measure_disk(t: &Target) {
-    measure(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen());
 }
 
 /// Measures the disk copy at `dir` (generation `generation`) in the background.
@@ -95,62 +95,86 @@ pub fn flush_status(l: crate::flush::LastFlush) -> FlushStatus {
     }
 }
 
-pub fn of(t: &Target) -> Status {
-    let s = t.store.summary();
-    let space = t.store.space();
-    let now = SystemTime::now();
-    let phase = *t.phase.lock();
-    let last_flush = t.flusher.ledger().last().map(flush_status);
+/// What both modes' targets answer for their status report; each mode adds its own measure
+/// of what changed (`Changes`).
+pub(super) trait Lifecycle {
+    fn mode_name(&self) -> &'static str;
+    fn settings(&self) -> &TargetSettings;
+    fn target_paths(&self) -> &TargetPaths;
+    fn phase(&self) -> Phase;
+    fn started(&self) -> SystemTime;
+    fn ledger(&self) -> &Ledger;
+    /// When the flush timer fires next.
+    fn next_flush(&self) -> Instant;
+    /// What the hardlink backup is doing.
+    fn backup(&self) -> String;
+    /// What happened at the start if the previous session ended uncleanly.
+    fn crash(&self) -> Option<String>;
+    /// The disk copy's size (measured in the background).
+    fn disk(&self) -> Option<DiskUsage>;
+}
+
+/// A mode's own measure of what is in RAM and not on disk yet.
+pub(super) struct Changes {
+    /// How file data is served: `daemon`, `passthrough` (FUSE mode) or `kernel` (overlay).
+    pub data_path: String,
+    /// Files a flush could not copy unchanged in its tries (passthrough).
+    pub busy_copies: u64,
+    pub ram_bytes: u64,
+    pub space: StoreSpace,
+    pub warning: Option<String>,
+    pub dirty_files: u64,
+    pub dirty_dirs: u64,
+    pub dirty_bytes: u64,
+    pub oldest_change_secs: Option<u64>,
+    pub bytes_written: u64,
+    pub open_files: u64,
+    pub log_failures: u64,
+    pub conflicts: Vec<String>,
+}
+
+/// The status report of a target in either mode.
+pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
+    let phase = t.phase();
+    let ledger = t.ledger();
     Status {
-        target: t.paths.target.clone(),
-        mode: "fuse".into(),
-        data_path: if s.passthrough {
-            "passthrough"
-        } else {
-            "daemon"
-        }
-        .into(),
-        busy_copies: s.busy_copies,
+        target: t.target_paths().target.clone(),
+        mode: t.mode_name().into(),
+        data_path: c.data_path,
+        busy_copies: c.busy_copies,
         state: phase.as_str().into(),
         pid: std::process::id(),
-        since: t
-            .started
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-        store: t.paths.store.clone(),
-        ram_bytes: s.ram_bytes,
-        store_size_bytes: space.size,
-        store_used_bytes: space.used,
-        store_free_bytes: space.free,
-        log_bytes: space.log_bytes,
-        log_reserve_bytes: space.log_reserve,
-        store_warning: space.warning(),
-        disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen()),
-        dirty_files: s.dirty_files,
-        dirty_dirs: s.dirty_dir_count,
-        dirty_bytes: s.dirty_bytes,
-        oldest_change_secs: s
-            .dirty_since
-            .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
-        last_flush,
+        since: secs(t.started()),
+        store: t.target_paths().store.clone(),
+        ram_bytes: c.ram_bytes,
+        store_size_bytes: c.space.size,
+        store_used_bytes: c.space.used,
+        store_free_bytes: c.space.free,
+        log_bytes: c.space.log_bytes,
+        log_reserve_bytes: c.space.log_reserve,
+        store_warning: c.warning,
+        disk: t.disk(),
+        dirty_files: c.dirty_files,
+        dirty_dirs: c.dirty_dirs,
+        dirty_bytes: c.dirty_bytes,
+        oldest_change_secs: c.oldest_change_secs,
+        last_flush: ledger.last().map(flush_status),
         next_flush_secs: (phase == Phase::Mounted).then(|| {
-            t.timer
-                .next()
+            t.next_flush()
                 .saturating_duration_since(Instant::now())
                 .as_secs()
         }),
-        flush_interval_secs: t.settings.flush_interval.as_secs(),
-        fsync: format!("{:?}", t.settings.fsync).to_lowercase(),
-        bytes_written: s.counters.bytes_written,
-        bytes_flushed: t.flusher.ledger().bytes_flushed(),
-        generation: t.flusher.ledger().disk_gen(),
-        flush_failures: t.flusher.ledger().failures(),
-        open_files: s.open_handles,
-        log_failures: s.log_failures,
-        backup: t.backup_state.lock().clone(),
-        unclean_start: t.crash.lock().clone(),
-        crash_snapshots: crate::status::snapshots_of(&t.paths.target),
-        conflicts: t.store.seen.kept(),
+        flush_interval_secs: t.settings().flush_interval.as_secs(),
+        fsync: format!("{:?}", t.settings().fsync).to_lowercase(),
+        bytes_written: c.bytes_written,
+        bytes_flushed: ledger.bytes_flushed(),
+        generation: ledger.disk_gen(),
+        flush_failures: ledger.failures(),
+        open_files: c.open_files,
+        log_failures: c.log_failures,
+        backup: t.backup(),
+        unclean_start: t.crash(),
+        crash_snapshots: crate::status::snapshots_of(&t.target_paths().target),
+        conflicts: c.conflicts,
     }
 }

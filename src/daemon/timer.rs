@@ -1,7 +1,7 @@
 //! The flush timer of one target, in either mode: a flush every interval; after a failure,
 //! sooner, with a growing delay; stopped at the end of the session.
 
-use super::target::retry_delay;
+use super::lifecycle::retry_delay;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::Arc;

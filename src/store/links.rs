@@ -14,8 +14,9 @@ use std::path::{Component, Path, PathBuf};
 
 impl Inner {
     /// What a flush must read first: xattrs of nodes it will write anew (unless never read,
-    /// which means unchanged, and new nodes have them), and disk inodes of files to be
-    /// written anew that have names not met yet.
+    /// which means unchanged, and new nodes have them), and disk inodes of files with names
+    /// not met yet that are to be written anew, or that changed and have no name met left
+    /// (the change goes to the names on disk, which the flush must know to keep).
     pub(crate) fn flush_needs(&self) -> (Vec<NodeId>, HashMap<u64, NodeId>) {
         let mut xattrs = Vec::new();
         let mut hidden = HashMap::new();
@@ -24,14 +25,15 @@ impl Inner {
                 continue;
             };
             let rewritten = n.kind == Kind::File && n.data_seq != 0 && n.disk_ino.is_some();
-            if !rewritten || (n.names.is_empty() && n.hidden_links == 0) {
-                continue;
-            }
-            if n.xattrs.is_none() {
+            let only_hidden = n.names.is_empty() && n.hidden_links > 0;
+            if rewritten && (!n.names.is_empty() || only_hidden) && n.xattrs.is_none() {
                 xattrs.push(id);
             }
-            if let (true, Some(ino)) = (n.hidden_links > 0, n.disk_ino) {
-                hidden.insert(ino, id);
+            let changed = n.meta_seq != 0 || n.data_seq != 0;
+            if let (true, Some(ino)) = (rewritten || (only_hidden && changed), n.disk_ino) {
+                if n.hidden_links > 0 {
+                    hidden.insert(ino, id);
+                }
             }
         }
         (xattrs, hidden)
@@ -75,6 +77,50 @@ impl Store {
         inner
             .disk_inos
             .retain(|_, v| !inos.values().any(|x| x == v));
+        Ok(())
+    }
+
+    /// A takeover (design.md §3): the dead daemon met some disk names of these restored
+    /// files, and a node's record names only its origin. Each one's other disk names are
+    /// counted again from the disk, so that meeting one joins the node instead of making a
+    /// second file of it.
+    pub(crate) fn recount_disk_links(&self, restored: &[NodeId]) -> anyhow::Result<()> {
+        let paths: Vec<(NodeId, u64, PathBuf)> = {
+            let inner = self.lock();
+            restored
+                .iter()
+                .filter_map(|&id| {
+                    let n = inner.nodes.get(&id)?;
+                    let ino = n.disk_ino.filter(|_| n.kind != Kind::Dir)?;
+                    n.origin.as_ref()?;
+                    Some((id, ino, inner.disk_path(id)?))
+                })
+                .collect()
+        };
+        let mut counts = Vec::with_capacity(paths.len());
+        {
+            let _gate = self.disk_gate.read();
+            for (id, ino, path) in paths {
+                match self.backing.stat(&Loc::Target(path)) {
+                    Ok(st) if st.ino == ino => counts.push((id, ino, st.nlink)),
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let mut inner = self.lock();
+        for (id, ino, nlink) in counts {
+            let Some(n) = inner.nodes.get_mut(&id) else {
+                continue;
+            };
+            n.hidden_links = nlink.saturating_sub(1);
+            if n.hidden_links > 0 {
+                inner.disk_inos.insert(ino, id);
+            } else if inner.disk_inos.get(&ino) == Some(&id) {
+                inner.disk_inos.remove(&ino);
+            }
+        }
         Ok(())
     }
 

@@ -41,6 +41,12 @@ impl Store {
                     .with_context(|| format!("restoring node {}", rec.id.0))?;
             }
         }
+        let restored: Vec<NodeId> = nodes
+            .keys()
+            .filter(|id| !skipped.contains(id))
+            .copied()
+            .collect();
+        self.recount_disk_links(&restored)?;
         let r = self.replay_entries(entries, &skipped);
         self.lock().replaying = false;
         r?;

@@ -392,3 +392,65 @@ fn issue_12_a_command_line_option_is_checked_like_the_file() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("backup limit 5000 is too large"), "{err}");
 }
+
+/// Issue 12 (item 5): the daemon serves the settings `asdfs mount` resolved and checked, and
+/// does not resolve them again: the file's `fsync` and the command line's `--flush-interval`
+/// (over the file's) reach it as the command saw them. The file is a FIFO that gives other
+/// settings to a second reader.
+#[test]
+fn issue_12_the_daemon_serves_the_settings_the_command_resolved() {
+    use std::os::unix::fs::OpenOptionsExt;
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let conf = dir.path().join("asdfs.toml");
+    nix::unistd::mkfifo(&conf, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let target = m.target.display().to_string();
+    let writer = {
+        let conf = conf.clone();
+        std::thread::spawn(move || {
+            for fsync in ["sync", "defer"] {
+                let text = format!(
+                    "[[target]]\npath = \"{target}\"\nfsync = \"{fsync}\"\nflush_interval = \"7min\"\n"
+                );
+                // Blocks until a reader opens the FIFO.
+                let Ok(mut f) = fs::OpenOptions::new().write(true).open(&conf) else {
+                    return;
+                };
+                let _ = f.write_all(text.as_bytes());
+                drop(f);
+                // The next reader is another one: wait until this one has closed.
+                let nonblock = || {
+                    fs::OpenOptions::new()
+                        .write(true)
+                        .custom_flags(libc::O_NONBLOCK)
+                        .open(&conf)
+                };
+                while nonblock().is_ok() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    m.extra
+        .extend(["--config".to_string(), conf.display().to_string()]);
+    m.mount();
+    let st = m.status();
+    // Lets the writer go if no second reader came (it writes into a closed pipe).
+    drop(
+        fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&conf)
+            .unwrap(),
+    );
+    writer.join().unwrap();
+    m.unmount();
+    assert_eq!(st["fsync"], "sync", "the file's value: {st}");
+    assert_eq!(
+        st["flush_interval_secs"], 3600,
+        "the command line's value: {st}"
+    );
+}

@@ -174,3 +174,28 @@ proptest! {
         prop_assert_eq!(back, Ok(cfg), "{}", text);
     }
 }
+
+/// The settings `asdfs mount` hands its daemon (JSON) come back the same, non-UTF-8 paths
+/// and every field included.
+#[test]
+fn settings_handed_to_the_daemon_come_back_the_same() {
+    use std::os::unix::ffi::OsStringExt;
+    let odd = |b: &[u8]| std::path::PathBuf::from(std::ffi::OsString::from_vec(b.to_vec()));
+    let s = super::TargetSettings {
+        mode: crate::config::Mode::Overlay,
+        flush_interval: std::time::Duration::from_secs(420),
+        fsync: crate::config::FsyncPolicy::Sync,
+        atime: crate::config::Atime::Relatime,
+        volatile: Some(odd(b"/run/\xff")),
+        backups: false,
+        backup_limit: 7,
+        open_files: Some(99),
+        stop_grace: Some(std::time::Duration::from_millis(1500)),
+        hardlink_check: false,
+        force: true,
+        ..super::TargetSettings::new(odd(b"/srv/caf\xe9"))
+    };
+    let json = serde_json::to_string(std::slice::from_ref(&s)).unwrap();
+    let back: Vec<super::TargetSettings> = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, vec![s]);
+}
