@@ -3,22 +3,25 @@
 //! by `main`.
 
 pub mod asd;
+mod completions;
 mod configcmd;
+mod each;
 mod locate;
+mod manual;
+mod metrics;
 pub mod mount;
 mod out;
-mod show;
+pub mod show;
 pub mod snapshots;
 
 use crate::control::{self, Request, Response};
 use anyhow::bail;
-use clap::{CommandFactory, Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueHint};
 use out::outln;
 use std::path::{Path, PathBuf};
 
-/// Exit codes: 0 done, 1 failed, 2 bad usage, 3 not running (asd's verbs).
+/// Exit codes: 0 done, 1 failed, 2 bad usage.
 pub const EXIT_FAILED: i32 = 1;
-pub const EXIT_NOT_RUNNING: i32 = 3;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -38,17 +41,34 @@ pub enum Cmd {
     #[command(after_long_help = MOUNT_NOTES)]
     Mount(mount::MountArgs),
     /// Write what changed to disk now; returns when it is on disk.
-    Flush { target: PathBuf },
+    Flush {
+        /// Every asdfs mount of this mount namespace that is yours (all of them for root).
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+        #[arg(required_unless_present = "all", value_hint = ValueHint::DirPath)]
+        target: Option<PathBuf>,
+    },
     /// Show mode, RAM used, dirty files and bytes, last and next flush.
     Status {
-        /// Print JSON for scripts and monitoring.
-        #[arg(long)]
+        /// Print JSON for scripts and monitoring (the same as --format json).
+        #[arg(long, conflicts_with = "format")]
         json: bool,
-        /// One target; all asdfs mounts if omitted.
+        /// text, json, or prometheus (the text exposition format, for node_exporter's
+        /// textfile collector or a scrape).
+        #[arg(long, value_enum, default_value_t = show::Format::Text)]
+        format: show::Format,
+        /// One target; every asdfs mount that is yours (all of them for root) if omitted.
+        #[arg(value_hint = ValueHint::DirPath)]
         target: Option<PathBuf>,
     },
     /// Final flush, then unmount; the disk copy then equals what programs saw.
-    Unmount { target: PathBuf },
+    Unmount {
+        /// Every asdfs mount of this mount namespace that is yours (all of them for root).
+        #[arg(long, conflicts_with = "target")]
+        all: bool,
+        #[arg(required_unless_present = "all", value_hint = ValueHint::DirPath)]
+        target: Option<PathBuf>,
+    },
     /// Crash snapshots: list, restore, clean.
     Snapshots {
         #[command(subcommand)]
@@ -62,8 +82,8 @@ pub enum Cmd {
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         shell: clap_complete::Shell,
-        /// The command to complete: asdfs, or its asd name.
-        #[arg(long, value_parser = ["asdfs", "asd"], default_value = "asdfs")]
+        /// The command to complete: asdfs, or one of asd's names.
+        #[arg(long, value_parser = ["asdfs", "asd", "anything-sync-daemon"], default_value = "asdfs")]
         command: String,
     },
     /// Tell the daemon its mount became read-only (it flushes, and answers once the disk
@@ -71,7 +91,7 @@ pub enum Cmd {
     /// and `remount,rw`.
     #[command(hide = true)]
     Readonly {
-        #[arg(value_name = "yes|no", value_parser = mount::parse_yes_no, action = clap::ArgAction::Set)]
+        #[arg(value_name = "yes|no", value_parser = mount::YesNo, action = clap::ArgAction::Set)]
         on: bool,
         target: PathBuf,
     },
@@ -93,28 +113,36 @@ then fail with EROFS until `mount -o remount,rw TARGET`.";
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.cmd {
         Cmd::Mount(m) => mount::run(&m),
-        Cmd::Flush { target } => command(&target, Request::Flush),
-        Cmd::Unmount { target } => unmount(&target),
+        Cmd::Flush {
+            target: Some(t), ..
+        } => command(&t, Request::Flush),
+        Cmd::Flush { target: None, .. } => each::flush_all(),
+        Cmd::Unmount {
+            target: Some(t), ..
+        } => unmount(&t),
+        Cmd::Unmount { target: None, .. } => each::unmount_all(),
         Cmd::Readonly { on, target } => command(&target, Request::Readonly { on }),
-        Cmd::Status { json, target } => show::status(json, target.as_deref()),
+        Cmd::Status {
+            json,
+            format,
+            target,
+        } => {
+            let format = if json { show::Format::Json } else { format };
+            show::status(format, target.as_deref())
+        }
         Cmd::Snapshots { cmd } => snapshots::run(cmd),
         Cmd::Config { cmd } => configcmd::run(cmd),
         Cmd::Completions { shell, command } => {
-            let mut cmd = match command.as_str() {
-                "asd" => asd::AsdCli::command(),
-                _ => Cli::command(),
-            };
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut cmd, command, &mut script);
-            out::bytes(&script);
+            out::bytes(&completions::script(shell, &command));
             Ok(0)
         }
-        Cmd::Manpages { dir } => manpages(&dir),
+        Cmd::Manpages { dir } => manual::write_all(&dir),
     }
 }
 
 /// Sends one command to the daemon of a target; flushes show their progress on a terminal.
 pub fn command(target: &Path, req: Request) -> anyhow::Result<i32> {
+    locate::check_mine(target)?;
     let r = send(target, req)?;
     if r.ok {
         outln!("{}", r.message);
@@ -128,6 +156,12 @@ pub fn command(target: &Path, req: Request) -> anyhow::Result<i32> {
 /// complete and the daemon has exited (when this was its last target). A daemon that died
 /// is replaced by one that takes its store over, and that one is unmounted.
 fn unmount(target: &Path) -> anyhow::Result<i32> {
+    unmount_quiet(target).map(|()| 0)
+}
+
+/// `unmount` of one target, its answer printed.
+fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
+    locate::check_mine(target)?;
     if let locate::Found::Dead(d) = locate::find(target)? {
         d.take_over()?;
     }
@@ -139,7 +173,7 @@ fn unmount(target: &Path) -> anyhow::Result<i32> {
         wait_exit(pid, std::time::Duration::from_secs(60))?;
     }
     outln!("{}", r.message);
-    Ok(0)
+    Ok(())
 }
 
 /// Waits until the process `pid` has exited (its descriptors and mounts are released).
@@ -197,23 +231,4 @@ pub fn progress_bar(what: &str, total: u64) -> indicatif::ProgressBar {
     b.set_style(style);
     b.set_message(what.to_string());
     b
-}
-
-fn manpages(dir: &Path) -> anyhow::Result<i32> {
-    crate::fsx::trusted::create_dir_all(dir)?;
-    let write = |cmd: clap::Command, name: &str| -> anyhow::Result<()> {
-        let mut out = Vec::new();
-        clap_mangen::Man::new(cmd).render(&mut out)?;
-        crate::fsx::trusted::write(dir.join(format!("{name}.1")), out)?;
-        Ok(())
-    };
-    let top = Cli::command();
-    for sub in top.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("asdfs-{}", sub.get_name());
-        write(sub.clone().name(name.clone()), &name)?;
-    }
-    write(top, "asdfs")?;
-    write(asd::AsdCli::command(), "asd")?;
-    outln!("man pages written to {}", dir.display());
-    Ok(0)
 }

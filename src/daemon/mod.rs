@@ -150,16 +150,21 @@ impl Ready {
     }
 }
 
-/// The daemon's log, in the store root: root's daemons share it, mode 0600 (it names every
-/// target's files).
+/// The daemon's log file, in the store root, kept only when ASDFS_LOG_FILE is set (its log
+/// goes to the journal or syslog, which outlive a reboot): root's daemons share it, mode
+/// 0600 (it names every target's files).
 const LOG_FILE: &str = "daemon.log";
 
-/// Sends stdout and stderr to the daemon's log file in `log` (the store root, checked by
+/// The environment variable that asks for the log file.
+pub const LOG_FILE_ENV: &str = "ASDFS_LOG_FILE";
+
+/// Sends stdout and stderr to the daemon's log file (when asked for) in `log` (the store root, checked by
 /// `paths::prepare_store`; or /dev/null) once `asdfs mount` has returned: that closes the
 /// pipe `asdfs mount` reads our early warnings from. The log is opened without following a
 /// symlink and only if it is this user's regular file.
 fn redirect_output(log: Option<&std::path::Path>) {
-    let opened = log.and_then(|root| {
+    let asked = std::env::var_os(LOG_FILE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let opened = log.filter(|_| asked).and_then(|root| {
         let dir = crate::fsx::Dir::open(root).ok()?;
         crate::fsx::open_log(&dir, std::ffi::OsStr::new(LOG_FILE), 0o600).ok()
     });

@@ -639,7 +639,7 @@ cat "$WORK/peek/t/new" "$WORK/peek/t2/new"
     assert!(!stdout.contains("on disk before"), "{}", describe(&out));
     assert!(!stdout.contains("hook failed"), "{}", describe(&out));
     assert!(stdout.contains("one\ntwo\n"), "{}", describe(&out));
-    assert_eq!(stdout.matches("flushed 1 files").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("flushed 1 file,").count(), 2, "{stdout}");
     wait_daemons_gone(&s.work.path().display().to_string());
 }
 
