@@ -31,7 +31,7 @@ fn asdfs_pages(cmd: &clap::Command, name: &str) -> anyhow::Result<Vec<(String, V
         .name(name.to_string())
         .display_name(name.to_string());
     let mut pages = Vec::new();
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    for sub in pages_of(&cmd) {
         pages.extend(asdfs_pages(sub, &format!("{name}-{}", sub.get_name()))?);
     }
     let man = clap_mangen::Man::new(cmd.clone());
@@ -43,8 +43,13 @@ fn asdfs_pages(cmd: &clap::Command, name: &str) -> anyhow::Result<Vec<(String, V
     if cmd.get_arguments().any(|a| !a.is_hide_set()) {
         man.render_options_section(&mut out)?;
     }
-    if cmd.has_subcommands() {
-        man.render_subcommands_section(&mut out)?;
+    if pages_of(&cmd).next().is_some() {
+        out.extend_from_slice(b".SH SUBCOMMANDS\n");
+        for sub in pages_of(&cmd) {
+            let about = sub.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let line = format!(".TP\n{name}\\-{}(1)\n{}\n", sub.get_name(), roff(&about));
+            out.extend_from_slice(line.as_bytes());
+        }
     }
     if name == "asdfs" {
         out.extend_from_slice(ASDFS_SECTIONS.as_bytes());
@@ -54,6 +59,12 @@ fn asdfs_pages(cmd: &clap::Command, name: &str) -> anyhow::Result<Vec<(String, V
     out.extend_from_slice(see_also(name).as_bytes());
     pages.push((name.to_string(), out));
     Ok(pages)
+}
+
+/// The subcommands with a page: not hidden, not clap's `help`.
+fn pages_of(cmd: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cmd.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
 }
 
 fn see_also(name: &str) -> String {

@@ -145,6 +145,13 @@ pub fn render(s: &Status) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    if let Some(p) = &s.flushing {
+        out += &format!(
+            "  flushing:    {} of {} written\n",
+            HumanBytes(p.bytes_done),
+            HumanBytes(p.bytes_total)
+        );
+    }
     match &s.last_flush {
         Some(f) if f.ok => {
             out += &format!(
@@ -163,6 +170,9 @@ pub fn render(s: &Status) -> String {
                 s.flush_failures,
                 f.error.as_deref().unwrap_or("?")
             )
+        }
+        None if s.flushing.is_some() => {
+            out += "  last flush:  none since mount (the first is under way)\n"
         }
         None => out += "  last flush:  none since mount\n",
     }

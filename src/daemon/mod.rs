@@ -274,6 +274,17 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
 /// before they are cut off; `ASDFS_STOP_GRACE` (seconds) changes it.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
+/// Under systemd: STOPPING=1, so that `systemctl status` says the unit is stopping (the
+/// final flush can take long), with a STATUS line saying what it waits for.
+fn notify_stopping() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: final flush to disk, then unmount"),
+        ]);
+    }
+}
+
 fn stop_grace() -> Duration {
     std::env::var("ASDFS_STOP_GRACE")
         .ok()
@@ -317,7 +328,8 @@ fn serve(
         let Some(ev) = ev else { break };
         match ev {
             Event::Signal(sig) => {
-                tracing::info!(signal = %sig, "stopping: final flush and unmount");
+                tracing::info!(signal = %sig, phase = "stopping", "stopping: final flush and unmount");
+                notify_stopping();
                 for t in live.iter().flatten() {
                     let r = t.begin_stop();
                     tracing::info!("{}", r.message);

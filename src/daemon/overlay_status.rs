@@ -47,6 +47,7 @@ pub fn of(t: &OverlayTarget) -> Status {
         dirty_bytes: bytes,
         oldest_change_secs: oldest.map(|o| (now - o).max(0) as u64),
         last_flush: p.flusher().ledger().last().map(flush_status),
+        flushing: None,
         next_flush_secs: (phase == Phase::Mounted).then(|| {
             p.next_flush()
                 .saturating_duration_since(Instant::now())

@@ -120,6 +120,12 @@ pub fn of(t: &Target) -> Status {
             .dirty_since
             .map(|d| now.duration_since(d).map(|x| x.as_secs()).unwrap_or(0)),
         last_flush,
+        flushing: t.flusher.in_progress().map(|(bytes_done, bytes_total)| {
+            crate::status::FlushProgress {
+                bytes_done,
+                bytes_total,
+            }
+        }),
         next_flush_secs: (phase == Phase::Mounted).then(|| {
             t.timer
                 .next()

@@ -3,6 +3,8 @@
 //! (disk equals what programs saw, nothing left mounted); and `asdfs status` checked against
 //! what the test did.
 
+mod day_one;
+
 use crate::harness::{BIN, asdfs, fuse_available};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
