@@ -778,3 +778,35 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
 mod container;
 mod lifecycle;
 mod remount;
+
+/// Issue 15: `mount --all` twice succeeds as `asd sync` twice does; `flush --all` and
+/// `unmount --all` act on every mount of the namespace, so the sleep hook needs no JSON.
+#[test]
+fn issue_15_mount_flush_and_unmount_all() {
+    if !can_mount_in_namespaces() {
+        return;
+    }
+    let s = Scene::new();
+    fs::create_dir(s.work.path().join("t2")).unwrap();
+    let out = s.run(
+        r#"
+for m in $(findmnt -rn -t fuse.asdfs -o TARGET) $(findmnt -rn -t overlay -S asdfs -o TARGET); do umount -l "$m"; done
+printf '[defaults]\nvolatile = "%s"\nflush_interval = "1h"\n[[target]]\npath = "%s"\n[[target]]\npath = "%s"\n' \
+    "$VOL" "$T" "$WORK/t2" > "$WORK/asdfs.toml"
+"$ASDFS" mount --all --config "$WORK/asdfs.toml" || exit 98
+"$ASDFS" mount --all --config "$WORK/asdfs.toml" || echo "second mount --all failed"
+echo one > "$T/new"; echo two > "$WORK/t2/new"
+"$ASDFS" flush --all || echo "flush --all failed"
+cat "$WORK/peek/t/new" "$WORK/peek/t2/new"
+"$ASDFS" unmount --all || echo "unmount --all failed"
+echo "left: $(findmnt -rn -t fuse.asdfs -o TARGET | wc -l)"
+"#,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("failed"), "{}", describe(&out));
+    assert!(stdout.contains("is already in RAM"), "{}", describe(&out));
+    assert!(stdout.contains("one\ntwo\n"), "{}", describe(&out));
+    assert!(stdout.contains("left: 0"), "{}", describe(&out));
+    wait_daemons_gone(&s.work.path().display().to_string());
+}
