@@ -203,14 +203,32 @@ pub fn wait_exit(pid: u32, limit: std::time::Duration) -> anyhow::Result<()> {
     )
 }
 
-/// Sends one command and waits for the answer, showing flush progress on a terminal.
+/// Sends one command and waits for the answer, showing flush progress: a bar on a
+/// terminal; otherwise a plain line every few seconds once it takes more than a moment.
 pub fn send(target: &Path, req: Request) -> anyhow::Result<Response> {
+    use std::io::IsTerminal;
+    use std::time::{Duration, Instant};
     let found = locate::running(target)?;
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut said = started;
     let mut bar: Option<indicatif::ProgressBar> = None;
     let r = control::call_with_progress(&found.socket, &req, &mut |done, total| {
-        let b = bar.get_or_insert_with(|| progress_bar("writing to disk", total));
-        b.set_length(total);
-        b.set_position(done);
+        if terminal {
+            let b = bar.get_or_insert_with(|| progress_bar("writing to disk", total));
+            b.set_length(total);
+            b.set_position(done);
+        } else if said.elapsed() >= Duration::from_secs(5)
+            || (said == started && started.elapsed() >= Duration::from_secs(2))
+        {
+            said = Instant::now();
+            eprintln!(
+                "asdfs: {}: writing to disk: {} of {}",
+                target.display(),
+                crate::human::bytes(done),
+                crate::human::bytes(total)
+            );
+        }
     });
     if let Some(b) = bar {
         b.finish_and_clear();
@@ -218,7 +236,7 @@ pub fn send(target: &Path, req: Request) -> anyhow::Result<Response> {
     r
 }
 
-/// A byte progress bar on a terminal; hidden (with one line saying what) otherwise.
+/// A byte progress bar on a terminal; hidden otherwise.
 pub fn progress_bar(what: &str, total: u64) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {

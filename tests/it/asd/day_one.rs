@@ -316,3 +316,27 @@ fn issue_15_a_user_sees_their_own_targets_and_is_told_a_directory_is_not_theirs(
         assert!(!text(&f.stderr).contains("XDG_RUNTIME_DIR"), "{}", both(&f));
     }
 }
+
+#[test]
+fn issue_15_a_flush_on_a_terminal_shows_a_bar_then_human_units() {
+    let has_script = Command::new("script").arg("--version").output().is_ok();
+    if !fuse_available() || !has_script {
+        return;
+    }
+    let m = Mount::new();
+    std::fs::write(m.path("big"), vec![1u8; 64 << 20]).unwrap();
+    let cmd = format!("{BIN} flush '{}'", m.target.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("ASDFS_LOG", "warn")
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("writing to disk ["),
+        "no progress bar: {tty:?}"
+    );
+    assert!(tty.contains("MiB/64.00 MiB"), "no progress bar: {tty:?}");
+    assert!(tty.contains("flushed 1 file, 64.00 MiB in "), "{tty:?}");
+}
