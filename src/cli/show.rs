@@ -145,12 +145,16 @@ pub fn render(s: &Status) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    if let Some(p) = &s.flushing {
-        out += &format!(
-            "  flushing:    {} of {} written\n",
-            HumanBytes(p.bytes_done),
-            HumanBytes(p.bytes_total)
-        );
+    match &s.flushing {
+        Some(p) if p.bytes_total > 0 => {
+            out += &format!(
+                "  flushing:    {} of {} written\n",
+                HumanBytes(p.bytes_done),
+                HumanBytes(p.bytes_total)
+            )
+        }
+        Some(_) => out += "  flushing:    started, preparing what to write\n",
+        None => {}
     }
     match &s.last_flush {
         Some(f) if f.ok => {

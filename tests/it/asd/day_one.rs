@@ -340,3 +340,30 @@ fn issue_15_a_flush_on_a_terminal_shows_a_bar_then_human_units() {
     assert!(tty.contains("MiB/64.00 MiB"), "no progress bar: {tty:?}");
     assert!(tty.contains("flushed 1 file, 64.00 MiB in "), "{tty:?}");
 }
+
+#[test]
+fn issue_15_status_shows_the_flush_under_way() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new();
+    for i in 0..4 {
+        std::fs::write(m.path(&format!("f{i}")), vec![i as u8; 64 << 20]).unwrap();
+    }
+    let mut flush = Command::new(BIN)
+        .args(["flush", m.target.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = None;
+    while flush.try_wait().unwrap().is_none() && seen.is_none() {
+        let out = asdfs(["status", m.target.to_str().unwrap()]);
+        let s = text(&out.stdout);
+        if s.contains(" of 256.00 MiB written") {
+            seen = Some(s);
+        }
+    }
+    let _ = flush.wait();
+    let s = seen.expect("status never showed the flush under way");
+    assert!(s.contains(" of 256.00 MiB written"), "{s}");
+}
