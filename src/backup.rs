@@ -29,6 +29,11 @@ pub struct BackupIndex {
 }
 
 impl BackupIndex {
+    /// How many backup links the disk inode `ino` has.
+    pub fn count(&self, ino: u64) -> u32 {
+        self.links.lock().get(&ino).copied().unwrap_or(0)
+    }
+
     fn add(&self, ino: u64, by: i64) {
         bump(&mut self.links.lock(), ino, by);
     }
@@ -50,12 +55,23 @@ pub struct Backups {
     pub index: Arc<BackupIndex>,
 }
 
-/// `.NAME-backup_asd-old`, asd's name for the session-start copy.
+/// `.NAME-backup_asd-old`, asd's name for the session-start copy (`.NAME` for a
+/// dot-directory `.NAME`: no second dot).
 pub fn backup_name(target_name: &OsStr) -> OsString {
+    let mut n = crate::snapshot::hidden(target_name);
+    n.push("-backup_asd-old");
+    n
+}
+
+/// The name asdfs before 0.2 gave a dot-directory's backup (`..NAME-backup_asd-old`).
+fn legacy_name(target_name: &OsStr) -> Option<OsString> {
+    if target_name.as_bytes().first() != Some(&b'.') {
+        return None;
+    }
     let mut n = OsString::from(".");
     n.push(target_name);
     n.push("-backup_asd-old");
-    n
+    Some(n)
 }
 
 impl Backups {
@@ -74,10 +90,45 @@ impl Backups {
         backup_name(&self.name)
     }
 
+    /// Gives a backup under the double-dot name of asdfs before 0.2 asd's name, unless a
+    /// backup under asd's name exists (the old one is then removed with the other stale
+    /// trees at the next refresh).
+    pub fn adopt_legacy_name(&self) -> io::Result<()> {
+        let Some(legacy) = legacy_name(&self.name) else {
+            return Ok(());
+        };
+        let is_dir = |n: &OsStr| {
+            fstatat(&self.parent, n, AtFlags::AT_SYMLINK_NOFOLLOW)
+                .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        };
+        if !is_dir(&legacy)
+            || fstatat(
+                &self.parent,
+                self.old().as_os_str(),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let flags = nix::fcntl::RenameFlags::RENAME_NOREPLACE;
+        nix::fcntl::renameat2(
+            &self.parent,
+            legacy.as_os_str(),
+            &self.parent,
+            self.old().as_os_str(),
+            flags,
+        )?;
+        tracing::info!(from = %Path::new(&legacy).display(), to = %Path::new(&self.old()).display(), "renamed the hardlink backup to asd's name");
+        Ok(())
+    }
+
     /// Backup trees beside the target: the current one and any left half made or half
-    /// removed (`.NAME-backup_asd-old.*`).
+    /// removed (`.NAME-backup_asd-old.*`), and one under the double-dot name of asdfs
+    /// before 0.2.
     fn trees(&self) -> io::Result<Vec<OsString>> {
         let old = self.old();
+        let legacy = legacy_name(&self.name);
         let dir = open_beneath(
             self.parent.as_fd(),
             Path::new("."),
@@ -87,7 +138,10 @@ impl Backups {
         for e in nix::dir::Dir::from_fd(dir)?.iter() {
             let n = OsStr::from_bytes(e?.file_name().to_bytes()).to_os_string();
             let b = n.as_bytes();
-            if n == old || (b.starts_with(old.as_bytes()) && b.get(old.len()) == Some(&b'.')) {
+            let ours = |o: &OsStr| {
+                n == o || (b.starts_with(o.as_bytes()) && b.get(o.len()) == Some(&b'.'))
+            };
+            if ours(&old) || legacy.as_deref().is_some_and(ours) {
                 out.push(n);
             }
         }

@@ -52,6 +52,10 @@ pub struct Status {
     pub unclean_start: Option<String>,
     /// The target's crash snapshots, newest first.
     pub crash_snapshots: Vec<SnapshotStatus>,
+    /// Conflict copies kept by this session's flushes, as "file -> copy": files changed on
+    /// disk behind asdfs whose disk version was kept beside the target (design.md §6.2).
+    #[serde(default)]
+    pub conflicts: Vec<String>,
 }
 
 /// The size of the disk copy, as du(1) counts it.

@@ -7,13 +7,14 @@ use std::fmt;
 use std::path::PathBuf;
 
 /// The asdfs options `-o` accepts, with the `asdfs mount` flag each becomes.
-pub const ASDFS_OPTIONS: [(&str, &str); 6] = [
+pub const ASDFS_OPTIONS: [(&str, &str); 7] = [
     ("flush_interval", "--flush-interval"),
     ("fsync", "--fsync"),
     ("volatile", "--volatile"),
     ("backups", "--backups"),
     ("backup_limit", "--backup-limit"),
     ("mode", "--mode"),
+    ("hardlink_check", "--hardlink-check"),
 ];
 
 /// `noatime` and `relatime` choose how access times are kept (`asdfs mount --atime`).
@@ -105,7 +106,7 @@ impl fmt::Display for Error {
             ),
             Error::Unknown(o) => write!(
                 f,
-                "unknown option \"{o}\" (asdfs options: {}, foreground)",
+                "unknown option \"{o}\" (asdfs options: {}, foreground, force)",
                 option_names()
             ),
             Error::NeedsValue(o) => write!(f, "option \"{o}\" needs a value: {o}=..."),
@@ -224,6 +225,8 @@ pub fn plan(inv: &Invocation) -> Result<Plan, Error> {
                 .extend(["--atime".to_string(), a.to_string()]);
         } else if opt == "foreground" {
             plan.foreground = true;
+        } else if opt == "force" {
+            plan.asdfs_args.push("--force".into());
         } else if opt == "ro" {
             return Err(Error::ReadOnly);
         } else if IGNORED.contains(&opt.as_str())
@@ -337,6 +340,12 @@ mod tests {
     }
 
     #[test]
+    fn force_and_the_hardlink_check_become_flags() {
+        let p = plan_of(&["/a", "/a", "-o", "hardlink_check=no,force"]).unwrap();
+        assert_eq!(p.asdfs_args, ["--hardlink-check=no", "--force"]);
+    }
+
+    #[test]
     fn values_that_start_with_a_dash_stay_values() {
         let p = plan_of(&["/a", "/a", "-o", "volatile=--help,backup_limit=-1"]).unwrap();
         assert_eq!(p.asdfs_args, ["--volatile=--help", "--backup-limit=-1"]);
@@ -362,7 +371,7 @@ mod tests {
         assert_eq!(e, Error::Unknown("size=1G".into()));
         assert_eq!(
             e.to_string(),
-            "unknown option \"size=1G\" (asdfs options: flush_interval, fsync, volatile, backups, backup_limit, mode, foreground)"
+            "unknown option \"size=1G\" (asdfs options: flush_interval, fsync, volatile, backups, backup_limit, mode, hardlink_check, foreground, force)"
         );
         let p = plan_of(&["/a", "/a", "-s", "-o", "size=1G"]).unwrap();
         assert_eq!(p.ignored, ["size=1G"]);

@@ -200,7 +200,8 @@ start, and crash snapshots.
 how many crash snapshots to keep per target (a number).
 .TP
 .B ENABLE_HARDLINK_SAFETY_CHECK=1
-accepted for compatibility; asdfs keeps hard links intact and needs no such check.
+1: refuse to mount a target holding a file with hard links outside it, which a flush would
+split (asdfs \-\-hardlink\-check); 0: mount anyway.
 .TP
 .B DEBUG
 accepted and ignored; set ASDFS_LOG=debug for details.

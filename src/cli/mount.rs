@@ -54,6 +54,16 @@ pub struct MountArgs {
     /// [default: fuse].
     #[arg(long, value_enum)]
     pub mode: Option<ModeArg>,
+    /// Refuse to mount while a file inside has hard links outside the target, which a flush
+    /// would split (asd's ENABLE_HARDLINK_SAFETY_CHECK) [default: yes].
+    #[arg(long, value_name = "yes|no", value_parser = YesNo)]
+    pub hardlink_check: Option<bool>,
+    /// Mount even though processes hold files, working directories or mappings under the
+    /// target. What they write through what they opened before the mount goes to the disk
+    /// copy; a flush that finds such a file changed keeps the disk version as a conflict
+    /// copy beside the crash snapshots.
+    #[arg(long)]
+    pub force: bool,
     /// Stay in the foreground (for systemd and debugging).
     #[arg(long)]
     pub foreground: bool,
@@ -205,6 +215,10 @@ impl MountArgs {
         if let Some(n) = self.backup_limit {
             s.backup_limit = n;
         }
+        if let Some(c) = self.hardlink_check {
+            s.hardlink_check = c;
+        }
+        s.force |= self.force;
         if let Some(v) = &self.volatile {
             s.volatile = Some(v.clone());
         }

@@ -204,6 +204,9 @@ pub fn render(s: &Status) -> String {
         out += &format!("  at start:    {u}\n");
     }
     out += &snapshots_lines(&s.crash_snapshots);
+    for c in &s.conflicts {
+        out += &format!("  CONFLICT:    changed on disk behind asdfs, disk version kept: {c}\n");
+    }
     if s.log_failures > 0 {
         out += &format!(
             "  WARNING:     {} changes could not be logged to the RAM store\n",

@@ -1,7 +1,8 @@
 //! Reads asd's `/etc/asd.conf` (or `$ASDCONF`) without running it, and turns its settings into
 //! a `Config` with asd's defaults: `WHATTOSYNC`, `VOLATILE` (default `/tmp`), `USE_OVERLAYFS`
-//! (default off), `USE_BACKUPS` (default on), `BACKUP_LIMIT` (default 5); `ENABLE_HARDLINK_
-//! SAFETY_CHECK` and `DEBUG` are accepted and ignored with a note. The syntax is read by
+//! (default off), `USE_BACKUPS` (default on), `BACKUP_LIMIT` (default 5),
+//! `ENABLE_HARDLINK_SAFETY_CHECK` (default on: refuse targets whose files have hard links
+//! outside); `DEBUG` is accepted and ignored with a note. The syntax is read by
 //! `shell`; everything asd would misread or silently ignore is an error here instead:
 //! unknown names (a typo such as `WHATOSYNC` must not mount nothing), values asd does not
 //! understand, lists where one value is meant.
@@ -50,6 +51,7 @@ struct Vars {
     overlay: Set<bool>,
     backups: Set<bool>,
     backup_limit: Set<u32>,
+    hardlink_check: Set<bool>,
     notes: Vec<String>,
 }
 
@@ -63,11 +65,7 @@ impl Vars {
             "USE_BACKUPS" => self.backups = Some((line, truth(&st, true)?)),
             "BACKUP_LIMIT" => self.backup_limit = Some((line, backup_limit(&st)?)),
             "ENABLE_HARDLINK_SAFETY_CHECK" => {
-                scalar(&st)?;
-                self.note(
-                    line,
-                    "ENABLE_HARDLINK_SAFETY_CHECK is ignored: asdfs supports hard links",
-                );
+                self.hardlink_check = Some((line, hardlink_check(&st)?));
             }
             "DEBUG" => {
                 scalar(&st)?;
@@ -154,6 +152,7 @@ impl Vars {
             volatile: Some(volatile.unwrap_or_else(|| PathBuf::from(ASD_VOLATILE))),
             backups: self.backups.is_none_or(|(_, on)| on),
             backup_limit: self.backup_limit.map_or(DEFAULT_BACKUP_LIMIT, |(_, n)| n),
+            hardlink_check: self.hardlink_check.is_none_or(|(_, on)| on),
             ..TargetSettings::new(path)
         }
     }
@@ -228,6 +227,20 @@ fn truth(st: &Statement, default: bool) -> Result<bool, Fault> {
                 "{}={value:?} is neither yes nor no (asd would have taken it as no)",
                 st.name
             ),
+        }),
+    }
+}
+
+/// `ENABLE_HARDLINK_SAFETY_CHECK`: `0` turns the check off, another number keeps it on (as
+/// does an empty value: asd's default); anything else is an error.
+fn hardlink_check(st: &Statement) -> Result<bool, Fault> {
+    let value = scalar(st)?.trim();
+    match value.parse::<i64>() {
+        Ok(n) => Ok(n != 0),
+        Err(_) if value.is_empty() => Ok(true),
+        Err(_) => Err(Fault {
+            line: st.line,
+            problem: format!("ENABLE_HARDLINK_SAFETY_CHECK={value:?} is not 0 or 1"),
         }),
     }
 }

@@ -97,6 +97,12 @@ pub struct TargetSettings {
     pub backups: bool,
     /// Crash snapshots kept. Default: 5.
     pub backup_limit: u32,
+    /// Refuse to mount while a file inside has hard links outside (asd's
+    /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
+    pub hardlink_check: bool,
+    /// Mount even while processes hold files under the target (given for one mount, never
+    /// read from a config file). Default: false.
+    pub force: bool,
 }
 
 impl TargetSettings {
@@ -111,6 +117,8 @@ impl TargetSettings {
             volatile: None,
             backups: true,
             backup_limit: DEFAULT_BACKUP_LIMIT,
+            hardlink_check: true,
+            force: false,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! mode = "fuse"             # fuse | overlay
 //! backups = true
 //! backup_limit = 5
+//! hardlink_check = true     # refuse files with hard links outside the target
 //! volatile = "/run"
 //!
 //! [[target]]
@@ -50,6 +51,7 @@ struct RawTable {
     mode: Option<Mode>,
     backups: Option<bool>,
     backup_limit: Option<Spanned<u32>>,
+    hardlink_check: Option<bool>,
     volatile: Option<Spanned<String>>,
 }
 
@@ -158,6 +160,7 @@ impl RawTable {
         out.atime = self.atime.unwrap_or(out.atime);
         out.mode = self.mode.unwrap_or(out.mode);
         out.backups = self.backups.unwrap_or(out.backups);
+        out.hardlink_check = self.hardlink_check.unwrap_or(out.hardlink_check);
         if let Some(limit) = &self.backup_limit {
             out.backup_limit = *limit.get_ref();
         }

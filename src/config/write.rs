@@ -31,6 +31,7 @@ pub fn to_toml(cfg: &Config) -> String {
         }
         push_key(&mut out, "backups", &t.backups.to_string());
         push_key(&mut out, "backup_limit", &t.backup_limit.to_string());
+        push_key(&mut out, "hardlink_check", &t.hardlink_check.to_string());
         match &t.volatile {
             Some(v) => push_key(&mut out, "volatile", &quote(&v.to_string_lossy())),
             None => out.push_str(
@@ -81,6 +82,11 @@ fn describe_target(t: &TargetSettings) -> String {
     }
     let _ = writeln!(out, "  volatile dir:    {volatile}");
     let _ = writeln!(out, "  backups:         {backups}");
+    let links = match t.hardlink_check {
+        true => "refuse files with hard links outside the target",
+        false => "off (hard links outside the target are split by flushes)",
+    };
+    let _ = writeln!(out, "  hardlink check:  {links}");
     out
 }
 

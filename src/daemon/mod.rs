@@ -6,6 +6,7 @@ pub mod mounting;
 mod overlay;
 mod overlay_status;
 pub mod paths;
+mod preflight;
 mod readonly;
 mod safety;
 mod status;

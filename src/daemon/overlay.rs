@@ -139,6 +139,15 @@ impl OverlayTarget {
         let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
         let (backing, backups) = safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
         undo.add_side(&side)?;
+        if !pinned {
+            super::preflight::check(
+                &p,
+                &settings,
+                std::os::fd::AsFd::as_fd(&disk_dir),
+                backups.as_deref(),
+                true,
+            )?;
+        }
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {

@@ -65,5 +65,6 @@ pub fn of(t: &OverlayTarget) -> Status {
         backup: p.backup(),
         unclean_start: p.crash(),
         crash_snapshots: crate::status::snapshots_of(&p.target_paths().target),
+        conflicts: Vec::new(),
     }
 }

@@ -77,6 +77,8 @@ pub fn open_disk_in(
     }
     let again = nix::unistd::dup(parent).context("duplicating a descriptor")?;
     let b = Arc::new(Backups::new(beneath(name)?, again, name));
+    b.adopt_legacy_name()
+        .context("renaming the hardlink backup to asd's name")?;
     b.index_existing()
         .context("reading the hardlink backup beside the target")?;
     Ok((
@@ -86,6 +88,59 @@ pub fn open_disk_in(
         }),
         Some(b),
     ))
+}
+
+/// Where a flush keeps the disk version of a file changed behind asdfs (design.md §6.2): a
+/// hard link beside the target and its crash snapshots, `snapshot::conflict_name`, made
+/// through descriptors (never following a symlink) and never replacing anything.
+pub fn conflict_sink(p: &TargetPaths, side: &Side) -> anyhow::Result<crate::store::seen::Sink> {
+    use nix::errno::Errno;
+    let parent = side.parent.dup_fd()?;
+    let name = p.target.file_name().unwrap_or_default().to_os_string();
+    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let target = nix::fcntl::openat(
+        &parent,
+        name.as_os_str(),
+        flags,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    let shown = p.target.clone();
+    Ok(Box::new(move |rel: &Path| {
+        let dir = rel.parent().unwrap_or(Path::new(""));
+        let dir =
+            crate::backing::open_beneath(target.as_fd(), dir, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        let file = rel
+            .file_name()
+            .ok_or_else(|| std::io::Error::other("no file name"))?;
+        let base = snapshot::conflict_name(&name, SystemTime::now(), rel);
+        for n in 0..100u32 {
+            let mut copy = base.clone();
+            if n > 0 {
+                copy.push(format!("_{n:02}"));
+            }
+            match nix::unistd::linkat(
+                &dir,
+                file,
+                &parent,
+                copy.as_os_str(),
+                nix::fcntl::AtFlags::empty(),
+            ) {
+                Ok(()) => {
+                    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+                    let sync =
+                        nix::fcntl::openat(&parent, ".", flags, nix::sys::stat::Mode::empty())
+                            .and_then(|d| nix::unistd::fsync(&d));
+                    if let Err(e) = sync {
+                        tracing::warn!(error = %e, "could not sync the directory of a conflict copy");
+                    }
+                    return Ok(shown.with_file_name(copy));
+                }
+                Err(Errno::EEXIST) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::other("no free name for a conflict copy"))
+    }))
 }
 
 /// Whether the previous session ended without its daemon stopping cleanly and without its
@@ -144,7 +199,10 @@ pub fn refresh_backup(t: &Arc<Target>) {
     backup_in_background(t.backup_state.clone(), t.paths.target.clone(), move || {
         let _writers = target.store.disk_writers.lock();
         let _gate = target.store.disk_gate.read();
-        b.refresh()
+        let made = b.refresh();
+        // Linking changed the ctimes of files read into RAM before (see store::seen).
+        target.store.seen.forget_ctimes();
+        made
     });
 }
 

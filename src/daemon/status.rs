@@ -143,5 +143,6 @@ pub fn of(t: &Target) -> Status {
         backup: t.backup_state.lock().clone(),
         unclean_start: t.crash.clone(),
         crash_snapshots: crate::status::snapshots_of(&t.paths.target),
+        conflicts: t.store.seen.kept(),
     }
 }

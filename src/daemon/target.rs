@@ -146,6 +146,14 @@ impl Target {
         let side = paths::prepare_side(&p, parent, safety::dev_of(&disk_dir)?)?;
         undo.add_side(&side)?;
         let (backing, backups) = safety::open_disk(&p, &settings, &side)?;
+        let taking_over = p.private().join("log").trusted_exists();
+        super::preflight::check(
+            &p,
+            &settings,
+            std::os::fd::AsFd::as_fd(&*disk_dir),
+            backups.as_deref(),
+            !taking_over,
+        )?;
         let (generation, completed) =
             recover_disk(backing.as_ref()).context("recovering the disk copy")?;
         if completed {
@@ -154,6 +162,9 @@ impl Target {
         let crash = safety::ended_uncleanly(&p, &side.dir)
             .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
         let (store, took_over) = open_store(&p, backing, generation)?;
+        store
+            .seen
+            .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
         let flusher = Arc::new(Flusher::new(store.clone(), generation));
         if took_over {
             tracing::warn!(target = %target.display(), "took over the RAM store of a daemon that died; writing it to disk");

@@ -1,6 +1,7 @@
 //! Writing the RAM tree back to the disk copy, all or nothing (design.md §6), and disk
 //! recovery after a crash (design.md §7).
 
+mod conflict;
 mod journal;
 mod plan;
 mod recover;
@@ -221,7 +222,9 @@ impl Flusher {
             let _ = b.remove(&stage);
             return Err(e);
         }
+        conflict::keep_changed(b.as_ref(), &journal, &self.store.seen);
         let applied = journal.apply(b.as_ref(), false);
+        conflict::note_applied(b.as_ref(), &journal, &self.store.seen);
         drop(gate);
         if let Err(e) = applied {
             self.ledger.set_pending(Some(journal));
@@ -282,6 +285,12 @@ impl Flusher {
             let ino = b
                 .create(&item.loc, content, &item.meta)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
+            if matches!(item.content, StageContent::File(_)) {
+                // What the file will be on disk (see store::seen).
+                if let Ok(st) = b.stat(&item.loc) {
+                    self.store.seen.record_written(&st);
+                }
+            }
             inos.insert(item.node, ino);
             progress(done.min(d.bytes), d.bytes);
         }

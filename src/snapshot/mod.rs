@@ -25,7 +25,9 @@ mod restore;
 mod unpack;
 
 pub use create::create;
-pub use names::{check_owner, clean, enforce_limit, list, snapshot_path, target_of};
+pub use names::{
+    check_owner, clean, conflict_name, enforce_limit, hidden, list, snapshot_path, target_of,
+};
 pub use restore::{RestoreOptions, restore, restore_with};
 
 use std::path::PathBuf;

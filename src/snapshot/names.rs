@@ -1,6 +1,10 @@
 //! Snapshot names: the path a new snapshot gets (asd's names, in local time), taking a name
 //! apart again, and the operations that only need names: listing a target's snapshots
 //! newest first, pruning them to a limit, and cleaning them all.
+//!
+//! asd names the files of a target `bar` `.bar-backup_asd-…`, and those of a dot-directory
+//! `.bar` also `.bar-backup_asd-…` (no second dot). asdfs before 0.2 wrote `..bar-…` for
+//! dot-directories; those names are still found, listed, cleaned and restored.
 
 use super::SnapshotInfo;
 use super::fs::invalid;
@@ -22,8 +26,7 @@ const EXT: &str = ".tar.zstd";
 /// the number, so more also work.
 pub fn snapshot_path(target: &Path, when: SystemTime) -> PathBuf {
     let name = target.file_name().unwrap_or_default();
-    let mut base = OsString::from(".");
-    base.push(name);
+    let mut base = hidden(name);
     base.push(MARKER);
     base.push(stamp(when));
     let base = target.with_file_name(base);
@@ -68,6 +71,51 @@ pub fn snapshot_path(target: &Path, when: SystemTime) -> PathBuf {
     PathBuf::from(s)
 }
 
+/// `name` hidden as asd hides it: `bar` -> `.bar`; a dot-directory keeps its one dot.
+pub fn hidden(name: &OsStr) -> OsString {
+    if name.as_bytes().first() == Some(&b'.') {
+        return name.to_os_string();
+    }
+    let mut n = OsString::from(".");
+    n.push(name);
+    n
+}
+
+/// The names a target's files may start with (before `-backup_asd…`), without the leading
+/// dot: asd's, and for a dot-directory also the double-dot name asdfs used to write.
+pub(crate) fn cores(target_name: &OsStr) -> Vec<OsString> {
+    let asd = hidden(target_name);
+    let mut out = vec![OsString::from_vec(asd.as_bytes()[1..].to_vec())];
+    if target_name.as_bytes().first() == Some(&b'.') {
+        out.push(target_name.to_os_string());
+    }
+    out
+}
+
+/// The name of a conflict copy (design.md §6.2) of the file at `rel` in target `name`:
+/// `.NAME-backup_asd-conflict-YYYYmmdd_HHMMSS-PATH`, PATH being `rel` with `%` written `%25`
+/// and `/` written `%2F` (only its end if it is long: a name has at most 255 bytes).
+pub fn conflict_name(target_name: &OsStr, when: SystemTime, rel: &Path) -> OsString {
+    let mut n = hidden(target_name);
+    n.push("-backup_asd-conflict-");
+    n.push(stamp(when));
+    n.push("-");
+    let mut path = Vec::new();
+    for &b in rel.as_os_str().as_bytes() {
+        match b {
+            b'%' => path.extend_from_slice(b"%25"),
+            b'/' => path.extend_from_slice(b"%2F"),
+            _ => path.push(b),
+        }
+    }
+    // Room for a `_NN` suffix.
+    let room = 250usize.saturating_sub(n.len());
+    let path = &path[path.len().saturating_sub(room)..];
+    let mut out = n.into_vec();
+    out.extend_from_slice(path);
+    OsString::from_vec(out)
+}
+
 /// The first of `base+ext`, `base_01+ext`, `base_02+ext`, ... that does not exist.
 pub(super) fn free_name(base: &Path, ext: &str) -> PathBuf {
     let with = |suffix: String| {
@@ -85,10 +133,21 @@ pub(super) fn free_name(base: &Path, ext: &str) -> PathBuf {
     candidate
 }
 
-/// The target a snapshot was taken of (`/foo/.bar-…-crashrecovery-….tar.zstd` -> `/foo/bar`).
+/// The target a snapshot was taken of (`/foo/.bar-…-crashrecovery-….tar.zstd` -> `/foo/bar`,
+/// or `/foo/.bar` when only that directory exists; `/foo/..bar-…` -> `/foo/.bar`).
 pub fn target_of(snapshot: &Path) -> Option<PathBuf> {
     let parsed = parse_name(snapshot.file_name()?)?;
-    Some(snapshot.with_file_name(parsed.name))
+    let plain = snapshot.with_file_name(&parsed.name);
+    if parsed.name.as_bytes().first() == Some(&b'.') {
+        return Some(plain);
+    }
+    let dotted = snapshot.with_file_name(hidden(&parsed.name));
+    let is_dir = |p: &Path| p.trusted_symlink_metadata().is_ok_and(|m| m.is_dir());
+    Some(if !is_dir(&plain) && is_dir(&dotted) {
+        dotted
+    } else {
+        plain
+    })
 }
 
 /// A snapshot file name taken apart.
@@ -174,11 +233,12 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
     let name = target
         .file_name()
         .ok_or_else(|| invalid(format!("{} has no name", target.display())))?;
+    let cores = cores(name);
     let mut found = Vec::new();
     for entry in crate::fsx::trusted::read_dir(parent_of(target))? {
         let entry = entry?;
         let file = entry.file_name();
-        let Some(p) = parse_name(&file).filter(|p| p.name == name) else {
+        let Some(p) = parse_name(&file).filter(|p| cores.contains(&p.name)) else {
             continue;
         };
         let meta = match entry.metadata() {
@@ -307,13 +367,30 @@ mod tests {
     }
 
     #[test]
+    fn dot_directories_get_asds_names_and_old_names_are_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join(".mozilla");
+        std::fs::create_dir(&target).unwrap();
+        let new = snapshot_path(&target, at(1_700_000_000));
+        let want = format!(
+            ".mozilla-backup_asd-crashrecovery-{}.tar.zstd",
+            date(1_700_000_000, "%Y%m%d_%H%M%S")
+        );
+        assert_eq!(new.file_name().unwrap(), OsStr::new(&want));
+        assert_eq!(target_of(&new), Some(target.clone()));
+        touch(&new, 1);
+        let old = dir
+            .path()
+            .join("..mozilla-backup_asd-crashrecovery-20000101_000000.tar.zstd");
+        touch(&old, 2);
+        assert_eq!(target_of(&old), Some(target.clone()));
+        assert_eq!(list(&target).unwrap().len(), 2);
+        assert_eq!(clean(&target).unwrap().len(), 2);
+    }
+
+    #[test]
     fn target_of_inverts_snapshot_path() {
-        for t in [
-            "/foo/bar",
-            "/a/.hidden",
-            "/x/we-backup_asd-crashrecovery-ird",
-            "rel",
-        ] {
+        for t in ["/foo/bar", "/x/we-backup_asd-crashrecovery-ird", "rel"] {
             let p = snapshot_path(Path::new(t), at(1_700_000_000));
             assert_eq!(target_of(&p), Some(PathBuf::from(t)), "{}", p.display());
         }

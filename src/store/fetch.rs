@@ -190,9 +190,18 @@ impl Store {
             let data_id = self.data.alloc();
             let file = self.data.create(data_id)?;
             if let Some(p) = path {
-                if let Err(e) = self.backing.read_data(&Loc::Target(p), &file) {
+                // Stat before reading: a change in between makes a conflict copy too many,
+                // never one too few. While the backup links files or a flush renames them,
+                // their ctimes are asdfs's own doing and are not compared.
+                let loc = Loc::Target(p);
+                let own_ctime = self.disk_writers.try_lock().is_none();
+                let before = self.backing.stat(&loc);
+                if let Err(e) = self.backing.read_data(&loc, &file) {
                     self.data.remove(data_id);
                     return Err(e.into());
+                }
+                if let Ok(st) = before {
+                    self.seen.record(&st, !own_ctime);
                 }
             }
             let size = file.metadata()?.len();

@@ -23,6 +23,7 @@ pub mod namespace;
 pub(crate) mod node;
 mod privs;
 mod replay;
+pub mod seen;
 pub mod types;
 
 use crate::backing::{Backing, Loc};
@@ -56,6 +57,8 @@ pub struct Store {
     relatime: std::sync::atomic::AtomicBool,
     /// The mount is read-only (design.md §11): access times are not recorded.
     read_only: std::sync::atomic::AtomicBool,
+    /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
+    pub seen: seen::DiskSeen,
 }
 
 /// What a new store needs.
@@ -144,6 +147,7 @@ impl Store {
             handle_gen,
             relatime: std::sync::atomic::AtomicBool::new(false),
             read_only: std::sync::atomic::AtomicBool::new(false),
+            seen: seen::DiskSeen::default(),
         })
     }
 

@@ -2,6 +2,8 @@
 //! crash snapshot written when a session ended uncleanly (a reboot: the daemon died and its
 //! tmpfs store is gone).
 
+mod issue11;
+
 use crate::harness::{Mount, asdfs, fuse_available};
 use std::collections::BTreeMap;
 use std::fs;

@@ -290,7 +290,7 @@ fn helper_refuses_unknown_options_and_fakes_with_f() {
     assert_eq!(
         text(&out.stderr).trim(),
         "mount.fuse.asdfs: unknown option \"size=1G\" (asdfs options: flush_interval, fsync, \
-         volatile, backups, backup_limit, mode, foreground)"
+         volatile, backups, backup_limit, mode, hardlink_check, foreground, force)"
     );
     let out = run(&["/tmp", "/tmp", "-o", "ro"]);
     assert_eq!(out.status.code(), Some(1));

@@ -175,9 +175,19 @@ fn values_and_defaults() {
                 ]),
             ),
             (
-                "hardlink check accepted",
+                "hardlink check off",
                 "WHATTOSYNC=(/a)\nENABLE_HARDLINK_SAFETY_CHECK=0",
+                Want::Targets(vec![with(asd("/a"), |t| t.hardlink_check = false)]),
+            ),
+            (
+                "hardlink check on",
+                "WHATTOSYNC=(/a)\nENABLE_HARDLINK_SAFETY_CHECK=1",
                 Want::Targets(vec![asd("/a")]),
+            ),
+            (
+                "hardlink check not a number",
+                "WHATTOSYNC=(/a)\nENABLE_HARDLINK_SAFETY_CHECK=yes",
+                Want::Error(2, "ENABLE_HARDLINK_SAFETY_CHECK=\"yes\" is not 0 or 1"),
             ),
             (
                 "DEBUG accepted",
@@ -564,7 +574,6 @@ fn notes_say_what_was_ignored_or_assumed() {
     let notes = cfg.notes.join("\n");
     for wanted in [
         "read from /etc/asd.conf",
-        "line 2: ENABLE_HARDLINK_SAFETY_CHECK is ignored: asdfs supports hard links",
         "line 3: DEBUG is ignored",
         "line 4: WHATTOSYNC replaces the list set on line 1",
         "VOLATILE is not set: using asd's default, /tmp",

@@ -27,12 +27,12 @@ fn reread(cfg: &Config) -> Config {
 #[test]
 fn import_of_asd_conf_writes_every_value() {
     let asd = "WHATTOSYNC=('/srv/http' /var/log/)\nUSE_OVERLAYFS=yes\nUSE_BACKUPS=no\n\
-               BACKUP_LIMIT=7\nVOLATILE=/dev/shm\nENABLE_HARDLINK_SAFETY_CHECK=1\n";
+               BACKUP_LIMIT=7\nVOLATILE=/dev/shm\nENABLE_HARDLINK_SAFETY_CHECK=0\n";
     let cfg = parse_asd_conf(asd, Path::new("/etc/asd.conf")).expect("valid");
     let text = to_toml(&cfg);
     for wanted in [
         "read from /etc/asd.conf",
-        "ENABLE_HARDLINK_SAFETY_CHECK is ignored",
+        "hardlink_check = false",
         "path = \"/srv/http\"",
         "path = \"/var/log\"",
         "mode = \"overlay\"",
@@ -155,6 +155,8 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 volatile: vol.map(PathBuf::from),
                 backups,
                 backup_limit: limit,
+                hardlink_check: !backups,
+                force: false,
             },
         );
         config(targets.collect())
