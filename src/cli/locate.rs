@@ -249,14 +249,21 @@ pub fn check_mine(target: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let t = absolute(target)?;
-    let Some(m) = mounting::asdfs_mounts()?
+    let mount = mounting::asdfs_mounts()?
         .into_iter()
         .rev()
-        .find(|m| m.mount_point == t)
-    else {
-        return Ok(());
+        .find(|m| m.mount_point == t);
+    let owner = match mount {
+        Some(m) => owner_of(&m),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            match crate::fsx::trusted::symlink_metadata(&t) {
+                Ok(meta) => Some(meta.uid()),
+                Err(_) => return Ok(()),
+            }
+        }
     };
-    match owner_of(&m) {
+    match owner {
         Some(u) if u == me => Ok(()),
         owner => {
             let whose = owner

@@ -213,7 +213,7 @@ fn asd_sync_p_resync_unsync_with_three_targets() {
         p.contains(&format!("per {} settings", s.conf.display())),
         "{p}"
     );
-    assert!(p.contains("not on disk: 1 files (292.97 KiB)"), "{p}");
+    assert!(p.contains("not on disk: 1 file (292.97 KiB)"), "{p}");
     assert_eq!(read(&s.targets[1].join("blob")), blob);
 
     // `asd resync`: on disk now, still mounted.
