@@ -473,12 +473,16 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/lib/systemd/user/asdfs@.service 644",
         "opt/asdfs/sbin/mount.fuse.asdfs 755",
         "opt/asdfs/sbin/umount.fuse.asdfs -> mount.fuse.asdfs",
+        "opt/asdfs/share/bash-completion/completions/anything-sync-daemon 644",
         "opt/asdfs/share/bash-completion/completions/asd 644",
         "opt/asdfs/share/bash-completion/completions/asdfs 644",
+        "opt/asdfs/share/fish/vendor_completions.d/anything-sync-daemon.fish 644",
         "opt/asdfs/share/fish/vendor_completions.d/asd.fish 644",
         "opt/asdfs/share/fish/vendor_completions.d/asdfs.fish 644",
+        "opt/asdfs/share/man/man5/asdfs.toml.5 644",
         "opt/asdfs/share/man/man7/asdfs.systemd.7 644",
         "opt/asdfs/share/man/man8/mount.fuse.asdfs.8 644",
+        "opt/asdfs/share/zsh/site-functions/_anything-sync-daemon 644",
         "opt/asdfs/share/zsh/site-functions/_asd 644",
         "opt/asdfs/share/zsh/site-functions/_asdfs 644",
         "sbin/mount.fuse.asdfs -> /opt/asdfs/sbin/mount.fuse.asdfs",
@@ -491,7 +495,13 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         .filter(|f| f.contains("/man1/"))
         .cloned()
         .collect();
-    for page in ["asdfs.1", "asd.1", "asdfs-mount.1", "asdfs-snapshots.1"] {
+    for page in [
+        "asdfs.1",
+        "asd.1",
+        "anything-sync-daemon.1",
+        "asdfs-mount.1",
+        "asdfs-snapshots.1",
+    ] {
         let want = format!("opt/asdfs/share/man/man1/{page} 644");
         assert!(man1.contains(&want), "{want} not in {man1:?}");
     }
