@@ -255,7 +255,7 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
         .map(|t| t.paths().store_root.clone());
     ready.report(&lines, log.as_deref());
     for t in live.iter().flatten() {
-        tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), "in RAM");
+        tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), phase = "mounted", "in RAM");
     }
     readonly::watch(
         live.iter()
@@ -366,7 +366,7 @@ fn serve(
                 let last = live.iter().all(Option::is_none);
                 match result {
                     Ok(()) => {
-                        tracing::info!(target = %t.paths().target.display(), "unmounted; the disk copy is up to date");
+                        tracing::info!(target = %t.paths().target.display(), phase = "unmounted", "unmounted; the disk copy is up to date");
                         if let Some((tx, mut r)) = reply {
                             r.exits = last.then(std::process::id);
                             let _ = tx.send(r);

@@ -105,6 +105,7 @@ impl Ledger {
                         files = rep.files,
                         bytes = rep.bytes,
                         ms = rep.took.as_millis() as u64,
+                        phase = "flushed",
                         "flushed"
                     );
                 }

@@ -268,6 +268,10 @@ fn issue_15_a_daemon_from_a_shell_logs_to_the_journal_and_keeps_no_file() {
         "{got:?}"
     );
     assert!(got.iter().all(|d| d.contains("PRIORITY=")), "{got:?}");
+    assert!(
+        got.iter().any(|d| d.contains("ASDFS_PHASE=mounted\n")),
+        "{got:?}"
+    );
     let log = m.volatile.path().join("asdfs/daemon.log");
     assert!(
         !log.exists(),
