@@ -5,7 +5,8 @@
 //! syncing), and mount time for an empty vs a 20,000-file target.
 //!
 //! `cargo bench --bench io` as root; `ASDFS_BENCH_RUNS` (default 5) sets the repetitions,
-//! `--mode overlay` or `ASDFS_BENCH_MODE=overlay` the asdfs mode, `ASDFS_BENCH_MOUNT_ARGS`
+//! `--mode overlay` or `ASDFS_BENCH_MODE=overlay` the asdfs mode, `ASDFS_DATA_PATH=daemon`
+//! FUSE mode without passthrough, `ASDFS_BENCH_MOUNT_ARGS`
 //! more `asdfs mount` arguments. Every number is the median of the runs; setup and cleanup
 //! are never inside a timed section.
 // Tests and benchmarks act as users do, by path (docs/security.md R6 is for the daemon).
@@ -92,6 +93,21 @@ const WORKLOADS: &[Workload] = &[
         prepare: make_rand_file,
         sample: rand_write,
         finish: remove_rand_file,
+    },
+    Workload {
+        rows: &[
+            Row {
+                name: "SQLite WAL, synchronous=NORMAL, 1 row/tx",
+                unit: "tx/s",
+            },
+            Row {
+                name: "SQLite WAL, synchronous=FULL, 1 row/tx",
+                unit: "tx/s",
+            },
+        ],
+        prepare: nothing,
+        sample: sqlite,
+        finish: nothing,
     },
     Workload {
         rows: &[Row {
@@ -335,6 +351,55 @@ fn rand_write(dir: &Path) -> io::Result<Vec<f64>> {
     }
     drop(f);
     Ok(vec![per_s(ops, start.elapsed())])
+}
+
+/// Transactions per SQLite sample and synchronous setting.
+const SQLITE_TX: usize = 1_000;
+
+/// A SQLite database in WAL mode taking `SQLITE_TX` one-row transactions, with
+/// synchronous=NORMAL then FULL (fsync at every commit). Driven by python3's sqlite3 module,
+/// which times only the transactions; without it the sample fails with the reason.
+fn sqlite(dir: &Path) -> io::Result<Vec<f64>> {
+    const SCRIPT: &str = r#"
+import sqlite3, sys, time, os
+d, n = sys.argv[1], int(sys.argv[2])
+for sync in ("NORMAL", "FULL"):
+    p = os.path.join(d, "bench.db")
+    for ext in ("", "-wal", "-shm"):
+        if os.path.exists(p + ext):
+            os.remove(p + ext)
+    c = sqlite3.connect(p, isolation_level=None)
+    c.execute("PRAGMA journal_mode=WAL")
+    c.execute("PRAGMA synchronous=" + sync)
+    c.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)")
+    blob = os.urandom(200)
+    t = time.perf_counter()
+    for i in range(n):
+        c.execute("BEGIN")
+        c.execute("INSERT INTO t (v) VALUES (?)", (blob,))
+        c.execute("COMMIT")
+    print(n / (time.perf_counter() - t))
+    c.close()
+    for ext in ("", "-wal", "-shm"):
+        if os.path.exists(p + ext):
+            os.remove(p + ext)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", SCRIPT])
+        .arg(dir)
+        .arg(SQLITE_TX.to_string())
+        .output()
+        .map_err(|e| io::Error::other(format!("SQLite rows skipped: no python3 ({e})")))?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "SQLite rows skipped: python3's sqlite3 failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().parse::<f64>().map_err(io::Error::other))
+        .collect()
 }
 
 /// `dir/NAME` with `n` files `f00000...` of 1 KiB, made fresh.

@@ -13,7 +13,7 @@ use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, unlinkat};
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -77,6 +77,12 @@ fn legacy_name(target_name: &OsStr) -> Option<OsString> {
 impl Backups {
     /// `target` and `parent` are directory descriptors (O_PATH is enough); `name` is the
     /// target's name in `parent`.
+    /// The directory that holds the target, as opened at the start (crash snapshots are
+    /// written under it, never by path: docs/security.md R1).
+    pub fn parent_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.parent)
+    }
+
     pub fn new(target: OwnedFd, parent: OwnedFd, name: &OsStr) -> Backups {
         Backups {
             target,
@@ -148,9 +154,86 @@ impl Backups {
         Ok(out)
     }
 
+    /// `.NAME-backup_asd-crash.`: the prefix of the hard-link copies of the last good
+    /// tree that a start after a crash makes (`<prefix><unix seconds>`), kept until their
+    /// crash snapshot is written (design.md §8).
+    fn crash_prefix(&self) -> OsString {
+        let mut n = crate::snapshot::hidden(&self.name);
+        n.push("-backup_asd-crash.");
+        n
+    }
+
+    /// The complete crash link trees beside the target, oldest first, with their time
+    /// (seconds since the epoch); half-made ones (`….new-PID`) are removed.
+    pub fn crash_trees(&self) -> io::Result<Vec<(OsString, u64)>> {
+        let prefix = self.crash_prefix();
+        let dir = open_beneath(
+            self.parent.as_fd(),
+            Path::new("."),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )?;
+        let mut out = Vec::new();
+        let mut half = Vec::new();
+        for e in nix::dir::Dir::from_fd(dir)?.iter() {
+            let n = OsStr::from_bytes(e?.file_name().to_bytes()).to_os_string();
+            let Some(rest) = n.as_bytes().strip_prefix(prefix.as_bytes()) else {
+                continue;
+            };
+            match std::str::from_utf8(rest).ok().and_then(|r| r.parse().ok()) {
+                Some(secs) => out.push((n, secs)),
+                None => half.push(n),
+            }
+        }
+        for h in half {
+            self.remove_tree(&h)?;
+        }
+        out.sort_by_key(|(_, secs)| *secs);
+        Ok(out)
+    }
+
+    /// Links the disk copy as it is now into a new crash tree; returns its name. The
+    /// caller keeps the disk copy from changing meanwhile (no flush).
+    pub fn link_crash_tree(&self, secs: u64) -> io::Result<OsString> {
+        // One name a second (the snapshot's name has the second): a later one if taken.
+        let taken: HashSet<u64> = self.crash_trees()?.into_iter().map(|(_, s)| s).collect();
+        let secs = (secs..).find(|s| !taken.contains(s)).unwrap_or(secs);
+        let mut name = self.crash_prefix();
+        name.push(secs.to_string());
+        let mut tmp = name.clone();
+        tmp.push(format!(".new-{}", std::process::id()));
+        self.copy_tree(&tmp)?;
+        nix::fcntl::renameat(
+            &self.parent,
+            tmp.as_os_str(),
+            &self.parent,
+            name.as_os_str(),
+        )?;
+        nix::unistd::fsync(&open_beneath(
+            self.parent.as_fd(),
+            Path::new("."),
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+        )?)?;
+        Ok(name)
+    }
+
+    /// A crash tree, opened (`O_PATH`), to write its snapshot from.
+    pub fn open_tree(&self, name: &OsStr) -> io::Result<OwnedFd> {
+        open_beneath(
+            self.parent.as_fd(),
+            Path::new(name),
+            OFlag::O_PATH | OFlag::O_DIRECTORY,
+        )
+    }
+
+    /// Removes a crash tree once its snapshot is written.
+    pub fn remove_crash_tree(&self, name: &OsStr) -> io::Result<()> {
+        self.remove_tree(name)
+    }
+
     /// Counts the links of the backup trees already beside the target (after a restart).
     pub fn index_existing(&self) -> io::Result<()> {
-        for tree in self.trees()? {
+        let crash = self.crash_trees()?.into_iter().map(|(n, _)| n);
+        for tree in self.trees()?.into_iter().chain(crash) {
             let st = fstatat(&self.parent, tree.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)?;
             if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
                 continue; // not ours: removed (not followed) when the backup is refreshed
@@ -415,8 +498,8 @@ impl Backing for Discounting {
     fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
         self.inner.read_xattrs(loc)
     }
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
-        self.inner.read_data(loc, dst)
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()> {
+        self.inner.read_data(loc, ino, dst)
     }
     fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
         self.inner.create(loc, content, meta)

@@ -63,7 +63,10 @@ impl Dir {
             ));
         }
         let resolve = ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        let fd = rustix::fs::openat2(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty(), resolve)
+        // Without O_NOFOLLOW a symlink as the last component is refused by the resolve
+        // flags too (ELOOP, reported as a symlink), not opened as itself (ENOTDIR).
+        let flags = DIR_FLAGS.difference(OFlags::NOFOLLOW);
+        let fd = rustix::fs::openat2(rustix::fs::CWD, path, flags, Mode::empty(), resolve)
             .map_err(|e| match e {
                 rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => io::Error::new(
                     io::ErrorKind::InvalidInput,

@@ -25,7 +25,10 @@ fn finish(name: &str, result: anyhow::Result<i32>) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code.clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("{name}: {e:#}");
+            // Not `eprintln!`: stderr may be a log on a full tmpfs, and a panic here would
+            // turn the exit code into 101.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "{name}: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -85,6 +88,9 @@ fn init_logging() {
     let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Logged> + Send + Sync>> = Vec::new();
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        // The daemon's stderr may be a log on a full tmpfs: a failed write must not become
+        // an `eprintln!` that panics (and kills the thread, or the daemon, that logged).
+        .log_internal_errors(false)
         .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         match asdfs::journal::SystemLog::journal() {

@@ -9,6 +9,13 @@ pub struct Status {
     pub target: PathBuf,
     /// "fuse" or "overlay".
     pub mode: String,
+    /// Who serves file data: "passthrough" (the kernel, on the store's data files), "daemon"
+    /// (FUSE mode without passthrough) or "kernel" (overlay mode). design.md §4.1.
+    #[serde(default)]
+    pub data_path: String,
+    /// Flush copies of files that kept changing while the flush copied them (design.md §4.1).
+    #[serde(default)]
+    pub busy_copies: u64,
     /// "mounted", "detached" (unmounted, files still open) or "stopping".
     pub state: String,
     pub pid: u32,
@@ -18,6 +25,23 @@ pub struct Status {
     pub store: PathBuf,
     /// RAM used by file data in the store, in bytes.
     pub ram_bytes: u64,
+    /// The store's tmpfs: its size, what is used of it (data, store log and its reserve,
+    /// anything else there) and what is free, in bytes.
+    #[serde(default)]
+    pub store_size_bytes: u64,
+    #[serde(default)]
+    pub store_used_bytes: u64,
+    #[serde(default)]
+    pub store_free_bytes: u64,
+    /// The store log, and the space kept allocated ahead of its end so that changes and the
+    /// final flush never find the tmpfs full (design.md §3).
+    #[serde(default)]
+    pub log_bytes: u64,
+    #[serde(default)]
+    pub log_reserve_bytes: u64,
+    /// Set when the store's tmpfs is more than 90 % full.
+    #[serde(default)]
+    pub store_warning: Option<String>,
     /// The disk copy's size, as last measured (in the background; `None` until then).
     pub disk: Option<DiskUsage>,
     /// Files (everything but directories) with changes not yet on disk, and the bytes of
@@ -36,7 +60,9 @@ pub struct Status {
     pub flush_interval_secs: u64,
     /// "defer" or "sync".
     pub fsync: String,
-    /// Bytes programs wrote since the mount, and bytes written to disk by flushes.
+    /// Bytes programs wrote since the mount (with passthrough, which hides writes from the
+    /// daemon: the size of each file that changed while open for writing), and bytes written
+    /// to disk by flushes.
     pub bytes_written: u64,
     pub bytes_flushed: u64,
     /// The disk copy's generation (completed flushes).

@@ -65,6 +65,9 @@ impl Env {
             s.push(' ');
             s.push_str(a);
         }
+        if let Ok(d) = std::env::var("ASDFS_DATA_PATH") {
+            s.push_str(&format!(" (ASDFS_DATA_PATH={d})"));
+        }
         s
     }
 }

@@ -8,7 +8,9 @@ mod real;
 
 pub use copy::{copy_sparse, copy_sparse_range};
 pub use real::{Conflict, RealBacking, open_beneath};
-pub(crate) use real::{chmod_fd, get_xattr, list_xattrs, proc_path, set_xattr, times_fd};
+pub(crate) use real::{
+    chmod_fd, clear_nonblock, get_xattr, list_xattrs, proc_path, set_xattr, times_fd,
+};
 
 use crate::store::types::{Attr, Kind, Ts};
 use serde::{Deserialize, Serialize};
@@ -128,8 +130,11 @@ pub trait Backing: Send + Sync + 'static {
     fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>>;
     /// Every xattr of the object (not following a symlink).
     fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList>;
-    /// Copies a regular file's content into `dst` (which it truncates), keeping holes.
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()>;
+    /// Copies a regular file's content into `dst` (which it truncates), keeping holes. The
+    /// object must be a regular file, and the inode `ino` when given (the one the store
+    /// recorded): anything else there is a [`Conflict`] (docs/security.md R4), never
+    /// waited on (a FIFO swapped in would block the reader forever).
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()>;
 
     /// Creates a new object (the name must be free) with its content and attributes, and
     /// makes it durable (fsync of the object, not of its directory). Returns its inode.

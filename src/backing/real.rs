@@ -196,12 +196,23 @@ impl Backing for RealBacking {
         Ok(out)
     }
 
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()> {
         let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
-        let fd = match self.open(loc, flags | OFlag::O_NOATIME) {
-            Err(e) if e.raw_os_error() == Some(libc::EPERM) => self.open(loc, flags)?,
+        let fd = match self.open(loc, flags | OFlag::O_NOATIME | OFlag::O_NONBLOCK) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                self.open(loc, flags | OFlag::O_NONBLOCK)?
+            }
             other => other?,
         };
+        let st = nix::sys::stat::fstat(&fd)?;
+        let found = Kind::from_mode(st.st_mode);
+        if found != Some(Kind::File) {
+            return Err(Conflict::error(loc, Kind::File, found));
+        }
+        if ino.is_some_and(|i| i != st.st_ino) {
+            return Err(Conflict::other_inode(loc, Kind::File, Kind::File));
+        }
+        clear_nonblock(&fd)?;
         copy_sparse(&File::from(fd), dst)?;
         Ok(())
     }
@@ -332,6 +343,14 @@ impl Backing for RealBacking {
         io::Read::read_to_end(&mut File::from(fd), &mut out)?;
         Ok(out)
     }
+}
+
+/// Clears `O_NONBLOCK` on `fd`: a file opened with it so that opening a FIFO or a device
+/// swapped in for it never blocks, read normally once it is known to be a regular file.
+pub(crate) fn clear_nonblock(fd: &OwnedFd) -> io::Result<()> {
+    let fl = OFlag::from_bits_retain(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?);
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK))?;
+    Ok(())
 }
 
 /// Opens `path` beneath `root` without following any symlink; long paths go in pieces.

@@ -3,7 +3,8 @@
 //!
 //! The side directory lies in a directory the target's user controls, so the marker is
 //! only a hint: the store it names is used only if it is where asdfs would put this
-//! target's store (`<volatile>/asdfs/<key>`), the way to it is one only root or the caller
+//! target's store (`<volatile>/asdfs/<key>`, or `asdfs.XXXXXXXX` where another user holds
+//! `asdfs`, see `paths::store_root_in`), the way to it is one only root or the caller
 //! can change (`fsx::check_safe_chain`), and its socket belongs to root or the caller.
 //! Otherwise the default volatile directory's store is used, under the same checks.
 //!
@@ -53,7 +54,7 @@ fn session_store(target: &Path, me: u32) -> Option<PathBuf> {
 fn trusted_socket(target: &Path, store: &Path, me: u32) -> anyhow::Result<PathBuf> {
     let root = store.parent().unwrap_or(Path::new("/"));
     let named_right = store.file_name() == Some(paths::store_key(target).as_ref())
-        && root.file_name() == Some("asdfs".as_ref());
+        && root.file_name().is_some_and(paths::is_store_root_name);
     if !named_right {
         bail!("{}: not a store of {}", store.display(), target.display());
     }

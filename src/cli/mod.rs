@@ -162,10 +162,26 @@ fn unmount(target: &Path) -> anyhow::Result<i32> {
 /// `unmount` of one target, its answer printed.
 fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
     locate::check_mine(target)?;
-    if let locate::Found::Dead(d) = locate::find(target)? {
-        d.take_over()?;
-    }
-    let r = send(target, Request::Unmount)?;
+    // A daemon that resets the connection (it was starting or stopping) did not answer: look
+    // again at what serves the target, up to three times.
+    let mut tries = 0;
+    let r = loop {
+        match locate::find(target)? {
+            locate::Found::Dead(d) => d.take_over()?,
+            locate::Found::Idle if tries > 0 => {
+                outln!("{}: unmounted", target.display());
+                return Ok(());
+            }
+            _ => {}
+        }
+        tries += 1;
+        match send(target, Request::Unmount) {
+            Err(e) if tries < 3 && is_reset(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            r => break r?,
+        }
+    };
     if !r.ok {
         bail!("{}", r.message);
     }
@@ -174,6 +190,13 @@ fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
     }
     outln!("{}", r.message);
     Ok(())
+}
+
+/// A connection the daemon reset before it answered.
+fn is_reset(e: &anyhow::Error) -> bool {
+    e.chain()
+        .filter_map(|c| c.downcast_ref::<std::io::Error>())
+        .any(|e| matches!(e.raw_os_error(), Some(libc::ECONNRESET | libc::EPIPE)))
 }
 
 /// Waits until the process `pid` has exited (its descriptors and mounts are released).

@@ -50,6 +50,14 @@ pub struct MountArgs {
     /// How many crash snapshots to keep per target [default: 5].
     #[arg(long, value_name = "N")]
     pub backup_limit: Option<u32>,
+    /// FUSE mode: how many RAM data files the daemon keeps open at most [default:
+    /// $ASDFS_OPEN_FILES, else half the descriptor limit].
+    #[arg(long, value_name = "N")]
+    pub open_files: Option<usize>,
+    /// After SIGTERM, how long files still open may delay the stop, e.g. 20s [default:
+    /// $ASDFS_STOP_GRACE seconds, else 20s].
+    #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
+    pub stop_grace: Option<Duration>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)
     /// [default: fuse].
     #[arg(long, value_enum)]
@@ -178,6 +186,7 @@ impl MountArgs {
         };
         for t in &mut targets {
             self.apply(t);
+            config::check_settings(t).map_err(anyhow::Error::msg)?;
             // Before anything is created for it (asdfs's directory beside the target); the
             // daemon reports a missing target itself, per target.
             config::check_stores_files(&t.target).map_err(anyhow::Error::msg)?;
@@ -221,6 +230,12 @@ impl MountArgs {
         s.force |= self.force;
         if let Some(v) = &self.volatile {
             s.volatile = Some(v.clone());
+        }
+        if let Some(n) = self.open_files {
+            s.open_files = Some(n);
+        }
+        if let Some(d) = self.stop_grace {
+            s.stop_grace = Some(d);
         }
     }
 }

@@ -112,11 +112,41 @@ pub fn render(s: &Status) -> String {
         s.mode,
         s.pid
     );
+    if !s.data_path.is_empty() {
+        out += &format!("  data path:   {}\n", s.data_path);
+    }
+    if s.busy_copies > 0 {
+        out += &format!(
+            "  busy files:  {} flush copies of files that kept changing (written again later)\n",
+            s.busy_copies
+        );
+    }
     out += &format!(
         "  store:       {} ({} in RAM)\n",
         s.store.display(),
         HumanBytes(s.ram_bytes)
     );
+    if s.store_size_bytes > 0 {
+        let log = if s.log_bytes + s.log_reserve_bytes > 0 {
+            format!(
+                "; {} reserved for the store log ({} written)",
+                HumanBytes(s.log_reserve_bytes),
+                HumanBytes(s.log_bytes)
+            )
+        } else {
+            String::new()
+        };
+        out += &format!(
+            "  store room:  {} of {} used ({}%), {} free{log}\n",
+            HumanBytes(s.store_used_bytes),
+            HumanBytes(s.store_size_bytes),
+            s.store_used_bytes * 100 / s.store_size_bytes,
+            HumanBytes(s.store_free_bytes),
+        );
+    }
+    if let Some(w) = &s.store_warning {
+        out += &format!("  WARNING:     {w}\n");
+    }
     out += &match &s.disk {
         Some(d) => format!(
             "  on disk:     {}, {}, {}{}\n",

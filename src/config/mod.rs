@@ -18,6 +18,7 @@ mod shell;
 pub mod toml;
 mod usable;
 mod validate;
+pub use validate::check_settings;
 mod write;
 
 #[cfg(test)]
@@ -97,6 +98,12 @@ pub struct TargetSettings {
     pub backups: bool,
     /// Crash snapshots kept. Default: 5.
     pub backup_limit: u32,
+    /// FUSE mode: RAM data files the daemon keeps open at most. Default: `None`, meaning
+    /// `$ASDFS_OPEN_FILES` if set, else half the soft limit on descriptors.
+    pub open_files: Option<usize>,
+    /// After SIGTERM, how long files still open may keep the daemon waiting before they are
+    /// cut off. Default: `None`, meaning `$ASDFS_STOP_GRACE` (seconds) if set, else 20 s.
+    pub stop_grace: Option<Duration>,
     /// Refuse to mount while a file inside has hard links outside (asd's
     /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
     pub hardlink_check: bool,
@@ -117,6 +124,8 @@ impl TargetSettings {
             volatile: None,
             backups: true,
             backup_limit: DEFAULT_BACKUP_LIMIT,
+            open_files: None,
+            stop_grace: None,
             hardlink_check: true,
             force: false,
         }

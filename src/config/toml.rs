@@ -13,6 +13,8 @@
 //! backup_limit = 5
 //! hardlink_check = true     # refuse files with hard links outside the target
 //! volatile = "/run"
+//! open_files = 4096         # FUSE mode: RAM data files kept open at most
+//! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
 //!
 //! [[target]]
 //! path = "/var/log"
@@ -53,6 +55,8 @@ struct RawTable {
     backup_limit: Option<Spanned<u32>>,
     hardlink_check: Option<bool>,
     volatile: Option<Spanned<String>>,
+    open_files: Option<usize>,
+    stop_grace: Option<Interval>,
 }
 
 /// A flush interval: a duration string (`parse_duration`) or a number of seconds.
@@ -166,6 +170,10 @@ impl RawTable {
         }
         if let Some(volatile) = &self.volatile {
             out.volatile = Some(PathBuf::from(volatile.get_ref()));
+        }
+        out.open_files = self.open_files.or(out.open_files);
+        if let Some(Interval(d)) = self.stop_grace {
+            out.stop_grace = Some(d);
         }
     }
 }

@@ -106,6 +106,12 @@ impl Origins {
     }
 }
 
+/// Checks one target's settings as they are once the command line's options are applied
+/// over the file's (issue 12: `--backup-limit 5000` passed the file's check).
+pub fn check_settings(t: &TargetSettings) -> Result<(), String> {
+    check_target(t).map_err(|(_, problem)| problem)
+}
+
 fn check_target(t: &TargetSettings) -> Result<(), (Field, String)> {
     let path = &t.target;
     check_path(path, "target").map_err(|p| (Field::Path, p))?;

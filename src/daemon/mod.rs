@@ -32,8 +32,10 @@ pub const READY_FD_ENV: &str = "ASDFS_READY_FD";
 /// A target being served, in either mode: what the main loop needs of it.
 pub trait Served: Send + Sync {
     fn paths(&self) -> &paths::TargetPaths;
-    /// Final flush, then detach the mount; files still open keep working.
-    fn begin_stop(&self) -> Response;
+    /// Flush, then detach the mount; files still open keep working. If the flush fails the
+    /// mount stays (and the answer says how to recover) unless `force` (a signal: the
+    /// system is going down; the final flush is retried and the store kept if it fails).
+    fn begin_stop(&self, force: bool) -> Response;
     /// After the session ended: the final flush, then the store goes.
     fn finish(&self) -> anyhow::Result<()>;
     /// Files programs still have open in the mount.
@@ -155,6 +157,8 @@ impl Ready {
 /// goes to the journal or syslog, which outlive a reboot): root's daemons share it, mode
 /// 0600 (it names every target's files).
 const LOG_FILE: &str = "daemon.log";
+/// Space allocated ahead of the end of the daemon's log when it is opened.
+const LOG_ROOM: u64 = 256 << 10;
 
 /// The environment variable that asks for the log file.
 pub const LOG_FILE_ENV: &str = "ASDFS_LOG_FILE";
@@ -173,6 +177,21 @@ fn redirect_output(log: Option<&std::path::Path>) {
     else {
         return;
     };
+    // Room kept ahead of the log's end, so that the warnings of a store that filled its
+    // tmpfs (the log's usual home) can still be written.
+    if let Ok(m) = f.metadata() {
+        if m.is_file() {
+            // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves its size alone.
+            unsafe {
+                libc::fallocate(
+                    f.as_raw_fd(),
+                    libc::FALLOC_FL_KEEP_SIZE,
+                    0,
+                    (m.len() + LOG_ROOM) as libc::off_t,
+                )
+            };
+        }
+    }
     for fd in [1, 2] {
         // SAFETY: dup2 onto the standard descriptors; the file stays open through them.
         unsafe { libc::dup2(f.as_raw_fd(), fd) };
@@ -235,6 +254,7 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     let mut lines = Vec::new();
     let mut code = 0;
     let progress = |what: &str, done: u64, total: u64| ready.progress(what, done, total);
+    let grace = stop_grace(&settings);
     for (i, s) in settings.into_iter().enumerate() {
         match start(s, tx.clone(), i, &progress) {
             Ok(t) => {
@@ -266,13 +286,14 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     if live.iter().all(Option::is_none) {
         return 1;
     }
-    let code = serve(&mut live, &rx, code);
+    let code = serve(&mut live, &rx, code, grace);
     crate::control::wait_idle(std::time::Duration::from_secs(10));
     code
 }
 
 /// After SIGTERM, how long files still open may keep the daemon (and a shutdown) waiting
-/// before they are cut off; `ASDFS_STOP_GRACE` (seconds) changes it.
+/// before they are cut off: the longest `stop_grace` of the targets, else
+/// `ASDFS_STOP_GRACE` (seconds), else this.
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Under systemd: STOPPING=1, so that `systemctl status` says the unit is stopping (the
@@ -286,11 +307,18 @@ fn notify_stopping() {
     }
 }
 
-fn stop_grace() -> Duration {
-    std::env::var("ASDFS_STOP_GRACE")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs)
+fn stop_grace(targets: &[TargetSettings]) -> Duration {
+    let env = || {
+        std::env::var("ASDFS_STOP_GRACE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .map(Duration::from_secs)
+    };
+    targets
+        .iter()
+        .filter_map(|t| t.stop_grace)
+        .max()
+        .or_else(env)
         .unwrap_or(STOP_GRACE)
 }
 
@@ -298,6 +326,7 @@ fn serve(
     live: &mut [Option<Arc<dyn Served>>],
     rx: &crossbeam_channel::Receiver<Event>,
     mut code: i32,
+    grace: Duration,
 ) -> i32 {
     let mut waiting: HashMap<usize, (Sender<Response>, Response)> = HashMap::new();
     // Set by a signal: when open files are cut off, then when the daemon stops waiting.
@@ -332,16 +361,16 @@ fn serve(
                 tracing::info!(signal = %sig, phase = "stopping", "stopping: final flush and unmount");
                 notify_stopping();
                 for t in live.iter().flatten() {
-                    let r = t.begin_stop();
+                    let r = t.begin_stop(true);
                     tracing::info!("{}", r.message);
                 }
-                deadline.get_or_insert((Instant::now() + stop_grace(), false));
+                deadline.get_or_insert((Instant::now() + grace, false));
             }
             Event::Stop { idx, reply } => {
                 let Some(t) = live.get(idx).and_then(|t| t.as_ref()) else {
                     continue;
                 };
-                let mut r = t.begin_stop();
+                let mut r = t.begin_stop(false);
                 let open = t.open_files();
                 match reply {
                     Some(tx) if r.ok && open == 0 => {

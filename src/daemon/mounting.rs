@@ -308,6 +308,53 @@ fn mount_id_of_fd(fd: &OwnedFd) -> Option<u64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Detaches the asdfs FUSE mounts on `target` whose daemon is gone (a killed daemon's), top
+/// first, and stops at anything else. The target is resolved with no symlink anywhere
+/// (`Dir::open_strict` on its directory, its name not followed), the mount found there is
+/// checked on that descriptor (its id is a `fuse.asdfs` mount's, and a stat forced to reach
+/// the daemon fails with ENOTCONN/ECONNABORTED), and it is unmounted through the same
+/// descriptor: a user who renames a directory on the way cannot make root unmount another
+/// user's live mount. A live asdfs mount there is an error.
+pub fn clear_dead_fuse_mounts(target: &Path) -> anyhow::Result<()> {
+    use nix::fcntl::OFlag;
+    let parent = crate::fsx::Dir::open_strict(target.parent().unwrap_or(Path::new("/")))?;
+    let name = target.file_name().unwrap_or_default();
+    loop {
+        let top = nix::fcntl::openat(
+            parent.fd(),
+            name,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .with_context(|| format!("opening {}", target.display()))?;
+        let id = mount_id_of_fd(&top);
+        if id.is_none() || id == mount_id_of_fd(parent.fd()) {
+            return Ok(()); // not a mount point
+        }
+        let here = mounts()?.into_iter().find(|m| Some(m.id) == id);
+        if here.is_none_or(|m| m.fstype != FSTYPE) {
+            return Ok(());
+        }
+        let forced = rustix::fs::statx(
+            &top,
+            "",
+            rustix::fs::AtFlags::EMPTY_PATH | rustix::fs::AtFlags::STATX_FORCE_SYNC,
+            rustix::fs::StatxFlags::BASIC_STATS,
+        );
+        match forced {
+            Err(rustix::io::Errno::NOTCONN | rustix::io::Errno::CONNABORTED) => {}
+            _ => bail!(
+                "{}: mounted by an asdfs daemon that is running; not unmounted",
+                target.display()
+            ),
+        }
+        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
+        let at = format!("/proc/self/fd/{}", top.as_raw_fd());
+        nix::mount::umount2(at.as_str(), nix::mount::MntFlags::MNT_DETACH)
+            .with_context(|| format!("unmounting {}", target.display()))?;
+    }
+}
+
 /// Detaches (lazily: files still open keep working) the mount with id `mount_id` on the
 /// directory `name` of `parent`, a descriptor held since the start: the target's path, in
 /// a directory another user controls, is not resolved again, the name is not followed, and

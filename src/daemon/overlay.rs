@@ -13,8 +13,8 @@ use crate::backing::{Backing, Loc, Meta};
 use crate::backup::Backups;
 use crate::config::TargetSettings;
 use crate::control::{Request, Response};
-use crate::flush::{FlushReport, recover_disk};
-use crate::fsx::trusted::TrustedPath;
+use crate::flush::FlushReport;
+use crate::fsx::{self, trusted::TrustedPath};
 use crate::overlay::flush::{Layer, OverlayFlusher};
 use crate::overlay::kernel;
 use crate::overlay::layers::{self, Saved, Stack, open_dir, remove_layer, upper_dir};
@@ -23,11 +23,15 @@ use anyhow::Context;
 use crossbeam_channel::Sender;
 use nix::fcntl::{Flock, OFlag};
 use parking_lot::Mutex;
+use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+/// The store's directory (mode 0700) that holds the pin `disk`.
+const PIN_DIR: &str = "pin";
 
 /// Why overlay mode did not start.
 pub enum Start {
@@ -65,7 +69,7 @@ pub struct OverlayTarget {
     backup_state: Arc<Mutex<String>>,
     /// Held by flushes and by the making of the backup (which needs the disk copy as it was).
     disk_writers: Arc<Mutex<()>>,
-    crash: Option<String>,
+    crash: safety::CrashState,
     usage: Arc<Mutex<status::UsageState>>,
     disk_dir: Arc<OwnedFd>,
     events: Sender<Event>,
@@ -85,7 +89,7 @@ impl OverlayTarget {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> Result<Arc<dyn Served>, Start> {
         if let Some(why) = kernel::unavailable() {
             return Err(Start::Fallback(why));
@@ -110,8 +114,12 @@ impl OverlayTarget {
         // The directory holding the target and its side directory, pinned in the store by a
         // bind mount: a daemon taking over reaches the disk copy under the overlay there,
         // on one mount with the side directory (a flush renames between them).
-        // Outside `private/`: nothing ever deletes recursively through it.
-        let pin = p.store.join("disk");
+        // Outside `private/`: nothing ever deletes recursively through it. In `pin/`,
+        // mode 0700: the store is 0711 (other users reach their control sockets), and the
+        // pin's path is in /proc/mounts; through it the directory would be reachable past a
+        // 0700 directory above it (`~/.cache` under `~`).
+        let pin_dir = fsx::mkdir_private(&dirs.store, OsStr::new(PIN_DIR), 0o700, paths::me())?.0;
+        let pin = pin_dir.path().join("disk");
         let pinned = saved.is_some() && mounting::mount_at(&pin)?.is_some();
         if pinned {
             finish_interrupted_swap(&p.target)?;
@@ -148,13 +156,17 @@ impl OverlayTarget {
                 true,
             )?;
         }
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         if !pinned {
             // In the store, which only this user can change (paths::prepare_store).
             crate::fsx::trusted::create_dir_all(&pin)?;
@@ -241,6 +253,13 @@ impl OverlayTarget {
                 },
             );
         }
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         if let Err(e) = t.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
@@ -388,6 +407,9 @@ impl OverlayTarget {
         }
         // Never recursive: the pin is (or was) the user's own directory.
         let _ = crate::fsx::trusted::remove_dir(&self.pin);
+        if let Some(pin_dir) = self.pin.parent() {
+            let _ = crate::fsx::trusted::remove_dir(pin_dir);
+        }
         super::target::remove_store(&self.dirs, &self.side);
     }
 }
@@ -399,15 +421,21 @@ impl Served for OverlayTarget {
 
     /// Flushes, then detaches the overlay. Files still open keep working; the session ends
     /// when the last is closed.
-    fn begin_stop(&self) -> Response {
+    fn begin_stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
+        // Stopped first: the stop's flush then writes the top layer as it is (no fresh layer
+        // is stacked under the detach). A mount kept after a failed flush has no timed
+        // flushes any more; `asdfs flush` and the next unmount still write it.
         self.stop_timer();
         if let Err(e) = self.flush(&|_, _| {}) {
+            if !force {
+                return super::target::kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
         let mut st = self.stack.lock();
@@ -546,7 +574,7 @@ impl OverlayTarget {
         self.backup_state.lock().clone()
     }
     pub(super) fn crash(&self) -> Option<String> {
-        self.crash.clone()
+        self.crash.lock().clone()
     }
     pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
         status::disk_usage(

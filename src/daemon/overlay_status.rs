@@ -33,14 +33,23 @@ pub fn of(t: &OverlayTarget) -> Status {
     }
     let now = secs(SystemTime::now()) as i64;
     let phase = p.phase();
+    let space = crate::store::StoreSpace::of_dir(&p.target_paths().store);
     Status {
         target: p.target_paths().target.clone(),
         mode: "overlay".into(),
+        data_path: "kernel".into(),
+        busy_copies: 0,
         state: phase.as_str().into(),
         pid: std::process::id(),
         since: secs(p.started()),
         store: p.target_paths().store.clone(),
         ram_bytes: ram,
+        store_size_bytes: space.size,
+        store_used_bytes: space.used,
+        store_free_bytes: space.free,
+        log_bytes: 0,
+        log_reserve_bytes: 0,
+        store_warning: space.warning(),
         disk: p.disk(),
         dirty_files: files,
         dirty_dirs: dirs,

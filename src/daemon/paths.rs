@@ -129,8 +129,9 @@ pub fn target_paths(target: &Path, volatile: Option<&Path>) -> anyhow::Result<Ta
     }
     // Without symlinks, as the chain rule checks it (prepare_store).
     let volatile = crate::fsx::trusted::canonicalize(&volatile).unwrap_or(volatile);
-    let store_root = volatile.join(STORE_ROOT);
-    let store = store_root.join(store_key(target));
+    let key = store_key(target);
+    let store_root = store_root_in(&volatile, &key);
+    let store = store_root.join(key);
     Ok(TargetPaths {
         target: target.to_path_buf(),
         side: side_dir(target),
@@ -240,7 +241,16 @@ pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<StoreDirs> {
     let vol = Dir::open(volatile)?;
     let root_user = uid == 0;
     let mode = if root_user { 0o711 } else { 0o700 };
-    let name = OsStr::new(STORE_ROOT);
+    let name = p.store_root.file_name().unwrap_or(OsStr::new(STORE_ROOT));
+    if name != STORE_ROOT {
+        let squatter = crate::fsx::trusted::symlink_metadata(volatile.join(STORE_ROOT))
+            .map_or_else(|_| "gone now".to_string(), |m| format!("uid {}", m.uid()));
+        tracing::warn!(
+            "{}: not a store root of uid {uid} ({squatter}); using {} instead",
+            volatile.join(STORE_ROOT).display(),
+            p.store_root.display()
+        );
+    }
     let (mut root, _) = fsx::mkdir_private(&vol, name, mode, uid)?;
     if !is_ram_fs(&root.proc_path())? {
         if !root_user {
@@ -271,6 +281,71 @@ pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<StoreDirs> {
 }
 
 const STORE_ROOT: &str = "asdfs";
+
+/// The store root in `volatile`: `asdfs`, unless another user (or a non-directory) holds
+/// that name; a world-writable volatile directory (`/tmp`) lets anyone take it, and refusing
+/// it would let anyone stop every mount there. Then a store root of this user named
+/// `asdfs.XXXXXXXX` (`is_store_root_name`): the one that holds `key`'s store (a daemon that
+/// died left it), else any, else a new unpredictable name that `prepare_store` creates
+/// exclusively. Only this user can have made a directory of theirs there, and
+/// `prepare_store` checks it again through a descriptor.
+fn store_root_in(volatile: &Path, key: &str) -> PathBuf {
+    let usual = volatile.join(STORE_ROOT);
+    let me = me();
+    let ours = |p: &Path| {
+        crate::fsx::trusted::symlink_metadata(p)
+            .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o022 == 0)
+    };
+    if crate::fsx::trusted::symlink_metadata(&usual).is_err() || ours(&usual) {
+        return usual;
+    }
+    let mut mine: Vec<PathBuf> = crate::fsx::trusted::read_dir(volatile)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| is_store_root_name(n))
+        .map(|n| volatile.join(n))
+        .filter(|p| ours(p))
+        .collect();
+    mine.sort();
+    if let Some(p) = mine.iter().find(|p| p.join(key).trusted_is_dir()) {
+        return p.clone();
+    }
+    mine.into_iter()
+        .next()
+        .unwrap_or_else(|| volatile.join(format!("{STORE_ROOT}.{}", random_suffix())))
+}
+
+/// `asdfs` or `asdfs.` and 8 of `[a-z0-9]`: a name `store_root_in` gives a store root.
+pub fn is_store_root_name(name: &OsStr) -> bool {
+    let b = name.as_encoded_bytes();
+    b == STORE_ROOT.as_bytes()
+        || b.strip_prefix(b"asdfs.").is_some_and(|s| {
+            s.len() == 8
+                && s.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// 8 characters of `[a-z0-9]` from the kernel's random source.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 8];
+    // SAFETY: the buffer is valid for its length; getrandom fills it or fails.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if n != bytes.len() as isize {
+        // Still unique enough to be made with O_EXCL; only less unpredictable.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        bytes = (t.as_nanos() as u64 ^ u64::from(std::process::id())).to_le_bytes();
+    }
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    bytes
+        .iter()
+        .map(|b| CHARS[usize::from(*b) % CHARS.len()] as char)
+        .collect()
+}
 
 fn probe_writable(dir: &Dir) -> anyhow::Result<()> {
     let probe = OsStr::new(".asdfs-write-test");
@@ -473,6 +548,25 @@ pub fn prepare_side(p: &TargetPaths, parent: Dir, target_dev: u64) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn store_root_names_are_asdfs_or_a_random_suffix() {
+        for ok in ["asdfs", "asdfs.0a1b2c3d"] {
+            assert!(is_store_root_name(OsStr::new(ok)), "{ok}");
+        }
+        for bad in [
+            "asdfs.",
+            "asdfs.ABCDEFGH",
+            "asdfs.0a1b2c3",
+            "asdfs.0a1b2c3d4",
+            "xasdfs",
+        ] {
+            assert!(!is_store_root_name(OsStr::new(bad)), "{bad}");
+        }
+        let s = random_suffix();
+        assert!(is_store_root_name(OsStr::new(&format!("asdfs.{s}"))), "{s}");
+        assert_ne!(s, random_suffix());
+    }
 
     #[test]
     fn keys_are_readable_and_distinct() {

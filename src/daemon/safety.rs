@@ -36,12 +36,6 @@ pub(super) fn dev_of(fd: &OwnedFd) -> anyhow::Result<u64> {
         .st_dev)
 }
 
-pub(super) fn open_dir(p: &Path) -> anyhow::Result<OwnedFd> {
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    nix::fcntl::open(p, flags, nix::sys::stat::Mode::empty())
-        .with_context(|| format!("opening {}", p.display()))
-}
-
 /// A target's disk side, with its backups when they are on.
 type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
 
@@ -152,30 +146,142 @@ pub fn ended_uncleanly(p: &TargetPaths, side: &Dir) -> bool {
     side.contains("session") && !store
 }
 
-/// After an unclean end: a crash snapshot of the recovered disk copy (the last completed
-/// flush), the newest `backup_limit` kept. Returns a line for the log and status. A
-/// snapshot that cannot be written is reported and does not stop the mount.
-pub fn crash_snapshot(
+/// What the start of either mode knows once the disk copy is recovered.
+pub struct Recovered {
+    /// The disk copy's generation.
+    pub generation: u64,
+    /// The previous session ended uncleanly (its crash tree is linked, see `unclean_start`).
+    pub unclean: bool,
+    /// What status shows of it, and of what recovery salvaged.
+    pub crash: CrashState,
+}
+
+/// Recovers the disk copy (design.md §7) and, after an unclean end, links the last good
+/// tree for its crash snapshot (§8): the part of the start both modes share.
+pub fn recover(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    side: &Dir,
+    backing: &dyn Backing,
+    backups: Option<&Backups>,
+) -> anyhow::Result<Recovered> {
+    let r = crate::flush::recover_disk(backing).context("recovering the disk copy")?;
+    if r.completed {
+        tracing::warn!(target = %p.target.display(), "completed a flush interrupted by a crash");
+    }
+    let unclean = ended_uncleanly(p, side);
+    let crash = unclean.then(|| unclean_start(p, s, r.generation, backups));
+    Ok(Recovered {
+        generation: r.generation,
+        unclean,
+        crash: Arc::new(parking_lot::Mutex::new(with_salvage(crash, r.salvaged))),
+    })
+}
+
+/// What status reports of an unclean start, with what recovery salvaged (flush::recover).
+pub fn with_salvage(crash: Option<String>, salvaged: Option<String>) -> Option<String> {
+    match (crash, salvaged) {
+        (Some(c), Some(s)) => Some(format!("{c}; {s}")),
+        (c, s) => c.or(s),
+    }
+}
+
+/// What status says of the start after an unclean end; changed by the background job
+/// that writes the crash snapshot.
+pub type CrashState = Arc<parking_lot::Mutex<Option<String>>>;
+
+/// At a start after an unclean end, before the mount: logs it and links the last good
+/// tree (the recovered disk copy, before any flush) into a crash tree beside the target
+/// (design.md §8). Returns what status shows until `crash_snapshot_in_background` has
+/// written the snapshot from the links.
+pub fn unclean_start(
     p: &TargetPaths,
     s: &TargetSettings,
     generation: u64,
-    progress: Progress<'_>,
+    backups: Option<&crate::backup::Backups>,
 ) -> String {
     let t = p.target.display();
     tracing::warn!(target = %t, generation, "the previous session ended uncleanly (reboot or power cut); the disk copy holds its last completed flush");
-    if !s.backups {
+    let Some(b) = backups.filter(|_| s.backups) else {
         return "the previous session ended uncleanly; no crash snapshot (backups are off)".into();
+    };
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match b.link_crash_tree(secs) {
+        Ok(_) => "the previous session ended uncleanly; crash snapshot: being written".into(),
+        Err(e) => {
+            tracing::error!(target = %t, error = %e, "the last good tree could not be linked for the crash snapshot");
+            format!(
+                "the previous session ended uncleanly; the crash snapshot FAILED: linking the tree: {e}"
+            )
+        }
     }
-    let dest = snapshot::snapshot_path(&p.target, SystemTime::now());
-    let name = p.target.file_name().unwrap_or_default();
-    let made = open_dir(&p.target).and_then(|fd| {
-        snapshot::create(fd.as_fd(), name, &dest, &mut |d, total| {
-            progress("crash snapshot", d, total)
-        })
-    });
+}
+
+/// After the mount: writes, at idle priority, the crash snapshot (asd's
+/// `.NAME-backup_asd-crashrecovery-DATE.tar.zstd`) of every crash tree beside the target
+/// from its links, then removes the tree. Flushes replace files by rename, so the links
+/// keep the old content; a crash before the snapshot is written leaves the tree, and the
+/// next start writes it: nothing is lost. With `report`, `state` follows the outcome.
+pub fn crash_snapshot_in_background(
+    state: CrashState,
+    backups: Option<Arc<crate::backup::Backups>>,
+    target: std::path::PathBuf,
+    limit: u32,
+    report: bool,
+) {
+    let Some(b) = backups else { return };
+    let job = move || {
+        lower_priority();
+        let trees = match b.crash_trees() {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "listing the crash trees failed");
+                return;
+            }
+        };
+        for (tree, secs) in trees {
+            let line = write_crash_snapshot(&b, &target, &tree, secs, limit);
+            if report {
+                let mut st = state.lock();
+                if st.as_deref().is_some_and(|s| s.contains("being written")) {
+                    *st = Some(line);
+                }
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("crash-snapshot".into())
+        .spawn(job)
+    {
+        tracing::error!(error = %e, "could not start the crash snapshot");
+    }
+}
+
+/// Writes the crash snapshot of one crash tree and removes the tree; returns the line for
+/// status. On failure the tree stays for the next start.
+fn write_crash_snapshot(
+    b: &crate::backup::Backups,
+    target: &Path,
+    tree: &std::ffi::OsStr,
+    secs: u64,
+    limit: u32,
+) -> String {
+    let t = target.display();
+    let when = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+    let dest = snapshot::snapshot_path(target, when);
+    let name = target.file_name().unwrap_or_default();
+    let made = b
+        .open_tree(tree)
+        .map_err(anyhow::Error::from)
+        .and_then(|fd| snapshot::create_in(fd.as_fd(), name, b.parent_fd(), &dest, &mut |_, _| {}));
     match made {
         Ok(info) => {
-            if let Err(e) = snapshot::enforce_limit(&p.target, s.backup_limit) {
+            if let Err(e) = b.remove_crash_tree(tree) {
+                tracing::warn!(error = %e, "could not remove a crash tree whose snapshot is written");
+            }
+            if let Err(e) = snapshot::enforce_limit(target, limit) {
                 tracing::warn!(error = %e, "could not remove old crash snapshots");
             }
             tracing::warn!(target = %t, snapshot = %info.path.display(), size = info.size, "wrote a crash snapshot");
@@ -185,9 +291,25 @@ pub fn crash_snapshot(
             )
         }
         Err(e) => {
-            tracing::error!(target = %t, error = %format!("{e:#}"), "the crash snapshot could not be written");
+            tracing::error!(target = %t, error = %format!("{e:#}"), "the crash snapshot could not be written; its tree stays for the next start");
             format!("the previous session ended uncleanly; the crash snapshot FAILED: {e:#}")
         }
+    }
+}
+
+/// The calling thread at idle CPU and I/O priority (best effort).
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread (tid 0 / who 0 = this thread).
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 19);
+        const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+        const IOPRIO_CLASS_IDLE: libc::c_long = 3;
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_IDLE << 13,
+        );
     }
 }
 

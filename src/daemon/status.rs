@@ -97,12 +97,20 @@ pub fn flush_status(l: crate::flush::LastFlush) -> FlushStatus {
 
 pub fn of(t: &Target) -> Status {
     let s = t.store.summary();
+    let space = t.store.space();
     let now = SystemTime::now();
     let phase = *t.phase.lock();
     let last_flush = t.flusher.ledger().last().map(flush_status);
     Status {
         target: t.paths.target.clone(),
         mode: "fuse".into(),
+        data_path: if s.passthrough {
+            "passthrough"
+        } else {
+            "daemon"
+        }
+        .into(),
+        busy_copies: s.busy_copies,
         state: phase.as_str().into(),
         pid: std::process::id(),
         since: t
@@ -112,6 +120,12 @@ pub fn of(t: &Target) -> Status {
             .unwrap_or(0),
         store: t.paths.store.clone(),
         ram_bytes: s.ram_bytes,
+        store_size_bytes: space.size,
+        store_used_bytes: space.used,
+        store_free_bytes: space.free,
+        log_bytes: space.log_bytes,
+        log_reserve_bytes: space.log_reserve,
+        store_warning: space.warning(),
         disk: disk_usage(&t.usage, &t.disk_dir, t.flusher.ledger().disk_gen()),
         dirty_files: s.dirty_files,
         dirty_dirs: s.dirty_dir_count,
@@ -141,7 +155,7 @@ pub fn of(t: &Target) -> Status {
         open_files: s.open_handles,
         log_failures: s.log_failures,
         backup: t.backup_state.lock().clone(),
-        unclean_start: t.crash.clone(),
+        unclean_start: t.crash.lock().clone(),
         crash_snapshots: crate::status::snapshots_of(&t.paths.target),
         conflicts: t.store.seen.kept(),
     }

@@ -7,7 +7,7 @@ use super::{Event, mounting, safety, status};
 use crate::backing::Backing;
 use crate::config::{FsyncPolicy, TargetSettings};
 use crate::control::{self, Request, Response};
-use crate::flush::{FlushReport, Flusher, recover_disk};
+use crate::flush::{FlushReport, Flusher};
 use crate::fsx::trusted::TrustedPath;
 use crate::fuse::{AsdFs, SyncHook};
 use crate::store::types::NodeId;
@@ -62,6 +62,18 @@ pub(super) fn flush_response(target: &Path, r: anyhow::Result<FlushReport>) -> R
     }
 }
 
+/// The answer to an unmount whose flush failed: the mount stays, and how to recover.
+pub(super) fn kept_mounted(p: &TargetPaths, e: &anyhow::Error) -> Response {
+    let t = p.target.display();
+    tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; the target stays mounted");
+    Response::err(format!(
+        "{t}: not unmounted: the flush failed ({e:#}); it is still mounted and its changes are in RAM ({}). \
+         Make room (on the disk copy's filesystem, or on the store's tmpfs: see `asdfs status {t}`) \
+         and run `asdfs unmount {t}` again",
+        p.store.display()
+    ))
+}
+
 /// The final flush of a stop, retried with backoff; if it keeps failing the changes stay
 /// in the store, and the error says so.
 pub(super) fn final_flush(
@@ -102,7 +114,7 @@ pub struct Target {
     /// What the hardlink backup is doing, for status.
     pub(super) backup_state: Arc<Mutex<String>>,
     /// What happened at start if the previous session ended uncleanly.
-    pub(super) crash: Option<String>,
+    pub(super) crash: safety::CrashState,
     /// The disk copy's size, measured in the background (status::disk_usage).
     pub(super) usage: Arc<Mutex<status::UsageState>>,
     /// The disk copy's directory, opened before the mount covered it.
@@ -124,7 +136,7 @@ impl Target {
         settings: TargetSettings,
         events: Sender<Event>,
         idx: usize,
-        progress: safety::Progress<'_>,
+        _progress: safety::Progress<'_>,
     ) -> anyhow::Result<Arc<Target>> {
         debug_assert_eq!(settings.mode, crate::config::Mode::Fuse);
         let target = paths::resolve_target(&settings.target)?;
@@ -154,14 +166,21 @@ impl Target {
             backups.as_deref(),
             !taking_over,
         )?;
-        let (generation, completed) =
-            recover_disk(backing.as_ref()).context("recovering the disk copy")?;
-        if completed {
-            tracing::warn!(target = %target.display(), "completed a flush interrupted by a crash");
-        }
-        let crash = safety::ended_uncleanly(&p, &side.dir)
-            .then(|| safety::crash_snapshot(&p, &settings, generation, progress));
+        let safety::Recovered {
+            generation,
+            unclean,
+            crash,
+        } = safety::recover(
+            &p,
+            &settings,
+            &side.dir,
+            backing.as_ref(),
+            backups.as_deref(),
+        )?;
         let (store, took_over) = open_store(&p, backing, generation)?;
+        if let Some(n) = settings.open_files {
+            store.set_open_files(n);
+        }
         store
             .seen
             .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
@@ -172,7 +191,8 @@ impl Target {
                 tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
             }
         }
-        write_owner(&p, &settings, &dirs.store, &side.dir)?;
+        // On a tmpfs that data filled, the new owner.json is written in the log's reserve.
+        store.lend_reserve(|| write_owner(&p, &settings, &dirs.store, &side.dir))?;
         undo.session = Some(side.dir.try_clone()?);
         let t = Arc::new(Target {
             timer: FlushTimer::new(settings.flush_interval),
@@ -197,6 +217,13 @@ impl Target {
         t.mount(events.clone(), idx)?;
         undo.disarm();
         safety::refresh_backup(&t);
+        safety::crash_snapshot_in_background(
+            t.crash.clone(),
+            t.backups.clone(),
+            t.paths.target.clone(),
+            t.settings.backup_limit,
+            unclean,
+        );
         status::measure_disk(&t);
         FlushTimer::start(
             t.clone(),
@@ -247,7 +274,7 @@ impl Target {
             }
             FsyncPolicy::Defer => None,
         };
-        let fs = AsdFs::new(self.store.clone(), hook);
+        let fs = AsdFs::new(self.store.clone(), hook, crate::fuse::DataPath::from_env());
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;
@@ -262,10 +289,17 @@ impl Target {
         std::thread::Builder::new()
             .name("fuse-session".into())
             .spawn(move || {
+                // Sent however the session ends, a panic too: the main loop waits for it.
+                struct Ended(Sender<Event>, usize);
+                impl Drop for Ended {
+                    fn drop(&mut self) {
+                        let _ = self.0.send(Event::SessionEnded(self.1));
+                    }
+                }
+                let _ended = Ended(events, idx);
                 if let Err(e) = session.run() {
                     tracing::error!(error = %e, "FUSE session ended with an error");
                 }
-                let _ = events.send(Event::SessionEnded(idx));
             })?;
         Ok(())
     }
@@ -305,18 +339,23 @@ impl Target {
     }
 
     /// Flushes, then detaches the mount. Files still open keep working; the session ends
-    /// when the last is closed.
-    fn stop(&self) -> Response {
+    /// when the last is closed. A flush that fails keeps the mount unless `force`.
+    fn stop(&self, force: bool) -> Response {
         if *self.phase.lock() != Phase::Mounted {
             return Response::ok(format!(
                 "{}: already unmounting",
                 self.paths.target.display()
             ));
         }
-        self.stop_timer();
+        self.timer.pause(true);
         if let Err(e) = self.flusher.flush() {
+            if !force {
+                self.timer.pause(false);
+                return kept_mounted(&self.paths, &e);
+            }
             tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
         }
+        self.stop_timer();
         if let Err(e) = self.unmount() {
             return Response::err(format!("{e:#}"));
         }
@@ -376,8 +415,8 @@ impl super::Served for Target {
     fn paths(&self) -> &TargetPaths {
         &self.paths
     }
-    fn begin_stop(&self) -> Response {
-        self.stop()
+    fn begin_stop(&self, force: bool) -> Response {
+        self.stop(force)
     }
     fn finish(&self) -> anyhow::Result<()> {
         self.end()
@@ -562,14 +601,7 @@ fn dying(pid: u32) -> bool {
 /// A mount left on the target by a daemon that died is removed, so that the directory
 /// underneath can be reached again.
 pub(super) fn clear_dead_mount(target: &Path) -> anyhow::Result<()> {
-    while let Some(m) = mounting::mount_at(target)? {
-        if m.fstype != mounting::FSTYPE {
-            break;
-        }
-        tracing::warn!(target = %target.display(), "removing the mount of a daemon that died");
-        mounting::unmount(target)?;
-    }
-    Ok(())
+    mounting::clear_dead_fuse_mounts(target)
 }
 
 fn open_store(

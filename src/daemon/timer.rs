@@ -12,6 +12,8 @@ pub struct FlushTimer {
     next: Mutex<Instant>,
     interval: Duration,
     stopping: AtomicBool,
+    /// No timed flushes meanwhile (an unmount's own flush runs).
+    paused: AtomicBool,
     wake: Sender<()>,
     woken: Receiver<()>,
 }
@@ -23,6 +25,7 @@ impl FlushTimer {
             next: Mutex::new(Instant::now() + interval),
             interval,
             stopping: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             wake,
             woken,
         }
@@ -36,6 +39,11 @@ impl FlushTimer {
     /// Whether the session is ending (no more timed flushes).
     pub fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Holds timed flushes back (`true`) or lets them run again.
+    pub fn pause(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
     }
 
     pub fn stop(&self) {
@@ -61,6 +69,10 @@ impl FlushTimer {
                         return;
                     }
                     if Instant::now() < timer.next() {
+                        continue;
+                    }
+                    if timer.paused.load(Ordering::SeqCst) {
+                        *timer.next.lock() = Instant::now() + Duration::from_secs(1);
                         continue;
                     }
                     let after = match flush(&t) {

@@ -82,6 +82,11 @@ impl Journal {
 }
 
 impl Journal {
+    /// Runs one step as after a crash (a step found done is skipped).
+    pub(crate) fn run_one(&self, b: &dyn Backing, step: &Step) -> io::Result<()> {
+        run_step(b, step, true)
+    }
+
     /// Every name the plan gives an object holds it, and every object it moves out of the
     /// target is in the stage (unless a later step moved it on).
     fn verify(&self, b: &dyn Backing) -> Result<(), (usize, io::Error)> {

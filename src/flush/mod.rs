@@ -1,19 +1,20 @@
 //! Writing the RAM tree back to the disk copy, all or nothing (design.md §6), and disk
 //! recovery after a crash (design.md §7).
 
+mod check;
 mod conflict;
 mod journal;
-mod plan;
 mod recover;
 
+pub use check::check;
 pub use journal::{Journal, Step};
-pub use recover::{read_generation, recover_disk};
+pub use recover::{Recovered, read_generation, recover_disk};
 
 use crate::backing::{Loc, NewContent};
 use crate::store::Store;
+use crate::store::flushing::{Draft, StageContent};
 use crate::store::types::NodeId;
 use parking_lot::Mutex;
-use plan::{Draft, StageContent};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -52,6 +53,10 @@ struct Entries {
     /// Failed attempts since the last success.
     failures: u32,
     bytes_flushed: u64,
+    /// Applied flushes whose journal or stage could not be removed yet.
+    unfinished: Vec<u64>,
+    /// A committed flush that had to be salvaged (recover::salvage), for status.
+    salvaged: Option<String>,
 }
 
 impl Ledger {
@@ -85,6 +90,26 @@ impl Ledger {
 
     pub fn pending(&self) -> Option<Journal> {
         self.0.lock().pending.clone()
+    }
+
+    /// Step 8 of flush `generation`; what cannot be removed now is tried again before the
+    /// next flush (a journal older than the disk generation is never run again).
+    pub fn finish(&self, b: &dyn crate::backing::Backing, generation: u64) {
+        if !finish(b, generation) {
+            self.0.lock().unfinished.push(generation);
+        }
+    }
+
+    fn take_unfinished(&self) -> Vec<u64> {
+        std::mem::take(&mut self.0.lock().unfinished)
+    }
+
+    pub fn salvaged(&self) -> Option<String> {
+        self.0.lock().salvaged.clone()
+    }
+
+    pub fn set_salvaged(&self, msg: String) {
+        self.0.lock().salvaged = Some(msg);
     }
 
     pub fn set_pending(&self, j: Option<Journal>) {
@@ -218,21 +243,18 @@ impl Flusher {
             }
         }
         let gate = self.store.disk_gate.write();
-        if let Err(e) = self.commit(draft, &inos, &journal) {
-            drop(gate);
-            let _ = b.remove(&stage);
-            return Err(e);
-        }
-        conflict::keep_changed(b.as_ref(), &journal, &self.store.seen);
-        let applied = journal.apply(b.as_ref(), false);
-        conflict::note_applied(b.as_ref(), &journal, &self.store.seen);
+        let mut hook = StoreCommit {
+            store: &self.store,
+            inner: None,
+            draft,
+            inos: &inos,
+            undo: None,
+            order: Vec::new(),
+        };
+        let r = commit_and_apply(b.as_ref(), &self.ledger, journal.clone(), &mut hook);
         drop(gate);
-        if let Err(e) = applied {
-            self.ledger.set_pending(Some(journal));
-            return Err(anyhow::Error::new(e)
-                .context("applying the committed flush (it will be completed)"));
-        }
-        finish(b.as_ref(), draft.generation);
+        r?;
+        self.ledger.finish(b.as_ref(), draft.generation);
         Ok(FlushReport {
             generation: draft.generation,
             files: draft.files,
@@ -302,57 +324,11 @@ impl Flusher {
         Ok((inos, gen_ino))
     }
 
-    /// Steps 4-5 under the store lock: rebase the store, prepare its new log, commit.
-    fn commit(
-        &self,
-        d: &Draft,
-        inos: &HashMap<NodeId, u64>,
-        journal: &Journal,
-    ) -> anyhow::Result<()> {
-        let b = &self.store.backing;
-        let mut inner = self.store.lock();
-        let undo = inner.rebase(d, inos);
-        let order = match inner.prepare_log(d.generation) {
-            Ok(o) => o,
-            Err(e) => {
-                inner.undo(undo);
-                inner.log.abort_rewrite();
-                return Err(anyhow::Error::new(e).context("writing the store log"));
-            }
-        };
-        if let Err(e) = b.write_file(
-            &Loc::side(Journal::file_name(d.generation)),
-            &journal.encode(),
-        ) {
-            inner.undo(undo);
-            inner.log.abort_rewrite();
-            return Err(anyhow::Error::new(e).context("committing the flush journal"));
-        }
-        if let Err(e) = inner.log.commit_rewrite() {
-            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
-        }
-        inner.mark_logged(&order);
-        inner.collect_garbage(d);
-        self.ledger.set_disk_gen(d.generation);
-        Ok(())
-    }
-
     /// Completes a committed flush that could not be applied before.
     fn finish_pending(&self) -> anyhow::Result<()> {
-        let Some(j) = self.ledger.pending() else {
-            return Ok(());
-        };
-        let b = self.store.backing.clone();
-        {
-            let _writers = self.store.disk_writers.lock();
-            let _gate = self.store.disk_gate.write();
-            j.apply(b.as_ref(), true)
-                .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
-        }
-        finish(b.as_ref(), j.generation);
-        self.ledger.set_pending(None);
-        tracing::info!(generation = j.generation, "completed an earlier flush");
-        Ok(())
+        let _writers = self.store.disk_writers.lock();
+        let _gate = self.store.disk_gate.write();
+        finish_pending(self.store.backing.as_ref(), &self.ledger)
     }
 
     /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
@@ -382,12 +358,162 @@ impl Flusher {
     }
 }
 
-/// Step 8: the journal and what is left in the stage go.
-pub(crate) fn finish(b: &dyn crate::backing::Backing, generation: u64) {
-    if let Err(e) = b.remove(&Loc::side(Journal::file_name(generation))) {
-        tracing::warn!(error = %e, "could not remove a finished flush journal");
+/// What a planner does at the commit point (steps 4-5), around the journal's write: FUSE
+/// mode rebases its store and prepares the store's new log; overlay mode has nothing to do.
+pub trait CommitHook {
+    /// Before the journal is written; an error stops the flush before its commit.
+    fn prepare(&mut self, generation: u64) -> anyhow::Result<()>;
+    /// The journal could not be written: undo `prepare`.
+    fn abort(&mut self);
+    /// The journal is written: the flush is committed.
+    fn committed(&mut self);
+    /// Just before the committed journal is applied, and just after.
+    fn before_apply(&mut self, _b: &dyn crate::backing::Backing, _j: &Journal) {}
+    fn after_apply(&mut self, _b: &dyn crate::backing::Backing, _j: &Journal) {}
+}
+
+/// The planner without anything to do at the commit point.
+pub struct NoHook;
+
+impl CommitHook for NoHook {
+    fn prepare(&mut self, _: u64) -> anyhow::Result<()> {
+        Ok(())
     }
-    if let Err(e) = b.remove(&Loc::side(Journal::stage_dir(generation))) {
-        tracing::warn!(error = %e, "could not remove a finished flush stage");
+    fn abort(&mut self) {}
+    fn committed(&mut self) {}
+}
+
+/// FUSE mode's commit point: under the store lock from `prepare` to the end of `committed`
+/// (or `abort`), never during the apply.
+struct StoreCommit<'a> {
+    store: &'a Store,
+    inner: Option<crate::store::Locked<'a>>,
+    draft: &'a Draft,
+    inos: &'a HashMap<NodeId, u64>,
+    undo: Option<crate::store::flushing::Undo>,
+    order: Vec<NodeId>,
+}
+
+impl CommitHook for StoreCommit<'_> {
+    fn prepare(&mut self, _generation: u64) -> anyhow::Result<()> {
+        let mut inner = self.store.lock();
+        let (undo, order) = inner
+            .prepare_commit(self.draft, self.inos)
+            .map_err(|e| anyhow::Error::new(e).context("writing the store log"))?;
+        self.inner = Some(inner);
+        self.undo = Some(undo);
+        self.order = order;
+        Ok(())
     }
+
+    fn abort(&mut self) {
+        if let (Some(mut inner), Some(u)) = (self.inner.take(), self.undo.take()) {
+            inner.abort_commit(u);
+        }
+    }
+
+    fn committed(&mut self) {
+        if let Some(mut inner) = self.inner.take() {
+            let order = std::mem::take(&mut self.order);
+            inner.finish_commit(self.draft, &order);
+        }
+    }
+
+    /// Names whose disk object changed behind asdfs are kept (see `conflict`).
+    fn before_apply(&mut self, b: &dyn crate::backing::Backing, j: &Journal) {
+        conflict::keep_changed(b, j, &self.store.seen);
+    }
+
+    fn after_apply(&mut self, b: &dyn crate::backing::Backing, j: &Journal) {
+        conflict::note_applied(b, j, &self.store.seen);
+    }
+}
+
+/// Steps 3-7 of a flush of either mode (design.md §6): check the journal against the disk
+/// as it will be at each step, commit it (with the planner's `hook`), apply it. A journal
+/// that fails the check is a planner's bug: it is logged and not committed, so the flush
+/// fails, the changes stay where they are and the next flush plans again. The disk
+/// generation is the journal's once it is committed; a committed journal that could not be
+/// applied is kept in the ledger and completed before the next flush. The stage is
+/// removed when the flush is not committed.
+pub fn commit_and_apply(
+    b: &dyn crate::backing::Backing,
+    ledger: &Ledger,
+    journal: Journal,
+    hook: &mut dyn CommitHook,
+) -> anyhow::Result<()> {
+    let generation = journal.generation;
+    let stage = Loc::side(Journal::stage_dir(generation));
+    if let Err(e) = check(&journal, b) {
+        tracing::error!(generation, error = %e, steps = ?journal.steps, "a flush plan failed its check and was not committed (a bug)");
+        let _ = b.remove(&stage);
+        return Err(anyhow::Error::new(e).context("checking the flush plan (not committed)"));
+    }
+    if let Err(e) = hook.prepare(generation) {
+        let _ = b.remove(&stage);
+        return Err(e);
+    }
+    if let Err(e) = b.write_file(
+        &Loc::side(Journal::file_name(generation)),
+        &journal.encode(),
+    ) {
+        hook.abort();
+        let _ = b.remove(&stage);
+        return Err(anyhow::Error::new(e).context("committing the flush journal"));
+    }
+    hook.committed();
+    ledger.set_disk_gen(generation);
+    hook.before_apply(b, &journal);
+    let applied = journal.apply(b, false);
+    hook.after_apply(b, &journal);
+    if let Err(e) = applied {
+        ledger.set_pending(Some(journal));
+        return Err(
+            anyhow::Error::new(e).context("applying the committed flush (it will be completed)")
+        );
+    }
+    Ok(())
+}
+
+/// Completes the committed flush the ledger holds, if any.
+pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyhow::Result<()> {
+    for generation in ledger.take_unfinished() {
+        ledger.finish(b, generation);
+    }
+    let Some(j) = ledger.pending() else {
+        return Ok(());
+    };
+    match j.apply(b, true) {
+        Ok(()) => ledger.finish(b, j.generation),
+        Err(e) if recover::structural(&e) => {
+            // Never again: salvaged, so that this and later flushes go on (design.md §7).
+            let msg = recover::salvage(b, &j, &e)?;
+            ledger.set_salvaged(msg);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("completing an earlier flush")),
+    }
+    ledger.set_pending(None);
+    ledger.set_disk_gen(ledger.disk_gen().max(j.generation));
+    tracing::info!(generation = j.generation, "completed an earlier flush");
+    Ok(())
+}
+
+/// Step 8: the journal and what is left in the stage go. Returns false if either is
+/// still there.
+fn finish(b: &dyn crate::backing::Backing, generation: u64) -> bool {
+    let mut ok = true;
+    for (loc, what) in [
+        (Loc::side(Journal::file_name(generation)), "journal"),
+        (Loc::side(Journal::stage_dir(generation)), "stage"),
+    ] {
+        match b.remove(&loc) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, generation, "could not remove a finished flush {what}; the next flush tries again");
+                ok = false;
+            }
+        }
+    }
+    ok
 }

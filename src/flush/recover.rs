@@ -19,9 +19,23 @@ pub fn read_generation(b: &dyn Backing) -> anyhow::Result<u64> {
     }
 }
 
-/// Brings the disk copy to the state of one complete flush and returns its generation.
-/// Returns whether a committed flush had to be completed, too.
-pub fn recover_disk(b: &dyn Backing) -> anyhow::Result<(u64, bool)> {
+/// What recovery did to the disk copy.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The disk copy's generation now.
+    pub generation: u64,
+    /// A committed flush was completed.
+    pub completed: bool,
+    /// A committed flush could not be completed step by step and was salvaged: what
+    /// happened, for status and the log.
+    pub salvaged: Option<String>,
+}
+
+/// Brings the disk copy to the state of one complete flush (design.md §7). A committed
+/// journal that cannot be completed (a step fails for a reason other than an I/O error)
+/// never stops a mount: it is salvaged (see `salvage`), and the store or upper layer that
+/// describes the changes is written again by the next flush.
+pub fn recover_disk(b: &dyn Backing) -> anyhow::Result<Recovered> {
     let mut generation = read_generation(b)?;
     let names: Vec<String> = b
         .read_dir(&Loc::side(""))
@@ -34,7 +48,7 @@ pub fn recover_disk(b: &dyn Backing) -> anyhow::Result<(u64, bool)> {
         .filter_map(|n| n.strip_prefix("journal.")?.parse().ok())
         .collect();
     journals.sort();
-    let mut completed = false;
+    let mut out = Recovered::default();
     for j in journals {
         let loc = Loc::side(Journal::file_name(j));
         if j < generation {
@@ -46,23 +60,123 @@ pub fn recover_disk(b: &dyn Backing) -> anyhow::Result<(u64, bool)> {
                 "flush journal {j} does not follow generation {generation}; left for inspection"
             );
         }
-        let journal = Journal::decode(&b.read_file(&loc)?)?;
-        journal
-            .apply(b, true)
-            .with_context(|| format!("completing flush {j}"))?;
-        tracing::warn!(generation = j, "completed a flush that a crash interrupted");
+        let journal = match Journal::decode(&b.read_file(&loc)?) {
+            Ok(journal) => journal,
+            Err(e) => {
+                // Written whole by rename, so this is not a torn write: keep it for a look
+                // and go on from the generation the disk copy has.
+                set_aside(b, &Journal::file_name(j), "unreadable")?;
+                out.salvaged = Some(format!(
+                    "flush journal {j} could not be read ({e}); set aside"
+                ));
+                continue;
+            }
+        };
+        match journal.apply(b, true) {
+            Ok(()) => {
+                tracing::warn!(generation = j, "completed a flush that a crash interrupted");
+                out.completed = true;
+            }
+            Err(e) if !structural(&e) => {
+                return Err(e).with_context(|| format!("completing flush {j}"));
+            }
+            Err(e) => {
+                out.salvaged = Some(salvage(b, &journal, &e)?);
+                generation = read_generation(b)?;
+                continue;
+            }
+        }
         generation = read_generation(b)?;
         b.remove(&loc)?;
-        completed = true;
     }
     for n in &names {
         let stale = n.starts_with("stage.")
             || (n.starts_with("journal.") && n.ends_with(".tmp"))
             || n.ends_with(".tmp");
         if stale {
-            b.remove(&Loc::side(n.as_str()))
-                .with_context(|| format!("removing {n}"))?;
+            match b.remove(&Loc::side(n.as_str())) {
+                // Set aside by a salvage above.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => r.with_context(|| format!("removing {n}"))?,
+            }
         }
     }
-    Ok((generation, completed))
+    out.generation = generation;
+    Ok(out)
+}
+
+/// Whether a step failed because of what is (or is not) on the disk rather than because
+/// the disk failed: running it again cannot help. I/O errors and a full disk are worth a
+/// retry; they are not structural.
+pub(crate) fn structural(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::NotFound
+            | K::NotADirectory
+            | K::IsADirectory
+            | K::AlreadyExists
+            | K::DirectoryNotEmpty
+            | K::InvalidInput
+            | K::Other
+    )
+}
+
+/// A committed journal whose steps cannot all be run (`why`, the first failure): runs
+/// every step that can run, skips the others, and brings the disk copy to the journal's
+/// generation. Nothing is deleted: what is left in the stage is kept as
+/// `salvaged.stage.<generation>` in the side directory, and the journal as
+/// `failed.journal.<generation>`. In overlay mode the upper layer still holds what the
+/// skipped steps carried, and the next flush, which plans against the disk as it is,
+/// writes it again; in FUSE mode the store was rebased onto the journal at its commit, so
+/// what a skipped step would have placed is in the kept stage. Returns what happened,
+/// also logged as an error.
+pub(crate) fn salvage(
+    b: &dyn Backing,
+    j: &Journal,
+    why: &std::io::Error,
+) -> anyhow::Result<String> {
+    let mut skipped = 0;
+    for (i, step) in j.steps.iter().enumerate() {
+        if let Err(e) = j.run_one(b, step) {
+            skipped += 1;
+            tracing::error!(generation = j.generation, step = i + 1, ?step, error = %e, "salvaging a flush: step skipped");
+        }
+    }
+    let gen_loc = Loc::side("generation");
+    if read_generation(b)? < j.generation {
+        b.write_file(&gen_loc, format!("{}\n", j.generation).as_bytes())?;
+    }
+    let kept = set_aside(b, &Journal::stage_dir(j.generation), "salvaged")?;
+    set_aside(b, &Journal::file_name(j.generation), "failed")?;
+    b.sync_dir(&Loc::side(""))?;
+    let msg = format!(
+        "flush {} could not be completed ({why}); {skipped} of its {} steps were skipped, \
+         what they would have moved is kept in {kept} in the side directory",
+        j.generation,
+        j.steps.len()
+    );
+    tracing::error!("{msg}");
+    Ok(msg)
+}
+
+/// Renames `name` in the side directory to a free `<what>.name[.N]`; returns the new name
+/// (or `name` if there was nothing to rename).
+fn set_aside(b: &dyn Backing, name: &str, what: &str) -> anyhow::Result<String> {
+    let from = Loc::side(name);
+    if crate::backing::ino_at(b, &from)?.is_none() {
+        return Ok(name.to_string());
+    }
+    for n in 0..1000 {
+        let to = if n == 0 {
+            format!("{what}.{name}")
+        } else {
+            format!("{what}.{name}.{n}")
+        };
+        if crate::backing::ino_at(b, &Loc::side(to.as_str()))?.is_none() {
+            b.rename(&from, &Loc::side(to.as_str()))?;
+            return Ok(to);
+        }
+    }
+    anyhow::bail!("no free name to set {name} aside")
 }

@@ -1,7 +1,10 @@
 //! The FUSE adapter: converts fuser's requests into store calls and the results into
 //! replies. No decisions are made here; everything it knows is in `Store`.
 
+mod backing;
 mod convert;
+
+pub use backing::DataPath;
 
 use crate::error::Errno;
 use crate::store::Store;
@@ -9,10 +12,10 @@ use crate::store::namespace::NewKind;
 use crate::store::types::{Ctx, HandleId, Kind, NodeId, SetAttr};
 use convert::{attr, ctx, err, file_type, set_time};
 use fuser::{
-    CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    BackingId, CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek,
+    ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -32,11 +35,79 @@ pub type SyncHook = Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>;
 pub struct AsdFs {
     store: Arc<Store>,
     on_fsync: Option<SyncHook>,
+    data_path: DataPath,
+    backings: backing::Backings,
 }
 
 impl AsdFs {
-    pub fn new(store: Arc<Store>, on_fsync: Option<SyncHook>) -> AsdFs {
-        AsdFs { store, on_fsync }
+    pub fn new(store: Arc<Store>, on_fsync: Option<SyncHook>, data_path: DataPath) -> AsdFs {
+        AsdFs {
+            store,
+            on_fsync,
+            data_path,
+            backings: backing::Backings::default(),
+        }
+    }
+
+    /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1).
+    fn negotiate_passthrough(&self, config: &mut KernelConfig) -> bool {
+        if self.data_path != DataPath::Passthrough {
+            return false;
+        }
+        if !self.store.fine_ctime() {
+            tracing::warn!("tmpfs ctimes are coarse here: file data is served by the daemon");
+            return false;
+        }
+        if config
+            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+            .is_err()
+            || config.set_max_stack_depth(1).is_err()
+        {
+            tracing::info!("the kernel has no FUSE passthrough: file data is served by the daemon");
+            return false;
+        }
+        true
+    }
+
+    /// Gives an open handle's data file to the kernel; `None` when the daemon serves it:
+    /// passthrough is off, the store records access times (design.md §9.2), or a write could
+    /// need a set-group-ID bit cleared that the kernel keeps (design.md §4.1). `Err` when the
+    /// store could not pin the data file (no room for its log record): the handle is released.
+    fn backing_for(
+        &self,
+        ctx: Ctx,
+        node: NodeId,
+        fh: HandleId,
+        write: bool,
+        open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
+    ) -> Result<Option<Arc<BackingId>>, Errno> {
+        if !self.backings.on() {
+            return Ok(None);
+        }
+        let daemon =
+            !self.store.cache_across_opens() || write && self.store.write_needs_daemon(ctx, node);
+        let mut pin_failed = None;
+        let pin = || {
+            self.store.pin(fh).map_err(|e| {
+                pin_failed = Some(e);
+                std::io::Error::from(e)
+            })
+        };
+        match self.backings.open(node, fh, daemon, pin, open_backing) {
+            Ok(id) => Ok(id),
+            Err(_) if pin_failed.is_some() => {
+                let e = pin_failed.unwrap_or(Errno::EIO);
+                let _ = self.store.release(fh);
+                Err(e)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the kernel refused a passthrough backing file; file data is served by the daemon from now on");
+                self.backings.set_on(false);
+                self.store.set_passthrough(false);
+                let _ = self.store.unpin_handle(fh);
+                Ok(None)
+            }
+        }
     }
 
     fn entry(&self, r: Result<crate::store::types::Stat, Errno>, reply: ReplyEntry) {
@@ -55,6 +126,28 @@ impl AsdFs {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(e)),
+        }
+    }
+
+    /// Runs a change: if its records could not be put in the store log (the log full beyond
+    /// its reserve, and not rewritable), the program is told EIO, never that it succeeded
+    /// (design.md §3).
+    fn logged<T>(&self, change: impl FnOnce() -> Result<T, Errno>) -> Result<T, Errno> {
+        crate::store::take_log_lost();
+        let r = change();
+        if r.is_ok() && crate::store::take_log_lost() {
+            return Err(Errno::EIO);
+        }
+        r
+    }
+
+    /// fsync(2) and fsyncdir: with the `defer` policy there is nothing to do, and ENOSYS
+    /// tells the kernel so once: it then answers every later fsync itself, with success,
+    /// without a round trip (what a SQLite commit with synchronous=FULL pays).
+    fn fsync_reply(&self, reply: ReplyEmpty) {
+        match self.on_fsync {
+            None => reply.error(fuser::Errno::ENOSYS),
+            Some(_) => self.empty(self.sync(), reply),
         }
     }
 
@@ -79,18 +172,31 @@ impl AsdFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self
-            .store
-            .make(ctx(req), NodeId(parent.0), name, kind, mode, umask);
+        let r = self.logged(|| {
+            self.store
+                .make(ctx(req), NodeId(parent.0), name, kind, mode, umask)
+        });
         match r {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
     }
 
+    /// Flags of a file the daemon serves. No FLUSH at close: nothing is buffered anywhere
+    /// but in the data file (one round trip less per close).
     fn open_flags(&self) -> FopenFlags {
         match self.store.cache_across_opens() {
-            true => FopenFlags::FOPEN_KEEP_CACHE,
+            true => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+            false => FopenFlags::FOPEN_NOFLUSH,
+        }
+    }
+
+    /// Flags of an open directory: the kernel keeps its listing across opens (every change
+    /// of a directory passes through the kernel, which drops the cache then), except with
+    /// relatime, where a listing must reach the store to record the access (design.md §9.2).
+    fn opendir_flags(&self) -> FopenFlags {
+        match self.store.cache_across_opens() {
+            true => FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR,
             false => FopenFlags::empty(),
         }
     }
@@ -123,6 +229,9 @@ impl Filesystem for AsdFs {
             }
         }
         let _ = config.set_max_write(MAX_WRITE);
+        let pt = self.negotiate_passthrough(config);
+        self.backings.set_on(pt);
+        self.store.set_passthrough(pt);
         Ok(())
     }
 
@@ -168,7 +277,8 @@ impl Filesystem for AsdFs {
             mtime: mtime.map(set_time),
             ctime: ctime.map(crate::store::types::Ts::from_system),
         };
-        match self.store.setattr(ctx(req), NodeId(ino.0), sa) {
+        let r = self.logged(|| self.store.setattr(ctx(req), NodeId(ino.0), sa));
+        match r {
             Ok(st) => reply.attr(&TTL, &attr(&st)),
             Err(e) => reply.error(err(e)),
         }
@@ -214,11 +324,17 @@ impl Filesystem for AsdFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.unlink(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.unlink(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.rmdir(NodeId(parent.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.rmdir(NodeId(parent.0), name)),
+            reply,
+        )
     }
 
     fn symlink(
@@ -251,13 +367,15 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store.rename(
-                NodeId(parent.0),
-                name,
-                NodeId(newparent.0),
-                newname,
-                flags.bits(),
-            ),
+            self.logged(|| {
+                self.store.rename(
+                    NodeId(parent.0),
+                    name,
+                    NodeId(newparent.0),
+                    newname,
+                    flags.bits(),
+                )
+            }),
             reply,
         )
     }
@@ -270,17 +388,25 @@ impl Filesystem for AsdFs {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        match self.store.link(NodeId(ino.0), NodeId(newparent.0), newname) {
+        match self.logged(|| self.store.link(NodeId(ino.0), NodeId(newparent.0), newname)) {
             Ok(st) => reply.entry(&TTL, &attr(&st), Generation(self.store.handle_gen())),
             Err(e) => reply.error(err(e)),
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        match self.store.open(NodeId(ino.0), write, truncate) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), self.open_flags()),
+        let fh = match self.logged(|| self.store.open(NodeId(ino.0), write, truncate)) {
+            Ok(fh) => fh,
+            Err(e) => return reply.error(err(e)),
+        };
+        let open_backing = |f: &std::fs::File| reply.open_backing(f);
+        match self.backing_for(ctx(req), NodeId(ino.0), fh, write, open_backing) {
+            Ok(Some(id)) => {
+                reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_NOFLUSH, &id)
+            }
+            Ok(None) => reply.opened(FileHandle(fh.0), self.open_flags()),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -314,7 +440,7 @@ impl Filesystem for AsdFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.store.write(ctx(req), HandleId(fh.0), offset, data) {
+        match self.logged(|| self.store.write(ctx(req), HandleId(fh.0), offset, data)) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(e)),
         }
@@ -341,7 +467,9 @@ impl Filesystem for AsdFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.empty(self.store.release(HandleId(fh.0)), reply)
+        let r = self.store.release(HandleId(fh.0));
+        self.backings.release(HandleId(fh.0));
+        self.empty(r, reply)
     }
 
     fn fsync(
@@ -352,12 +480,12 @@ impl Filesystem for AsdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.empty(self.sync(), reply)
+        self.fsync_reply(reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.store.opendir(NodeId(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), self.opendir_flags()),
             Err(e) => reply.error(err(e)),
         }
     }
@@ -431,7 +559,7 @@ impl Filesystem for AsdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.empty(self.sync(), reply)
+        self.fsync_reply(reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -454,8 +582,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .setxattr(ctx(req), NodeId(ino.0), name, value, flags),
+            self.logged(|| {
+                self.store
+                    .setxattr(ctx(req), NodeId(ino.0), name, value, flags)
+            }),
             reply,
         )
     }
@@ -477,7 +607,10 @@ impl Filesystem for AsdFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        self.empty(self.store.removexattr(NodeId(ino.0), name), reply)
+        self.empty(
+            self.logged(|| self.store.removexattr(NodeId(ino.0), name)),
+            reply,
+        )
     }
 
     fn create(
@@ -492,18 +625,31 @@ impl Filesystem for AsdFs {
     ) {
         let write = flags & libc::O_ACCMODE != libc::O_RDONLY;
         let c: Ctx = ctx(req);
-        match self
-            .store
-            .create(c, NodeId(parent.0), name, mode, umask, write)
-        {
-            Ok((st, fh)) => reply.created(
+        let (st, fh) = match self.logged(|| {
+            self.store
+                .create(c, NodeId(parent.0), name, mode, umask, write)
+        }) {
+            Ok(r) => r,
+            Err(e) => return reply.error(err(e)),
+        };
+        let generation = Generation(self.store.handle_gen());
+        match self.backing_for(c, st.ino, fh, write, |f| reply.open_backing(f)) {
+            Err(e) => reply.error(err(e)),
+            Ok(Some(id)) => reply.created_passthrough(
                 &TTL,
                 &attr(&st),
-                Generation(self.store.handle_gen()),
+                generation,
+                FileHandle(fh.0),
+                FopenFlags::FOPEN_NOFLUSH,
+                &id,
+            ),
+            Ok(None) => reply.created(
+                &TTL,
+                &attr(&st),
+                generation,
                 FileHandle(fh.0),
                 self.open_flags(),
             ),
-            Err(e) => reply.error(err(e)),
         }
     }
 
@@ -518,8 +664,10 @@ impl Filesystem for AsdFs {
         reply: ReplyEmpty,
     ) {
         self.empty(
-            self.store
-                .fallocate(ctx(req), HandleId(fh.0), offset, length, mode),
+            self.logged(|| {
+                self.store
+                    .fallocate(ctx(req), HandleId(fh.0), offset, length, mode)
+            }),
             reply,
         )
     }
@@ -552,14 +700,16 @@ impl Filesystem for AsdFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        match self.store.copy_file_range(
-            ctx(req),
-            HandleId(fh_in.0),
-            offset_in,
-            HandleId(fh_out.0),
-            offset_out,
-            len,
-        ) {
+        match self.logged(|| {
+            self.store.copy_file_range(
+                ctx(req),
+                HandleId(fh_in.0),
+                offset_in,
+                HandleId(fh_out.0),
+                offset_out,
+                len,
+            )
+        }) {
             Ok(n) => reply.written(n.min(u64::from(u32::MAX)) as u32),
             Err(e) => reply.error(err(e)),
         }

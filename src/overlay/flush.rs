@@ -5,7 +5,7 @@
 use super::plan::{Plan, StageContent, plan};
 use super::upper::{Sig, Upper, vanished};
 use crate::backing::{Backing, Loc, NewContent, open_beneath};
-use crate::flush::{FlushReport, Journal, Ledger};
+use crate::flush::{FlushReport, Journal, Ledger, NoHook};
 use anyhow::Context;
 use nix::fcntl::OFlag;
 use parking_lot::Mutex;
@@ -113,23 +113,12 @@ impl OverlayFlusher {
             }
         };
         let journal = plan.journal(&inos, gen_ino);
-        if let Err(e) = self.disk.write_file(
-            &Loc::side(Journal::file_name(generation)),
-            &journal.encode(),
-        ) {
-            let _ = self.disk.remove(&stage);
-            return Err(anyhow::Error::new(e).context("committing the flush journal"));
-        }
-        if let Err(e) = journal.apply(self.disk.as_ref(), false) {
-            self.ledger.set_pending(Some(journal));
-            return Err(anyhow::Error::new(e)
-                .context("applying the committed flush (it will be completed)"));
-        }
+        let steps = journal.steps.len() as u64;
+        crate::flush::commit_and_apply(self.disk.as_ref(), &self.ledger, journal, &mut NoHook)?;
         if let Some(ovl) = layer.overlay {
             guard_new_names(ovl, layer.upper, &plan.new_names);
         }
-        crate::flush::finish(self.disk.as_ref(), generation);
-        self.ledger.set_disk_gen(generation);
+        self.ledger.finish(self.disk.as_ref(), generation);
         let mut done = plan.sigs.clone();
         for p in &unstable {
             done.remove(p);
@@ -138,7 +127,7 @@ impl OverlayFlusher {
             generation,
             files: plan.files,
             bytes: plan.bytes,
-            steps: journal.steps.len() as u64,
+            steps,
             took: started.elapsed(),
         };
         Ok((report, done))
@@ -232,15 +221,7 @@ impl OverlayFlusher {
 
     /// Completes a committed flush that could not be applied before.
     fn finish_pending(&self) -> anyhow::Result<()> {
-        let Some(j) = self.ledger.pending() else {
-            return Ok(());
-        };
-        j.apply(self.disk.as_ref(), true)
-            .map_err(|e| anyhow::Error::new(e).context("completing an earlier flush"))?;
-        crate::flush::finish(self.disk.as_ref(), j.generation);
-        self.ledger.set_pending(None);
-        self.ledger.set_disk_gen(j.generation);
-        Ok(())
+        crate::flush::finish_pending(self.disk.as_ref(), &self.ledger)
     }
 }
 

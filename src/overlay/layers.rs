@@ -702,7 +702,28 @@ fn new_top(
     crate::fsx::trusted::create_dir(&up)?;
     crate::fsx::trusted::create_dir(&work)?;
     let upper = Upper::open(open_dir(&up)?)?;
-    let mount = match kernel::create(lowers, &up, &work) {
+    // The upper root gets the target's owner, mode and xattrs before the overlay is made:
+    // the overlay's root inode keeps the attributes it saw then (root's own, and its owner
+    // would get EACCES until something updated them).
+    let plain = Meta {
+        xattrs: None,
+        ..root.clone()
+    };
+    let layer = upper.layer();
+    let set_root = || -> std::io::Result<()> {
+        layer.set_meta(&Loc::target(""), Kind::Dir, &plain)?;
+        let p = crate::backing::proc_path(layer.target_root());
+        for (name, value) in root.xattrs.iter().flatten() {
+            if !name.to_string_lossy().starts_with("trusted.overlay.") {
+                crate::backing::set_xattr(&p, name, value)?;
+            }
+        }
+        Ok(())
+    };
+    let made = set_root()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| kernel::create(lowers, &up, &work));
+    let mount = match made {
         Ok(m) => m,
         Err(e) => {
             remove_layer(private, n);
@@ -710,22 +731,10 @@ fn new_top(
         }
     };
     // The device number the overlay gives upper files: seen on a file made and removed
-    // before anyone can see the overlay. Then the root gets its attributes.
+    // before anyone can see the overlay. Then the root's times again (the probe changed
+    // them); the kernel's own xattrs on the upper root stay.
     let upper_pseudo = probe_pseudo(&mount).context("probing the new overlay")?;
-    // The kernel's own xattrs on the upper root stay: the root's are added one by one.
-    let plain = Meta {
-        xattrs: None,
-        ..root.clone()
-    };
-    upper
-        .layer()
-        .set_meta(&Loc::target(""), Kind::Dir, &plain)?;
-    let p = crate::backing::proc_path(upper.layer().target_root());
-    for (name, value) in root.xattrs.iter().flatten() {
-        if !name.to_string_lossy().starts_with("trusted.overlay.") {
-            crate::backing::set_xattr(&p, name, value)?;
-        }
-    }
+    layer.set_times(&Loc::target(""), plain.atime, plain.mtime)?;
     let top = Top {
         n,
         upper_dev: dev_of(upper.layer().target_root()),

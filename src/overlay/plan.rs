@@ -122,6 +122,9 @@ pub fn plan(
         }
     }
     let mut linked_done: HashSet<u64> = HashSet::new();
+    // Hard-linked files are placed after the walk: a group's other names may be in
+    // directories the walk has not placed yet (issue 12).
+    let mut groups: Vec<&Vec<&UpperEntry>> = Vec::new();
     for e in entries {
         let changed = done.get(&e.path) != Some(&e.sig());
         p.plan.sigs.insert(e.path.clone(), e.sig());
@@ -139,7 +142,7 @@ pub fn plan(
                     if linked_done.insert(e.st.ino) {
                         let any_changed = group.iter().any(|g| done.get(&g.path) != Some(&g.sig()));
                         if any_changed {
-                            p.linked(group)?;
+                            groups.push(group);
                         }
                     }
                 }
@@ -150,6 +153,9 @@ pub fn plan(
                 }
             },
         }
+    }
+    for group in groups {
+        p.linked(group)?;
     }
     // Directory attributes last, deepest first: the steps above change their times. A
     // directory whose entries change but whose attributes were written before gets its
@@ -305,7 +311,10 @@ impl Planner<'_> {
                         }
                     }
                 }
-                if changed {
+                // A directory whose upper copy changed only in ways the disk copy does not
+                // keep (its ctime, e.g. when a layer is swapped) costs no step: a flush
+                // with nothing to write stays empty (issue 12).
+                if changed && self.meta_differs(&e.path, &st, &e.meta())? {
                     self.dir_meta.push((e.path.clone(), e.meta(), Some(st.ino)));
                 }
             }
@@ -328,6 +337,19 @@ impl Planner<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether the disk copy's directory at `path` (`st`) lacks attributes `m` gives it.
+    fn meta_differs(&self, path: &Path, st: &DiskStat, m: &Meta) -> io::Result<bool> {
+        let a = &st.attr;
+        if (a.mode, a.uid, a.gid, a.atime, a.mtime) != (m.mode, m.uid, m.gid, m.atime, m.mtime) {
+            return Ok(true);
+        }
+        let mut disk = self.disk.read_xattrs(&Loc::target(path))?;
+        let mut want = m.xattrs.clone().unwrap_or_default();
+        disk.sort();
+        want.sort();
+        Ok(disk != want)
     }
 
     fn node(&mut self, e: &UpperEntry, kind: Kind) -> io::Result<()> {

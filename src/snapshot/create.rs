@@ -37,9 +37,29 @@ pub fn create(
     if top.is_empty() || top.as_bytes().contains(&b'/') || top == ".." || top == "." {
         bail!("{top:?} is not a single directory name");
     }
-    let (dir, name) = (parent_of(dest), file_name(dest)?);
+    let dir = parent_of(dest);
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
     let dir_fd = nix::fcntl::open(dir, flags, nix::sys::stat::Mode::empty())
+        .with_context(|| format!("opening {}", dir.display()))?;
+    create_in(source, top, dir_fd.as_fd(), dest, progress)
+}
+
+/// `create`, with the snapshot's directory given as a descriptor (`dest`'s directory, for
+/// names in messages only): the daemon passes the directory it holds, which is never
+/// looked up by path again (docs/security.md R1).
+pub fn create_in(
+    source: BorrowedFd<'_>,
+    top: &OsStr,
+    dest_dir: BorrowedFd<'_>,
+    dest: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> anyhow::Result<SnapshotInfo> {
+    if top.is_empty() || top.as_bytes().contains(&b'/') || top == ".." || top == "." {
+        bail!("{top:?} is not a single directory name");
+    }
+    let (dir, name) = (parent_of(dest), file_name(dest)?);
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let dir_fd = nix::fcntl::openat(dest_dir, ".", flags, nix::sys::stat::Mode::empty())
         .with_context(|| format!("opening {}", dir.display()))?;
     remove_stale_temps(&dir_fd, name);
     let mut tmp_name = OsString::from(".");
@@ -323,16 +343,20 @@ impl<W: Write> Packer<'_, '_, W> {
 /// Opens a regular file for reading (without updating its atime when allowed) and checks it
 /// is still the object that was listed.
 fn open_data(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> io::Result<OwnedFd> {
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW;
+    // O_NONBLOCK: a FIFO or device swapped in for the file must not block the open; the
+    // checks below then refuse it.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
     let fd = match open_at(dir.as_fd(), name, flags | OFlag::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open_at(dir.as_fd(), name, flags)?,
         other => other?,
     };
     let now = nix::sys::stat::fstat(&fd)?;
-    if inode(&now) != inode(st) || now.st_size != st.st_size {
+    let regular = now.st_mode & libc::S_IFMT == libc::S_IFREG;
+    if !regular || inode(&now) != inode(st) || now.st_size != st.st_size {
         return Err(invalid(
             "the file changed while the snapshot was taken".into(),
         ));
     }
+    crate::backing::clear_nonblock(&fd)?;
     Ok(fd)
 }

@@ -1,6 +1,6 @@
 //! Low-level helpers that creating and restoring share: opening one name beneath a
 //! directory descriptor and reading xattrs through it (both on top of `backing`'s helpers),
-//! renaming without replacing (by names under a directory's descriptor), temporary paths that remove themselves, and error wording.
+//! renaming without replacing (by names under a directory's descriptor), and error wording.
 
 use crate::backing::{XattrList, get_xattr, list_xattrs, open_beneath, proc_path};
 use anyhow::anyhow;
@@ -9,7 +9,7 @@ use nix::fcntl::{AtFlags, OFlag, RenameFlags};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{BorrowedFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Opens the single name `name` beneath `dir` (never following a symlink nor leaving the
 /// tree, see `backing::open_beneath`), always with `O_NOFOLLOW`: a symlink is opened only as
@@ -53,32 +53,6 @@ pub(super) fn rename_noreplace_at(dir: &OwnedFd, from: &OsStr, to: &OsStr) -> io
             Ok(nix::fcntl::renameat(dir, from, dir, to)?)
         }
         Err(e) => Err(e.into()),
-    }
-}
-
-/// A temporary directory with its content, removed when dropped unless kept.
-pub(super) struct TempPath {
-    path: PathBuf,
-    keep: bool,
-}
-
-impl TempPath {
-    pub(super) fn dir(path: PathBuf) -> TempPath {
-        TempPath { path, keep: false }
-    }
-
-    /// Leaves the path in place (it has been renamed to its final name).
-    pub(super) fn keep(mut self) {
-        self.keep = true;
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        if !self.keep {
-            // remove_dir_all never follows a symlink, also one put in the tree's place.
-            let _ = crate::fsx::trusted::remove_dir_all(&self.path);
-        }
     }
 }
 

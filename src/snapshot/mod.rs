@@ -24,7 +24,7 @@ mod progress;
 mod restore;
 mod unpack;
 
-pub use create::create;
+pub use create::{create, create_in};
 pub use names::{
     check_owner, clean, conflict_name, enforce_limit, hidden, list, snapshot_path, target_of,
 };

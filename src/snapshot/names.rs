@@ -275,13 +275,22 @@ fn target_owner(target: &Path) -> io::Result<u32> {
 /// root must not restore another user's archive over a target that is not theirs.
 /// `st` is the file's lstat (or fstat of it opened without following).
 pub fn check_owner(snapshot: &Path, st: &std::fs::Metadata, target: &Path) -> io::Result<()> {
+    check_owner_is(snapshot, st, target_owner(target)?, target)
+}
+
+/// `check_owner` with the owner of `target` already known (read through a descriptor).
+pub(super) fn check_owner_is(
+    snapshot: &Path,
+    st: &std::fs::Metadata,
+    owner: u32,
+    target: &Path,
+) -> io::Result<()> {
     if !st.is_file() {
         return Err(invalid(format!(
             "refusing {}: not a regular file",
             snapshot.display()
         )));
     }
-    let owner = target_owner(target)?;
     if st.uid() != 0 && st.uid() != owner {
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,

@@ -3,12 +3,13 @@
 //! moving the result into place, keeping any previous content aside.
 
 use super::RestoreReport;
-use super::fs::{TempPath, file_name, open_at, rename_noreplace_at};
-use super::names::check_owner;
+use super::fs::{file_name, open_at, rename_noreplace_at};
+use super::names::check_owner_is;
 use super::names::{free_name, parent_of, stamp};
 use super::progress::{Counting, Progress};
 use super::unpack::{Owners, Trust, Unpacker};
-use crate::fsx::trusted::{TrustedOpen, TrustedPath};
+use crate::fsx::Dir;
+use crate::fsx::trusted::TrustedPath;
 use anyhow::{Context, bail};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
@@ -78,6 +79,13 @@ pub struct RestoreOptions {
 }
 
 /// `restore` with options.
+///
+/// Everything is resolved once, through descriptors (docs/security.md R1): the destination's
+/// directory is opened with no symlink anywhere in its path, the owner rule reads the
+/// destination (or that directory) through it, the archive is checked on its own opened
+/// descriptor, and the tree is unpacked and moved under that same directory descriptor. A
+/// user who swaps a component of either path for a symlink meanwhile gets an error, never a
+/// restore somewhere else.
 pub fn restore_with(
     snapshot: &Path,
     to: &Path,
@@ -85,24 +93,25 @@ pub fn restore_with(
     progress: &mut dyn FnMut(u64, u64),
 ) -> anyhow::Result<RestoreReport> {
     let force = opts.force;
-    let (dir, name) = (parent_of(to), file_name(to)?);
-    // The destination's directory (often the user's) is opened once: every name in it is
-    // then made, looked at and renamed under this descriptor, never through a symlink.
-    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
-    let dir_fd = Rc::new(
-        nix::fcntl::open(dir, flags, Mode::empty())
-            .with_context(|| format!("opening {}", dir.display()))?,
-    );
+    let abs = std::path::absolute(to)?;
+    let name = file_name(&abs)?;
+    let parent = Dir::open_strict(parent_of(&abs))
+        .with_context(|| format!("restoring to {}", to.display()))?;
     refuse_if_mounted(to)?;
-    if occupancy(&dir_fd, name)? == Occupancy::Occupied && !force {
+    let owner = dest_owner(&parent, name)?;
+    if occupancy(parent.fd(), name)? == Occupancy::Occupied && !force {
         bail!(not_empty(to));
     }
-    let (tmp, tmp_name, (files, bytes)) =
-        unpack_beside(snapshot, to, &dir_fd, opts.keep_special, progress)
+    let (file, owners) = open_archive(snapshot, to, owner)?;
+    let (tmp, (files, bytes)) =
+        unpack_beside(file, owners, &parent, name, opts.keep_special, progress)
             .with_context(|| format!("restoring {}", snapshot.display()))?;
-    let kept_old = place_dir(&dir_fd, &tmp_name, to, force)?;
+    let kept_old = place_dir(parent.fd(), &tmp.name, to, force)?;
     tmp.keep();
-    nix::unistd::fsync(&*dir_fd).with_context(|| format!("syncing directory {}", dir.display()))?;
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let readable = nix::fcntl::openat(parent.fd(), ".", flags, Mode::empty())?;
+    nix::unistd::fsync(&readable)
+        .with_context(|| format!("syncing directory {}", parent.path().display()))?;
     Ok(RestoreReport {
         restored_to: to.to_path_buf(),
         kept_old,
@@ -111,17 +120,27 @@ pub fn restore_with(
     })
 }
 
-/// Unpacks `snapshot` into a new temporary directory beside `to` in `dir_fd` (removed again
-/// on error); returns it, its name, and the numbers of files and bytes restored.
+/// Whose the destination `name` in `parent` is, for the archive owner rule: its owner, or
+/// when it does not exist yet, the owner of `parent`. Read through the descriptor the
+/// restore then works under, so the check and the extraction see the same objects.
+fn dest_owner(parent: &Dir, name: &OsStr) -> io::Result<u32> {
+    match rustix::fs::statat(parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(st.st_uid),
+        Err(rustix::io::Errno::NOENT) => Ok(parent.stat()?.st_uid),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Unpacks the archive `file` into a new temporary directory beside `name` in `parent`
+/// (removed again on every error); returns it, and the numbers of files and bytes restored.
 fn unpack_beside(
-    snapshot: &Path,
-    to: &Path,
-    dir_fd: &Rc<OwnedFd>,
+    file: File,
+    owners: Owners,
+    parent: &Dir,
+    name: &OsStr,
     keep_special: bool,
     progress: &mut dyn FnMut(u64, u64),
-) -> anyhow::Result<(TempPath, OsString, (u64, u64))> {
-    let (dir, name) = (parent_of(to), file_name(to)?);
-    let (file, owners) = open_archive(snapshot, to)?;
+) -> anyhow::Result<(TempDir, (u64, u64))> {
     if keep_special && owners != Owners::Archived {
         bail!(
             "keeping device nodes and setuid/setgid bits needs root restoring an archive root owns"
@@ -132,26 +151,29 @@ fn unpack_beside(
         keep_special,
     };
     let total = file.metadata()?.len();
-    let (tmp, tmp_name) = make_temp_dir(dir_fd, dir, name)?;
-    let mut unpacker = Unpacker::new(dir_fd.clone(), tmp_name.clone(), trust)?;
+    let tmp = make_temp_dir(parent, name)?;
+    let mut unpacker = Unpacker::new(Rc::new(parent.dup_fd()?), tmp.name.clone(), trust)?;
     let mut progress = Progress::new(progress, total);
     unpacker.unpack(Counting::new(file, &mut progress))?;
     progress.finish();
-    Ok((tmp, tmp_name, unpacker.counts()))
+    Ok((tmp, unpacker.counts()))
 }
 
-/// Opens the archive without following a symlink, checks its owner on that descriptor
-/// (`check_owner`), and says whose the restored objects become: as archived only for an
+/// Opens the archive by its name under its directory's descriptor, without following a
+/// symlink, checks its owner on that descriptor against `owner` (the destination's, see
+/// `dest_owner`), and says whose the restored objects become: as archived only for an
 /// archive root owns, else its owner's (when restoring as root).
-fn open_archive(snapshot: &Path, to: &Path) -> anyhow::Result<(File, Owners)> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .trusted_open(snapshot)
-        .with_context(|| format!("opening {}", snapshot.display()))?;
+fn open_archive(snapshot: &Path, to: &Path, owner: u32) -> anyhow::Result<(File, Owners)> {
+    use std::os::unix::fs::MetadataExt;
+    let ctx = || format!("opening {}", snapshot.display());
+    let dir = Dir::open(&std::path::absolute(parent_of(snapshot))?).with_context(ctx)?;
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(dir.fd(), file_name(snapshot)?, flags, Mode::empty())
+        .map_err(io::Error::from)
+        .with_context(ctx)?;
+    let file = File::from(fd);
     let st = file.metadata()?;
-    check_owner(snapshot, &st, to)?;
+    check_owner_is(snapshot, &st, owner, to)?;
     let owners = match (nix::unistd::geteuid().is_root(), st.uid()) {
         (false, _) => Owners::Restorer,
         (true, 0) => Owners::Archived,
@@ -186,12 +208,35 @@ fn refuse_if_mounted(to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates `.<name>.restore-<pid>[-n]` (mode 0700) in `dir`.
-fn make_temp_dir(
-    dir_fd: &OwnedFd,
-    dir: &Path,
-    name: &OsStr,
-) -> anyhow::Result<(TempPath, OsString)> {
+/// The temporary directory a restore unpacks into, beside the destination: removed with
+/// its content (through `parent` and its own descriptor, see `fsx::remove_held`) when
+/// dropped, unless kept.
+struct TempDir {
+    parent: Dir,
+    name: OsString,
+    held: Dir,
+    keep: bool,
+}
+
+impl TempDir {
+    /// Leaves it in place (it has been renamed to its final name).
+    fn keep(mut self) {
+        self.keep = true;
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.keep {
+            if let Err(e) = crate::fsx::remove_held(&self.parent, &self.name, &self.held) {
+                tracing::warn!("removing {}: {e}", self.held.path().display());
+            }
+        }
+    }
+}
+
+/// Creates `.<name>.restore-<pid>[-n]` (mode 0700) in `parent`.
+fn make_temp_dir(parent: &Dir, name: &OsStr) -> anyhow::Result<TempDir> {
     for n in 0..1000 {
         let mut tmp = OsString::from(".");
         tmp.push(name);
@@ -199,16 +244,25 @@ fn make_temp_dir(
         if n > 0 {
             tmp.push(format!("-{n}"));
         }
-        match nix::sys::stat::mkdirat(dir_fd, tmp.as_os_str(), Mode::from_bits_truncate(0o700)) {
-            Ok(()) => return Ok((TempPath::dir(dir.join(&tmp)), tmp)),
-            Err(Errno::EEXIST) => continue,
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("creating a directory in {}", dir.display()));
+        let ctx = || format!("creating a directory in {}", parent.path().display());
+        match nix::sys::stat::mkdirat(
+            parent.fd(),
+            tmp.as_os_str(),
+            Mode::from_bits_truncate(0o700),
+        ) {
+            Ok(()) => {
+                return Ok(TempDir {
+                    parent: parent.try_clone().with_context(ctx)?,
+                    held: parent.open_in(&tmp).with_context(ctx)?,
+                    name: tmp,
+                    keep: false,
+                });
             }
+            Err(Errno::EEXIST) => continue,
+            Err(e) => return Err(e).with_context(ctx),
         }
     }
-    bail!("no free temporary name in {}", dir.display())
+    bail!("no free temporary name in {}", parent.path().display())
 }
 
 /// Moves the restored tree (`tmp` in `dir`) to `to`, by names under `dir`; returns where the

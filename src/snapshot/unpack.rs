@@ -394,7 +394,7 @@ fn apply_meta(
         chmod_fd(&fd, m.mode & keep)?;
     }
     if !m.xattrs.is_empty() {
-        apply_xattrs(&fd, &m.xattrs)?;
+        apply_xattrs(&fd, &m.xattrs, trust.keep_special, member)?;
     }
     let ts = |(sec, nsec): (i64, i64)| Ts {
         sec,
@@ -403,11 +403,36 @@ fn apply_meta(
     times_fd(&fd, ts(m.atime.unwrap_or(m.mtime)), ts(m.mtime))
 }
 
+/// Whether an archived xattr may be set by an untrusted archive: `user.*` and POSIX ACLs
+/// only. `security.*` (file capabilities, SELinux labels) and `trusted.*` (overlayfs
+/// whiteouts and opaque markers) give privileges or change what the kernel does; they are
+/// kept only with `keep_special` (root restoring root's archive).
+pub(super) fn xattr_allowed(name: &[u8], keep_special: bool) -> bool {
+    keep_special
+        || name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+}
+
 /// Sets the archived xattrs on the object `fd` names (a symlink too), through its proc path
-/// (a magic link to that object, not a name looked up again).
-fn apply_xattrs(fd: &OwnedFd, xattrs: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+/// (a magic link to that object, not a name looked up again); those `xattr_allowed` refuses
+/// are dropped with a warning.
+fn apply_xattrs(
+    fd: &OwnedFd,
+    xattrs: &[(Vec<u8>, Vec<u8>)],
+    keep_special: bool,
+    member: &[u8],
+) -> io::Result<()> {
     let p = proc_path(fd);
     for (k, v) in xattrs {
+        if !xattr_allowed(k, keep_special) {
+            tracing::warn!(
+                "{}: xattr {} dropped (an archive may set only user.* xattrs and ACLs)",
+                lossy(member),
+                lossy(k)
+            );
+            continue;
+        }
         // An archived name with a NUL is this archive's error (InvalidData), not a bad
         // argument as `backing::set_xattr` would report it.
         let set = match k.contains(&0) {

@@ -22,6 +22,7 @@ impl Store {
 
     /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`).
     pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
+        self.check_room(super::CHANGE)?;
         if sa.size.is_some() {
             if self.lock().node(id)?.kind != Kind::File {
                 return Err(Errno::EISDIR);
@@ -32,6 +33,7 @@ impl Store {
             self.ensure_xattrs(id)?;
         }
         let mut inner = self.lock();
+        inner.refresh_from_data(id);
         let seq = inner.next_seq();
         let now = Ts::now();
         if let Some(size) = sa.size {
@@ -59,6 +61,10 @@ impl Store {
             n.attr.mtime = pick(t);
         }
         n.attr.ctime = sa.ctime.unwrap_or(now);
+        if let Some(cell) = n.cell() {
+            // What was set wins over the data file's own times (design.md §4.1).
+            cell.mark_seen();
+        }
         inner.mark_meta(id, seq);
         inner.log_node(id);
         drop(inner);
@@ -107,6 +113,8 @@ impl Store {
         if value.len() > XATTR_SIZE_MAX {
             return Err(Errno::E2BIG);
         }
+        // Encoded as JSON numbers: up to four bytes each.
+        self.check_room(super::CHANGE + 4 * value.len() as u64)?;
         self.ensure_xattrs(id)?;
         let gid = self.lock().node(id)?.attr.gid;
         let member =
@@ -144,6 +152,7 @@ impl Store {
 
     pub fn removexattr(&self, id: NodeId, name: &OsStr) -> FsResult<()> {
         check_xattr_name(name)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_xattrs(id)?;
         let mut inner = self.lock();
         let n = inner.node_mut(id)?;

@@ -1,5 +1,6 @@
 //! File data in RAM: one tmpfs file per loaded regular file (`private/data/<id>`), and the
-//! copy-on-write freeze that lets a flush read a point-in-time copy (design.md §4).
+//! copy-on-write freeze that lets a flush read a point-in-time copy (design.md §4), and the
+//! pins of FUSE passthrough, under which the kernel writes a data file itself (§4.1).
 
 use super::types::DataId;
 use crate::backing::copy_sparse;
@@ -18,6 +19,8 @@ pub(crate) struct DataDir {
     dir: OwnedFd,
     next: AtomicU64,
     open: Mutex<OpenFiles>,
+    /// Flush snapshots of pinned files that kept changing during every copy (§4.1).
+    busy: AtomicU64,
 }
 
 impl DataDir {
@@ -31,6 +34,7 @@ impl DataDir {
             dir,
             next: AtomicU64::new(1),
             open: Mutex::new(OpenFiles::new()),
+            busy: AtomicU64::new(0),
         };
         let max = d.list()?.into_iter().map(|i| i.0).max().unwrap_or(0);
         d.next.store(max + 1, Ordering::Relaxed);
@@ -118,6 +122,33 @@ impl DataDir {
         }
     }
 
+    /// How many flush snapshots of files programs kept changing were taken anyway (§4.1).
+    pub fn busy_copies(&self) -> u64 {
+        self.busy.load(Ordering::Relaxed)
+    }
+
+    /// Whether a data file's ctime changes with every write once it has been queried, so that
+    /// a change signature sees every write (design.md §4.1). Probed on a scratch data file.
+    pub fn fine_ctime(&self) -> io::Result<bool> {
+        let id = self.alloc();
+        let f = self.create(id)?;
+        let probe = || -> io::Result<bool> {
+            let mut last = Sig::of(&f)?;
+            for i in 0..3u8 {
+                f.write_at(&[i], 0)?;
+                let now = Sig::of(&f)?;
+                if now == last {
+                    return Ok(false);
+                }
+                last = now;
+            }
+            Ok(true)
+        };
+        let r = probe();
+        self.remove(id);
+        r
+    }
+
     pub fn list(&self) -> io::Result<Vec<DataId>> {
         let mut d = nix::dir::Dir::from_fd(nix::unistd::dup(&self.dir)?)?;
         Ok(d.iter()
@@ -141,6 +172,10 @@ pub(crate) struct CellState {
     pub file: Option<Arc<File>>,
     /// A flush is reading the data file `id`: the next change must copy it first.
     pub frozen: bool,
+    /// Open passthrough handles: the kernel writes `id` itself, so it is never replaced.
+    pub pins: u32,
+    /// The data file's signature when the node's attributes last took it in (§4.1).
+    pub seen: Option<Sig>,
 }
 
 /// What a flush reads: the frozen data file, open if it could be opened at the freeze.
@@ -148,6 +183,32 @@ pub(crate) struct FrozenData {
     pub id: DataId,
     pub file: Option<Arc<File>>,
 }
+
+/// A data file's change signature: size, mtime and ctime (design.md §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Sig {
+    pub size: u64,
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+}
+
+impl Sig {
+    pub fn of(f: &File) -> io::Result<Sig> {
+        Ok(Sig::from_meta(&f.metadata()?))
+    }
+
+    pub fn from_meta(m: &std::fs::Metadata) -> Sig {
+        use std::os::unix::fs::MetadataExt;
+        Sig {
+            size: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+            ctime: (m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Attempts at a snapshot of a pinned file that did not change while it was copied.
+const SNAPSHOT_TRIES: u32 = 16;
 
 impl DataCell {
     /// A cell for a data file just opened or created.
@@ -158,6 +219,8 @@ impl DataCell {
                 id,
                 file: Some(Arc::new(file)),
                 frozen: false,
+                pins: 0,
+                seen: None,
             }),
         });
         dir.opened(&c);
@@ -172,6 +235,8 @@ impl DataCell {
                 id,
                 file: None,
                 frozen: false,
+                pins: 0,
+                seen: None,
             }),
         })
     }
@@ -258,9 +323,66 @@ impl DataCell {
         Ok((f(&cur)?, new_id))
     }
 
+    /// Pins the data file for a passthrough handle: it stays this cell's file until `unpin`.
+    /// A frozen file is copied first, as for a write; the new id is returned to be logged.
+    pub fn pin(self: &Arc<Self>) -> io::Result<(Arc<File>, Option<DataId>)> {
+        let (_, new_id) = self.modify(|_| Ok(()))?;
+        let mut st = self.state.write();
+        if st.frozen {
+            // Frozen again between the copy and this lock: not possible, freezes happen under
+            // the store lock, which the caller holds.
+            return Err(io::Error::other("data file frozen while pinning"));
+        }
+        let file = match &st.file {
+            Some(f) => f.clone(),
+            None => {
+                let f = Arc::new(self.dir.open_existing(st.id)?);
+                st.file = Some(f.clone());
+                f
+            }
+        };
+        if st.pins == 0 {
+            st.seen = Sig::of(&file).ok();
+        }
+        st.pins += 1;
+        Ok((file, new_id))
+    }
+
+    pub fn unpin(&self) {
+        let mut st = self.state.write();
+        st.pins = st.pins.saturating_sub(1);
+    }
+
+    /// The data file's signature if the kernel changed it since `seen` (pinned cells only).
+    pub fn observed(&self) -> Option<Sig> {
+        let st = self.state.read();
+        if st.pins == 0 {
+            return None;
+        }
+        let sig = Sig::of(st.file.as_ref()?).ok()?;
+        (Some(sig) != st.seen).then_some(sig)
+    }
+
+    /// The data file's signature now, if it is open.
+    pub fn sig(&self) -> Option<Sig> {
+        Sig::of(self.state.read().file.as_ref()?).ok()
+    }
+
+    /// Records the data file's current signature as taken in by the node's attributes.
+    pub fn mark_seen(&self) {
+        let mut st = self.state.write();
+        if let Some(f) = &st.file {
+            st.seen = Sig::of(f).ok();
+        }
+    }
+
     /// Freezes the data for a flush: waits for changes in progress; the data file `id` does
-    /// not change until `thaw`.
+    /// not change until `thaw`. A pinned file cannot be frozen (the kernel writes it): it is
+    /// copied into a snapshot that did not change while copied (design.md §4.1).
     pub fn freeze(&self) -> FrozenData {
+        if let Some(snap) = self.snapshot() {
+            return snap;
+        }
         let mut st = self.state.write();
         st.frozen = true;
         if st.file.is_none() {
@@ -273,8 +395,58 @@ impl DataCell {
         }
     }
 
-    /// Ends a freeze. Returns the frozen id if the file was copied meanwhile, so the caller
-    /// removes the old data file.
+    /// A snapshot of a pinned data file: copied, then checked against the signature before
+    /// the copy; copied again while it changed. `None` for a cell that is not pinned.
+    fn snapshot(&self) -> Option<FrozenData> {
+        let src = {
+            let st = self.state.read();
+            if st.pins == 0 {
+                return None;
+            }
+            st.file.clone()?
+        };
+        let id = self.dir.alloc();
+        let copy = match self.dir.create(id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "no RAM for a flush snapshot; the live file is read");
+                return Some(FrozenData {
+                    id: self.id(),
+                    file: Some(src),
+                });
+            }
+        };
+        for attempt in 0..SNAPSHOT_TRIES {
+            if attempt > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
+            }
+            let stable = (|| -> io::Result<bool> {
+                let before = Sig::of(&src)?;
+                copy.set_len(0)?;
+                copy_sparse(&src, &copy)?;
+                Ok(Sig::of(&src)? == before)
+            })();
+            match stable {
+                Ok(true) => break,
+                Ok(false) if attempt + 1 == SNAPSHOT_TRIES => {
+                    self.dir.busy.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(id = id.0, "a file kept changing while the flush copied it");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "copying a flush snapshot");
+                    break;
+                }
+            }
+        }
+        Some(FrozenData {
+            id,
+            file: Some(Arc::new(copy)),
+        })
+    }
+
+    /// Ends a freeze. Returns the frozen id if the file was copied meanwhile (or was a
+    /// snapshot of a pinned file), so the caller removes that data file.
     pub fn thaw(&self, frozen: DataId) -> Option<DataId> {
         let mut st = self.state.write();
         if st.id == frozen {
@@ -291,7 +463,7 @@ impl DataCell {
             return false;
         };
         match &st.file {
-            Some(f) if st.frozen || Arc::strong_count(f) > 1 => false,
+            Some(f) if st.frozen || st.pins > 0 || Arc::strong_count(f) > 1 => false,
             _ => {
                 st.file = None;
                 true
@@ -305,6 +477,13 @@ impl DataCell {
 pub(crate) struct OpenFiles {
     lru: lru::LruCache<usize, Weak<DataCell>>,
     budget: usize,
+}
+
+impl DataDir {
+    /// Sets how many data files may stay open (the `open_files` setting).
+    pub(crate) fn set_open_files(&self, n: usize) {
+        self.open.lock().budget = n.max(16);
+    }
 }
 
 impl OpenFiles {

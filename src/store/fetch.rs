@@ -185,8 +185,9 @@ impl Store {
                 if !matches!(inner.node(id)?.content, Content::File(None)) {
                     return Ok(());
                 }
-                inner.disk_path(id)
+                (inner.disk_path(id), inner.node(id)?.disk_ino)
             };
+            let (path, ino) = path;
             let data_id = self.data.alloc();
             let file = self.data.create(data_id)?;
             if let Some(p) = path {
@@ -196,7 +197,7 @@ impl Store {
                 let loc = Loc::Target(p);
                 let own_ctime = self.disk_writers.try_lock().is_none();
                 let before = self.backing.stat(&loc);
-                if let Err(e) = self.backing.read_data(&loc, &file) {
+                if let Err(e) = self.backing.read_data(&loc, ino, &file) {
                     self.data.remove(data_id);
                     return Err(e.into());
                 }

@@ -17,6 +17,9 @@ use std::sync::Arc;
 impl Store {
     /// Opens a regular file; `truncate` is O_TRUNC (the data is then not read from disk).
     pub fn open(&self, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
+        if truncate {
+            self.check_room(super::CHANGE)?;
+        }
         {
             let inner = self.lock();
             match inner.node(id)?.kind {
@@ -81,6 +84,7 @@ impl Store {
 
     /// A write by `ctx`; takes set-user-ID and set-group-ID bits as `privs` says.
     pub fn write(&self, ctx: Ctx, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
+        self.check_room(super::CHANGE)?;
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
@@ -91,9 +95,51 @@ impl Store {
         Ok(n)
     }
 
+    /// Gives an open handle's data file to the kernel (FUSE passthrough, design.md §4.1):
+    /// the cell is pinned until release, and a handle that may write marks the data dirty
+    /// until a flush after its last writer closed.
+    pub fn pin(&self, fh: HandleId) -> FsResult<Arc<File>> {
+        self.check_room(super::CHANGE)?;
+        let mut inner = self.lock();
+        let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
+        let (id, write) = (h.node, h.write);
+        let cell = inner.node(id)?.cell().cloned().ok_or(Errno::EBADF)?;
+        // The store lock is held: no flush can freeze the cell meanwhile.
+        let (file, new_id) = cell.pin()?;
+        if let Some(h) = inner.handles.get_mut(&fh.0) {
+            h.pinned = Some(super::data::Sig::of(&file).ok());
+        }
+        if write {
+            inner.node_mut(id)?.writers += 1;
+            let first = inner.node(id)?.data_seq == 0;
+            let seq = inner.next_seq();
+            inner.mark_data(id, seq);
+            if first || new_id.is_some() {
+                inner.log_node(id);
+            }
+        } else if new_id.is_some() {
+            inner.log_node(id);
+        }
+        Ok(file)
+    }
+
+    /// Undoes `pin` when the kernel would not take the data file: the daemon serves it.
+    pub fn unpin_handle(&self, fh: HandleId) -> FsResult<()> {
+        let mut inner = self.lock();
+        let h = inner.handles.get_mut(&fh.0).ok_or(Errno::EBADF)?;
+        let Some(began) = h.pinned.take() else {
+            return Ok(());
+        };
+        let (id, write) = (h.node, h.write);
+        inner.unpin(id, write, began)
+    }
+
     pub fn release(&self, fh: HandleId) -> FsResult<()> {
         let mut inner = self.lock();
         let h = inner.handles.remove(&fh.0).ok_or(Errno::EBADF)?;
+        if let Some(began) = h.pinned {
+            inner.unpin(h.node, h.write, began)?;
+        }
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
         }
@@ -103,6 +149,7 @@ impl Store {
 
     /// fallocate(2) by `ctx`, a change of data like a write.
     pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
+        self.check_room(super::CHANGE)?;
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
@@ -146,6 +193,7 @@ impl Store {
         off_out: u64,
         len: u64,
     ) -> FsResult<u64> {
+        self.check_room(super::CHANGE)?;
         let (_, cin) = self.cell_of(fh_in)?;
         let (id, cout) = self.cell_of(fh_out)?;
         let src = cin.file()?;
@@ -170,6 +218,47 @@ impl Store {
 }
 
 impl Inner {
+    /// Takes a pinned data file's size and times into the node if the kernel changed it
+    /// since they were last taken in (design.md §4.1).
+    pub(crate) fn refresh_from_data(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        let Some(cell) = n.cell().cloned() else {
+            return;
+        };
+        if let Some(sig) = cell.observed() {
+            super::inner::sig_into(&mut n.attr, sig);
+            cell.mark_seen();
+        }
+    }
+
+    /// A passthrough handle closed. The last writer's release marks the data dirty again, so
+    /// that a flush after it copies the final state. Status counts the file's size as
+    /// written if it changed while the handle was open (the daemon does not see the writes).
+    fn unpin(&mut self, id: NodeId, write: bool, began: Option<super::data::Sig>) -> FsResult<()> {
+        self.refresh_from_data(id);
+        let n = self.node_mut(id)?;
+        let now = n.cell().and_then(|c| c.sig());
+        if let Some(cell) = n.cell() {
+            cell.unpin();
+        }
+        if !write {
+            return Ok(());
+        }
+        if let Some(now) = now.filter(|s| Some(*s) != began) {
+            self.counters.bytes_written += now.size;
+        }
+        let n = self.node_mut(id)?;
+        n.writers = n.writers.saturating_sub(1);
+        if n.writers == 0 {
+            let seq = self.next_seq();
+            self.mark_data(id, seq);
+            self.log_node(id);
+        }
+        Ok(())
+    }
+
     /// After a change of a file's data: size (grown to `end` if given), times, dirty set, and
     /// a log record the first time (or when copy-on-write gave it a new data file).
     pub(crate) fn data_changed(

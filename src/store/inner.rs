@@ -11,12 +11,26 @@ use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+thread_local! {
+    /// Set when an operation's records could not be put in the store log on this thread
+    /// (`take_log_lost`): the FUSE adapter then tells the program EIO.
+    static LOG_LOST: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether an operation on this thread since the last call lost its store-log records.
+pub fn take_log_lost() -> bool {
+    LOG_LOST.with(|l| l.replace(false))
+}
+
 /// An open file or directory.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Handle {
     pub node: NodeId,
     /// Opened for writing (with FUSE passthrough this is what marks data dirty).
-    pub _write: bool,
+    pub write: bool,
+    /// The kernel does this handle's I/O on the data file itself (FUSE passthrough), and
+    /// the data file's signature when it began (for status's bytes written).
+    pub pinned: Option<Option<super::data::Sig>>,
     /// A directory listing's end: entries with this cookie or higher (made or renamed
     /// after the listing began) are not listed, so that a listing always ends and returns
     /// each entry at most once. Set by a listing from offset 0; 0 until then.
@@ -32,30 +46,30 @@ pub struct Counters {
 }
 
 pub(crate) struct Inner {
-    pub nodes: HashMap<NodeId, Node>,
-    pub next_node: u64,
-    pub next_handle: u64,
-    pub handles: HashMap<u64, Handle>,
+    pub(super) nodes: HashMap<NodeId, Node>,
+    pub(super) next_node: u64,
+    pub(super) next_handle: u64,
+    pub(super) handles: HashMap<u64, Handle>,
     /// Disk inode -> node, for nodes with names on disk not met yet (hard links).
-    pub disk_inos: HashMap<u64, NodeId>,
+    pub(super) disk_inos: HashMap<u64, NodeId>,
     /// Sequence of changes (design.md §2).
-    pub seq: u64,
-    pub dirty_nodes: BTreeSet<NodeId>,
-    pub dirty_dirs: BTreeSet<NodeId>,
-    pub log: StoreLog,
+    pub(super) seq: u64,
+    pub(super) dirty_nodes: BTreeSet<NodeId>,
+    pub(super) dirty_dirs: BTreeSet<NodeId>,
+    pub(super) log: StoreLog,
     /// Nodes recreated from the store log, waiting for their directory to be populated.
-    pub pending_origins: HashMap<(NodeId, OsString), NodeId>,
-    pub counters: Counters,
+    pub(super) pending_origins: HashMap<(NodeId, OsString), NodeId>,
+    pub(super) counters: Counters,
     /// While replaying the store log, changes are not logged again.
-    pub replaying: bool,
-    pub data: Arc<DataDir>,
+    pub(super) replaying: bool,
+    pub(super) data: Arc<DataDir>,
     /// When the oldest change not yet on disk was made, and the first change since the
     /// last flush snapshot.
-    pub dirty_since: Option<std::time::SystemTime>,
+    pub(super) dirty_since: Option<std::time::SystemTime>,
     /// Records of the operation in progress: appended as one batch, with a commit marker,
     /// when the store lock is released (design.md §3).
-    pub log_buf: Vec<Record>,
-    pub since_snapshot: Option<std::time::SystemTime>,
+    pub(super) log_buf: Vec<Record>,
+    pub(super) since_snapshot: Option<std::time::SystemTime>,
 }
 
 impl Inner {
@@ -138,6 +152,9 @@ impl Inner {
             if let Ok(m) = cell.metadata() {
                 use std::os::unix::fs::MetadataExt;
                 attr.blocks = m.blocks();
+            }
+            if let Some(sig) = cell.observed() {
+                sig_into(&mut attr, sig);
             }
         }
         Ok(Stat {
@@ -341,7 +358,43 @@ impl Inner {
         }
         let mut batch = std::mem::take(&mut self.log_buf);
         batch.push(Record::Commit);
-        let _ = self.log.append(&batch);
+        let was_broken = self.log.broken;
+        if self.log.append(&batch).is_err() {
+            // The file misses this operation: replace it by the state, which has it.
+            let base = self.log.base_gen;
+            let rewritten = !was_broken
+                && !self.log.has_pending()
+                && match self.rewrite_log(base) {
+                    Ok(()) => {
+                        tracing::warn!("store log rewritten after a failed append");
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "the store log cannot be rewritten: changes get ENOSPC until a flush or deleted files make room");
+                        false
+                    }
+                };
+            if !rewritten {
+                LOG_LOST.with(|l| l.set(true));
+            }
+        }
+    }
+
+    /// Whether a change whose records take up to `batch` bytes may be made now
+    /// (`StoreLog::has_room`); a log that missed an append is rewritten first.
+    pub(crate) fn ensure_log_room(&mut self, batch: u64, removal: bool) -> FsResult<()> {
+        if self.log.broken && !self.log.has_pending() {
+            let base = self.log.base_gen;
+            if self.rewrite_log(base).is_ok() {
+                tracing::info!("store log rewritten; changes are taken again");
+            }
+        }
+        let room = if removal {
+            self.log.has_room_for_removal(batch)
+        } else {
+            self.log.has_room(batch)
+        };
+        if room { Ok(()) } else { Err(Errno::ENOSPC) }
     }
 
     /// Appends an entry record (the child's node record first).
@@ -413,4 +466,15 @@ impl Inner {
             ctime: now,
         }
     }
+}
+
+/// Size and times of a pinned data file the kernel wrote (design.md §4.1).
+pub(crate) fn sig_into(attr: &mut super::types::Attr, sig: super::data::Sig) {
+    let ts = |(sec, nsec): (i64, i64)| Ts {
+        sec,
+        nsec: nsec as u32,
+    };
+    attr.size = sig.size;
+    attr.mtime = ts(sig.mtime);
+    attr.ctime = ts(sig.ctime);
 }

@@ -12,9 +12,19 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 pub(crate) const LOG_VERSION: u32 = 1;
-/// Space kept allocated ahead of the end of the log, so that appends do not fail on a full
-/// tmpfs (fallocate with KEEP_SIZE).
-const RESERVE: u64 = 8 << 20;
+/// The reserve (design.md §3): space kept allocated ahead of the end of the log
+/// (fallocate with KEEP_SIZE), a sixteenth of the tmpfs within these bounds, and never less
+/// than a rewrite of the whole log needs.
+const RESERVE_MIN: u64 = 256 << 10;
+const RESERVE_MAX: u64 = 8 << 20;
+/// Room kept for the records of one more operation: below it, changes are refused.
+pub(crate) const BATCH_ROOM: u64 = 64 << 10;
+
+/// Space a rewrite of a log of `len` bytes needs (the compacted log is at most the log,
+/// give or take longer numbers in node records).
+fn rewrite_need(len: u64) -> u64 {
+    len + len / 8 + BATCH_ROOM
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "snake_case")]
@@ -123,6 +133,16 @@ pub(crate) struct StoreLog {
     pub failures: u64,
     /// A rewritten log waiting for its commit: file, length, base generation.
     pending: Option<(File, u64, u64)>,
+    /// What the reserve aims at when the tmpfs has room (`RESERVE_MIN..=RESERVE_MAX`).
+    unit: u64,
+    /// An append failed: the file misses an operation, so nothing more is appended and
+    /// changes are refused until a rewrite replaces it.
+    pub broken: bool,
+    /// Whether the reserve is short (set by `reserve`; read without the store lock, by
+    /// `Store::check_room`, so that changes take the slow path only when it is).
+    pub low: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether `log` is this object's file (a takeover's log object has not written yet).
+    opened: bool,
 }
 
 impl StoreLog {
@@ -150,7 +170,23 @@ impl StoreLog {
 
     /// Writes the replacement log as `log.new`; it takes effect with `commit_rewrite`. A
     /// takeover that finds `log.new` uses it if the disk reached its base generation.
+    ///
+    /// On a full tmpfs the room comes from the reserve: the old log's space beyond its end
+    /// is given back first and `log.new` is allocated at once (design.md §3). If that fails
+    /// the old log gets its reserve back as far as it can, and stays in use.
     pub fn prepare_rewrite(&mut self, base_gen: u64, records: &[Record]) -> io::Result<()> {
+        self.abort_rewrite();
+        let r = self.write_new(base_gen, records);
+        if r.is_err() {
+            let _ = crate::fsx::trusted::remove_file(Self::new_path(&self.dir));
+            if self.opened {
+                self.reserve();
+            }
+        }
+        r
+    }
+
+    fn write_new(&mut self, base_gen: u64, records: &[Record]) -> io::Result<()> {
         let header = Record::Header(Header {
             version: LOG_VERSION,
             base_gen,
@@ -173,9 +209,25 @@ impl StoreLog {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .trusted_open(Self::new_path(&self.dir))?;
+        // Allocated before it is written: a tmpfs without room fails here, cleanly. Only a
+        // full tmpfs makes the old log give its reserve back first: between that and the
+        // allocation a data write could take the pages (a live flush then fails and retries).
+        if allocate(&f, buf.len() as u64).is_err() {
+            self.release_reserve();
+            allocate(&f, buf.len() as u64)?;
+        }
         f.write_all(&buf)?;
         self.pending = Some((f, buf.len() as u64, base_gen));
         Ok(())
+    }
+
+    /// Gives back the space allocated beyond the end of the log file (its reserve): a
+    /// truncation to its own length frees the pages past it on tmpfs. (A takeover's log
+    /// object has no file yet: `read_file` gave back the dead daemon's reserve.)
+    pub(crate) fn release_reserve(&mut self) {
+        if self.opened && self.file.set_len(self.len).is_ok() {
+            self.reserved = self.len;
+        }
     }
 
     pub fn commit_rewrite(&mut self) -> io::Result<()> {
@@ -184,6 +236,8 @@ impl StoreLog {
         };
         crate::fsx::trusted::rename(Self::new_path(&self.dir), Self::path(&self.dir))?;
         self.file = f;
+        self.opened = true;
+        self.broken = false;
         self.len = len;
         self.reserved = len;
         self.base_gen = base_gen;
@@ -192,9 +246,15 @@ impl StoreLog {
         Ok(())
     }
 
+    pub fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// Drops a prepared rewrite; the old log, which stays, gets its reserve back.
     pub fn abort_rewrite(&mut self) {
         if self.pending.take().is_some() {
             let _ = crate::fsx::trusted::remove_file(Self::new_path(&self.dir));
+            self.reserve();
         }
     }
 
@@ -220,7 +280,14 @@ impl StoreLog {
     /// A log object for a takeover: nothing is written until the replayed state is (with
     /// `rewrite`), so a takeover killed half way leaves the old log as it was.
     pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
+        let total = nix::sys::statvfs::statvfs(dir)
+            .map(|s| s.blocks() * s.fragment_size())
+            .unwrap_or(0);
         Ok(StoreLog {
+            unit: (total / 16).clamp(RESERVE_MIN, RESERVE_MAX),
+            broken: false,
+            low: Default::default(),
+            opened: false,
             dir: dir.to_path_buf(),
             file: crate::fsx::trusted::open("/dev/null")?,
             len: 0,
@@ -239,17 +306,27 @@ impl StoreLog {
         if records.is_empty() {
             return Ok(());
         }
+        if self.broken || !self.opened {
+            self.failures += 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
         let mut buf = Vec::with_capacity(256 * records.len());
         for r in records {
             buf.extend_from_slice(&encode(r));
         }
+        let end = self.len + buf.len() as u64;
+        if end > self.reserved && allocate_keep(&self.file, end).is_ok() {
+            self.reserved = end;
+        }
         if let Err(e) = self.file.write_all(&buf) {
             self.failures += 1;
-            tracing::error!(error = %e, "store log append failed: a killed daemon could lose this change");
+            self.broken = true;
+            self.low.store(true, std::sync::atomic::Ordering::Relaxed);
+            tracing::error!(error = %e, "store log append failed; the log is rewritten from the RAM tree");
             return Err(e);
         }
-        self.len += buf.len() as u64;
-        if self.len + RESERVE / 2 > self.reserved {
+        self.len = end;
+        if self.ahead() < self.want_ahead() / 2 {
             self.reserve();
         }
         Ok(())
@@ -259,31 +336,92 @@ impl StoreLog {
         self.len
     }
 
-    fn reserve(&mut self) {
-        let want = self.len + RESERVE;
-        // SAFETY: fallocate on a descriptor we own; KEEP_SIZE leaves the file's size alone.
-        let r = unsafe {
-            libc::fallocate(
-                self.file.as_raw_fd(),
-                libc::FALLOC_FL_KEEP_SIZE,
-                0,
-                want as libc::off_t,
-            )
-        };
-        if r == 0 {
-            self.reserved = want;
-        } else {
-            tracing::warn!(error = %io::Error::last_os_error(), "cannot reserve space for the store log");
+    /// Space allocated beyond the end of the log: its reserve.
+    pub fn reserve_bytes(&self) -> u64 {
+        self.ahead()
+    }
+
+    fn ahead(&self) -> u64 {
+        self.reserved.saturating_sub(self.len)
+    }
+
+    /// The reserve aimed at: the unit, and always room for a rewrite and one more batch.
+    fn want_ahead(&self) -> u64 {
+        self.unit.max(self.need_ahead())
+    }
+
+    /// The least reserve with which changes are taken: a rewrite of the whole log (the
+    /// flush after them) and the records of one more operation.
+    fn need_ahead(&self) -> u64 {
+        rewrite_need(self.len) + BATCH_ROOM
+    }
+
+    /// Whether a change whose records take up to `batch` bytes may be made: they, and the
+    /// rewrite after them, fit in the reserve (topped up first if it is short). Sets `low`
+    /// for `Store::check_room`.
+    pub fn has_room(&mut self, batch: u64) -> bool {
+        self.room_for(rewrite_need(self.len) + batch)
+    }
+
+    /// Whether a removal whose records take up to `batch` bytes may be made: it needs room
+    /// for its records only, since it gives room back (so files can always be deleted to
+    /// make room while the reserve lasts).
+    pub fn has_room_for_removal(&mut self, batch: u64) -> bool {
+        self.room_for(batch)
+    }
+
+    fn room_for(&mut self, need: u64) -> bool {
+        if self.ahead() < self.want_ahead() {
+            self.reserve();
+        }
+        let ok = self.opened && !self.broken && self.ahead() >= need;
+        let low = !ok || self.ahead() < self.want_ahead();
+        self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+        ok
+    }
+
+    /// Tops the reserve up to `want_ahead`, or as far as the tmpfs allows (at least to
+    /// `need_ahead`, else nothing is allocated).
+    pub(crate) fn reserve(&mut self) {
+        if !self.opened {
+            return;
+        }
+        let was_low = self.low.load(std::sync::atomic::Ordering::Relaxed);
+        for want in [self.want_ahead(), self.need_ahead()] {
+            let end = self.len + want;
+            if end <= self.reserved || allocate_keep(&self.file, end).is_ok() {
+                self.reserved = self.reserved.max(end);
+                let low = self.ahead() < self.want_ahead() || self.broken;
+                self.low.store(low, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+        }
+        self.low.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !was_low {
+            tracing::warn!(
+                reserve = self.ahead(),
+                needed = self.need_ahead(),
+                "the RAM store is full: its log's reserve cannot grow; changes get ENOSPC until a flush or deleted files make room"
+            );
         }
     }
 
     /// Reads a log. A torn last line (the daemon died mid-append, before replying) is ignored;
     /// a bad line elsewhere is an error.
+    ///
+    /// The space its writer (a daemon that died) kept allocated beyond its end is given back
+    /// (the content is untouched): on a full tmpfs the takeover's rewrite needs it.
     fn read_file(path: &Path) -> io::Result<(Header, Vec<Record>)> {
         let f = OpenOptions::new()
             .read(true)
+            .write(true)
             .custom_flags(libc::O_NOFOLLOW)
             .trusted_open(path)?;
+        if let Ok(m) = f.metadata() {
+            if m.is_file() {
+                let _ = f.set_len(m.len());
+            }
+        }
         let lines: Vec<Vec<u8>> = io::BufReader::new(f)
             .split(b'\n')
             .collect::<Result<_, _>>()?;
@@ -331,6 +469,29 @@ impl StoreLog {
     }
 }
 
+/// Allocates the first `len` bytes of `f`, growing its size.
+fn allocate(f: &File, len: u64) -> io::Result<()> {
+    fallocate(f, 0, len)
+}
+
+/// Allocates the first `len` bytes of `f`, leaving its size alone.
+fn allocate_keep(f: &File, len: u64) -> io::Result<()> {
+    fallocate(f, libc::FALLOC_FL_KEEP_SIZE, len)
+}
+
+fn fallocate(f: &File, mode: i32, len: u64) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate on a descriptor the caller owns.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, 0, len as libc::off_t) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 fn encode(r: &Record) -> Vec<u8> {
     let mut v = serde_json::to_vec(r).expect("records always serialize");
     v.push(b'\n');
@@ -345,4 +506,67 @@ fn fresh_handle_gen() -> u32 {
         .unwrap_or(0);
     let mixed = nanos ^ (u64::from(std::process::id()) << 32);
     ((mixed ^ (mixed >> 32)) as u32).max(1)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn allocated(p: &Path) -> u64 {
+        std::fs::metadata(p).unwrap().blocks() * 512
+    }
+
+    #[test]
+    fn the_reserve_lies_beyond_the_end_and_a_rewrite_takes_it_first() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let log_path = dir.path().join("log");
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        assert!(log.reserve_bytes() >= RESERVE_MIN);
+        assert!(allocated(&log_path) >= log.len() + log.reserve_bytes());
+        assert_eq!(std::fs::metadata(&log_path).unwrap().len(), log.len());
+        assert!(log.has_room(BATCH_ROOM));
+        log.append(&[Record::Commit]).unwrap();
+        log.prepare_rewrite(1, &[]).unwrap();
+        log.commit_rewrite().unwrap();
+        assert!(allocated(&log_path) >= RESERVE_MIN);
+        assert!(!dir.path().join("log.new").exists());
+        // An aborted rewrite gives the old log its reserve back.
+        log.prepare_rewrite(2, &[]).unwrap();
+        log.abort_rewrite();
+        assert!(allocated(&log_path) >= RESERVE_MIN);
+        assert_eq!(log.base_gen, 1);
+    }
+
+    #[test]
+    fn a_broken_log_takes_no_appends_and_no_changes_until_rewritten() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        log.broken = true;
+        assert!(log.append(&[Record::Commit]).is_err());
+        assert_eq!(log.failures, 1);
+        assert!(!log.has_room(BATCH_ROOM));
+        assert!(log.low.load(std::sync::atomic::Ordering::Relaxed));
+        log.rewrite(0, &[]).unwrap();
+        assert!(log.has_room(BATCH_ROOM));
+        log.append(&[Record::Commit]).unwrap();
+    }
+
+    #[test]
+    fn the_reserve_always_holds_a_rewrite_of_the_log() {
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        let entry = Record::Entry {
+            dir: NodeId(1),
+            name: "x".repeat(200).into(),
+            child: None,
+        };
+        for _ in 0..20_000 {
+            log.append(std::slice::from_ref(&entry)).unwrap();
+        }
+        assert!(log.len() > 4 << 20);
+        assert!(log.reserve_bytes() >= rewrite_need(log.len()));
+        assert!(log.has_room(BATCH_ROOM));
+    }
 }

@@ -16,6 +16,7 @@ pub(crate) mod data;
 mod dirs;
 mod fetch;
 mod files;
+pub(crate) mod flushing;
 pub(crate) mod inner;
 mod links;
 pub(crate) mod log;
@@ -29,13 +30,15 @@ pub mod types;
 use crate::backing::{Backing, Loc};
 use crate::error::{Errno, FsResult};
 use data::DataDir;
-pub use inner::Counters;
 use inner::Inner;
+pub use inner::{Counters, take_log_lost};
 use node::{Content, Dir, Node, Origin};
 use parking_lot::{Condvar, Mutex, RwLock};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
 use types::{FsStats, Kind, NodeId};
 
 /// The store of one target.
@@ -57,9 +60,70 @@ pub struct Store {
     relatime: std::sync::atomic::AtomicBool,
     /// The mount is read-only (design.md §11): access times are not recorded.
     read_only: std::sync::atomic::AtomicBool,
+    /// FUSE passthrough serves file data (design.md §4.1); for status.
+    passthrough: std::sync::atomic::AtomicBool,
     /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
     pub seen: seen::DiskSeen,
+    /// The store log's `low` flag: changes check the log's room only when it is set.
+    log_low: Arc<AtomicBool>,
+    /// When the tmpfs's fill was last looked at (ms since `born`), and whether it is above
+    /// the warning level.
+    born: Instant,
+    space_checked: AtomicU64,
+    space_warned: AtomicBool,
 }
+
+/// Above this much of the tmpfs used, a warning is logged and shown by status.
+const WARN_PERCENT: u64 = 90;
+
+/// The room on the store's tmpfs (status).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreSpace {
+    /// The tmpfs's size, what is used of it (by anything: data, log and its reserve), and
+    /// what is free.
+    pub size: u64,
+    pub used: u64,
+    pub free: u64,
+    pub log_bytes: u64,
+    /// Space kept allocated ahead of the log's end (counted in `used`).
+    pub log_reserve: u64,
+}
+
+impl StoreSpace {
+    /// The room on the filesystem of `dir` (no log).
+    pub fn of_dir(dir: &Path) -> StoreSpace {
+        let mut s = StoreSpace::default();
+        if let Ok(v) = nix::sys::statvfs::statvfs(dir) {
+            let unit = v.fragment_size();
+            s.size = v.blocks() * unit;
+            s.free = v.blocks_available() * unit;
+            s.used = s.size.saturating_sub(v.blocks_free() * unit);
+        }
+        s
+    }
+
+    /// What status shows above `WARN_PERCENT`.
+    pub fn warning(&self) -> Option<String> {
+        let pct = self.percent();
+        (pct >= WARN_PERCENT).then(|| {
+            format!(
+                "the RAM store's tmpfs is {pct}% full ({} KiB free): programs get ENOSPC when it is full; flush, delete files or give the volatile directory more room",
+                self.free >> 10
+            )
+        })
+    }
+
+    pub fn percent(&self) -> u64 {
+        (self.used.saturating_mul(100))
+            .checked_div(self.size)
+            .unwrap_or(0)
+    }
+}
+
+/// Room one operation's records may need: most changes, and a removal (which gives room
+/// back, so it is refused only when the log is really at its end).
+pub(crate) const CHANGE: u64 = log::BATCH_ROOM;
+const REMOVAL: u64 = 8 << 10;
 
 /// What a new store needs.
 pub struct StoreSetup<'a> {
@@ -117,6 +181,7 @@ impl Store {
     ) -> std::io::Result<Store> {
         let data = Arc::new(DataDir::open(&private.join("data"))?);
         let handle_gen = log.handle_gen;
+        let log_low = log.low.clone();
         let inner = Inner {
             nodes: HashMap::new(),
             next_node: NodeId::ROOT.0 + 1,
@@ -147,7 +212,12 @@ impl Store {
             handle_gen,
             relatime: std::sync::atomic::AtomicBool::new(false),
             read_only: std::sync::atomic::AtomicBool::new(false),
+            passthrough: std::sync::atomic::AtomicBool::new(false),
             seen: seen::DiskSeen::default(),
+            log_low,
+            born: Instant::now(),
+            space_checked: AtomicU64::new(0),
+            space_warned: AtomicBool::new(false),
         })
     }
 
@@ -205,6 +275,79 @@ impl Store {
         })
     }
 
+    /// Refuses a change with ENOSPC when the store log could not take its records (`batch`
+    /// bytes at most) and still be rewritten by the flush after it (design.md §3): a program
+    /// is never told a change succeeded that the log does not hold.
+    pub(crate) fn check_room(&self, batch: u64) -> FsResult<()> {
+        self.room(batch, false)
+    }
+
+    /// Like `check_room` for a removal, which needs room for its own records only.
+    pub(crate) fn check_removal_room(&self) -> FsResult<()> {
+        self.room(REMOVAL, true)
+    }
+
+    fn room(&self, batch: u64, removal: bool) -> FsResult<()> {
+        self.watch_space();
+        if !self.log_low.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        self.inner.lock().ensure_log_room(batch, removal)
+    }
+
+    /// The room on the store's tmpfs.
+    pub fn space(&self) -> StoreSpace {
+        let (log_bytes, log_reserve) = {
+            let inner = self.inner.lock();
+            (inner.log.len(), inner.log.reserve_bytes())
+        };
+        let s = StoreSpace {
+            log_bytes,
+            log_reserve,
+            ..StoreSpace::of_dir(&self.private)
+        };
+        self.note_space(&s);
+        s
+    }
+
+    /// Lends the store log's reserve to `f`, which writes a small file of the daemon's on the
+    /// store's tmpfs (`owner.json` at a takeover, when data fills the tmpfs); the reserve is
+    /// topped up again after.
+    pub fn lend_reserve<T>(&self, f: impl FnOnce() -> T) -> T {
+        let mut inner = self.inner.lock();
+        inner.log.release_reserve();
+        let r = f();
+        inner.log.reserve();
+        r
+    }
+
+    /// Looks at the tmpfs's fill at most four times a second, from changes.
+    fn watch_space(&self) {
+        let now = self.born.elapsed().as_millis() as u64 + 1000;
+        let last = self.space_checked.load(Ordering::Relaxed);
+        if now < last + 250
+            || self
+                .space_checked
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        self.space();
+    }
+
+    /// Logs a warning when the tmpfs is above `WARN_PERCENT`, and when it has room again.
+    fn note_space(&self, s: &StoreSpace) {
+        if let Some(w) = s.warning() {
+            if !self.space_warned.swap(true, Ordering::Relaxed) {
+                tracing::warn!(store = %self.private.display(), "{w}");
+            }
+        } else if s.percent() < WARN_PERCENT - 5 && self.space_warned.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!(store = %self.private.display(), "the RAM store's tmpfs has room again ({}% full)", s.percent());
+        }
+    }
+
     /// A summary for status reports.
     pub fn summary(&self) -> StoreSummary {
         let inner = self.lock();
@@ -239,7 +382,24 @@ impl Store {
         s.dirty_dir_count = dirs.len() as u64;
         drop(inner);
         s.ram_bytes = dir_bytes(&self.private.join("data"));
+        s.passthrough = self.passthrough();
+        s.busy_copies = self.data.busy_copies();
         s
+    }
+
+    /// Records which data path FUSE mode uses (design.md §4.1).
+    pub fn set_passthrough(&self, on: bool) {
+        self.passthrough
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn passthrough(&self) -> bool {
+        self.passthrough.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether a data file's change signature sees every write (design.md §4.1).
+    pub fn fine_ctime(&self) -> bool {
+        self.data.fine_ctime().unwrap_or(false)
     }
 }
 
@@ -267,6 +427,11 @@ impl Drop for Locked<'_> {
 
 impl Store {
     /// Takes the store lock (see the lock order at the top of this file).
+    /// The most RAM data files kept open at once (`TargetSettings::open_files`).
+    pub fn set_open_files(&self, n: usize) {
+        self.data.set_open_files(n);
+    }
+
     pub(crate) fn lock(&self) -> Locked<'_> {
         Locked(self.inner.lock())
     }
@@ -291,6 +456,10 @@ pub struct StoreSummary {
     pub counters: Counters,
     /// When the oldest change not yet on disk was made.
     pub dirty_since: Option<std::time::SystemTime>,
+    /// FUSE passthrough serves file data (else the daemon does).
+    pub passthrough: bool,
+    /// Flush copies of files that kept changing while copied (design.md §4.1).
+    pub busy_copies: u64,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).

@@ -80,6 +80,7 @@ impl Store {
         umask: u32,
     ) -> FsResult<Stat> {
         check_name(name)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_child(parent, name)?;
         self.ensure_xattrs(parent)?;
         let cell = match kind {
@@ -117,6 +118,7 @@ impl Store {
 
     pub fn link(&self, id: NodeId, newparent: NodeId, newname: &OsStr) -> FsResult<Stat> {
         check_name(newname)?;
+        self.check_room(super::CHANGE)?;
         self.ensure_child(newparent, newname)?;
         let mut inner = self.lock();
         let n = inner.node(id)?;
@@ -140,6 +142,7 @@ impl Store {
     }
 
     pub fn unlink(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.check_removal_room()?;
         self.ensure_child(parent, name)?;
         let mut inner = self.lock();
         let Some(Target::Node(id)) = inner.entry(parent, name)? else {
@@ -152,6 +155,7 @@ impl Store {
     }
 
     pub fn rmdir(&self, parent: NodeId, name: &OsStr) -> FsResult<()> {
+        self.check_removal_room()?;
         self.ensure_child(parent, name)?;
         let id = match self.lock().entry(parent, name)? {
             Some(Target::Node(id)) => id,
@@ -181,6 +185,7 @@ impl Store {
         flags: u32,
     ) -> FsResult<()> {
         check_name(newname)?;
+        self.check_room(super::CHANGE)?;
         if flags & !(libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE) != 0
             || flags == libc::RENAME_NOREPLACE | libc::RENAME_EXCHANGE
         {
@@ -319,7 +324,8 @@ impl Inner {
             h,
             Handle {
                 node: id,
-                _write: write,
+                write,
+                pinned: None,
                 list_end: 0,
             },
         );

@@ -30,6 +30,9 @@ pub(crate) struct Node {
     /// Kernel references (lookup counts) and open handles.
     pub lookups: u64,
     pub opens: u32,
+    /// Open passthrough handles that may write: the kernel writes the data file, so the
+    /// node stays data-dirty while this is not 0 (design.md §4.1).
+    pub writers: u32,
     /// Sequence of the last change not yet on disk; 0 when clean (design.md §2).
     pub meta_seq: u64,
     pub data_seq: u64,
@@ -58,6 +61,7 @@ impl Node {
             hidden_links: 0,
             lookups: 0,
             opens: 0,
+            writers: 0,
             meta_seq: 0,
             data_seq: 0,
             logged_epoch: 0,

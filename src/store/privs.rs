@@ -45,6 +45,18 @@ pub(crate) fn in_group(ctx: Ctx, gid: u32) -> bool {
 }
 
 impl Store {
+    /// Whether a write by `ctx` must reach the daemon to take a set-group-ID bit away: the
+    /// kernel's FUSE write path clears it only when the group may execute (design.md §4.1).
+    pub fn write_needs_daemon(&self, ctx: Ctx, id: NodeId) -> bool {
+        let Ok(a) = self.lock().node(id).map(|n| n.attr) else {
+            return false;
+        };
+        ctx.uid != 0
+            && a.mode & libc::S_ISGID != 0
+            && a.mode & libc::S_IXGRP == 0
+            && !in_group(ctx, a.gid)
+    }
+
     /// Applies `after_data_change` to a file whose data `ctx` just changed. The group check
     /// reads /proc, so it runs without the store lock.
     pub(crate) fn kill_privs(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {

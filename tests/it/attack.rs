@@ -172,9 +172,13 @@ impl Drop for Cleanup {
             let _ = crate::harness::asdfs(["unmount", target.as_str()]);
         }
         let key = asdfs::daemon::paths::store_key(&self.target);
-        let owner = self.vol.join("asdfs").join(key).join("owner.json");
-        let pid = std::fs::read_to_string(owner)
-            .ok()
+        // `asdfs`, or `asdfs.XXXXXXXX` where another user made `asdfs`.
+        let pid = std::fs::read_dir(&self.vol)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("asdfs"))
+            .find_map(|e| std::fs::read_to_string(e.path().join(&key).join("owner.json")).ok())
             .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
             .and_then(|v| v["pid"].as_i64());
         if let Some(pid) = pid {

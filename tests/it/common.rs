@@ -75,7 +75,7 @@ impl Fixture {
             open_dir(&side),
         ));
         let backing = wrap(real);
-        let (generation, _) = recover_disk(backing.as_ref()).unwrap();
+        let generation = recover_disk(backing.as_ref()).unwrap().generation;
         let setup = StoreSetup {
             backing,
             private_dir: &private,

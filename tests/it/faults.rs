@@ -58,8 +58,8 @@ impl Backing for Faulty {
     fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
         self.inner().read_xattrs(loc)
     }
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
-        self.inner().read_data(loc, dst)
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &File) -> io::Result<()> {
+        self.inner().read_data(loc, ino, dst)
     }
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
         self.inner().read_file(loc)
@@ -243,4 +243,85 @@ fn an_io_error_at_any_step_of_a_flush_loses_nothing() {
 #[test]
 fn a_full_disk_at_any_step_of_a_flush_loses_nothing() {
     fail_at_every_step(libc::ENOSPC);
+}
+
+/// The same with the overlay planner: the three upper layers of `uppers.rs` flushed in
+/// turn onto a disk whose changes fail from the Nth on; each failed flush is retried once
+/// the disk works again, and the end is the same as without faults.
+fn fail_at_every_step_of_upper_layers(errno: i32) {
+    use crate::simdisk::{picture, side_names};
+    use crate::uppers::{self, Uppers};
+    use asdfs::overlay::flush::OverlayFlusher;
+    let Some(u) = Uppers::make() else {
+        return;
+    };
+    let sim = Arc::new(uppers::initial_disk());
+    let f = OverlayFlusher::new(sim.clone(), 0);
+    let mut pics = vec![picture(&sim.everything())];
+    for i in 0..u.dirs.len() {
+        u.flush(&f, i).unwrap();
+        pics.push(picture(&sim.everything()));
+    }
+    let want = pics.last().unwrap().clone();
+    let mut failures = 0;
+    for n in 0.. {
+        let sim = Arc::new(uppers::initial_disk());
+        let faulty = Faulty::new(errno);
+        let _ = faulty.real.set(sim.clone());
+        let f = OverlayFlusher::new(faulty.clone(), 0);
+        faulty.countdown.store(n, Ordering::SeqCst);
+        let mut hit = false;
+        for i in 0..u.dirs.len() {
+            let Err(e) = u.flush(&f, i) else {
+                continue;
+            };
+            failures += 1;
+            let msg = format!("{e:#}");
+            assert!(
+                msg.contains(&io::Error::from_raw_os_error(errno).to_string()),
+                "step {n}, layer {i}: {msg}"
+            );
+            // No half-written file: each is a version some flush wrote.
+            let (now, _) = picture(&sim.everything());
+            let files = now
+                .iter()
+                .filter(|(_, item)| item.0 == asdfs::store::types::Kind::File);
+            for (path, item) in files {
+                assert!(
+                    pics.iter().any(|(p, _)| p.get(path) == Some(item)),
+                    "step {n}, layer {i}: {path} is no version a flush wrote"
+                );
+            }
+            hit = true;
+            faulty.heal();
+            u.flush(&f, i)
+                .unwrap_or_else(|e| panic!("step {n}, layer {i}: the retry failed: {e:#}"));
+        }
+        // A fault in the removal of a finished journal fails no flush: the next one, with
+        // nothing to write, removes it.
+        hit |= faulty.countdown.load(Ordering::SeqCst) < 0;
+        faulty.heal();
+        u.flush(&f, u.dirs.len() - 1)
+            .unwrap_or_else(|e| panic!("step {n}: the last flush failed: {e:#}"));
+        assert_eq!(picture(&sim.everything()), want, "step {n}: the end");
+        assert_eq!(
+            side_names(&sim.everything()),
+            vec!["generation".to_string()],
+            "step {n}: leftovers"
+        );
+        if !hit {
+            break;
+        }
+    }
+    assert!(failures > 10, "the fault was hit at only {failures} steps");
+}
+
+#[test]
+fn an_io_error_at_any_step_of_an_upper_layer_flush_loses_nothing() {
+    fail_at_every_step_of_upper_layers(libc::EIO);
+}
+
+#[test]
+fn a_full_disk_at_any_step_of_an_upper_layer_flush_loses_nothing() {
+    fail_at_every_step_of_upper_layers(libc::ENOSPC);
 }

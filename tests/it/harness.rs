@@ -200,6 +200,23 @@ impl Mount {
         }
     }
 
+    /// Waits until the crash snapshot of a start after a crash is written (it is written
+    /// from hard links in the background after the mount).
+    pub fn wait_crash_snapshot(&self) {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status();
+            let busy = s["unclean_start"]
+                .as_str()
+                .is_some_and(|u| u.contains("being written"));
+            if !busy {
+                return;
+            }
+            assert!(Instant::now() < end, "the crash snapshot took too long");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn flush(&self) {
         let out = asdfs(["flush", self.target.to_str().unwrap()]);
         assert!(

@@ -205,19 +205,32 @@ fn recovered_disk(m: &Mount) -> (State, bool) {
 
 #[test]
 fn sigkill_at_random_moments_loses_no_acknowledged_write() {
+    kill_run("passthrough", 200);
+}
+
+/// The same with the daemon serving file data (design.md §4.1), fewer kills by default.
+#[test]
+fn sigkill_with_the_daemon_data_path_loses_no_acknowledged_write() {
+    kill_run("daemon", 60);
+}
+
+/// `ASDFS_KILLS` kills (else `default_kills`) with data path `data_path`.
+fn kill_run(data_path: &str, default_kills: u64) {
     if !fuse_available() {
         return;
     }
     let kills: u64 = std::env::var("ASDFS_KILLS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
+        .unwrap_or(default_kills);
     let seed = std::env::var("ASDFS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(7);
     let mut rng = StdRng::seed_from_u64(seed);
-    let m = Mount::new();
+    let mut m = Mount::prepare(|_| {});
+    m.env.push(("ASDFS_DATA_PATH".into(), data_path.into()));
+    m.mount();
     let acked = Arc::new(Mutex::new(Acked {
         history: vec![State::new()],
         ..Default::default()
@@ -285,7 +298,7 @@ fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     m.unmount();
     assert_eq!(read_state(&m.target), acked.lock().current());
     eprintln!(
-        "kill test: {kills} kills, {ops} acknowledged operations, {mid_flush} kills found a flush in progress on disk, no loss"
+        "kill test ({data_path}): {kills} kills, {ops} acknowledged operations, {mid_flush} kills found a flush in progress on disk, no loss"
     );
 }
 

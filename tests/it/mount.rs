@@ -221,7 +221,7 @@ fn bad_input_gets_one_clear_line_and_touches_nothing() {
     );
     fails_with(
         &["mount", &t, "--volatile", &format!("{t}/inner")],
-        "its own RAM store",
+        "contains the volatile dir",
     );
     fails_with(&["mount", &t, "--volatile", "relative/dir"], "absolute");
     fails_with(&["flush", &t], "not kept in RAM");
@@ -368,4 +368,27 @@ fn issue_11_isatty_is_enotty_quietly() {
         "{}",
         m.log_tail()
     );
+}
+
+/// Issue 12 (item 5): the settings are checked once the command line's options are applied
+/// over the file's; `--backup-limit 5000` was accepted although the limit is 1000.
+#[test]
+fn issue_12_a_command_line_option_is_checked_like_the_file() {
+    let tmp = tempfile::tempdir_in("/tmp").unwrap();
+    let t = tmp.path().join("t");
+    std::fs::create_dir(&t).unwrap();
+    let out = crate::harness::asdfs([
+        "mount",
+        t.to_str().unwrap(),
+        "--volatile",
+        "/dev/shm",
+        "--backup-limit",
+        "5000",
+    ]);
+    if out.status.success() {
+        crate::harness::asdfs(["unmount", t.to_str().unwrap()]);
+        panic!("a backup limit of 5000 was accepted");
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("backup limit 5000 is too large"), "{err}");
 }

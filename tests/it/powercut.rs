@@ -5,7 +5,9 @@
 
 use crate::common::{CTX, Fixture, scratch};
 use crate::simdisk::{Durable, Picture, SimDisk, picture, side_names};
+use crate::uppers::{self, Uppers};
 use asdfs::flush::recover_disk;
+use asdfs::overlay::flush::OverlayFlusher;
 use asdfs::store::attrs::XATTR_CREATE;
 use asdfs::store::namespace::NewKind;
 use asdfs::store::types::SetAttr;
@@ -153,7 +155,12 @@ fn expected() -> (Vec<Picture>, u64) {
 
 fn recover(state: Durable) -> (Picture, Vec<String>) {
     let disk = SimDisk::from_durable(state);
-    let (generation, _) = recover_disk(&disk).unwrap_or_else(|e| panic!("recovery failed: {e:#}"));
+    let r = recover_disk(&disk).unwrap_or_else(|e| panic!("recovery failed: {e:#}"));
+    assert_eq!(
+        r.salvaged, None,
+        "a power cut left a journal recovery could not complete"
+    );
+    let generation = r.generation;
     let after = disk.everything();
     let _ = generation;
     (picture(&after), side_names(&after))
@@ -162,15 +169,48 @@ fn recover(state: Durable) -> (Picture, Vec<String>) {
 #[test]
 fn recovery_after_a_power_cut_at_any_point_gives_one_whole_flush() {
     let (pics, points) = expected();
+    every_cut(&pics, points, initial_disk, |sim| run(&over(sim)));
+}
+
+/// The same with the overlay planner: three upper layers flushed in turn.
+#[test]
+fn recovery_after_a_power_cut_at_any_point_gives_one_whole_flush_of_an_upper_layer() {
+    let Some(uppers) = Uppers::make() else {
+        return;
+    };
+    let sim = Arc::new(uppers::initial_disk());
+    let mut pics = vec![picture(&sim.everything())];
+    let f = OverlayFlusher::new(sim.clone(), 0);
+    for i in 0..uppers.dirs.len() {
+        uppers.flush(&f, i).unwrap();
+        pics.push(picture(&sim.everything()));
+    }
+    assert_eq!(
+        side_names(&sim.everything()),
+        vec!["generation".to_string()]
+    );
+    let points = sim.points();
+    every_cut(&pics, points, uppers::initial_disk, |sim| uppers.run(sim));
+}
+
+/// Cuts the power at each of the `points` durability points of `run` (which returns the
+/// acknowledged generation) on a fresh `initial` disk; every state that may survive must
+/// recover to one of `pics`, no older than the acknowledged flush.
+fn every_cut(
+    pics: &[Picture],
+    points: u64,
+    initial: fn() -> SimDisk,
+    run: impl Fn(Arc<SimDisk>) -> u64,
+) {
     assert!(
         points > 20,
         "the workload has only {points} durability points"
     );
     let mut checked = 0;
     for cut in 1..=points {
-        let sim = Arc::new(initial_disk());
+        let sim = Arc::new(initial());
         sim.cut_power_at(cut);
-        let acked = run(&over(sim.clone()));
+        let acked = run(sim.clone());
         let survivors = sim
             .survivors()
             .unwrap_or_else(|| panic!("cut {cut}: the power never went out"));

@@ -357,7 +357,7 @@ impl Backing for SimDisk {
             .collect())
     }
 
-    fn read_data(&self, loc: &Loc, dst: &File) -> io::Result<()> {
+    fn read_data(&self, loc: &Loc, _ino: Option<u64>, dst: &File) -> io::Result<()> {
         let s = self.sim.lock();
         s.alive()?;
         let data = s.data.get(&s.resolve(loc)?).cloned().unwrap_or_default();

@@ -151,3 +151,84 @@ fn issue_16_nodes_are_found_by_id_for_file_handles() {
     assert!(f.store.lookup(file, OsStr::new(".")).is_err());
     assert_ne!(f.store.handle_gen(), 0);
 }
+
+/// On a full tmpfs, changes are refused with ENOSPC while the store log still has room for
+/// them and for its rewrite: every change a caller was told succeeded is in the log, a
+/// takeover on the full tmpfs finds it, and the flush after works there too.
+#[test]
+fn a_full_store_refuses_changes_before_its_log_is_full() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipping: mounting a tmpfs needs root");
+        return;
+    }
+    let tmp = crate::common::scratch();
+    fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
+    let store_dir = tmp.path().join("store");
+    fs::create_dir_all(&store_dir).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "asdfs-test"])
+        .arg(&store_dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(store_dir.clone());
+    let f = Fixture::open(tmp);
+    // Data fills the tmpfs (as programs' files would).
+    let mut filler = fs::File::create(store_dir.join("filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[1u8; 4096]).is_ok() {}
+    drop(filler);
+    let root = f.node("").ino;
+    let mut made = Vec::new();
+    let refused = loop {
+        let name = format!("{:0>200}", made.len());
+        match f
+            .store
+            .make(CTX, root, OsStr::new(&name), NewKind::Dir, 0o755, 0)
+        {
+            Ok(_) => made.push(name),
+            Err(e) => break e,
+        }
+        assert!(made.len() < 100_000, "the log never filled");
+    };
+    assert_eq!(refused, asdfs::error::Errno::ENOSPC);
+    assert!(made.len() > 1, "the reserve took no change at all");
+    // Removals, which give room back, are still taken.
+    let gone = made.pop().unwrap();
+    f.store.rmdir(root, OsStr::new(&gone)).unwrap();
+    assert_eq!(f.store.summary().log_failures, 0, "an append failed");
+    // Killed on the full tmpfs: the takeover rewrites the log in its reserve.
+    let Fixture {
+        tmp,
+        store,
+        flusher,
+    } = f;
+    drop(flusher);
+    drop(store);
+    let g = Fixture::open_with(tmp, true);
+    for name in &made {
+        assert!(g.node(name).ino.0 > 0);
+    }
+    assert!(g.store.lookup(g.node("").ino, OsStr::new(&gone)).is_err());
+    // The flush rewrites the log on the full tmpfs, and changes are taken again.
+    g.flusher.flush().unwrap();
+    assert!(g.target().join(&made[made.len() - 1]).is_dir());
+    g.store
+        .make(
+            CTX,
+            g.node("").ino,
+            OsStr::new("after"),
+            NewKind::Dir,
+            0o755,
+            0,
+        )
+        .unwrap();
+}

@@ -158,6 +158,8 @@ fn an_unmount_by_someone_else_flushes() {
     }
 }
 
+mod full_store;
+
 /// A small tmpfs mounted at `dir`, unmounted on drop.
 struct SmallFs(std::path::PathBuf);
 

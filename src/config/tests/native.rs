@@ -321,3 +321,20 @@ fn errors_give_the_column() {
     let e = parse("[[target]]\npath = '/a'\n[[target]]\n  path = '/a/b'").expect_err("nested");
     assert_eq!(e.place().and_then(|p| p.column), Some(10));
 }
+
+/// Issue 12: the descriptor budget and the stop grace are settings (the environment
+/// variables stay as fallbacks when neither the file nor the command line sets them).
+#[test]
+fn open_files_and_stop_grace_are_settings() {
+    let cfg = parse(
+        "[defaults]\nopen_files = 4096\n[[target]]\npath = \"/a\"\n\
+         [[target]]\npath = \"/b\"\nstop_grace = \"5s\"\nopen_files = 64\n",
+    )
+    .unwrap();
+    let (a, b) = (&cfg.targets[0], &cfg.targets[1]);
+    assert_eq!((a.open_files, a.stop_grace), (Some(4096), None));
+    assert_eq!(
+        (b.open_files, b.stop_grace),
+        (Some(64), Some(Duration::from_secs(5)))
+    );
+}

@@ -155,6 +155,8 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 volatile: vol.map(PathBuf::from),
                 backups,
                 backup_limit: limit,
+                open_files: None,
+                stop_grace: None,
                 hardlink_check: !backups,
                 force: false,
             },

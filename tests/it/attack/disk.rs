@@ -5,6 +5,7 @@
 use super::*;
 use crate::harness::Mount;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 
 /// A mounted target owned by the attacker, holding the attacker's file `g`, and a descriptor
 /// of its disk copy (opened before the mount) the attacker's child inherits.
@@ -171,4 +172,99 @@ fn flush_never_sets_attributes_on_another_inode_at_the_name() {
         "the other file got g's attributes"
     );
     o.assert_conflict_reported("g");
+}
+
+/// Starts `cmd` and waits up to `secs` seconds for it: Ok(output), or Err(the child still
+/// running: a process blocked on a FUSE request the daemon never answers cannot be killed
+/// until it does).
+fn within(
+    secs: u64,
+    cmd: &mut std::process::Command,
+) -> Result<std::process::Output, std::process::Child> {
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if child.try_wait().unwrap().is_some() {
+            return Ok(child.wait_with_output().unwrap());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Err(child)
+}
+
+/// Finding F5: a FIFO swapped into the disk copy for a file the daemon recorded made root's
+/// daemon block opening it to load the data (holding the disk gate), so reads of it and
+/// `asdfs flush` hung. The load must refuse it (a conflict) at once.
+#[test]
+fn a_fifo_swapped_in_for_a_file_never_blocks_the_daemon() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let o = Owned::mount(&[]);
+    std::fs::symlink_metadata(o.m.path("g")).unwrap();
+    let fd = o.under.as_raw_fd();
+    as_attacker(move || {
+        // SAFETY: NUL-terminated names; `fd` is inherited from the parent.
+        let ok = unsafe {
+            libc::unlinkat(fd, c"g".as_ptr(), 0) == 0
+                && libc::mkfifoat(fd, c"g".as_ptr(), 0o666) == 0
+        };
+        ok.then_some(())
+            .ok_or_else(|| format!("swap: {}", std::io::Error::last_os_error()))
+    })
+    .unwrap();
+    let read = within(10, std::process::Command::new("cat").arg(o.m.path("g")));
+    let flush = match read {
+        Ok(_) => within(
+            20,
+            std::process::Command::new(crate::harness::BIN)
+                .arg("flush")
+                .arg(&o.m.target),
+        ),
+        Err(_) => Err(std::process::Command::new("true").spawn().unwrap()),
+    };
+    if read.is_err() || flush.is_err() {
+        // Release the daemon's blocked open (a writer), so that the test can clean up.
+        let fifo = format!("/proc/self/fd/{fd}/g");
+        let _w = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo);
+        for c in [read.err(), flush.err()].into_iter().flatten() {
+            let mut c = c;
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        panic!("reading the file through the mount or asdfs flush hung");
+    }
+    let flush = flush.unwrap();
+    assert!(
+        flush.status.success(),
+        "asdfs flush failed: {}",
+        String::from_utf8_lossy(&flush.stderr)
+    );
+    let kind = std::fs::symlink_metadata(o.m.disk_copy().join("g")).unwrap();
+    assert!(
+        kind.file_type().is_fifo(),
+        "the daemon replaced the FIFO it did not load"
+    );
+}
+
+/// Finding F7: in a fresh overlay the owner of the target could not create a file (EACCES)
+/// until root wrote something: the overlay's root inode kept the attributes the upper
+/// directory had when the overlay was made (root's), given the target's only afterwards.
+#[test]
+fn the_owner_can_write_into_a_fresh_overlay() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let o = Owned::mount(&["overlay"]);
+    let f = o.m.path("new");
+    as_attacker(move || std::fs::write(&f, b"hi\n").map_err(|e| format!("creating: {e}"))).unwrap();
+    o.m.flush();
+    assert_eq!(std::fs::read(o.m.disk_copy().join("new")).unwrap(), b"hi\n");
 }

@@ -191,3 +191,164 @@ fn crash_snapshot_never_follows_a_symlink_in_its_name() {
         assert!(st.file_type().is_symlink(), "{} was replaced", n.display());
     }
 }
+
+/// A PAX extended header (type `x`) with these records, for the member that follows.
+fn pax_header(b: &mut tar::Builder<Vec<u8>>, records: &[(&str, &[u8])]) {
+    let mut data = Vec::new();
+    for (k, v) in records {
+        let rest = k.len() + v.len() + 3; // ' ', '=', '\n'
+        let mut len = rest + 1;
+        while len != rest + len.to_string().len() {
+            len = rest + len.to_string().len();
+        }
+        data.extend_from_slice(format!("{len} {k}=").as_bytes());
+        data.extend_from_slice(v);
+        data.push(b'\n');
+    }
+    let mut h = tar::Header::new_ustar();
+    h.set_path("PaxHeaders/x").unwrap();
+    h.set_entry_type(EntryType::XHeader);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    h.set_cksum();
+    b.append(&h, &data[..]).unwrap();
+}
+
+/// Finding F2: `SCHILY.xattr.security.capability` on a file and `trusted.overlay.opaque` on
+/// a directory were set as archived: the file, chowned to the archive's owner first, kept a
+/// capability (CAP_SETUID) that made its owner root.
+#[test]
+fn restore_sets_no_capabilities_and_no_trusted_xattrs() {
+    let home = attacker_home();
+    // vfs_cap_data revision 2, effective, permitted = CAP_SETUID.
+    let mut cap = Vec::new();
+    for w in [0x0200_0001u32, 1 << 7, 0, 0, 0] {
+        cap.extend_from_slice(&w.to_le_bytes());
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let member = |b: &mut tar::Builder<Vec<u8>>, name: &str, ty: EntryType, data: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name).unwrap();
+        h.set_entry_type(ty);
+        h.set_mode(0o755);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    };
+    member(&mut b, "t/", EntryType::Directory, b"");
+    pax_header(
+        &mut b,
+        &[
+            ("SCHILY.xattr.security.capability", &cap),
+            ("SCHILY.xattr.user.kept", b"yes"),
+        ],
+    );
+    member(&mut b, "t/sh", EntryType::Regular, b"#!/bin/sh\nid\n");
+    pax_header(&mut b, &[("SCHILY.xattr.trusted.overlay.opaque", b"y")]);
+    member(&mut b, "t/d/", EntryType::Directory, b"");
+    let tar = b.into_inner().unwrap();
+    let snap = home
+        .path()
+        .join(".t-backup_asd-crashrecovery-20240101_000000.tar.zstd");
+    std::fs::write(&snap, zstd::encode_all(&tar[..], 0).unwrap()).unwrap();
+    chown(&snap, ATTACKER);
+    let to = home.path().join("out");
+    let out = restore(&snap, &to);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let get = |p: &Path, name: &str| -> Option<Vec<u8>> {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+        let n = std::ffi::CString::new(name).unwrap();
+        let mut v = vec![0u8; 256];
+        // SAFETY: valid C strings and a buffer of the length given.
+        let r = unsafe { libc::lgetxattr(c.as_ptr(), n.as_ptr(), v.as_mut_ptr().cast(), v.len()) };
+        (r >= 0).then(|| v[..r as usize].to_vec())
+    };
+    assert_eq!(
+        get(&to.join("sh"), "security.capability"),
+        None,
+        "the restored file has a capability"
+    );
+    assert_eq!(
+        get(&to.join("d"), "trusted.overlay.opaque"),
+        None,
+        "the restored directory has a trusted.* xattr"
+    );
+    assert_eq!(
+        get(&to.join("sh"), "user.kept").as_deref(),
+        Some(&b"yes"[..])
+    );
+    assert!(
+        err.contains("security.capability") && err.contains("trusted.overlay.opaque"),
+        "no warning: {err}"
+    );
+}
+
+/// Finding F3: the destination's directory was opened by path (following symlinks) and the
+/// owner rule then read the destination's owner by path again; a symlink (swapped in
+/// between the two, or just there) made root unpack the user's archive into a directory of
+/// root's. The destination's path must have no symlink: refused, nothing made there.
+#[test]
+fn restore_refuses_a_destination_through_a_symlink() {
+    let home = attacker_home();
+    let rootdir = tempfile::Builder::new()
+        .prefix("asdfs-attack-rootdir-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(rootdir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/f", EntryType::Regular, "", 0o644, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let link = home.path().join("link");
+    let root_path = rootdir.path().to_path_buf();
+    let l = link.clone();
+    as_attacker(move || std::os::unix::fs::symlink(&root_path, &l).map_err(|e| e.to_string()))
+        .unwrap();
+    let out = restore(&snap, &link.join("out"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "restored through the symlink: {err}");
+    assert!(err.contains("symlink"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let left: Vec<_> = std::fs::read_dir(rootdir.path()).unwrap().collect();
+    assert!(left.is_empty(), "made in root's directory: {left:?}");
+    let tmp: Vec<_> = std::fs::read_dir(home.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().contains(".restore-"))
+        .collect();
+    assert!(tmp.is_empty(), "temporary directory left: {tmp:?}");
+}
+
+/// Finding F3: a failed restore (a member through a symlink an earlier one made) leaves no temporary directory.
+#[test]
+fn a_failed_restore_leaves_no_temporary_directory() {
+    let home = attacker_home();
+    let snap = archive(
+        home.path(),
+        &[
+            ("t/", EntryType::Directory, "", 0o755, (0, 0)),
+            ("t/x", EntryType::Symlink, "/", 0o777, (0, 0)),
+            ("t/x/f", EntryType::Regular, "", 0o644, (0, 0)),
+        ],
+        ATTACKER,
+    );
+    let out = restore(&snap, &home.path().join("out"));
+    assert!(!out.status.success(), "restored");
+    let names: Vec<String> = std::fs::read_dir(home.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(".restore-") || n == "out"),
+        "left behind: {names:?}"
+    );
+}

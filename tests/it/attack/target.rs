@@ -169,3 +169,35 @@ fn swapped_parent(overlay: bool, flush_first: bool) {
         "the final flush reached the disk copy where it now is"
     );
 }
+
+/// Finding F4: a new start cleared "dead" asdfs mounts on the target by path (intermediate
+/// components followed), and any `fuse.asdfs` mount there: a user who renamed a parent of
+/// their target (here: a symlink on the way) made root unmount another user's live mount.
+/// Now the target is resolved with no symlink, and only a mount whose daemon is gone is
+/// removed.
+#[test]
+fn clearing_a_dead_mount_never_unmounts_a_live_one() {
+    use asdfs::daemon::mounting::clear_dead_fuse_mounts;
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let m = crate::harness::Mount::new();
+    let home = attacker_home();
+    let link = home.path().join("link");
+    let (to, l) = (m.disk.path().to_path_buf(), link.clone());
+    as_attacker(move || std::os::unix::fs::symlink(&to, &l).map_err(|e| e.to_string())).unwrap();
+    let through = clear_dead_fuse_mounts(&link.join("t"));
+    assert!(
+        m.is_mounted(),
+        "the live mount was unmounted through a symlink"
+    );
+    let err = format!(
+        "{:#}",
+        through.expect_err("accepted a path through a symlink")
+    );
+    assert!(err.contains("symlink"), "{err}");
+    let direct = clear_dead_fuse_mounts(&m.target);
+    assert!(m.is_mounted(), "the live mount was unmounted");
+    let err = format!("{:#}", direct.expect_err("a live mount is not dead"));
+    assert!(err.contains("running"), "{err}");
+}

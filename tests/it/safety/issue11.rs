@@ -264,6 +264,7 @@ fn issue11_dot_directories_get_asds_names() {
     let _ = Command::new("umount").arg("-l").arg(&m.target).status();
     fs::remove_dir_all(m.store()).unwrap();
     m.mount();
+    m.wait_crash_snapshot();
     let names: Vec<String> = fs::read_dir(disk)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -54,13 +54,24 @@ echo "kept in RAM" > "$R/t/new" || exit 94
 mount -o remount,bind,ro "$R" || exit 95
 if umount "$R/t" 2>"$WORK/said"; then echo "umount succeeded"; else echo "umount failed"; fi
 sed 's/^/said: /' "$WORK/said"
+grep -q " $R/t fuse.asdfs " /proc/self/mounts && echo "still mounted"
+mount -o remount,bind,rw "$R" || exit 96
+umount "$R/t" && echo "umount after room"
+cat "$R/t/new"
 "#
     ));
     assert!(out.status.success(), "{}", describe(&out));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("umount failed\n"), "{}", describe(&out));
+    // The mount stays, with the changes in RAM, and the message says how to finish.
     assert!(
-        stdout.contains("final flush failed") && stdout.contains("asdfs mount"),
+        stdout.contains("not unmounted") && stdout.contains("asdfs unmount"),
+        "{}",
+        describe(&out)
+    );
+    assert!(stdout.contains("still mounted\n"), "{}", describe(&out));
+    assert!(
+        stdout.contains("umount after room\nkept in RAM\n"),
         "{}",
         describe(&out)
     );

@@ -56,7 +56,11 @@ fn issue_16_remount_read_only_flushes_and_refuses_changes_until_rw() {
     assert!(s.target().join("y").exists());
 }
 
+/// With umount.fuse.asdfs installed beside the mount helper, as `scripts/install` puts it:
+/// umount(8) then asks the daemon, which writes everything and detaches its overlay even
+/// while its own flush holds the overlay for a moment (a bare umount(2) could say busy).
 const OVERLAY_REMOUNTS: &str = r#"
+ln -s "$HELPER" "$(realpath /sbin)/umount.fuse.asdfs" || exit 88
 mount -t fuse.asdfs "$T" "$T" -o "backups=no,volatile=$VOL,mode=overlay" || exit 93
 grep " $T " /proc/self/mountinfo | grep -q " - overlay " || exit 90
 echo "made in RAM" > "$T/new" && echo changed > "$T/old" && rm "$T/gone" || exit 91

@@ -1,9 +1,12 @@
-//! Planning a flush under the store lock (design.md §6 steps 1 and 3): the dirty names and
-//! nodes at one instant become an ordered list of steps, the objects to stage, and what
-//! the store must note once the flush commits (rebase) or undo if it does not.
+//! FUSE mode's flush planner, and the store's transitions around a flush (design.md §6
+//! steps 1, 3 and 5): the dirty names and nodes at one instant become an ordered list of
+//! steps and the objects to stage (`snapshot`); once the flush commits, the store notes
+//! where everything is (`rebase`, then `collect_garbage`), or `undo`es that if the commit
+//! fails. These are the only ways `flush/` changes the store: it never sees `Inner`'s
+//! fields.
 
-use super::journal::{Journal, Step};
 use crate::backing::{Loc, Meta};
+use crate::flush::{Journal, Step};
 use crate::store::data::{DataCell, FrozenData};
 use crate::store::inner::Inner;
 use crate::store::node::{Content, DirtyName, Origin, Target};
@@ -461,6 +464,7 @@ impl Inner {
     /// Step 2's input: what to create in the stage, freezing file data (design.md §4).
     fn plan_stage(&mut self, staged: &BTreeSet<NodeId>, stage: &Path, d: &mut Draft) {
         for &x in staged {
+            self.refresh_from_data(x);
             let Some(n) = self.nodes.get(&x) else {
                 continue;
             };
@@ -500,7 +504,7 @@ impl Inner {
 
     /// The flush is committing (design.md §6 step 5): what it wrote becomes clean, and nodes
     /// are where it put them. Returns what to put back should the commit fail.
-    pub(crate) fn rebase(&mut self, d: &Draft, inos: &HashMap<NodeId, u64>) -> Undo {
+    fn rebase(&mut self, d: &Draft, inos: &HashMap<NodeId, u64>) -> Undo {
         let undo = self.save(d);
         for (id, first) in &d.moved {
             let origin = first.as_ref().map(|(p, name)| Origin {
@@ -558,7 +562,8 @@ impl Inner {
             if n.meta_seq <= d.seq {
                 n.meta_seq = 0;
             }
-            if n.data_seq <= d.seq {
+            // A file open for writing with passthrough stays dirty (design.md §4.1).
+            if n.data_seq <= d.seq && n.writers == 0 {
                 n.data_seq = 0;
             }
             if !n.is_dirty() || n.names.is_empty() && id != NodeId::ROOT {
@@ -606,7 +611,7 @@ impl Inner {
     }
 
     /// The commit failed: the store is put back as it was before `rebase`.
-    pub(crate) fn undo(&mut self, u: Undo) {
+    fn undo(&mut self, u: Undo) {
         for (id, origin, disk_ino, hidden, meta_seq, data_seq) in u.nodes {
             if let Some(n) = self.nodes.get_mut(&id) {
                 n.origin = origin;
@@ -627,7 +632,7 @@ impl Inner {
     }
 
     /// After a commit: forget nodes nothing refers to any more.
-    pub(crate) fn collect_garbage(&mut self, d: &Draft) {
+    fn collect_garbage(&mut self, d: &Draft) {
         let candidates: Vec<NodeId> = d
             .moved
             .keys()
@@ -637,5 +642,42 @@ impl Inner {
         for id in candidates {
             self.maybe_free(id);
         }
+    }
+}
+
+/// The store's side of a flush's commit point (design.md §6 steps 5-6).
+impl Inner {
+    /// Rebases the store onto flush `d` (its staged nodes got inodes `inos`) and writes the
+    /// store's new log beside the old one. On error nothing is changed.
+    pub(crate) fn prepare_commit(
+        &mut self,
+        d: &Draft,
+        inos: &HashMap<NodeId, u64>,
+    ) -> std::io::Result<(Undo, Vec<NodeId>)> {
+        let undo = self.rebase(d, inos);
+        match self.prepare_log(d.generation) {
+            Ok(order) => Ok((undo, order)),
+            Err(e) => {
+                self.undo(undo);
+                self.log.abort_rewrite();
+                Err(e)
+            }
+        }
+    }
+
+    /// The journal could not be written: back to before `prepare_commit`.
+    pub(crate) fn abort_commit(&mut self, undo: Undo) {
+        self.undo(undo);
+        self.log.abort_rewrite();
+    }
+
+    /// The journal is written: the new log replaces the old one; what the flush made
+    /// unreachable goes.
+    pub(crate) fn finish_commit(&mut self, d: &Draft, order: &[NodeId]) {
+        if let Err(e) = self.log.commit_rewrite() {
+            tracing::error!(error = %e, "switching the store log failed; a takeover would use log.new");
+        }
+        self.mark_logged(order);
+        self.collect_garbage(d);
     }
 }

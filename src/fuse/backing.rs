@@ -1,0 +1,104 @@
+//! FUSE passthrough (design.md §4.1): which data path serves file data, and the backing ids
+//! the kernel knows, one per node while any handle of it is open (the kernel refuses a second
+//! backing file for an inode).
+
+use crate::store::types::{HandleId, NodeId};
+use fuser::BackingId;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::File;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Who serves file data in FUSE mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPath {
+    /// The kernel reads and writes the store's data files itself.
+    Passthrough,
+    /// Every read and write is a request to the daemon.
+    Daemon,
+}
+
+impl DataPath {
+    /// `$ASDFS_DATA_PATH` (`passthrough` or `daemon`), passthrough when unset.
+    pub fn from_env() -> DataPath {
+        match std::env::var("ASDFS_DATA_PATH").as_deref() {
+            Ok("daemon") => DataPath::Daemon,
+            Ok("passthrough") | Err(_) => DataPath::Passthrough,
+            Ok(other) => {
+                tracing::warn!(value = other, "ASDFS_DATA_PATH is passthrough or daemon");
+                DataPath::Passthrough
+            }
+        }
+    }
+}
+
+/// The backing ids of open nodes, with how many handles use each.
+#[derive(Default)]
+pub(crate) struct Backings {
+    /// Passthrough is wanted and the kernel agreed (cleared when it refuses a backing file).
+    on: AtomicBool,
+    /// Lock order: before the store lock.
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Per node with open handles: its backing id, or `None` while the daemon serves its
+    /// data (the kernel refuses to mix the two on one inode), and the handle count.
+    slots: HashMap<NodeId, (Option<Arc<BackingId>>, u32)>,
+    /// The handles counted in `slots`.
+    handles: HashMap<HandleId, NodeId>,
+}
+
+impl Backings {
+    pub fn set_on(&self, on: bool) {
+        self.on.store(on, Ordering::Relaxed);
+    }
+
+    pub fn on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
+    /// Decides the data path of a new handle: the node's backing id if it has one, the
+    /// daemon if its other handles use the daemon or `daemon` asks for it, else a backing id
+    /// made by `register` from the file `pin` gives. `Err` when that failed.
+    pub fn open(
+        &self,
+        node: NodeId,
+        fh: HandleId,
+        daemon: bool,
+        pin: impl FnOnce() -> std::io::Result<Arc<File>>,
+        register: impl FnOnce(&File) -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Option<Arc<BackingId>>> {
+        let mut t = self.table.lock();
+        let id = match t.slots.get(&node) {
+            Some((id, _)) => {
+                if id.is_some() {
+                    pin()?;
+                }
+                id.clone()
+            }
+            None if daemon => None,
+            None => Some(Arc::new(register(&*pin()?)?)),
+        };
+        let slot = t.slots.entry(node).or_insert((id.clone(), 0));
+        slot.1 += 1;
+        t.handles.insert(fh, node);
+        Ok(id)
+    }
+
+    /// A handle was released; the node's last one closes its backing id.
+    pub fn release(&self, fh: HandleId) {
+        let mut t = self.table.lock();
+        let Some(node) = t.handles.remove(&fh) else {
+            return;
+        };
+        if let Some((_, n)) = t.slots.get_mut(&node) {
+            *n -= 1;
+            if *n == 0 {
+                t.slots.remove(&node);
+            }
+        }
+    }
+}
