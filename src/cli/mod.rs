@@ -159,9 +159,17 @@ fn unmount(target: &Path) -> anyhow::Result<i32> {
     unmount_quiet(target).map(|()| 0)
 }
 
-/// `unmount` of one target, its answer printed.
+/// `unmount` of one target, its answer printed; on a terminal, a bar shows the final
+/// flush (read from the daemon's status while it works).
 fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
     locate::check_mine(target)?;
+    let watch = FlushWatch::start(target);
+    let r = unmount_answer(target);
+    drop(watch);
+    r
+}
+
+fn unmount_answer(target: &Path) -> anyhow::Result<()> {
     // A daemon that resets the connection (it was starting or stopping) did not answer: look
     // again at what serves the target, up to three times.
     let mut tries = 0;
@@ -177,7 +185,7 @@ fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
         tries += 1;
         match send(target, Request::Unmount) {
             Err(e) if tries < 3 && is_reset(&e) => {
-                std::thread::sleep(std::time::Duration::from_millis(200));
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
             r => break r?,
         }
@@ -190,6 +198,63 @@ fn unmount_quiet(target: &Path) -> anyhow::Result<()> {
     }
     outln!("{}", r.message);
     Ok(())
+}
+
+/// A thread that shows the progress of a target's flush from its status, on a terminal.
+struct FlushWatch {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlushWatch {
+    fn start(target: &Path) -> FlushWatch {
+        use std::io::IsTerminal;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let socket = match locate::running(target) {
+            Ok(r) if std::io::stderr().is_terminal() => r.socket,
+            _ => return FlushWatch { stop, thread: None },
+        };
+        let done = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut bar: Option<indicatif::ProgressBar> = None;
+            while !done.load(Ordering::Relaxed) {
+                if let Some((done, total)) = flush_progress(&socket) {
+                    let b = bar.get_or_insert_with(|| progress_bar("writing to disk", total));
+                    b.set_length(total);
+                    b.set_position(done);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+        });
+        FlushWatch {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+/// (bytes written, bytes to write) of the flush under way at the daemon of `socket`; while
+/// the flush has not counted its bytes yet, what is not on disk.
+fn flush_progress(socket: &Path) -> Option<(u64, u64)> {
+    let s = control::call(socket, &Request::Status).ok()?.status?;
+    let p = s.flushing?;
+    Some(match p.bytes_total {
+        0 => (0, s.dirty_bytes),
+        t => (p.bytes_done, t),
+    })
+}
+
+impl Drop for FlushWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A connection the daemon reset before it answered.

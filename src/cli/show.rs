@@ -183,7 +183,13 @@ pub fn render(s: &Status) -> String {
                 HumanBytes(p.bytes_total)
             )
         }
-        Some(_) => out += "  flushing:    started, preparing what to write\n",
+        Some(_) => {
+            out += &format!(
+                "  flushing:    under way: {} ({}) to write\n",
+                count(s.dirty_files, "file"),
+                HumanBytes(s.dirty_bytes)
+            )
+        }
         None => {}
     }
     match &s.last_flush {

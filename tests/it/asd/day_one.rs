@@ -371,3 +371,31 @@ fn issue_15_status_shows_the_flush_under_way() {
     let s = seen.expect("status never showed the flush under way");
     assert!(s.contains(" of 256.00 MiB written"), "{s}");
 }
+
+#[test]
+fn issue_15_an_unmount_on_a_terminal_shows_its_final_flush() {
+    let has_script = Command::new("script").arg("--version").output().is_ok();
+    if !fuse_available() || !has_script {
+        return;
+    }
+    let m = Mount::new();
+    for i in 0..3 {
+        std::fs::write(m.path(&format!("f{i}")), vec![i as u8; 64 << 20]).unwrap();
+    }
+    let cmd = format!("{BIN} unmount '{}'", m.target.display());
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("ASDFS_LOG", "warn")
+        .output()
+        .unwrap();
+    let tty = text(&out.stdout);
+    assert!(out.status.success(), "{tty}");
+    assert!(
+        tty.contains("writing to disk ["),
+        "no progress bar: {tty:?}"
+    );
+    assert!(
+        tty.contains("unmounted; the disk copy is up to date"),
+        "{tty:?}"
+    );
+}
