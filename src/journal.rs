@@ -41,6 +41,10 @@ impl SystemLog {
     pub fn journal() -> Option<SystemLog> {
         let s = UnixDatagram::unbound().ok()?;
         s.connect(socket_path()).ok()?;
+        // A journal that stopped reading (at shutdown) must not hold up a final flush: a
+        // line it cannot take within this time is dropped.
+        s.set_write_timeout(Some(std::time::Duration::from_millis(100)))
+            .ok()?;
         Some(SystemLog::Journal(s))
     }
 }
