@@ -14,6 +14,8 @@ pub mod error;
 pub mod flush;
 pub mod fsx;
 pub mod fuse;
+pub mod human;
+pub mod journal;
 pub mod overlay;
 pub mod snapshot;
 pub mod status;

@@ -76,26 +76,42 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// Where log lines go. Under systemd: the journal, natively (fields, no second timestamp),
+/// else stderr with `<N>` priorities. A daemon started from a shell: stderr until `asdfs
+/// mount` returns (its warnings are shown there), and the journal or syslog (asdfs's
+/// `journal`); a log file only when ASDFS_LOG_FILE asks for one. Commands: stderr.
 fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("ASDFS_LOG")
         .unwrap_or_else(|_| "info,fuser::reply=off".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Logged> + Send + Sync>> = Vec::new();
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         // The daemon's stderr may be a log on a full tmpfs: a failed write must not become
         // an `eprintln!` that panics (and kills the thread, or the daemon, that logged).
         .log_internal_errors(false)
         .with_target(false);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
-        // Under systemd: the journal stamps the time; `<N>` gives each line its priority.
-        builder.with_ansi(false).event_format(Journal).init();
-        return;
+        match asdfs::journal::SystemLog::journal() {
+            Some(j) => layers.push(Box::new(j)),
+            None => layers.push(Box::new(stderr.with_ansi(false).event_format(Journal))),
+        }
+    } else if std::env::var_os(asdfs::daemon::READY_FD_ENV).is_some() {
+        layers.push(Box::new(stderr.with_ansi(false)));
+        layers.push(Box::new(asdfs::journal::SystemLog::open()));
+    } else {
+        use std::io::IsTerminal;
+        layers.push(Box::new(stderr.with_ansi(std::io::stderr().is_terminal())));
     }
-    use std::io::IsTerminal;
-    let ansi =
-        std::io::stderr().is_terminal() && std::env::var_os(asdfs::daemon::READY_FD_ENV).is_none();
-    builder.with_ansi(ansi).init();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(layers)
+        .init();
 }
+
+type Logged =
+    tracing_subscriber::layer::Layered<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>;
 
 /// Log lines for the journal: `<priority>message fields`, as sd-daemon(3) reads stderr.
 struct Journal;

@@ -52,6 +52,9 @@ pub struct Status {
     /// Age of the oldest change not yet on disk, in seconds.
     pub oldest_change_secs: Option<u64>,
     pub last_flush: Option<FlushStatus>,
+    /// The flush under way, if one is.
+    #[serde(default)]
+    pub flushing: Option<FlushProgress>,
     /// Seconds until the next timed flush.
     pub next_flush_secs: Option<u64>,
     pub flush_interval_secs: u64,
@@ -120,6 +123,14 @@ pub fn snapshots_of(target: &std::path::Path) -> Vec<SnapshotStatus> {
         .into_iter()
         .map(SnapshotStatus::from)
         .collect()
+}
+
+/// How far the flush under way has come.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlushProgress {
+    /// Bytes of file data written to the disk copy so far, and in all.
+    pub bytes_done: u64,
+    pub bytes_total: u64,
 }
 
 /// The outcome of the last flush.

@@ -2,13 +2,13 @@
 //! done by asdfs. `sync` starts one daemon for every target not yet in RAM, `resync` flushes,
 //! `unsync` flushes and unmounts, `p` shows the status, `c` deletes crash snapshots.
 //!
-//! Unlike asd, every verb exits non-zero when it did not do its job: 1 when something failed,
-//! 3 when `resync` finds nothing running. Verbs run one at a time (a lock beside the stores,
+//! Unlike asd, every verb exits non-zero when it did not do its job (1); as asd, `resync`
+//! and `unsync` with nothing running and `sync` with everything running exit 0. Verbs run one at a time (a lock beside the stores,
 //! as asd's `/run/asd-lock`), and the targets `sync` mounted are remembered, so `unsync`
 //! stops them even if the config changed in between (asd keeps a copy of the config for this).
 
 use super::out::{out, outln};
-use super::{EXIT_FAILED, EXIT_NOT_RUNNING, locate, show};
+use super::{EXIT_FAILED, locate, show};
 use crate::config::{self, Config};
 use crate::control::Request;
 use crate::daemon::paths;
@@ -20,10 +20,17 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
+/// `asd --version`: the asd it follows, and asdfs's own version.
+const ASD_VERSION: &str = concat!(
+    "6.0.0 (anything-sync-daemon's verbs and asd.conf; done by asdfs ",
+    env!("CARGO_PKG_VERSION"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "asd",
-    version,
+    version = ASD_VERSION,
     about = "anything-sync-daemon, done by asdfs: keep the directories of asd.conf in RAM",
     long_about = "anything-sync-daemon, done by asdfs: keep the directories listed in asd.conf \
                   ($ASDCONF, else /etc/asd.conf, else /etc/asdfs.toml) in RAM and write them \
@@ -308,8 +315,9 @@ fn still_open(target: &Path, n: u64) -> String {
 fn resync(cfg: &Config, state: &State) -> anyhow::Result<i32> {
     let (ran, failed) = each_running(&state.targets(cfg), Request::Flush);
     if ran == 0 {
-        eprintln!("asd: ASD is not running (no target is in RAM)");
-        return Ok(EXIT_NOT_RUNNING);
+        // As asd: nothing to write is not a failure (cron jobs, asd-resync.timer).
+        outln!("asd: ASD is not running (no target is in RAM)");
+        return Ok(0);
     }
     if failed > 0 {
         eprintln!("asd: resync FAILED for {failed} of {ran} targets; their changes stay in RAM");
@@ -344,6 +352,9 @@ fn preview(conf: &Path, cfg: &Config, state: &State) -> anyhow::Result<i32> {
         env!("CARGO_PKG_VERSION"),
         os_name().map(|n| format!(" on {n}")).unwrap_or_default()
     );
+    for line in service_lines() {
+        outln!("{line}");
+    }
     let overlay = crate::fsx::trusted::read_to_string("/proc/filesystems")
         .map(|f| f.lines().any(|l| l.ends_with("\toverlay")))
         .unwrap_or(false);
@@ -424,6 +435,39 @@ fn clean(cfg: &Config) -> anyhow::Result<i32> {
         }
     }
     Ok(code)
+}
+
+/// The state of asd.service and asd-resync.timer, as asd's preview shows its service and
+/// cron job; nothing where systemd does not run.
+fn service_lines() -> Vec<String> {
+    if !crate::fsx::trusted::exists("/run/systemd/system") {
+        return vec![
+            " Systemd is not running: asd.service and asd-resync.timer are not used.".into(),
+        ];
+    }
+    [
+        ("asd.service", "Systemd service"),
+        ("asd-resync.timer", "Systemd resync timer"),
+    ]
+    .iter()
+    .map(|(unit, what)| format!(" {what} ({unit}) is currently {}.", unit_state(unit)))
+    .collect()
+}
+
+/// `systemctl is-active UNIT`: active, inactive, failed... or "unknown".
+fn unit_state(unit: &str) -> String {
+    let out = std::process::Command::new("systemctl")
+        .args(["is-active", unit])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(o) => {
+            let s = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            if s.is_empty() { "unknown".into() } else { s }
+        }
+        Err(_) => "unknown (systemctl not found)".into(),
+    }
 }
 
 /// PRETTY_NAME of /etc/os-release.

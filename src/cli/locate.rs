@@ -83,6 +83,9 @@ pub struct Dead {
     pub target: PathBuf,
     /// The volatile directory of the store the daemon left.
     pub volatile: Option<PathBuf>,
+    /// The target is still mounted (a dead mount): the daemon was killed. Otherwise the
+    /// daemon unmounted and left its store because the final flush failed.
+    pub mounted: bool,
 }
 
 impl Dead {
@@ -99,6 +102,12 @@ impl Dead {
 
     /// One line: what happened, and `run` (a command) to recover.
     pub fn message(&self, run: &str) -> String {
+        if !self.mounted {
+            return format!(
+                "{}: not in RAM, but its last session could not write all its changes to disk and kept them in its RAM store; `{run}` takes the store over and writes it to disk",
+                self.target.display()
+            );
+        }
         format!(
             "{}: its daemon died; `{run}` takes its RAM store over and writes it to disk",
             self.target.display()
@@ -162,9 +171,14 @@ pub fn find(target: &Path) -> anyhow::Result<Found> {
         if !refused {
             return Ok(Found::Running(Running { socket }));
         }
+        let mounted = mounting::mount_at(&t)
+            .ok()
+            .flatten()
+            .is_some_and(|m| m.is_asdfs());
         return Ok(Found::Dead(Dead {
             target: t,
             volatile: socket.parent().and_then(volatile_of),
+            mounted,
         }));
     }
     if mounting::is_dead_fuse_mount(&t) {
@@ -173,6 +187,7 @@ pub fn find(target: &Path) -> anyhow::Result<Found> {
         return Ok(Found::Dead(Dead {
             target: t,
             volatile,
+            mounted: true,
         }));
     }
     Ok(Found::Idle)
@@ -193,4 +208,73 @@ pub fn all() -> anyhow::Result<Vec<PathBuf>> {
         .into_iter()
         .map(|m| m.mount_point)
         .collect())
+}
+
+/// Who a mount of asdfs serves: the user who mounted it (FUSE's `user_id=`), or for root's
+/// mounts the owner of the directory; `None` when the caller cannot even look at it.
+fn owner_of(m: &mounting::MountEntry) -> Option<u32> {
+    let mounter = m
+        .super_options
+        .split(',')
+        .find_map(|o| o.strip_prefix("user_id="))
+        .and_then(|u| u.parse::<u32>().ok());
+    match mounter {
+        Some(u) if u != 0 => Some(u),
+        _ => {
+            use std::os::unix::fs::MetadataExt;
+            crate::fsx::trusted::symlink_metadata(&m.mount_point)
+                .ok()
+                .map(|meta| meta.uid())
+        }
+    }
+}
+
+/// The asdfs mounts of this mount namespace that the caller may command: all for root,
+/// else those they mounted or whose directory they own.
+pub fn mine() -> anyhow::Result<Vec<PathBuf>> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut out = Vec::new();
+    for m in mounting::asdfs_mounts()? {
+        if (me == 0 || owner_of(&m) == Some(me)) && !out.contains(&m.mount_point) {
+            out.push(m.mount_point);
+        }
+    }
+    Ok(out)
+}
+
+/// A user's command on an asdfs mount that is someone else's fails with a message that
+/// says so (root may command every mount).
+pub fn check_mine(target: &Path) -> anyhow::Result<()> {
+    let me = nix::unistd::geteuid().as_raw();
+    if me == 0 {
+        return Ok(());
+    }
+    let t = absolute(target)?;
+    let mount = mounting::asdfs_mounts()?
+        .into_iter()
+        .rev()
+        .find(|m| m.mount_point == t);
+    let owner = match mount {
+        Some(m) => owner_of(&m),
+        None => {
+            use std::os::unix::fs::MetadataExt;
+            match crate::fsx::trusted::symlink_metadata(&t) {
+                Ok(meta) => Some(meta.uid()),
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+    match owner {
+        Some(u) if u == me => Ok(()),
+        owner => {
+            let whose = owner
+                .and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten())
+                .map(|u| format!("{}'s", u.name))
+                .unwrap_or_else(|| "another user's".into());
+            bail!(
+                "{}: not yours: it is {whose} directory in RAM; only its owner or root can flush or unmount it",
+                t.display()
+            )
+        }
+    }
 }

@@ -45,7 +45,7 @@ pub struct MountArgs {
     pub atime: Option<AtimeArg>,
     /// Keep asd's safety nets: a hardlink copy of the disk copy at session start
     /// (`.NAME-backup_asd-old`) and crash snapshots [default: yes].
-    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    #[arg(long, value_name = "yes|no", value_parser = YesNo)]
     pub backups: Option<bool>,
     /// How many crash snapshots to keep per target [default: 5].
     #[arg(long, value_name = "N")]
@@ -64,7 +64,7 @@ pub struct MountArgs {
     pub mode: Option<ModeArg>,
     /// Refuse to mount while a file inside has hard links outside the target, which a flush
     /// would split (asd's ENABLE_HARDLINK_SAFETY_CHECK) [default: yes].
-    #[arg(long, value_name = "yes|no", value_parser = parse_yes_no)]
+    #[arg(long, value_name = "yes|no", value_parser = YesNo)]
     pub hardlink_check: Option<bool>,
     /// Mount even though processes hold files, working directories or mappings under the
     /// target. What they write through what they opened before the mount goes to the disk
@@ -104,6 +104,31 @@ pub fn parse_yes_no(s: &str) -> Result<bool, String> {
         "y" | "yes" | "true" | "1" | "on" | "enable" | "enabled" => Ok(true),
         "n" | "no" | "false" | "0" | "off" | "disable" | "disabled" => Ok(false),
         _ => Err(format!("{s:?} is neither yes nor no")),
+    }
+}
+
+/// `parse_yes_no` for clap, offering yes and no to shell completion.
+#[derive(Clone, Copy, Debug)]
+pub struct YesNo;
+
+impl clap::builder::TypedValueParser for YesNo {
+    type Value = bool;
+
+    fn parse_ref(
+        &self,
+        _cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<bool, clap::Error> {
+        let text = value.to_str().unwrap_or_default();
+        parse_yes_no(text).map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e))
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let values = ["yes", "no"].map(clap::builder::PossibleValue::new);
+        Some(Box::new(values.into_iter()))
     }
 }
 
@@ -232,11 +257,29 @@ pub fn run(m: &MountArgs) -> anyhow::Result<i32> {
         return Ok(daemon::run(targets, Ready::from_env()));
     }
     let targets = m.resolve()?;
-    spawn_daemon_with(
-        std::env::args_os().skip(1).collect(),
-        m.quiet,
-        Some(&targets),
-    )
+    let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if !m.all {
+        return spawn_daemon_with(args, m.quiet, Some(&targets));
+    }
+    // `--all` twice is not an error (as `asd sync`): those already in RAM stay as they are.
+    let (running, pending): (Vec<_>, Vec<_>) = targets.into_iter().partition(|t| {
+        matches!(
+            super::locate::find(&t.target),
+            Ok(super::locate::Found::Running(_))
+        )
+    });
+    for t in &running {
+        if !m.quiet {
+            outln!("asdfs: {} is already in RAM", t.target.display());
+        }
+    }
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().filter(|a| a != "--all").collect();
+    args.push("--".into());
+    args.extend(pending.iter().map(|t| t.target.clone().into()));
+    spawn_daemon_with(args, m.quiet, Some(&pending))
 }
 
 /// The settings the starting `asdfs mount` handed over, checked again as read.
@@ -274,7 +317,7 @@ fn spawn_daemon_with(
     cmd.args(args);
     let w = write_end.as_raw_fd();
     // Under systemd the daemon logs to the journal; elsewhere its early warnings come through
-    // a pipe to this terminal, and then it logs to its log file.
+    // a pipe to this terminal, and then it logs to the journal or syslog.
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     match settings {
         Some(t) => cmd.env(SETTINGS_ENV, serde_json::to_string(t)?),

@@ -3,21 +3,35 @@
 use super::locate;
 use super::out::{out, outln};
 use crate::control::{self, Request};
+use crate::human::{count, took};
 use crate::status::Status;
 use indicatif::{HumanBytes, HumanDuration};
 use std::path::Path;
 use std::time::Duration;
 
-pub fn status(json: bool, target: Option<&Path>) -> anyhow::Result<i32> {
+/// How `asdfs status` prints.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+    Prometheus,
+}
+
+/// `asdfs status [TARGET]`: without a target, every asdfs mount of the caller's mount
+/// namespace that is theirs; a mount that went away while it was asked is left out.
+pub fn status(format: Format, target: Option<&Path>) -> anyhow::Result<i32> {
     let targets = match target {
         Some(t) => vec![t.to_path_buf()],
-        None => locate::all()?,
+        None => locate::mine()?,
     };
     let mut reports = Vec::new();
     let mut code = 0;
     for t in &targets {
-        match locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status)) {
+        let asked = locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status));
+        let gone = || target.is_none() && !locate::all().is_ok_and(|a| a.contains(t));
+        match asked {
             Ok(r) if r.ok => reports.extend(r.status),
+            _ if gone() => {}
             Ok(r) => {
                 eprintln!("asdfs: {}", r.message);
                 code = 1;
@@ -28,8 +42,10 @@ pub fn status(json: bool, target: Option<&Path>) -> anyhow::Result<i32> {
             }
         }
     }
-    if json {
+    if format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
+    } else if format == Format::Prometheus {
+        out!("{}", super::metrics::render(&reports));
     } else if reports.is_empty() && code == 0 {
         outln!("asdfs: nothing is kept in RAM");
     } else {
@@ -49,10 +65,10 @@ pub fn render_idle(target: &Path, settings: Option<&crate::config::TargetSetting
     out += "\n";
     out += &match crate::usage::measure(target) {
         Ok(u) => format!(
-            "  on disk:     {}, {} files, {} directories\n",
+            "  on disk:     {}, {}, {}\n",
             HumanBytes(u.bytes),
-            u.files,
-            u.dirs
+            count(u.files, "file"),
+            count(u.dirs, "directory")
         ),
         Err(e) => format!("  on disk:     cannot be read: {e}\n"),
     };
@@ -133,10 +149,10 @@ pub fn render(s: &Status) -> String {
     }
     out += &match &s.disk {
         Some(d) => format!(
-            "  on disk:     {}, {} files, {} directories{}\n",
+            "  on disk:     {}, {}, {}{}\n",
             HumanBytes(d.bytes),
-            d.files,
-            d.dirs,
+            count(d.files, "file"),
+            count(d.dirs, "directory"),
             if d.generation == s.generation {
                 ""
             } else {
@@ -150,23 +166,40 @@ pub fn render(s: &Status) -> String {
         .map(|a| format!(", oldest change {}", ago(a)))
         .unwrap_or_default();
     out += &format!(
-        "  not on disk: {} files ({}), {} directories{oldest}\n",
-        s.dirty_files,
+        "  not on disk: {} ({}), {}{oldest}\n",
+        count(s.dirty_files, "file"),
         HumanBytes(s.dirty_bytes),
-        s.dirty_dirs
+        count(s.dirty_dirs, "directory")
     );
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
+    match &s.flushing {
+        Some(p) if p.bytes_total > 0 => {
+            out += &format!(
+                "  flushing:    {} of {} written\n",
+                HumanBytes(p.bytes_done),
+                HumanBytes(p.bytes_total)
+            )
+        }
+        Some(_) => {
+            out += &format!(
+                "  flushing:    under way: {} ({}) to write\n",
+                count(s.dirty_files, "file"),
+                HumanBytes(s.dirty_bytes)
+            )
+        }
+        None => {}
+    }
     match &s.last_flush {
         Some(f) if f.ok => {
             out += &format!(
-                "  last flush:  {}, ok: {} files, {} in {} ms (generation {})\n",
+                "  last flush:  {}, ok: {}, {} in {} (generation {})\n",
                 ago(now.saturating_sub(f.at)),
-                f.files,
+                count(f.files, "file"),
                 HumanBytes(f.bytes),
-                f.took_ms,
+                took(f.took_ms),
                 f.generation
             )
         }
@@ -177,6 +210,9 @@ pub fn render(s: &Status) -> String {
                 s.flush_failures,
                 f.error.as_deref().unwrap_or("?")
             )
+        }
+        None if s.flushing.is_some() => {
+            out += "  last flush:  none since mount (the first is under way)\n"
         }
         None => out += "  last flush:  none since mount\n",
     }

@@ -147,10 +147,10 @@ fn restore(
     bar.finish_and_clear();
     let r = result?;
     let mut line = format!(
-        "Restored {} to {} ({} files, {})",
+        "Restored {} to {} ({}, {})",
         snapshot.display(),
         r.restored_to.display(),
-        r.files,
+        crate::human::count(r.files, "file"),
         HumanBytes(r.bytes)
     );
     if let Some(old) = &r.kept_old {

@@ -65,9 +65,12 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Why `c` (followed by `next`) cannot be read without a shell.
-fn shell_problem(c: char, next: Option<char>) -> String {
+fn shell_problem(c: char, next: Option<char>, after: Option<char>) -> String {
     let name_follows = next.is_some_and(|n| is_name_char(n) || n == '{');
     match c {
+        '$' if next == Some('(') && after == Some('(') => {
+            "arithmetic expansion `$((...))` needs a shell; write the number itself".into()
+        }
         '$' if next == Some('(') => "command substitution `$(...)` needs a shell".into(),
         '$' if name_follows => "variable expansion needs a shell; write the value itself".into(),
         '$' => "`$` is special to bash; put the value in '...' if it is part of a name".into(),
@@ -144,7 +147,7 @@ impl Lexer {
             .collect();
         self.fault(format!(
             "{}: found {found:?}",
-            shell_problem(c, self.peek_next())
+            shell_problem(c, self.peek_next(), self.chars.get(self.pos + 2).copied())
         ))
     }
 

@@ -148,11 +148,15 @@ fn check_volatile(t: &TargetSettings) -> Result<(), (Field, String)> {
     check_path(volatile, "volatile dir").map_err(|p| (Field::Volatile, p))?;
     let (target, shown) = (&t.target, volatile.display());
     if target.starts_with(volatile) {
+        // Whether the volatile dir is in RAM is not known here (and asd's default, /tmp, is
+        // often a disk): the reason is that the RAM stores are kept there.
         let p = format!(
-            "target {} is inside {what} {shown}, which is already in RAM",
+            "target {} is inside {what} {shown}, where asdfs keeps its RAM stores: \
+             choose a volatile dir outside the target's tree (VOLATILE= in asd.conf, \
+             volatile = in asdfs.toml, --volatile), such as /run",
             target.display()
         );
-        return Err((Field::Volatile, p));
+        return Err((Field::Path, p));
     }
     if volatile.starts_with(target) {
         let p = format!("target {} contains {what} {shown}", target.display());

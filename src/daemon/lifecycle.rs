@@ -73,11 +73,11 @@ impl Phase {
 pub(super) fn flush_response(target: &Path, r: anyhow::Result<FlushReport>) -> Response {
     match r {
         Ok(r) => Response::ok(format!(
-            "{}: flushed {} files, {} bytes in {} ms (generation {})",
+            "{}: flushed {}, {} in {} (generation {})",
             target.display(),
-            r.files,
-            r.bytes,
-            r.took.as_millis(),
+            crate::human::count(r.files, "file"),
+            crate::human::bytes(r.bytes),
+            crate::human::took(r.took.as_millis() as u64),
             r.generation
         )),
         Err(e) => Response::err(format!(

@@ -154,18 +154,23 @@ impl Ready {
     }
 }
 
-/// The daemon's log, in the store root: root's daemons share it, mode 0600 (it names every
-/// target's files).
+/// The daemon's log file, in the store root, kept only when ASDFS_LOG_FILE is set (its log
+/// goes to the journal or syslog, which outlive a reboot): root's daemons share it, mode
+/// 0600 (it names every target's files).
 const LOG_FILE: &str = "daemon.log";
 /// Space allocated ahead of the end of the daemon's log when it is opened.
 const LOG_ROOM: u64 = 256 << 10;
 
-/// Sends stdout and stderr to the daemon's log file in `log` (the store root, checked by
+/// The environment variable that asks for the log file.
+pub const LOG_FILE_ENV: &str = "ASDFS_LOG_FILE";
+
+/// Sends stdout and stderr to the daemon's log file (when asked for) in `log` (the store root, checked by
 /// `paths::prepare_store`; or /dev/null) once `asdfs mount` has returned: that closes the
 /// pipe `asdfs mount` reads our early warnings from. The log is opened without following a
 /// symlink and only if it is this user's regular file.
 fn redirect_output(log: Option<&std::path::Path>) {
-    let opened = log.and_then(|root| {
+    let asked = std::env::var_os(LOG_FILE_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let opened = log.filter(|_| asked).and_then(|root| {
         let dir = crate::fsx::Dir::open(root).ok()?;
         crate::fsx::open_log(&dir, std::ffi::OsStr::new(LOG_FILE), 0o600).ok()
     });
@@ -271,7 +276,7 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
         .map(|t| t.paths().store_root.clone());
     ready.report(&lines, log.as_deref());
     for t in live.iter().flatten() {
-        tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), "in RAM");
+        tracing::info!(target = %t.paths().target.display(), store = %t.paths().store.display(), phase = "mounted", "in RAM");
     }
     readonly::watch(
         live.iter()
@@ -291,6 +296,17 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
 /// before they are cut off: the longest `stop_grace` of the targets, else
 /// `ASDFS_STOP_GRACE` (seconds), else this.
 const STOP_GRACE: Duration = Duration::from_secs(20);
+
+/// Under systemd: STOPPING=1, so that `systemctl status` says the unit is stopping (the
+/// final flush can take long), with a STATUS line saying what it waits for.
+fn notify_stopping() {
+    if std::env::var_os("NOTIFY_SOCKET").is_some() {
+        let _ = sd_notify::notify(&[
+            sd_notify::NotifyState::Stopping,
+            sd_notify::NotifyState::Status("stopping: final flush to disk, then unmount"),
+        ]);
+    }
+}
 
 fn stop_grace(targets: &[TargetSettings]) -> Duration {
     let env = || {
@@ -343,7 +359,8 @@ fn serve(
         let Some(ev) = ev else { break };
         match ev {
             Event::Signal(sig) => {
-                tracing::info!(signal = %sig, "stopping: final flush and unmount");
+                tracing::info!(signal = %sig, phase = "stopping", "stopping: final flush and unmount");
+                notify_stopping();
                 for t in live.iter().flatten() {
                     let r = t.begin_stop(true);
                     tracing::info!("{}", r.message);
@@ -379,7 +396,7 @@ fn serve(
                 let last = live.iter().all(Option::is_none);
                 match result {
                     Ok(()) => {
-                        tracing::info!(target = %t.paths().target.display(), "unmounted; the disk copy is up to date");
+                        tracing::info!(target = %t.paths().target.display(), phase = "unmounted", "unmounted; the disk copy is up to date");
                         if let Some((tx, mut r)) = reply {
                             r.exits = last.then(std::process::id);
                             let _ = tx.send(r);

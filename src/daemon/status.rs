@@ -120,6 +120,8 @@ pub(super) struct Changes {
     pub data_path: String,
     /// Files a flush could not copy unchanged in its tries (passthrough).
     pub busy_copies: u64,
+    /// The flush under way: bytes done and to do.
+    pub flushing: Option<crate::status::FlushProgress>,
     pub ram_bytes: u64,
     pub space: StoreSpace,
     pub warning: Option<String>,
@@ -159,6 +161,7 @@ pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
         dirty_bytes: c.dirty_bytes,
         oldest_change_secs: c.oldest_change_secs,
         last_flush: ledger.last().map(flush_status),
+        flushing: c.flushing,
         next_flush_secs: (phase == Phase::Mounted).then(|| {
             t.next_flush()
                 .saturating_duration_since(Instant::now())

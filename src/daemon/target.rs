@@ -447,6 +447,12 @@ fn status_of(t: &Target) -> crate::status::Status {
         }
         .into(),
         busy_copies: s.busy_copies,
+        flushing: t.flusher.in_progress().map(|(bytes_done, bytes_total)| {
+            crate::status::FlushProgress {
+                bytes_done,
+                bytes_total,
+            }
+        }),
         ram_bytes: s.ram_bytes,
         warning: space.warning(),
         space,

@@ -130,6 +130,7 @@ impl Ledger {
                         files = rep.files,
                         bytes = rep.bytes,
                         ms = rep.took.as_millis() as u64,
+                        phase = "flushed",
                         "flushed"
                     );
                 }
@@ -151,6 +152,8 @@ pub struct Flusher {
     store: Arc<Store>,
     running: Mutex<()>,
     ledger: Ledger,
+    /// Bytes written and to write by the flush under way, if one is (`asdfs status`).
+    in_progress: Mutex<Option<(u64, u64)>>,
 }
 
 impl Flusher {
@@ -159,6 +162,7 @@ impl Flusher {
             store,
             running: Mutex::new(()),
             ledger: Ledger::new(disk_gen),
+            in_progress: Mutex::new(None),
         }
     }
 
@@ -179,9 +183,20 @@ impl Flusher {
     pub fn flush_reporting(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _one = self.running.lock();
         let started = Instant::now();
-        let r = self.flush_locked(started, progress);
+        *self.in_progress.lock() = Some((0, 0));
+        let track = |done: u64, total: u64| {
+            *self.in_progress.lock() = Some((done, total));
+            progress(done, total);
+        };
+        let r = self.flush_locked(started, &track);
+        *self.in_progress.lock() = None;
         self.ledger.record(&r);
         r
+    }
+
+    /// (bytes written, bytes to write) of the flush under way, if one is.
+    pub fn in_progress(&self) -> Option<(u64, u64)> {
+        *self.in_progress.lock()
     }
 
     fn flush_locked(

@@ -43,13 +43,12 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<std::ffi::OsStr>,
 {
-    Command::new(BIN)
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env(
-            "ASDFS_LOG",
-            std::env::var("ASDFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-        )
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env(
+        "ASDFS_LOG",
+        std::env::var("ASDFS_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    cmd.envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .expect("running asdfs")
 }
@@ -108,7 +107,8 @@ impl Mount {
             volatile,
             target,
             extra: Vec::new(),
-            env: Vec::new(),
+            // The tests read the daemon's log file (`log_tail`).
+            env: vec![("ASDFS_LOG_FILE".into(), "1".into())],
             under,
         }
     }

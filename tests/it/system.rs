@@ -473,12 +473,16 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         "opt/asdfs/lib/systemd/user/asdfs@.service 644",
         "opt/asdfs/sbin/mount.fuse.asdfs 755",
         "opt/asdfs/sbin/umount.fuse.asdfs -> mount.fuse.asdfs",
+        "opt/asdfs/share/bash-completion/completions/anything-sync-daemon 644",
         "opt/asdfs/share/bash-completion/completions/asd 644",
         "opt/asdfs/share/bash-completion/completions/asdfs 644",
+        "opt/asdfs/share/fish/vendor_completions.d/anything-sync-daemon.fish 644",
         "opt/asdfs/share/fish/vendor_completions.d/asd.fish 644",
         "opt/asdfs/share/fish/vendor_completions.d/asdfs.fish 644",
+        "opt/asdfs/share/man/man5/asdfs.toml.5 644",
         "opt/asdfs/share/man/man7/asdfs.systemd.7 644",
         "opt/asdfs/share/man/man8/mount.fuse.asdfs.8 644",
+        "opt/asdfs/share/zsh/site-functions/_anything-sync-daemon 644",
         "opt/asdfs/share/zsh/site-functions/_asd 644",
         "opt/asdfs/share/zsh/site-functions/_asdfs 644",
         "sbin/mount.fuse.asdfs -> /opt/asdfs/sbin/mount.fuse.asdfs",
@@ -491,7 +495,13 @@ fn install_and_uninstall_honour_destdir_and_prefix() {
         .filter(|f| f.contains("/man1/"))
         .cloned()
         .collect();
-    for page in ["asdfs.1", "asd.1", "asdfs-mount.1", "asdfs-snapshots.1"] {
+    for page in [
+        "asdfs.1",
+        "asd.1",
+        "anything-sync-daemon.1",
+        "asdfs-mount.1",
+        "asdfs-snapshots.1",
+    ] {
         let want = format!("opt/asdfs/share/man/man1/{page} 644");
         assert!(man1.contains(&want), "{want} not in {man1:?}");
     }
@@ -639,7 +649,7 @@ cat "$WORK/peek/t/new" "$WORK/peek/t2/new"
     assert!(!stdout.contains("on disk before"), "{}", describe(&out));
     assert!(!stdout.contains("hook failed"), "{}", describe(&out));
     assert!(stdout.contains("one\ntwo\n"), "{}", describe(&out));
-    assert_eq!(stdout.matches("flushed 1 files").count(), 2, "{stdout}");
+    assert_eq!(stdout.matches("flushed 1 file,").count(), 2, "{stdout}");
     wait_daemons_gone(&s.work.path().display().to_string());
 }
 
@@ -778,3 +788,35 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
 mod container;
 mod lifecycle;
 mod remount;
+
+/// Issue 15: `mount --all` twice succeeds as `asd sync` twice does; `flush --all` and
+/// `unmount --all` act on every mount of the namespace, so the sleep hook needs no JSON.
+#[test]
+fn issue_15_mount_flush_and_unmount_all() {
+    if !can_mount_in_namespaces() {
+        return;
+    }
+    let s = Scene::new();
+    fs::create_dir(s.work.path().join("t2")).unwrap();
+    let out = s.run(
+        r#"
+for m in $(findmnt -rn -t fuse.asdfs -o TARGET) $(findmnt -rn -t overlay -S asdfs -o TARGET); do umount -l "$m"; done
+printf '[defaults]\nvolatile = "%s"\nflush_interval = "1h"\n[[target]]\npath = "%s"\n[[target]]\npath = "%s"\n' \
+    "$VOL" "$T" "$WORK/t2" > "$WORK/asdfs.toml"
+"$ASDFS" mount --all --config "$WORK/asdfs.toml" || exit 98
+"$ASDFS" mount --all --config "$WORK/asdfs.toml" || echo "second mount --all failed"
+echo one > "$T/new"; echo two > "$WORK/t2/new"
+"$ASDFS" flush --all || echo "flush --all failed"
+cat "$WORK/peek/t/new" "$WORK/peek/t2/new"
+"$ASDFS" unmount --all || echo "unmount --all failed"
+echo "left: $(findmnt -rn -t fuse.asdfs -o TARGET | wc -l)"
+"#,
+    );
+    assert!(out.status.success(), "{}", describe(&out));
+    let stdout = text(&out.stdout);
+    assert!(!stdout.contains("failed"), "{}", describe(&out));
+    assert!(stdout.contains("is already in RAM"), "{}", describe(&out));
+    assert!(stdout.contains("one\ntwo\n"), "{}", describe(&out));
+    assert!(stdout.contains("left: 0"), "{}", describe(&out));
+    wait_daemons_gone(&s.work.path().display().to_string());
+}

@@ -300,7 +300,7 @@ fn targets_missing_misplaced_or_clashing() {
             (
                 "inside its volatile dir",
                 "[[target]]\npath = '/dev/shm/x'\nvolatile = '/dev/shm'",
-                Want::Error(3, "inside the volatile dir /dev/shm"),
+                Want::Error(2, "inside the volatile dir /dev/shm"),
             ),
             (
                 "inside the default volatile dir",

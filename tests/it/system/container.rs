@@ -813,10 +813,9 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32, restarted: i32) 
         assert!(pos("Stopped asd.service") < Some(u), "{journal}");
     }
 
-    // The daemon writes `<N>message`: the journal strips the prefix and takes N as the
-    // priority. systemd logs nothing at debug level for the unit here, so every line of
-    // priority 7 is the daemon's (its flush plan); -p info leaves them out and keeps its
-    // info lines (6).
+    // The daemon writes to the journal natively (SYSLOG_IDENTIFIER=asdfs, PRIORITY=N).
+    // systemd logs nothing at debug level for the unit here, so every line of priority 7
+    // is the daemon's (its flush plan); -p info leaves them out and keeps its info lines (6).
     let at = |p: &str| c.journal_with(&["-u", "asd.service", "-p", p]);
     let lines = |s: String| -> Vec<String> {
         s.lines()
@@ -824,10 +823,10 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32, restarted: i32) 
             .map(str::to_string)
             .collect()
     };
-    let daemon = format!(" asd[{daemon}]: ");
+    let daemon = format!(" asdfs[{daemon}]: ");
     let debug = lines(at("debug..debug"));
     assert!(!debug.is_empty(), "no debug line:\n{asd}");
-    assert!(debug.iter().all(|l| l.contains(" asd[")), "{debug:#?}");
+    assert!(debug.iter().all(|l| l.contains(" asdfs[")), "{debug:#?}");
     let up_to_info = lines(at("info"));
     assert!(
         !up_to_info.iter().any(|l| debug.contains(l)),
@@ -837,7 +836,7 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32, restarted: i32) 
     assert!(at("info..info").contains(&in_ram), "{asd}");
     assert!(!at("notice").contains(&in_ram), "{asd}");
     // Its warning (4) about the open file: kept by -p warning, not an info line.
-    let cut = format!(" asd[{restarted}]: files still open at the stop: cutting them off");
+    let cut = format!(" asdfs[{restarted}]: files still open at the stop: cutting them off");
     assert!(at("warning..warning").contains(&cut), "{asd}");
     assert!(!at("info..notice").contains(&cut), "{asd}");
     assert!(

@@ -166,6 +166,7 @@ fn issue_11_a_forced_stop_with_a_failed_flush_never_says_up_to_date() {
         fs::create_dir_all(s.work.path().join("ro/t")).unwrap();
         let out = s.run(&format!(
             r#"R="$WORK/ro"
+export ASDFS_LOG_FILE=1
 mount --bind "$R" "$R" || exit 92
 mount -t fuse.asdfs "$R/t" "$R/t" -o "volatile=$VOL,backups=no,mode={mode}" || exit 93
 echo "kept in RAM" > "$R/t/new" || exit 94

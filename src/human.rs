@@ -1,0 +1,41 @@
+//! Numbers as people read them, the same in every message and in `asdfs status`: counts
+//! with their noun in the right number, sizes in binary units, durations in ms or seconds.
+
+/// `1 file`, `2 files`, `1 directory`, `3 directories`.
+pub fn count(n: u64, what: &str) -> String {
+    match (n, what.strip_suffix('y')) {
+        (1, _) => format!("1 {what}"),
+        (_, Some(stem)) => format!("{n} {stem}ies"),
+        (_, None) => format!("{n} {what}s"),
+    }
+}
+
+/// A size in binary units: `512 B`, `410.00 MiB`, `1.46 GiB`.
+pub fn bytes(n: u64) -> String {
+    indicatif::HumanBytes(n).to_string()
+}
+
+/// A duration in milliseconds: `850 ms`, `6.7 s`, `2m 5s`.
+pub fn took(ms: u64) -> String {
+    match ms {
+        0..1000 => format!("{ms} ms"),
+        1000..60_000 => format!("{:.1} s", ms as f64 / 1000.0),
+        _ => format!("{}m {}s", ms / 60_000, ms % 60_000 / 1000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_file_one_directory_and_human_units() {
+        assert_eq!(count(1, "file"), "1 file");
+        assert_eq!(count(0, "file"), "0 files");
+        assert_eq!(count(1, "directory"), "1 directory");
+        assert_eq!(count(3, "directory"), "3 directories");
+        assert_eq!(bytes(1_572_877_893), "1.46 GiB");
+        assert_eq!(took(6700), "6.7 s");
+        assert_eq!(took(12), "12 ms");
+    }
+}
