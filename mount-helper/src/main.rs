@@ -165,28 +165,11 @@ fn remount(inv: &Invocation, ro: bool) -> Result<(), (u8, String)> {
 /// Remounts the filesystem on `target` read-only or writable, keeping the mount's other
 /// flags (nosuid, nodev, noexec, noatime).
 fn remount_super(target: &Path, ro: bool) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     let mut flags = libc::MS_REMOUNT | (current_flags(target)? & !libc::MS_RDONLY);
     if ro {
         flags |= libc::MS_RDONLY;
     }
-    let c = std::ffi::CString::new(target.as_os_str().as_bytes())?;
-    // SAFETY: a valid C string for the target; null source, type and data are allowed for a
-    // remount.
-    let r = unsafe {
-        libc::mount(
-            std::ptr::null(),
-            c.as_ptr(),
-            std::ptr::null(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    mount_flags(target, flags)
 }
 
 /// As root (and without `-n`), the utab entry through which umount(8) finds
@@ -320,14 +303,19 @@ fn restrict(target: &Path, plan: &Plan) -> Result<(), (u8, String)> {
 /// A bind remount sets the flags of this one mount; flags it does not name are cleared, so
 /// the mount's current ones are passed along.
 fn remount_with(target: &Path, extra: &[&str]) -> std::io::Result<()> {
-    use std::os::unix::ffi::OsStrExt;
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | current_flags(target)?;
     for f in extra {
         flags |= flag_bit(f);
     }
+    mount_flags(target, flags)
+}
+
+/// mount(2) on `target` with only `flags` (a remount of its superblock or of this mount).
+fn mount_flags(target: &Path, flags: libc::c_ulong) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(target.as_os_str().as_bytes())?;
     // SAFETY: a valid C string for the target; null source, type and data are allowed for a
-    // bind remount.
+    // remount.
     let r = unsafe {
         libc::mount(
             std::ptr::null(),
