@@ -1,24 +1,34 @@
-//! What both modes' targets share in their life: the first steps of a start (the target
-//! resolved, the store made and locked, what a failed start undoes), the control socket,
-//! the final flush, the store's removal at a clean end, and the owner records. The modes
-//! (`target.rs`, FUSE; `overlay.rs`) build on this and never on each other.
+//! What both modes' targets share in their life: the start up to the mode's own part (the
+//! target resolved, the store made and locked, the disk copy opened, checked and recovered,
+//! what a failed start undoes), what they hold alike (`Shared`), serving (timer, control
+//! socket, status), the stop, the final flush, the store's removal at a clean end, and the
+//! owner records. A small trait (`Mode`) holds what differs; the modes (`target.rs`, FUSE;
+//! `overlay.rs`) build on this and never on each other.
 
 use super::paths::{self, TargetPaths};
-use super::{Event, mounting};
+use super::status::{self, Facts};
+use super::timer::{FlushTimer, retry_delay};
+use super::{Event, Served, mounting, safety};
+use crate::backing::Backing;
+use crate::backup::Backups;
 use crate::config::TargetSettings;
 use crate::control::{self, Request, Response};
-use crate::flush::FlushReport;
+use crate::flush::{FlushReport, Ledger};
 use anyhow::{Context, bail};
 use crossbeam_channel::Sender;
 use nix::fcntl::{Flock, FlockArg};
+use parking_lot::Mutex;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+pub(super) use super::status::Phase;
 
 /// The first steps of a start, the same in both modes: the target resolved and checked,
 /// its store made (or accepted) and locked, and what a failed start removes again.
 pub(super) struct Begun {
-    pub target: PathBuf,
     pub paths: TargetPaths,
     pub dirs: paths::StoreDirs,
     pub lock: Flock<File>,
@@ -40,7 +50,6 @@ pub(super) fn begin(settings: &TargetSettings) -> anyhow::Result<Begun> {
     let undo = paths::Undo::of(&dirs)?;
     let aging = paths::guard_from_aging(&p);
     Ok(Begun {
-        target,
         paths: p,
         dirs,
         lock,
@@ -49,22 +58,325 @@ pub(super) fn begin(settings: &TargetSettings) -> anyhow::Result<Begun> {
     })
 }
 
-/// Where a target is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    Mounted,
-    /// Unmounted, but files opened before are still served.
-    Detached,
-    Stopped,
+/// The start after `begin` and the mode's own first checks, the same in both modes.
+pub(super) struct Opened {
+    pub begun: Begun,
+    /// The disk copy's directory, opened before a mount covers it.
+    pub disk_dir: Arc<OwnedFd>,
+    pub side: paths::Side,
+    pub backing: Arc<dyn Backing>,
+    pub backups: Option<Arc<Backups>>,
+    pub recovered: safety::Recovered,
 }
 
-impl Phase {
-    /// As status shows it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Mounted => "mounted",
-            Phase::Detached => "detached",
-            Phase::Stopped => "stopping",
+/// Opens the target beneath `parent` (the directory that holds it, opened with no symlink
+/// in its path, or the pinned copy of it: what is mounted on and flushed to is what was
+/// checked, whatever a user renames meanwhile, docs/security.md R1), its side directory and
+/// disk side; then the check for holders and hard links (`preflight`: `Some(strict)`), and
+/// the disk copy's recovery (design.md §7).
+pub(super) fn open_disk(
+    mut begun: Begun,
+    settings: &TargetSettings,
+    parent: crate::fsx::Dir,
+    preflight: Option<bool>,
+) -> anyhow::Result<Opened> {
+    let p = &begun.paths;
+    let disk_dir = Arc::new(safety::open_target_in(&parent, &p.target)?);
+    let side = paths::prepare_side(p, parent, safety::dev_of(&disk_dir)?)?;
+    begun.undo.add_side(&side)?;
+    let (backing, backups) = safety::open_disk(p, settings, &side)?;
+    if let Some(strict) = preflight {
+        super::preflight::check(
+            p,
+            settings,
+            std::os::fd::AsFd::as_fd(&*disk_dir),
+            backups.as_deref(),
+            strict,
+        )?;
+    }
+    let recovered = safety::recover(p, settings, &side.dir, backing.as_ref(), backups.as_deref())?;
+    Ok(Opened {
+        begun,
+        disk_dir,
+        side,
+        backing,
+        backups,
+        recovered,
+    })
+}
+
+impl Opened {
+    /// What the target holds alike in both modes, once its mode's own start is done; and
+    /// what a failed start still undoes (the mode disarms it once its mount is on the target).
+    pub fn into_shared(
+        self,
+        settings: TargetSettings,
+        events: Sender<Event>,
+        idx: usize,
+    ) -> (Shared, paths::Undo) {
+        let b = self.begun;
+        let shared = Shared {
+            timer: FlushTimer::new(settings.flush_interval),
+            settings,
+            paths: b.paths,
+            _lock: b.lock,
+            _aging: b.aging,
+            phase: Mutex::new(Phase::Mounted),
+            started: SystemTime::now(),
+            backups: self.backups,
+            backup_state: Arc::new(Mutex::new("off".into())),
+            crash: self.recovered.crash,
+            usage: Arc::default(),
+            disk_dir: self.disk_dir,
+            events,
+            idx,
+            dirs: b.dirs,
+            side: self.side,
+        };
+        (shared, b.undo)
+    }
+}
+
+/// What a target holds alike in both modes.
+pub(super) struct Shared {
+    pub settings: TargetSettings,
+    pub paths: TargetPaths,
+    _lock: Flock<File>,
+    /// Keeps `systemd-tmpfiles --clean` out of the store while it is served.
+    _aging: paths::AgingGuard,
+    pub phase: Mutex<Phase>,
+    pub timer: FlushTimer,
+    pub started: SystemTime,
+    pub backups: Option<Arc<Backups>>,
+    /// What the hardlink backup is doing, for status.
+    pub backup_state: Arc<Mutex<String>>,
+    /// What happened at the start if the previous session ended uncleanly.
+    pub crash: safety::CrashState,
+    /// The disk copy's size, measured in the background (status::disk_usage).
+    pub usage: Arc<Mutex<status::UsageState>>,
+    /// The disk copy's directory, opened before the mount covered it.
+    pub disk_dir: Arc<OwnedFd>,
+    /// The main loop, and this target's number in it.
+    pub events: Sender<Event>,
+    pub idx: usize,
+    /// The store's directories, checked at the start.
+    pub dirs: paths::StoreDirs,
+    /// The side directory beside the target, checked at the start.
+    pub side: paths::Side,
+}
+
+impl Shared {
+    pub fn phase(&self) -> Phase {
+        *self.phase.lock()
+    }
+}
+
+/// What differs between the modes once a target is served; the rest of its life (serving,
+/// the stop, the end, status) is in this module, once.
+pub(super) trait Mode: Send + Sync + 'static {
+    fn shared(&self) -> &Shared;
+    /// `fuse` or `overlay`, as status shows it.
+    fn mode_name(&self) -> &'static str;
+    fn ledger(&self) -> &Ledger;
+    /// Writes what programs changed to disk, reporting (bytes written, bytes to write).
+    fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport>;
+    /// Holds timed flushes back for the stop's own flush (`true`), or lets them run again
+    /// after it failed and the mount stays (`false`).
+    fn hold_timed_flushes(&self, hold: bool);
+    /// Takes the mount off the target once the stop's flush is done.
+    fn detach(&self) -> anyhow::Result<()>;
+    /// Files programs still have open in the mount.
+    fn open_files(&self) -> u64;
+    /// At a stop that cannot wait any longer for open files.
+    fn cut_off_open_files(&self);
+    /// After the final flush: removes what only this mode made (backups, the pin); false
+    /// keeps the store (programs still write into it).
+    fn release(&self) -> bool;
+    /// What is in RAM and not on disk yet, for status.
+    fn changes(&self) -> status::Changes;
+    /// A read-only remount (design.md §11): what the mode does besides the flush.
+    fn set_read_only(&self, _on: bool) {}
+}
+
+impl<T: Mode> Served for T {
+    fn paths(&self) -> &TargetPaths {
+        &self.shared().paths
+    }
+    fn begin_stop(&self, force: bool) -> Response {
+        begin_stop(self, force)
+    }
+    fn finish(&self) -> anyhow::Result<()> {
+        finish(self)
+    }
+    fn open_files(&self) -> u64 {
+        Mode::open_files(self)
+    }
+    fn cut_off_open_files(&self) {
+        Mode::cut_off_open_files(self)
+    }
+}
+
+/// Once the mount is on the target: the crash snapshot in the background, the first
+/// measure of the disk copy, the flush timer and the control socket.
+pub(super) fn serve<T: Mode>(t: &Arc<T>, unclean: bool) -> anyhow::Result<()> {
+    let s = t.shared();
+    safety::crash_snapshot_in_background(
+        s.crash.clone(),
+        s.backups.clone(),
+        s.paths.target.clone(),
+        s.settings.backup_limit,
+        unclean,
+    );
+    status::measure(&s.usage, &s.disk_dir, t.ledger().disk_gen());
+    FlushTimer::start(
+        t.clone(),
+        |t: &T| &t.shared().timer,
+        |t: &T| {
+            let notify = Notifier::new(&t.shared().paths.target, IN_RAM);
+            t.flush(&|done, total| notify.progress(done, total))
+                .map(|_| ())
+                .map_err(|_| t.ledger().failures())
+        },
+    );
+    let c = t.clone();
+    open_control(&s.paths, &s.disk_dir, move |req, report| {
+        handle(&*c, req, report)
+    })
+}
+
+fn handle(t: &dyn Mode, req: Request, report: control::Report<'_>) -> Response {
+    let s = t.shared();
+    match req {
+        Request::Flush => {
+            let notify = Notifier::new(&s.paths.target, IN_RAM);
+            let r = t.flush(&|done, total| {
+                notify.progress(done, total);
+                report(done, total)
+            });
+            flush_response(&s.paths.target, r)
+        }
+        Request::Status => Response {
+            ok: true,
+            message: String::new(),
+            status: Some(status_of(t)),
+            ..Response::default()
+        },
+        Request::Unmount => request_stop(&s.events, s.idx),
+        Request::Readonly { on } => {
+            t.set_read_only(on);
+            super::readonly::answer(&s.paths.target, on, || t.flush(report))
+        }
+    }
+}
+
+/// The status report of a target in either mode.
+pub(super) fn status_of(t: &dyn Mode) -> crate::status::Status {
+    let s = t.shared();
+    let facts = Facts {
+        mode: t.mode_name(),
+        settings: &s.settings,
+        paths: &s.paths,
+        phase: s.phase(),
+        started: s.started,
+        ledger: t.ledger(),
+        next_flush: s.timer.next(),
+        backup: s.backup_state.lock().clone(),
+        crash: s.crash.lock().clone(),
+        disk: status::disk_usage(&s.usage, &s.disk_dir, t.ledger().disk_gen()),
+    };
+    status::report(facts, t.changes())
+}
+
+/// Flushes, then detaches the mount. Files still open keep working; the session ends
+/// when the last is closed. A flush that fails keeps the mount unless `force`.
+fn begin_stop(t: &dyn Mode, force: bool) -> Response {
+    let s = t.shared();
+    if s.phase() != Phase::Mounted {
+        return Response::ok(format!("{}: already unmounting", s.paths.target.display()));
+    }
+    t.hold_timed_flushes(true);
+    let mut failed = None;
+    let notify = Notifier::new(&s.paths.target, STOPPING);
+    if let Err(e) = t.flush(&|done, total| notify.progress(done, total)) {
+        if !force {
+            t.hold_timed_flushes(false);
+            return kept_mounted(&s.paths, &e);
+        }
+        tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
+        failed = Some(e);
+    }
+    s.timer.stop();
+    if let Err(e) = t.detach() {
+        return Response::err(format!("{e:#}"));
+    }
+    *s.phase.lock() = Phase::Detached;
+    Response::ok(detached_message(&s.paths, t.open_files(), failed.as_ref()))
+}
+
+/// After the session ended: the final flush (retried), then the store is removed. If the
+/// flush keeps failing the store stays on tmpfs for the next mount to recover.
+fn finish(t: &dyn Mode) -> anyhow::Result<()> {
+    let s = t.shared();
+    s.timer.stop();
+    *s.phase.lock() = Phase::Stopped;
+    let notify = Notifier::new(&s.paths.target, STOPPING);
+    final_flush(&s.paths, || {
+        t.flush(&|done, total| notify.progress(done, total))
+    })?;
+    if t.release() {
+        remove_store(&s.dirs, &s.side);
+    }
+    Ok(())
+}
+
+/// What systemd's status line says of a target between flushes, and while it stops.
+const IN_RAM: &str = "in RAM";
+const STOPPING: &str = "written to disk, unmounting";
+
+/// A flush's progress told to systemd (`STATUS=`, under `Type=notify`), at most a few times
+/// a second: `systemctl status` then shows what is being written.
+struct Notifier {
+    target: Option<String>,
+    /// What the status line says once the flush is over.
+    after: &'static str,
+    last: std::cell::Cell<Option<Instant>>,
+}
+
+impl Notifier {
+    fn new(target: &Path, after: &'static str) -> Notifier {
+        let on = std::env::var_os("NOTIFY_SOCKET").is_some();
+        Notifier {
+            target: on.then(|| target.display().to_string()),
+            after,
+            last: std::cell::Cell::new(None),
+        }
+    }
+
+    fn progress(&self, done: u64, total: u64) {
+        let Some(target) = &self.target else { return };
+        let due = self
+            .last
+            .get()
+            .is_none_or(|l| l.elapsed() >= Duration::from_millis(250));
+        if !due && done < total {
+            return;
+        }
+        self.last.set(Some(Instant::now()));
+        let line = format!(
+            "{target}: writing to disk: {} of {}",
+            crate::human::bytes(done),
+            crate::human::bytes(total)
+        );
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
+    }
+}
+
+impl Drop for Notifier {
+    /// Once the flush is over, the status line says so again.
+    fn drop(&mut self) {
+        if let (Some(target), Some(_)) = (&self.target, self.last.get()) {
+            let line = format!("{target}: {}", self.after);
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&line)]);
         }
     }
 }
@@ -192,13 +504,6 @@ pub(super) fn request_stop(events: &Sender<Event>, idx: usize) -> Response {
     }
     rx.recv()
         .unwrap_or_else(|_| Response::err("the daemon ended before answering"))
-}
-
-pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
-    let secs = 1u64 << failures.min(16);
-    Duration::from_secs(secs)
-        .min(cap)
-        .max(Duration::from_secs(1))
 }
 
 /// The store's files, and the session file in the side directory, removed through the

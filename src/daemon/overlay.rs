@@ -3,17 +3,12 @@
 //! copy with its upper layer in the store mounted over the target; then flushes (each one
 //! swaps in a fresh upper layer, see `overlay::layers`), and at the end the final flush.
 
-use super::lifecycle::{
-    self, Begun, Phase, final_flush, flush_response, open_control, request_stop, write_owner,
-};
-use super::paths::{self, TargetPaths};
-use super::timer::FlushTimer;
-use super::{Event, Served, mounting, safety, status};
+use super::lifecycle::{self, Begun, Mode, Opened, Phase, Shared, write_owner};
+use super::paths::TargetPaths;
+use super::{Event, Served, mounting, overlay_status, safety, status};
 use crate::backing::{Backing, Loc, Meta};
-use crate::backup::Backups;
 use crate::config::TargetSettings;
-use crate::control::{Request, Response};
-use crate::flush::FlushReport;
+use crate::flush::{FlushReport, Ledger};
 use crate::fsx::{self, trusted::TrustedPath};
 use crate::overlay::flush::{Layer, OverlayFlusher};
 use crate::overlay::kernel;
@@ -21,14 +16,12 @@ use crate::overlay::layers::{self, Saved, Stack, open_dir, remove_layer, upper_d
 use crate::overlay::upper::Upper;
 use anyhow::Context;
 use crossbeam_channel::Sender;
-use nix::fcntl::{Flock, OFlag};
 use parking_lot::Mutex;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
 /// The store's directory (mode 0700) that holds the pin `disk`.
 const PIN_DIR: &str = "pin";
@@ -53,35 +46,110 @@ impl From<std::io::Error> for Start {
 }
 
 pub struct OverlayTarget {
-    settings: TargetSettings,
-    paths: TargetPaths,
-    _lock: Flock<File>,
-    /// Keeps `systemd-tmpfiles --clean` out of the store while it is served.
-    _aging: paths::AgingGuard,
+    shared: Shared,
     flusher: OverlayFlusher,
     stack: Mutex<Stack>,
     /// The directory holding the target, pinned by a bind mount in the store.
     pin: PathBuf,
-    phase: Mutex<Phase>,
-    timer: FlushTimer,
-    started: SystemTime,
-    backups: Option<Arc<Backups>>,
-    backup_state: Arc<Mutex<String>>,
     /// Held by flushes and by the making of the backup (which needs the disk copy as it was).
     disk_writers: Arc<Mutex<()>>,
-    crash: safety::CrashState,
-    usage: Arc<Mutex<status::UsageState>>,
-    disk_dir: Arc<OwnedFd>,
-    events: Sender<Event>,
-    idx: usize,
-    /// The store's directories, checked at the start.
-    dirs: paths::StoreDirs,
-    /// The side directory beside the target, checked at the start.
-    side: paths::Side,
+    /// (bytes written, bytes to write) of the flush under way, if one is.
+    in_progress: Mutex<Option<(u64, u64)>>,
+    /// The layers as last measured, for status while a flush holds them.
+    measured: Mutex<overlay_status::Measured>,
 }
 
-fn dev_of(fd: &OwnedFd) -> u64 {
-    nix::sys::stat::fstat(fd).map(|s| s.st_dev).unwrap_or(0)
+/// What a start finds of an earlier overlay session: the layers it recorded, whether the
+/// directory holding the target is still pinned in the store, and its overlay if that is
+/// still on the target (a daemon that died).
+struct Found {
+    saved: Option<Saved>,
+    pin: PathBuf,
+    pinned: bool,
+    live: Option<mounting::MountEntry>,
+}
+
+impl Found {
+    /// The directory holding the target and its side directory are pinned in the store by
+    /// a bind mount: a daemon taking over reaches the disk copy under the overlay there, on
+    /// one mount with the side directory (a flush renames between them). Outside
+    /// `private/`: nothing ever deletes recursively through it. In `pin/`, mode 0700: the
+    /// store is 0711 (other users reach their control sockets), and the pin's path is in
+    /// /proc/mounts; through it the directory would be reachable past a 0700 directory
+    /// above it (`~/.cache` under `~`).
+    fn look(b: &Begun) -> Result<Found, Start> {
+        let p = &b.paths;
+        // `private/` was made (or checked) by prepare_store.
+        let saved = Saved::read(&p.private());
+        let pin_dir = fsx::mkdir_private(
+            &b.dirs.store,
+            OsStr::new(PIN_DIR),
+            0o700,
+            super::paths::me(),
+        )?
+        .0;
+        let pin = pin_dir.path().join("disk");
+        let pinned = saved.is_some() && mounting::mount_at(&pin)?.is_some();
+        if pinned {
+            finish_interrupted_swap(&p.target)?;
+        }
+        let live = mounting::mount_at(&p.target)?.filter(|m| m.is_asdfs());
+        if live.is_some() && !pinned {
+            return Err(Start::Failed(anyhow::anyhow!(
+                "{}: covered by an asdfs overlay whose RAM store is gone; unmount it first",
+                p.target.display()
+            )));
+        }
+        Ok(Found {
+            saved,
+            pin,
+            pinned,
+            live,
+        })
+    }
+
+    /// The directory the target is opened in: the pinned copy when an overlay covers it.
+    fn parent(&self, target: &Path) -> anyhow::Result<fsx::Dir> {
+        fsx::Dir::open_strict(if self.pinned {
+            &self.pin
+        } else {
+            target.parent().unwrap_or(Path::new("/"))
+        })
+        .map_err(Into::into)
+    }
+
+    /// The pin made (if it was not there), then the overlay: the one a daemon that died
+    /// left, taken over, or a fresh one attached on the target. A failure before the
+    /// overlay is on the target takes the pin away again.
+    fn stack(self, o: &Opened) -> Result<(OverlayFlusher, Stack), Start> {
+        let p = &o.begun.paths;
+        if !self.pinned {
+            // In the store, which only this user can change (paths::prepare_store).
+            crate::fsx::trusted::create_dir_all(&self.pin)?;
+            kernel::pin(o.side.parent.fd(), &self.pin)
+                .map_err(|e| Start::Fallback(format!("{e:#}")))?;
+        }
+        let mut unpin = Unpin((!self.pinned).then(|| self.pin.clone()));
+        let lower = self.pin.join(p.target.file_name().unwrap_or_default());
+        let flusher = OverlayFlusher::new(o.backing.clone(), o.recovered.generation);
+        let stack = match (self.saved, self.live) {
+            (Some(saved), Some(live)) => {
+                tracing::warn!(target = %p.target.display(), "took over the overlay of a daemon that died; writing it to disk");
+                let root = open_dir(&p.target)?;
+                Stack::adopt(&p.private(), &lower, saved, &live.super_options, &root)?
+            }
+            (saved, None) => fresh_stack(
+                p,
+                &lower,
+                saved.unwrap_or_default(),
+                &flusher,
+                o.backing.as_ref(),
+            )?,
+            (None, Some(_)) => unreachable!("checked in look: a live overlay has a pinned store"),
+        };
+        unpin.0 = None;
+        Ok((flusher, stack))
+    }
 }
 
 impl OverlayTarget {
@@ -96,214 +164,85 @@ impl OverlayTarget {
         }
         // Until the overlay is on the target, a failure removes the store and side
         // directory this start made.
-        let Begun {
-            target,
-            paths: p,
-            dirs,
-            lock,
-            mut undo,
-            aging,
-        } = lifecycle::begin(&settings)?;
-        if p.private().join("log").trusted_exists() {
+        let begun = lifecycle::begin(&settings)?;
+        if begun.paths.private().join("log").trusted_exists() {
             return Err(Start::Fallback(
                 "the previous session, in FUSE mode, left changes in its RAM store".into(),
             ));
         }
-        lifecycle::clear_dead_mount(&p.target)?;
-        let private = p.private();
-        // `private/` was made (or checked) by prepare_store.
-        let saved = Saved::read(&private);
-        // The directory holding the target and its side directory, pinned in the store by a
-        // bind mount: a daemon taking over reaches the disk copy under the overlay there,
-        // on one mount with the side directory (a flush renames between them).
-        // Outside `private/`: nothing ever deletes recursively through it. In `pin/`,
-        // mode 0700: the store is 0711 (other users reach their control sockets), and the
-        // pin's path is in /proc/mounts; through it the directory would be reachable past a
-        // 0700 directory above it (`~/.cache` under `~`).
-        let pin_dir = fsx::mkdir_private(&dirs.store, OsStr::new(PIN_DIR), 0o700, paths::me())?.0;
-        let pin = pin_dir.path().join("disk");
-        let pinned = saved.is_some() && mounting::mount_at(&pin)?.is_some();
-        if pinned {
-            finish_interrupted_swap(&p.target)?;
-        }
-        let live = mounting::mount_at(&p.target)?.filter(|m| m.is_asdfs());
-        if live.is_some() && !pinned {
-            return Err(Start::Failed(anyhow::anyhow!(
-                "{}: covered by an asdfs overlay whose RAM store is gone; unmount it first",
-                p.target.display()
-            )));
-        }
-        let parent_dir = crate::fsx::Dir::open_strict(if pinned {
-            &pin
-        } else {
-            p.target.parent().unwrap_or(Path::new("/"))
-        })?;
-        let name = p.target.file_name().unwrap_or_default().to_os_string();
-        let disk_dir = nix::fcntl::openat(
-            &parent_dir,
-            name.as_os_str(),
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .with_context(|| format!("opening {}", p.target.display()))?;
-        let side = paths::prepare_side(&p, parent_dir.try_clone()?, dev_of(&disk_dir))?;
-        let (backing, backups) = safety::open_disk_in(&p, &settings, parent_dir.fd(), &side.dir)?;
-        undo.add_side(&side)?;
-        if !pinned {
-            super::preflight::check(
-                &p,
-                &settings,
-                std::os::fd::AsFd::as_fd(&disk_dir),
-                backups.as_deref(),
-                true,
-            )?;
-        }
-        let safety::Recovered {
-            generation,
-            unclean,
-            crash,
-        } = safety::recover(
-            &p,
-            &settings,
-            &side.dir,
-            backing.as_ref(),
-            backups.as_deref(),
-        )?;
-        if !pinned {
-            // In the store, which only this user can change (paths::prepare_store).
-            crate::fsx::trusted::create_dir_all(&pin)?;
-            kernel::pin(parent_dir.fd(), &pin).map_err(|e| Start::Fallback(format!("{e:#}")))?;
-        }
-        // Until the overlay is on the target, a failure takes the pin away again.
-        let mut unpin = Unpin((!pinned).then(|| pin.clone()));
-        let lower = pin.join(&name);
-        let flusher = OverlayFlusher::new(backing.clone(), generation);
-        let stack = match (saved, live) {
-            (Some(saved), Some(live)) => {
-                tracing::warn!(target = %target.display(), "took over the overlay of a daemon that died; writing it to disk");
-                Stack::adopt(
-                    &private,
-                    &lower,
-                    saved,
-                    &live.super_options,
-                    &open_dir(&p.target)?,
-                )?
-            }
-            (saved, None) => fresh_stack(
-                &p,
-                &lower,
-                saved.unwrap_or_default(),
-                &flusher,
-                backing.as_ref(),
-            )?,
-            (None, Some(_)) => unreachable!("checked above: a live overlay has a pinned store"),
-        };
+        lifecycle::clear_dead_mount(&begun.paths.target)?;
+        let found = Found::look(&begun)?;
+        let parent = found.parent(&begun.paths.target)?;
+        let preflight = (!found.pinned).then_some(true);
+        let pin = found.pin.clone();
+        let opened = lifecycle::open_disk(begun, &settings, parent, preflight)?;
+        let (flusher, stack) = found.stack(&opened)?;
+        let unclean = opened.recovered.unclean;
+        let (shared, mut undo) = opened.into_shared(settings, events, idx);
         // The overlay is on the target: from here on a failure leaves it, with its record
         // and the pin, for the next mount to take over.
-        unpin.0 = None;
         undo.disarm();
         stack.save()?;
-        write_owner(&p, &settings, &dirs.store, &side.dir)?;
+        let s = &shared;
+        write_owner(&s.paths, &s.settings, &s.dirs.store, &s.side.dir)?;
         let t = Arc::new(OverlayTarget {
-            timer: FlushTimer::new(settings.flush_interval),
-            settings,
-            paths: p,
-            _lock: lock,
-            _aging: aging,
+            shared,
             flusher,
             stack: Mutex::new(stack),
             pin,
-            phase: Mutex::new(Phase::Mounted),
-            started: SystemTime::now(),
-            backups,
-            backup_state: Arc::new(Mutex::new("off".into())),
             disk_writers: Arc::default(),
-            crash,
-            usage: Arc::default(),
-            disk_dir: Arc::new(disk_dir),
-            events,
-            idx,
-            dirs,
-            side,
+            in_progress: Mutex::new(None),
+            measured: Mutex::default(),
         });
         t.serve(unclean)?;
         Ok(t)
     }
 
-    /// Once the overlay is on the target: the backup and crash snapshot in the background,
-    /// the first flush, the flush timer, the monitor and the control socket.
+    /// Once the overlay is on the target: the backup in the background, the first flush,
+    /// the monitor, then what both modes start (`lifecycle::serve`).
     fn serve(self: &Arc<Self>, unclean: bool) -> anyhow::Result<()> {
-        if let Some(b) = self.backups.clone() {
+        let s = &self.shared;
+        if let Some(b) = s.backups.clone() {
             let lock = self.disk_writers.clone();
             safety::backup_in_background(
-                self.backup_state.clone(),
-                self.paths.target.clone(),
+                s.backup_state.clone(),
+                s.paths.target.clone(),
                 move || {
                     let _w = lock.lock();
                     b.refresh()
                 },
             );
         }
-        safety::crash_snapshot_in_background(
-            self.crash.clone(),
-            self.backups.clone(),
-            self.paths.target.clone(),
-            self.settings.backup_limit,
-            unclean,
-        );
         if let Err(e) = self.flush(&|_, _| {}) {
             tracing::error!(error = %format!("{e:#}"), "the first flush failed; the changes stay in RAM");
         }
-        status::measure(
-            &self.usage,
-            &self.disk_dir,
-            self.flusher.ledger().disk_gen(),
-        );
-        FlushTimer::start(
-            self.clone(),
-            |t| &t.timer,
-            |t| {
-                t.flush(&|_, _| {})
-                    .map(|_| ())
-                    .map_err(|_| t.flusher.ledger().failures())
-            },
-        );
         self.start_monitor();
-        let c = self.clone();
-        open_control(&self.paths, &self.disk_dir, move |req, report| {
-            c.handle(req, report)
-        })?;
-        Ok(())
+        lifecycle::serve(self, unclean)
     }
 
-    fn handle(&self, req: Request, report: crate::control::Report<'_>) -> Response {
-        match req {
-            Request::Flush => flush_response(&self.paths.target, self.flush(report)),
-            Request::Status => Response {
-                ok: true,
-                message: String::new(),
-                status: Some(super::overlay_status::of(self)),
-                ..Response::default()
-            },
-            Request::Unmount => request_stop(&self.events, self.idx),
-            Request::Readonly { on } => {
-                super::readonly::answer(&self.paths.target, on, || self.flush(report))
-            }
-        }
+    /// `flush_layers`, its progress kept for status.
+    fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
+        *self.in_progress.lock() = Some((0, 0));
+        let r = self.flush_layers(&|done, total| {
+            *self.in_progress.lock() = Some((done, total));
+            progress(done, total)
+        });
+        *self.in_progress.lock() = None;
+        r
     }
 
     /// Writes what programs changed to disk. While mounted: a fresh upper layer first (the
     /// old one, now read-only, is written), and another one after, so that the layers on disk
     /// leave the overlay and their RAM comes back. While a program holds a directory of the
     /// overlay, or once unmounted: the upper layer is written as it is.
-    pub fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
+    fn flush_layers(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
-        let target = &self.paths.target;
+        let target = &self.shared.paths.target;
         // An overlay remounted read-only is written as it is: a fresh layer would be a new,
         // writable mount (design.md §11).
-        let mounted = *self.phase.lock() == Phase::Mounted
-            && !self.timer.is_stopping()
+        let mounted = self.shared.phase() == Phase::Mounted
+            && !self.shared.timer.is_stopping()
             && st.top.mount_id.is_some()
             && !super::readonly::is_read_only(target).unwrap_or(false);
         let rotated = mounted && st.top_used()? && st.rotate(target)?;
@@ -318,7 +257,7 @@ impl OverlayTarget {
             }
         } else {
             let root = self.overlay_root(&st);
-            let live = *self.phase.lock() != Phase::Stopped || !self.unused_locked(&st);
+            let live = self.shared.phase() != Phase::Stopped || !self.unused_locked(&st);
             let r = st.flush_top(&self.flusher, live, root.as_ref(), progress)?;
             report = Some(layers::add(report, r));
         }
@@ -341,15 +280,15 @@ impl OverlayTarget {
             .spawn(move || {
                 loop {
                     std::thread::sleep(Duration::from_millis(100));
-                    let phase = *t.phase.lock();
-                    match phase {
+                    let s = &t.shared;
+                    match s.phase() {
                         Phase::Mounted if !t.still_mounted() => {
-                            tracing::info!(target = %t.paths.target.display(), "unmounted by someone else");
-                            *t.phase.lock() = Phase::Detached;
+                            tracing::info!(target = %s.paths.target.display(), "unmounted by someone else");
+                            *s.phase.lock() = Phase::Detached;
                             t.stack.lock().top.mount_id = None;
                         }
                         Phase::Detached if t.unused() => {
-                            let _ = t.events.send(Event::SessionEnded(t.idx));
+                            let _ = s.events.send(Event::SessionEnded(s.idx));
                             return;
                         }
                         Phase::Stopped => return,
@@ -373,7 +312,7 @@ impl OverlayTarget {
     /// The root of our overlay, opened for a moment, if it is the top mount of the target.
     fn overlay_root(&self, st: &Stack) -> Option<OwnedFd> {
         let id = st.top.mount_id?;
-        let root = open_dir(&self.paths.target).ok()?;
+        let root = open_dir(&self.shared.paths.target).ok()?;
         (kernel::mount_id(&root).ok()? == id).then_some(root)
     }
 
@@ -385,13 +324,68 @@ impl OverlayTarget {
     fn unused_locked(&self, st: &Stack) -> bool {
         st.held_count() == 0
     }
+}
 
-    fn stop_timer(&self) {
-        self.timer.stop();
+impl Mode for OverlayTarget {
+    fn shared(&self) -> &Shared {
+        &self.shared
     }
-
-    fn remove_store(&self) {
-        if let Some(b) = &self.backups {
+    fn mode_name(&self) -> &'static str {
+        "overlay"
+    }
+    fn ledger(&self) -> &Ledger {
+        self.flusher.ledger()
+    }
+    fn flush(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
+        OverlayTarget::flush(self, progress)
+    }
+    /// Stopped for good: the stop's flush then writes the top layer as it is (no fresh
+    /// layer is stacked under the detach). A mount kept after a failed flush has no timed
+    /// flushes any more; `asdfs flush` and the next unmount still write it.
+    fn hold_timed_flushes(&self, hold: bool) {
+        if hold {
+            self.shared.timer.stop();
+        }
+    }
+    /// Detaches the overlay; files still open keep working, and the session ends when
+    /// the last is closed (the monitor notices).
+    fn detach(&self) -> anyhow::Result<()> {
+        let target = &self.shared.paths.target;
+        let mut st = self.stack.lock();
+        // Our own hold would make the plain unmount busy: try it first.
+        let plain = kernel::detach(target, false, st.top.mount_id);
+        match plain {
+            Ok(()) => st.top.gone = true,
+            Err(_) => st.hold_top(target),
+        }
+        if let Err(e) = plain {
+            let lazily = kernel::detach(target, true, st.top.mount_id);
+            if e.raw_os_error() != Some(libc::EBUSY) || lazily.is_err() {
+                anyhow::bail!("unmounting {}: {e}", target.display());
+            }
+        }
+        st.top.mount_id = None;
+        Ok(())
+    }
+    fn open_files(&self) -> u64 {
+        self.stack.lock().held_count()
+    }
+    fn cut_off_open_files(&self) {
+        tracing::warn!(target = %self.shared.paths.target.display(), "files are still open in the overlay at the stop; stopping anyway");
+    }
+    /// The backup and the pin go. If programs still hold files of the overlay (a stop that
+    /// could not wait), the store stays for the next mount to write what they add.
+    fn release(&self) -> bool {
+        let s = &self.shared;
+        if !self.unused() {
+            tracing::warn!(
+                target = %s.paths.target.display(),
+                store = %s.paths.store.display(),
+                "files are still open in the unmounted overlay: what they write stays in the RAM store, and the next `asdfs mount` writes it"
+            );
+            return false;
+        }
+        if let Some(b) = &s.backups {
             let _w = self.disk_writers.lock();
             if let Err(e) = b.remove_all() {
                 tracing::warn!(error = %e, "could not remove the hardlink backup");
@@ -405,84 +399,25 @@ impl OverlayTarget {
         if let Some(pin_dir) = self.pin.parent() {
             let _ = crate::fsx::trusted::remove_dir(pin_dir);
         }
-        lifecycle::remove_store(&self.dirs, &self.side);
+        true
     }
-}
-
-impl Served for OverlayTarget {
-    fn paths(&self) -> &TargetPaths {
-        &self.paths
-    }
-
-    /// Flushes, then detaches the overlay. Files still open keep working; the session ends
-    /// when the last is closed.
-    fn begin_stop(&self, force: bool) -> Response {
-        if *self.phase.lock() != Phase::Mounted {
-            return Response::ok(format!(
-                "{}: already unmounting",
-                self.paths.target.display()
-            ));
-        }
-        // Stopped first: the stop's flush then writes the top layer as it is (no fresh layer
-        // is stacked under the detach). A mount kept after a failed flush has no timed
-        // flushes any more; `asdfs flush` and the next unmount still write it.
-        self.stop_timer();
-        let mut failed = None;
-        if let Err(e) = self.flush(&|_, _| {}) {
-            if !force {
-                return lifecycle::kept_mounted(&self.paths, &e);
+    fn changes(&self) -> status::Changes {
+        // A flush holds the layers: status then shows the last measure, and its progress.
+        let flushing = *self.in_progress.lock();
+        let measured = match self.stack.try_lock_for(Duration::from_millis(50)) {
+            Some(st) => {
+                let m = overlay_status::Measured::of(&st);
+                *self.measured.lock() = m.clone();
+                m
             }
-            tracing::warn!(error = %format!("{e:#}"), "flush before unmount failed; retrying after");
-            failed = Some(e);
-        }
-        let mut st = self.stack.lock();
-        // Our own hold would make the plain unmount busy: try it first.
-        let plain = kernel::detach(&self.paths.target, false, st.top.mount_id);
-        match plain {
-            Ok(()) => st.top.gone = true,
-            Err(_) => st.hold_top(&self.paths.target),
-        }
-        if let Err(e) = plain {
-            let lazily = kernel::detach(&self.paths.target, true, st.top.mount_id);
-            if e.raw_os_error() != Some(libc::EBUSY) || lazily.is_err() {
-                return Response::err(format!("unmounting {}: {e}", self.paths.target.display()));
-            }
-        }
-        st.top.mount_id = None;
-        let open = st.held_count();
-        drop(st);
-        *self.phase.lock() = Phase::Detached;
-        Response::ok(super::lifecycle::detached_message(
-            &self.paths,
-            open,
-            failed.as_ref(),
-        ))
-    }
-
-    /// The final flush (retried). If programs still hold files of the overlay (a stop that
-    /// could not wait), the store stays for the next mount to write what they add.
-    fn finish(&self) -> anyhow::Result<()> {
-        self.stop_timer();
-        *self.phase.lock() = Phase::Stopped;
-        final_flush(&self.paths, || self.flush(&|_, _| {}))?;
-        if !self.unused() {
-            tracing::warn!(
-                target = %self.paths.target.display(),
-                store = %self.paths.store.display(),
-                "files are still open in the unmounted overlay: what they write stays in the RAM store, and the next `asdfs mount` writes it"
-            );
-            return Ok(());
-        }
-        self.remove_store();
-        Ok(())
-    }
-
-    fn open_files(&self) -> u64 {
-        self.stack.lock().held_count()
-    }
-
-    fn cut_off_open_files(&self) {
-        tracing::warn!(target = %self.paths.target.display(), "files are still open in the overlay at the stop; stopping anyway");
+            None => self.measured.lock().clone(),
+        };
+        overlay_status::changes(
+            &measured,
+            &self.shared.paths.store,
+            self.flusher.ledger().bytes_flushed(),
+            flushing,
+        )
     }
 }
 
@@ -575,47 +510,6 @@ fn root_meta(disk: &dyn Backing) -> anyhow::Result<Meta> {
         mtime: st.attr.mtime,
         xattrs: Some(disk.read_xattrs(&Loc::target(""))?),
     })
-}
-
-/// Read access for the status report.
-impl OverlayTarget {
-    pub(super) fn settings(&self) -> &TargetSettings {
-        &self.settings
-    }
-    pub(super) fn target_paths(&self) -> &TargetPaths {
-        &self.paths
-    }
-    pub(super) fn flusher(&self) -> &OverlayFlusher {
-        &self.flusher
-    }
-    pub(super) fn phase(&self) -> Phase {
-        *self.phase.lock()
-    }
-    pub(super) fn next_flush(&self) -> Instant {
-        self.timer.next()
-    }
-    pub(super) fn started(&self) -> SystemTime {
-        self.started
-    }
-    pub(super) fn backup(&self) -> String {
-        self.backup_state.lock().clone()
-    }
-    pub(super) fn crash(&self) -> Option<String> {
-        self.crash.lock().clone()
-    }
-    pub(super) fn disk(&self) -> Option<crate::status::DiskUsage> {
-        status::disk_usage(
-            &self.usage,
-            &self.disk_dir,
-            self.flusher.ledger().disk_gen(),
-        )
-    }
-    /// Names not yet on disk, the RAM of all layers, and files held open.
-    pub(super) fn layers(&self) -> (Vec<crate::overlay::upper::UpperEntry>, u64, u64) {
-        let st = self.stack.lock();
-        let (pending, ram) = st.pending();
-        (pending, ram, st.held_count())
-    }
 }
 
 /// A daemon killed in the middle of a layer swap (design.md §10) left the fresh overlay

@@ -1,46 +1,68 @@
-//! The status of a target in overlay mode: what changed is what the upper layer holds that
+//! The status of a target in overlay mode: what changed is what the upper layers hold that
 //! the last flush did not write.
 
-use super::lifecycle::Phase;
-use super::overlay::OverlayTarget;
-use super::paths::TargetPaths;
-use super::status::{Changes, Lifecycle, report};
-use crate::config::TargetSettings;
-use crate::flush::Ledger;
+use super::status::Changes;
+use crate::overlay::layers::Stack;
 use crate::overlay::upper::UpperKind;
-use crate::status::{DiskUsage, Status};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+/// The layers as measured: names not on disk yet, the RAM of all layers, files held open.
+#[derive(Clone, Debug, Default)]
+pub(super) struct Measured {
+    files: u64,
+    dirs: u64,
+    bytes: u64,
+    /// The ctime (seconds) of the oldest change not on disk.
+    oldest: Option<i64>,
+    ram: u64,
+    open: u64,
 }
 
-pub fn of(t: &OverlayTarget) -> Status {
-    let p = t;
-    let (pending, ram, open) = p.layers();
-    let (mut files, mut dirs, mut bytes) = (0, 0, 0);
-    let mut oldest: Option<i64> = None;
-    for e in &pending {
-        match e.kind {
-            UpperKind::Dir { .. } => dirs += 1,
-            UpperKind::Node(crate::store::types::Kind::File) => {
-                files += 1;
-                bytes += e.st.attr.size;
+impl Measured {
+    pub fn of(st: &Stack) -> Measured {
+        let (pending, ram) = st.pending();
+        let mut m = Measured {
+            ram,
+            open: st.held_count(),
+            ..Measured::default()
+        };
+        for e in &pending {
+            match e.kind {
+                UpperKind::Dir { .. } => m.dirs += 1,
+                UpperKind::Node(crate::store::types::Kind::File) => {
+                    m.files += 1;
+                    m.bytes += e.st.attr.size;
+                }
+                _ => m.files += 1,
             }
-            _ => files += 1,
+            let c = e.st.attr.ctime.sec;
+            m.oldest = Some(m.oldest.map_or(c, |o| o.min(c)));
         }
-        let c = e.st.attr.ctime.sec;
-        oldest = Some(oldest.map_or(c, |o| o.min(c)));
+        m
     }
-    let now = secs(SystemTime::now()) as i64;
-    let space = crate::store::StoreSpace::of_dir(&p.target_paths().store);
-    let changes = Changes {
+}
+
+/// Overlay mode's measure of what changed, from the layers (`m`), the store's directory,
+/// the bytes flushed so far and the flush under way.
+pub(super) fn changes(
+    m: &Measured,
+    store: &Path,
+    bytes_flushed: u64,
+    flushing: Option<(u64, u64)>,
+) -> Changes {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    let space = crate::store::StoreSpace::of_dir(store);
+    Changes {
         data_path: "kernel".into(),
         busy_copies: 0,
-        flushing: None,
-        ram_bytes: ram,
+        flushing: flushing.map(|(bytes_done, bytes_total)| crate::status::FlushProgress {
+            bytes_done,
+            bytes_total,
+        }),
+        ram_bytes: m.ram,
         warning: space.warning(),
         // No store log in overlay mode.
         space: crate::store::StoreSpace {
@@ -48,48 +70,14 @@ pub fn of(t: &OverlayTarget) -> Status {
             log_reserve: 0,
             ..space
         },
-        dirty_files: files,
-        dirty_dirs: dirs,
-        dirty_bytes: bytes,
-        oldest_change_secs: oldest.map(|o| (now - o).max(0) as u64),
+        dirty_files: m.files,
+        dirty_dirs: m.dirs,
+        dirty_bytes: m.bytes,
+        oldest_change_secs: m.oldest.map(|o| (now - o).max(0) as u64),
         // The kernel serves writes: asdfs sees the files they changed, not the calls.
-        bytes_written: p.flusher().ledger().bytes_flushed() + bytes,
-        open_files: open,
+        bytes_written: bytes_flushed + m.bytes,
+        open_files: m.open,
         log_failures: 0,
         conflicts: Vec::new(),
-    };
-    report(p, changes)
-}
-
-impl Lifecycle for OverlayTarget {
-    fn mode_name(&self) -> &'static str {
-        "overlay"
-    }
-    fn settings(&self) -> &TargetSettings {
-        OverlayTarget::settings(self)
-    }
-    fn target_paths(&self) -> &TargetPaths {
-        OverlayTarget::target_paths(self)
-    }
-    fn phase(&self) -> Phase {
-        OverlayTarget::phase(self)
-    }
-    fn started(&self) -> SystemTime {
-        OverlayTarget::started(self)
-    }
-    fn ledger(&self) -> &Ledger {
-        self.flusher().ledger()
-    }
-    fn next_flush(&self) -> Instant {
-        OverlayTarget::next_flush(self)
-    }
-    fn backup(&self) -> String {
-        OverlayTarget::backup(self)
-    }
-    fn crash(&self) -> Option<String> {
-        OverlayTarget::crash(self)
-    }
-    fn disk(&self) -> Option<DiskUsage> {
-        OverlayTarget::disk(self)
     }
 }

@@ -1,7 +1,7 @@
-//! Assembling a target's status report: what both modes share (`Lifecycle`, `report`); each
-//! mode measures its own changes (`target.rs`, `overlay_status.rs`).
+//! Assembling a target's status report: what both modes know alike (`Facts`, gathered by
+//! `lifecycle::status_of`) and each mode's own measure of its changes (`Changes`, from
+//! `target.rs` and `overlay_status.rs`); the disk copy's size, measured in the background.
 
-use super::lifecycle::Phase;
 use super::paths::TargetPaths;
 use crate::config::TargetSettings;
 use crate::flush::Ledger;
@@ -95,23 +95,43 @@ pub fn flush_status(l: crate::flush::LastFlush) -> FlushStatus {
     }
 }
 
-/// What both modes' targets answer for their status report; each mode adds its own measure
-/// of what changed (`Changes`).
-pub(super) trait Lifecycle {
-    fn mode_name(&self) -> &'static str;
-    fn settings(&self) -> &TargetSettings;
-    fn target_paths(&self) -> &TargetPaths;
-    fn phase(&self) -> Phase;
-    fn started(&self) -> SystemTime;
-    fn ledger(&self) -> &Ledger;
+/// Where a target is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Mounted,
+    /// Unmounted, but files opened before are still served.
+    Detached,
+    Stopped,
+}
+
+impl Phase {
+    /// As status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Mounted => "mounted",
+            Phase::Detached => "detached",
+            Phase::Stopped => "stopping",
+        }
+    }
+}
+
+/// What both modes know alike of a target for its status report (`lifecycle::status_of`
+/// gathers it); each mode adds its own measure of what changed (`Changes`).
+pub(super) struct Facts<'a> {
+    pub mode: &'static str,
+    pub settings: &'a TargetSettings,
+    pub paths: &'a TargetPaths,
+    pub phase: Phase,
+    pub started: SystemTime,
+    pub ledger: &'a Ledger,
     /// When the flush timer fires next.
-    fn next_flush(&self) -> Instant;
+    pub next_flush: Instant,
     /// What the hardlink backup is doing.
-    fn backup(&self) -> String;
+    pub backup: String,
     /// What happened at the start if the previous session ended uncleanly.
-    fn crash(&self) -> Option<String>;
+    pub crash: Option<String>,
     /// The disk copy's size (measured in the background).
-    fn disk(&self) -> Option<DiskUsage>;
+    pub disk: Option<DiskUsage>,
 }
 
 /// A mode's own measure of what is in RAM and not on disk yet.
@@ -136,18 +156,18 @@ pub(super) struct Changes {
 }
 
 /// The status report of a target in either mode.
-pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
-    let phase = t.phase();
-    let ledger = t.ledger();
+pub(super) fn report(t: Facts<'_>, c: Changes) -> Status {
+    let phase = t.phase;
+    let ledger = t.ledger;
     Status {
-        target: t.target_paths().target.clone(),
-        mode: t.mode_name().into(),
+        target: t.paths.target.clone(),
+        mode: t.mode.into(),
         data_path: c.data_path,
         busy_copies: c.busy_copies,
         state: phase.as_str().into(),
         pid: std::process::id(),
-        since: secs(t.started()),
-        store: t.target_paths().store.clone(),
+        since: secs(t.started),
+        store: t.paths.store.clone(),
         ram_bytes: c.ram_bytes,
         store_size_bytes: c.space.size,
         store_used_bytes: c.space.used,
@@ -155,7 +175,7 @@ pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
         log_bytes: c.space.log_bytes,
         log_reserve_bytes: c.space.log_reserve,
         store_warning: c.warning,
-        disk: t.disk(),
+        disk: t.disk,
         dirty_files: c.dirty_files,
         dirty_dirs: c.dirty_dirs,
         dirty_bytes: c.dirty_bytes,
@@ -163,21 +183,21 @@ pub(super) fn report(t: &dyn Lifecycle, c: Changes) -> Status {
         last_flush: ledger.last().map(flush_status),
         flushing: c.flushing,
         next_flush_secs: (phase == Phase::Mounted).then(|| {
-            t.next_flush()
+            t.next_flush
                 .saturating_duration_since(Instant::now())
                 .as_secs()
         }),
-        flush_interval_secs: t.settings().flush_interval.as_secs(),
-        fsync: format!("{:?}", t.settings().fsync).to_lowercase(),
+        flush_interval_secs: t.settings.flush_interval.as_secs(),
+        fsync: format!("{:?}", t.settings.fsync).to_lowercase(),
         bytes_written: c.bytes_written,
         bytes_flushed: ledger.bytes_flushed(),
         generation: ledger.disk_gen(),
         flush_failures: ledger.failures(),
         open_files: c.open_files,
         log_failures: c.log_failures,
-        backup: t.backup(),
-        unclean_start: t.crash(),
-        crash_snapshots: crate::status::snapshots_of(&t.target_paths().target),
+        backup: t.backup,
+        unclean_start: t.crash,
+        crash_snapshots: crate::status::snapshots_of(&t.paths.target),
         conflicts: c.conflicts,
     }
 }

@@ -1,7 +1,6 @@
 //! The flush timer of one target, in either mode: a flush every interval; after a failure,
 //! sooner, with a growing delay; stopped at the end of the session.
 
-use super::lifecycle::retry_delay;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::Arc;
@@ -86,4 +85,12 @@ impl FlushTimer {
             tracing::error!(error = %e, "cannot start the flush timer");
         }
     }
+}
+
+/// The wait after `failures` failed flushes in a row: doubling from 2 s, at most `cap`.
+pub(super) fn retry_delay(failures: u32, cap: Duration) -> Duration {
+    let secs = 1u64 << failures.min(16);
+    Duration::from_secs(secs)
+        .min(cap)
+        .max(Duration::from_secs(1))
 }
