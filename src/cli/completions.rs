@@ -1,6 +1,6 @@
 //! `asdfs completions SHELL`: shell completion scripts from the clap definitions, for
 //! asdfs and for asd's two names. Hidden commands (run by mount.fuse.asdfs and the
-//! installer) are left out; for bash and fish, the targets of `status`, `flush` and
+//! installer) are left out; for bash, zsh and fish, the targets of `status`, `flush` and
 //! `unmount` complete to the asdfs mounts (findmnt), not to any file.
 
 use clap::CommandFactory;
@@ -15,8 +15,36 @@ pub fn script(shell: Shell, name: &str) -> Vec<u8> {
     };
     let mut out = Vec::new();
     clap_complete::generate(shell, &mut cmd, name, &mut out);
+    if name == "asdfs" && shell == Shell::Zsh {
+        return zsh_with_mounts(&String::from_utf8_lossy(&out)).into_bytes();
+    }
     if name == "asdfs" {
         out.extend_from_slice(mounted_targets(shell).as_bytes());
+    }
+    out
+}
+
+/// clap's zsh script with the target of status, flush and unmount completed to the asdfs
+/// mounts: in those commands' blocks the target's `_files -/` becomes `_asdfs_mounts`,
+/// defined before the script's last lines (which run or register `_asdfs`).
+fn zsh_with_mounts(script: &str) -> String {
+    let mut out = String::with_capacity(script.len() + ZSH_MOUNTS.len());
+    let mut in_verb = false;
+    for line in script.split_inclusive('\n') {
+        let l = line.trim();
+        if l.starts_with('(') && l.ends_with(')') {
+            in_verb = matches!(l, "(status)" | "(flush)" | "(unmount)");
+        } else if l == ";;" {
+            in_verb = false;
+        }
+        if line.starts_with("if [ \"$funcstack[1]\" = \"_asdfs\" ]") {
+            out.push_str(ZSH_MOUNTS);
+        }
+        if in_verb && l.starts_with("'::target") {
+            out.push_str(&line.replace(":_files -/'", ":_asdfs_mounts'"));
+        } else {
+            out.push_str(line);
+        }
     }
     out
 }
@@ -71,6 +99,16 @@ _asdfs_with_mounts() {
     _asdfs "$@"
 }
 complete -F _asdfs_with_mounts -o nosort -o bashdefault -o default asdfs
+"#;
+
+const ZSH_MOUNTS: &str = r#"# The asdfs mounts, for the targets of status, flush and unmount.
+(( $+functions[_asdfs_mounts] )) ||
+_asdfs_mounts() {
+    local -a mounts expl
+    mounts=(${(f)"$( { findmnt -rn -t fuse.asdfs -o TARGET; findmnt -rn -t overlay -S asdfs -o TARGET; } 2>/dev/null | sed 's/\\x20/ /g')"})
+    _wanted mounts expl 'asdfs mount' compadd -a mounts
+}
+
 "#;
 
 const FISH_MOUNTS: &str = r#"

@@ -13,7 +13,13 @@ use std::path::PathBuf;
 pub enum ConfigCmd {
     /// Check a configuration file (default: /etc/asdfs.toml, or the user's) and print the
     /// settings of each target.
-    Check { file: Option<PathBuf> },
+    Check {
+        #[arg(conflicts_with = "config")]
+        file: Option<PathBuf>,
+        /// The file to check, as `asdfs mount --config` names it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Write the asdfs TOML equivalent of asd's asd.conf (default: $ASDCONF or /etc/asd.conf).
     Import {
         file: Option<PathBuf>,
@@ -25,8 +31,9 @@ pub enum ConfigCmd {
 
 pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
     match cmd {
-        ConfigCmd::Check { file } => {
-            let path = config_file(file.as_deref()).context("no configuration file (give one)")?;
+        ConfigCmd::Check { file, config } => {
+            let path = config_file(file.or(config).as_deref())
+                .context("no configuration file (give one)")?;
             let cfg = config::load(&path)?;
             for t in &cfg.targets {
                 config::check_usable(&t.target).map_err(anyhow::Error::msg)?;

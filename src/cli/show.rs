@@ -27,6 +27,13 @@ pub fn status(format: Format, target: Option<&Path>) -> anyhow::Result<i32> {
     let mut reports = Vec::new();
     let mut code = 0;
     for t in &targets {
+        if target.is_none() {
+            if let Ok(locate::Found::Dead(d)) = locate::find(t) {
+                // Listed, not an error: the question was not about this target.
+                reports.push(dead(&d));
+                continue;
+            }
+        }
         let asked = locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status));
         let gone = || target.is_none() && !locate::all().is_ok_and(|a| a.contains(t));
         match asked {
@@ -45,7 +52,8 @@ pub fn status(format: Format, target: Option<&Path>) -> anyhow::Result<i32> {
     if format == Format::Json {
         outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else if format == Format::Prometheus {
-        out!("{}", super::metrics::render(&reports));
+        let live: Vec<Status> = reports.into_iter().filter(|s| s.state != DEAD).collect();
+        out!("{}", super::metrics::render(&live));
     } else if reports.is_empty() && code == 0 {
         outln!("asdfs: nothing is kept in RAM");
     } else {
@@ -55,6 +63,20 @@ pub fn status(format: Format, target: Option<&Path>) -> anyhow::Result<i32> {
     }
     Ok(code)
 }
+
+/// A mount whose daemon died, as the list of every mount shows it: state `dead`, and in
+/// `unclean_start` what happened and the command that writes its store to disk.
+fn dead(d: &locate::Dead) -> Status {
+    Status {
+        target: d.target.clone(),
+        state: DEAD.into(),
+        unclean_start: Some(d.message(&d.mount_command())),
+        ..Status::default()
+    }
+}
+
+/// The state of a mount whose daemon died.
+pub const DEAD: &str = "dead";
 
 /// The text form for a configured target that is not in RAM.
 pub fn render_idle(target: &Path, settings: Option<&crate::config::TargetSettings>) -> String {
@@ -105,6 +127,10 @@ fn ago(secs: u64) -> String {
 
 /// The text form of a status.
 pub fn render(s: &Status) -> String {
+    if s.state == DEAD {
+        let why = s.unclean_start.as_deref().unwrap_or_default();
+        return format!("{}: dead\n  {why}\n", s.target.display());
+    }
     let mut out = format!(
         "{}: {} ({}), pid {}\n",
         s.target.display(),

@@ -133,6 +133,44 @@ fn issue_15_completions_offer_what_can_be_typed() {
     assert!(text(&out.stdout).contains("-o default anything-sync-daemon\n"));
 }
 
+/// zsh completes the target of status, flush and unmount to the asdfs mounts, as bash and
+/// fish do; other commands' paths stay files.
+#[test]
+fn issue_15_zsh_completes_mounted_targets() {
+    let zsh = text(&asdfs(["completions", "zsh"]).stdout);
+    let block = |verb: &str| {
+        let start = zsh.find(&format!("({verb})\n")).expect(verb);
+        zsh[start..]
+            .split(";;")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    };
+    for verb in ["status", "flush", "unmount"] {
+        let b = block(verb);
+        let target = b
+            .lines()
+            .find(|l| l.starts_with("'::target"))
+            .unwrap_or_default();
+        assert!(target.ends_with(":_asdfs_mounts' \\"), "{verb}: {target}");
+    }
+    assert!(
+        block("mount").contains(":_files"),
+        "mount's targets are files"
+    );
+    let defined = zsh.find("_asdfs_mounts() {").expect("no _asdfs_mounts");
+    assert!(zsh[defined..].contains("findmnt -rn -t fuse.asdfs -o TARGET"));
+    let registered = zsh.find("compdef _asdfs asdfs").unwrap();
+    assert!(defined < registered, "defined after the script runs");
+    if Command::new("zsh").arg("--version").output().is_ok() {
+        let dir = tempfile::tempdir_in("/tmp").unwrap();
+        let f = dir.path().join("_asdfs");
+        std::fs::write(&f, &zsh).unwrap();
+        let out = Command::new("zsh").arg("-n").arg(&f).output().unwrap();
+        assert!(out.status.success(), "{}", both(&out));
+    }
+}
+
 #[test]
 fn issue_15_asd_version_names_both_versions() {
     let out = as_named("asd", &["--version"], &[]);
@@ -194,6 +232,70 @@ fn issue_15_config_messages_point_at_the_target_and_say_why() {
     let e = text(&asdfs(["config", "check", conf.to_str().unwrap()]).stderr);
     assert!(e.contains("arithmetic"), "{e}");
     assert!(!e.contains("command substitution"), "{e}");
+}
+
+/// QA: `asdfs status` without a target lists a mount whose daemon died as dead and exits 0;
+/// asked about that target, it exits 1.
+#[test]
+fn issue_15_status_of_everything_lists_a_dead_daemon_and_succeeds() {
+    if !fuse_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let m = Mount::new();
+    std::fs::write(m.path("f"), b"kept").unwrap();
+    m.kill_daemon();
+    let all = asdfs(["status"]);
+    assert_eq!(all.status.code(), Some(0), "{}", both(&all));
+    let line = format!("{}: dead\n", m.target.display());
+    assert!(text(&all.stdout).contains(&line), "{}", both(&all));
+    assert!(text(&all.stdout).contains("asdfs mount"), "{}", both(&all));
+    let json = asdfs(["status", "--json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", both(&json));
+    let list: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let me = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["target"] == m.target.to_str().unwrap());
+    assert_eq!(
+        me.map(|s| s["state"].clone()),
+        Some("dead".into()),
+        "{list}"
+    );
+    let one = asdfs(["status", m.target.to_str().unwrap()]);
+    assert_eq!(one.status.code(), Some(1), "{}", both(&one));
+    m.mount();
+    assert_eq!(std::fs::read(m.path("f")).unwrap(), b"kept");
+    m.unmount();
+}
+
+/// QA: `config check --config F` names the file as `mount --config F` does.
+#[test]
+fn issue_15_config_check_takes_the_file_as_mount_names_it() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::create_dir(dir.path().join("t")).unwrap();
+    let conf = dir.path().join("asdfs.toml");
+    let t = dir.path().join("t");
+    std::fs::write(
+        &conf,
+        format!("[[target]]\npath = {:?}\n", t.display().to_string()),
+    )
+    .unwrap();
+    let out = asdfs(["config", "check", "--config", conf.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(
+        text(&out.stdout).contains(&format!("{}: ok", conf.display())),
+        "{}",
+        both(&out)
+    );
+    let two = asdfs([
+        "config",
+        "check",
+        "--config",
+        conf.to_str().unwrap(),
+        conf.to_str().unwrap(),
+    ]);
+    assert_eq!(two.status.code(), Some(2), "{}", both(&two));
 }
 
 #[test]
@@ -350,7 +452,23 @@ fn issue_15_status_shows_the_flush_under_way() {
     if !fuse_available() {
         return;
     }
-    let m = Mount::new();
+    status_shows_the_flush_under_way(Mount::new());
+}
+
+/// Overlay mode too: status answers while the flush holds the layers, and shows it.
+#[test]
+fn issue_15_status_shows_an_overlay_flush_under_way() {
+    if !fuse_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+    m.extra.extend(["--mode", "overlay"].map(String::from));
+    m.mount();
+    status_shows_the_flush_under_way(m);
+}
+
+fn status_shows_the_flush_under_way(m: Mount) {
     for i in 0..4 {
         std::fs::write(m.path(&format!("f{i}")), vec![i as u8; 64 << 20]).unwrap();
     }
@@ -378,7 +496,26 @@ fn issue_15_an_unmount_on_a_terminal_shows_its_final_flush() {
     if !fuse_available() || !has_script {
         return;
     }
-    let m = Mount::new();
+    unmount_bar_advances(Mount::new());
+}
+
+/// Overlay mode: the bar advances too (status answers while the flush holds the layers).
+#[test]
+fn issue_15_an_overlay_unmount_on_a_terminal_shows_its_final_flush() {
+    let has_script = Command::new("script").arg("--version").output().is_ok();
+    if !fuse_available() || !has_script || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+    m.extra.extend(["--mode", "overlay"].map(String::from));
+    m.mount();
+    unmount_bar_advances(m);
+}
+
+/// Three files of 64 MiB written, then `asdfs unmount` on a pseudo-terminal: its bar
+/// shows the final flush part done (the files are written one by one), then the answer.
+fn unmount_bar_advances(m: Mount) {
     for i in 0..3 {
         std::fs::write(m.path(&format!("f{i}")), vec![i as u8; 64 << 20]).unwrap();
     }
@@ -393,6 +530,11 @@ fn issue_15_an_unmount_on_a_terminal_shows_its_final_flush() {
     assert!(
         tty.contains("writing to disk ["),
         "no progress bar: {tty:?}"
+    );
+    let part = ["64.00 MiB/192.00 MiB", "128.00 MiB/192.00 MiB"];
+    assert!(
+        part.iter().any(|p| tty.contains(p)),
+        "the bar does not advance: {tty:?}"
     );
     assert!(
         tty.contains("unmounted; the disk copy is up to date"),
