@@ -128,9 +128,17 @@ fn remount(inv: &Invocation, ro: bool) -> Result<(), (u8, String)> {
         .arg(&inv.mount_point);
     let kernel = |ro: bool| {
         remount_super(&inv.mount_point, ro).map_err(|e| {
+            let held = match e.raw_os_error() {
+                Some(libc::EBUSY) if ro => writers(&inv.mount_point),
+                _ => Vec::new(),
+            };
+            let who = match held.len() {
+                0 => String::new(),
+                _ => format!(" (open for writing: {}; close them first)", held.join(", ")),
+            };
             (
                 MOUNT_FAILED,
-                format!("remounting {}: {e}", inv.mount_point.display()),
+                format!("remounting {}: {e}{who}", inv.mount_point.display()),
             )
         })
     };
@@ -160,6 +168,40 @@ fn remount(inv: &Invocation, ro: bool) -> Result<(), (u8, String)> {
         kernel(false)?;
     }
     Ok(())
+}
+
+/// The processes that hold files under `target` open for writing (what makes a read-only
+/// remount busy), as `PID (NAME) PATH`, one file each, at most eight.
+fn writers(target: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        let writing = fds.flatten().find_map(|fd| {
+            let path = std::fs::read_link(fd.path()).ok()?;
+            let info = p.path().join("fdinfo").join(fd.file_name());
+            let flags = std::fs::read_to_string(info).ok()?;
+            let flags = flags.lines().find_map(|l| l.strip_prefix("flags:"))?;
+            let flags = u32::from_str_radix(flags.trim(), 8).ok()?;
+            let write = (libc::O_WRONLY | libc::O_RDWR) as u32;
+            (path.starts_with(target) && flags & write != 0).then_some(path)
+        });
+        if let Some(path) = writing {
+            let name = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+            out.push(format!("{pid} ({}) {}", name.trim(), path.display()));
+            if out.len() == 8 {
+                break;
+            }
+        }
+    }
+    out
 }
 
 /// Remounts the filesystem on `target` read-only or writable, keeping the mount's other

@@ -97,3 +97,47 @@ fn issue_16_overlay_mode_remount_read_only_is_noticed_and_flushed() {
     s.check_written_back(&out);
     assert!(s.target().join("y").exists());
 }
+
+const BUSY: &str = r#"
+mount -t fuse.asdfs "$T" "$T" -o "backups=no,volatile=$VOL" || exit 93
+exec 7>"$T/held" || exit 91
+echo "holder $$"
+mount -o remount,ro "$T" && echo "remounted although busy"
+exec 7>&-
+umount "$T" || exit 92
+echo umounted
+"#;
+
+/// QA: a read-only remount refused because a file is open for writing names who holds it.
+#[test]
+fn issue_16_a_busy_read_only_remount_names_the_writer() {
+    if !can_mount_in_namespaces() {
+        return;
+    }
+    let s = Scene::new();
+    let out = s.run(BUSY);
+    let stdout = text(&out.stdout);
+    let stderr = text(&out.stderr);
+    let pid = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("holder "))
+        .unwrap_or("?")
+        .to_string();
+    assert!(stdout.contains("umounted"), "{}", describe(&out));
+    assert!(
+        !stdout.contains("remounted although busy"),
+        "{}",
+        describe(&out)
+    );
+    let held = format!("{}/held", s.target().display());
+    assert!(
+        stderr.contains("open for writing: ") && stderr.contains(&format!("{pid} (")),
+        "the holder is not named:\n{}",
+        describe(&out)
+    );
+    assert!(
+        stderr.contains(&held) || stderr.contains("/held"),
+        "{}",
+        describe(&out)
+    );
+}
