@@ -31,7 +31,7 @@ impl Holders {
 /// count: the overlay cannot change them.
 pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSet<u64>) -> Holders {
     let mut h = Holders::default();
-    let me = std::process::id();
+    let me = own_pid();
     let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
         return h;
     };
@@ -91,6 +91,16 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
         }
     }
     h
+}
+
+/// This process's number as /proc names it: in a child PID namespace under the host's
+/// /proc, `getpid` gives another number, and the daemon's own holds (the roots of replaced
+/// overlays it keeps) would count as a program's.
+fn own_pid() -> u32 {
+    crate::fsx::trusted::read_link("/proc/self")
+        .ok()
+        .and_then(|p| p.to_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(std::process::id)
 }
 
 /// Whether a mountinfo lists a mount of the device `dev` ("major:minor").

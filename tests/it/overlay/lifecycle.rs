@@ -124,3 +124,52 @@ fn a_daemon_killed_during_a_flush_loses_nothing_written_meanwhile() {
         "the disk copy"
     );
 }
+
+/// QA: a daemon in a child PID namespace that sees the host's /proc (`unshare --pid`
+/// without a /proc of its own) does not count its own holds (the roots of replaced
+/// overlays it keeps) as programs' open files: status says none, and an unmount ends the
+/// session at once with the disk copy up to date.
+#[test]
+fn a_daemon_in_a_pid_namespace_does_not_count_its_own_holds() {
+    let has_unshare = std::process::Command::new("unshare")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !fuse_available() || !nix::unistd::geteuid().is_root() || !has_unshare {
+        return;
+    }
+    let mut m = Mount::prepare(|t| fs::write(t.join("f0"), b"x").unwrap());
+    m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+    m.extra.extend(["--mode", "overlay"].map(String::from));
+    // The namespace's first process stays (its end would kill the daemon) until unshare
+    // is killed after the unmount.
+    let mut ns = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c"])
+        .arg(r#""$0" "$@" >&2 && echo mounted && exec sleep 600"#)
+        .arg(crate::harness::BIN)
+        .args(m.mount_args())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let stdout = ns.stdout.take().unwrap();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line, "mounted\n");
+    for n in ["a", "b"] {
+        fs::write(m.path(n), n).unwrap();
+        m.flush();
+    }
+    let s = m.status();
+    assert_eq!(s["open_files"], 0, "{s}");
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let _ = ns.kill();
+    let _ = ns.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("the disk copy is up to date"), "{said}");
+    assert_eq!(fs::read(m.target.join("b")).unwrap(), b"b");
+}
