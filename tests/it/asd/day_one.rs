@@ -234,6 +234,48 @@ fn issue_15_config_messages_point_at_the_target_and_say_why() {
     assert!(!e.contains("command substitution"), "{e}");
 }
 
+/// Under systemd (NOTIFY_SOCKET), an ordinary flush tells its progress in STATUS= lines,
+/// then that the target is in RAM again; not only the stop does.
+#[test]
+fn issue_15_a_flush_under_systemd_reports_progress_in_status_lines() {
+    if !fuse_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut m = Mount::prepare(|_| {});
+    m.env
+        .push(("NOTIFY_SOCKET".into(), sock.display().to_string()));
+    m.mount();
+    std::fs::write(m.path("big"), vec![3u8; 32 << 20]).unwrap();
+    m.flush();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        match notify.recv(&mut buf) {
+            Ok(n) => got.push(text(&buf[..n]).trim_end().to_string()),
+            Err(_) if !got.is_empty() => break,
+            Err(_) => {}
+        }
+    }
+    let t = m.target.display().to_string();
+    let writing = format!("STATUS={t}: writing to disk: ");
+    assert!(
+        got.iter()
+            .any(|d| d.starts_with(&writing) && d.contains(" of 32.00 MiB")),
+        "{got:?}"
+    );
+    assert!(
+        got.iter().any(|d| d == &format!("STATUS={t}: in RAM")),
+        "{got:?}"
+    );
+}
+
 /// QA: `asdfs status` without a target lists a mount whose daemon died as dead and exits 0;
 /// asked about that target, it exits 1.
 #[test]
