@@ -172,8 +172,9 @@ pub trait Backing: Send + Sync + 'static {
     /// sync mode, design.md §6.3) and makes it durable: only the byte ranges `ranges` when
     /// given (every other byte below the new size is unchanged), else every block that
     /// differs; then its size and times. Only when the object there is a regular file with
-    /// inode `ino` and exactly one link (nothing else, not a backup, shares it); otherwise
-    /// it changes nothing and returns `None`, and the caller writes the file by a flush.
+    /// inode `ino` and exactly one link (nothing else, not a backup, shares it), that
+    /// `unchanged` accepts; otherwise it changes nothing and returns `None`, and the caller
+    /// writes the file by a flush.
     fn write_in_place(&self, _w: &InPlace<'_>) -> io::Result<Option<DiskStat>> {
         Ok(None)
     }
@@ -189,6 +190,9 @@ pub struct InPlace<'a> {
     pub ranges: Option<&'a [(u64, u64)]>,
     pub atime: Ts,
     pub mtime: Ts,
+    /// Whether the disk file, as found, is what asdfs last wrote (design.md §6.2); if not,
+    /// nothing is written.
+    pub unchanged: &'a dyn Fn(&DiskStat) -> bool,
 }
 
 /// The inode at `loc`, or `None` if nothing is there.

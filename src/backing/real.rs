@@ -322,7 +322,10 @@ impl Backing for RealBacking {
             Err(e) => return Err(e),
         };
         let st = nix::sys::stat::fstat(&fd)?;
-        if Kind::from_mode(st.st_mode) != Some(Kind::File) || st.st_ino != w.ino || st.st_nlink != 1
+        if Kind::from_mode(st.st_mode) != Some(Kind::File)
+            || st.st_ino != w.ino
+            || st.st_nlink != 1
+            || !(w.unchanged)(&disk_stat(&st)?)
         {
             return Ok(None);
         }

@@ -64,10 +64,6 @@ impl Flusher {
         let b = &self.store.backing;
         // Excludes the hardlink backup, which links disk files.
         let _writers = self.store.disk_writers.lock();
-        match b.stat(&job.loc) {
-            Ok(st) if st.ino == job.ino && !self.store.seen.changed(&st) => {}
-            _ => return Ok(None),
-        }
         let src = match &job.frozen.file {
             Some(f) => f.clone(),
             None => Arc::new(self.store.data.open_existing(job.frozen.id)?),
@@ -80,6 +76,7 @@ impl Flusher {
             ranges: job.ranges.as_deref(),
             atime: job.atime,
             mtime: job.mtime,
+            unchanged: &|st| !self.store.seen.changed(st),
         };
         let Some(st) = b
             .write_in_place(&w)

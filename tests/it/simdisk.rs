@@ -448,7 +448,11 @@ impl Backing for SimDisk {
             Ok(i) => i,
             Err(_) => return Ok(None),
         };
-        if s.ns.nodes[&ino].kind != Kind::File || ino != w.ino || s.nlink(ino) != 1 {
+        if s.ns.nodes[&ino].kind != Kind::File
+            || ino != w.ino
+            || s.nlink(ino) != 1
+            || !(w.unchanged)(&s.stat(ino))
+        {
             return Ok(None);
         }
         let mut d = Vec::new();
