@@ -45,7 +45,9 @@ impl Flusher {
                 FsyncPlan::InPlace(job) => {
                     let r = self.in_place(&job);
                     self.store.fsync_end(&job, matches!(r, Ok(Some(_))));
-                    if let Some(old) = job.cell.thaw(job.frozen.id) {
+                    if !job.live
+                        && let Some(old) = job.cell.thaw(job.frozen.id)
+                    {
                         self.store.data.remove(old);
                     }
                     if let Some(n) = r? {

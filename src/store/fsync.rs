@@ -84,6 +84,8 @@ pub(crate) struct InPlaceJob {
     pub ino: u64,
     pub cell: Arc<DataCell>,
     pub frozen: FrozenData,
+    /// The data file is read live, not frozen (nothing to thaw).
+    pub live: bool,
     /// The file's `data_seq` when frozen.
     seq: u64,
     pub ranges: Option<Vec<(u64, u64)>>,
@@ -118,16 +120,30 @@ impl Store {
             return FsyncPlan::Flush;
         }
         let (cell, seq, atime, mtime) = (cell.clone(), n.data_seq, n.attr.atime, n.attr.mtime);
-        let pinned = n.writers > 0;
-        let frozen = cell.freeze();
-        // A file the kernel writes (passthrough) tells the daemon nothing: compared.
-        let ranges = self.written.take(id, seq).filter(|_| !pinned);
+        // A file the kernel writes (passthrough, design.md §4.1) tells the daemon nothing of
+        // its writes: compared. It stays dirty whatever is written (its writer may go on),
+        // so its live data file is read, as the disk would write what reached it by the
+        // time of the fsync, not a snapshot: no copy of the whole file per fsync.
+        let live = n.writers > 0;
+        let frozen = if live {
+            match cell.file() {
+                Ok(f) => FrozenData {
+                    id: cell.id(),
+                    file: Some(f),
+                },
+                Err(_) => return FsyncPlan::Flush,
+            }
+        } else {
+            cell.freeze()
+        };
+        let ranges = self.written.take(id, seq).filter(|_| !live);
         FsyncPlan::InPlace(InPlaceJob {
             node: id,
             loc: Loc::Target(path),
             ino,
             cell,
             frozen,
+            live,
             seq,
             ranges,
             atime,
