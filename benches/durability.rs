@@ -15,7 +15,8 @@
 //!
 //! `cargo bench --bench durability` as root; `ASDFS_BENCH_RUNS` (default 5) sets the
 //! repetitions (medians are printed); `ASDFS_BIN` another asdfs binary (to measure an older
-//! one); `ASDFS_BENCH_MOUNT_ARGS` more `asdfs mount` arguments for both parts.
+//! one); `ASDFS_BENCH_MOUNT_ARGS` more `asdfs mount` arguments for both parts;
+//! `ASDFS_BENCH_ONLY=sqlite|bytes` one part.
 // Tests and benchmarks act as users do, by path (docs/security.md R6 is for the daemon).
 #![allow(clippy::disallowed_methods)]
 
@@ -40,8 +41,13 @@ fn main() {
         env.runs,
         env.bin.display()
     );
-    sqlite_rows(&env);
-    flush_bytes(&env);
+    let only = std::env::var("ASDFS_BENCH_ONLY").unwrap_or_default();
+    if only != "bytes" {
+        sqlite_rows(&env);
+    }
+    if only != "sqlite" {
+        flush_bytes(&env);
+    }
 }
 
 fn with_args(env: &Env, more: &[&str]) -> Env {

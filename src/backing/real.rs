@@ -289,13 +289,23 @@ impl Backing for RealBacking {
             return Ok(());
         }
         let open = |l: &Loc| self.open(l, OFlag::O_RDONLY | OFlag::O_NOFOLLOW);
+        // SAFETY: plain syscalls on descriptors we own.
+        let range = |fd: &OwnedFd, flags| unsafe {
+            libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags);
+        };
         if locs.len() > 1 {
+            // Start every file's writeback, then wait for all of it: the size updates at
+            // its end join the running transaction too, before the first fsync commits it.
             for l in locs {
-                let fd = open(l)?;
-                // SAFETY: plain syscall on a descriptor we own.
-                unsafe {
-                    libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-                }
+                range(&open(l)?, libc::SYNC_FILE_RANGE_WRITE);
+            }
+            for l in locs {
+                range(
+                    &open(l)?,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
             }
         }
         for l in locs {
