@@ -170,6 +170,9 @@ impl Store {
             if !n.is_dirty() {
                 inner.dirty_nodes.remove(&job.node);
             }
+            // The log says so too: what is on disk is the file (a takeover, or anything
+            // that drops clean data, need not keep this data file).
+            inner.log_node(job.node);
         }
     }
 }

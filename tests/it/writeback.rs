@@ -98,6 +98,17 @@ fn fsync_sync_writes_that_file_only_in_place() {
     // Unchanged since: nothing to write, and the disk keeps what the fsync wrote.
     f.sync_all().unwrap();
     assert_eq!(fs::read(disk.join("db")).unwrap(), want);
+    // Written in place once more, then the daemon killed: the disk copy has it without a
+    // takeover, and the takeover serves it (the store log said it was clean).
+    f.write_all_at(b"third", 0).unwrap();
+    f.sync_data().unwrap();
+    want[..5].copy_from_slice(b"third");
+    drop((f, g));
+    m.kill_daemon();
+    assert_eq!(fs::read(disk.join("db")).unwrap(), want);
+    m.mount();
+    assert_eq!(fs::read(m.path("db")).unwrap(), want);
+    assert_eq!(fs::read(m.path("other")).unwrap(), b"not fsynced");
 }
 
 #[test]
