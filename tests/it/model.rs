@@ -467,7 +467,7 @@ struct Run {
     log: Vec<String>,
     /// Hard links made (both modes must make some).
     links: u64,
-    /// Mounted with `--fsync sync`: every write is fsynced and must then be on disk.
+    /// `--fsync sync`: every write is fsynced and must then be on disk.
     fsync: bool,
 }
 
@@ -531,23 +531,22 @@ impl Run {
         }
     }
 
-    /// After a flush: the disk copy equals the reference, and its times equal the mount's.
-    /// After a write to `path` succeeded: fsync it; then the disk copy has it as the
-    /// reference does.
+    /// After a write to `path` succeeded: fsync it; then the disk copy has it as tmpfs does.
     fn fsync_reaches_disk(&mut self, i: usize, path: &str) {
+        self.log.push(format!("{i}: fsync {path}"));
         let f = fs::OpenOptions::new()
             .write(true)
             .open(self.m.target.join(path));
-        if let Err(e) = f.and_then(|f| f.sync_data()) {
-            self.fail(&format!("fsync of {path} failed: {e}"));
-        }
-        self.log.push(format!("{i}: fsync {path}"));
+        let synced = f.and_then(|f| f.sync_data());
         let disk = fs::read(self.m.disk_copy().join(path)).ok();
-        if disk != fs::read(self.reference.path().join(path)).ok() {
-            self.fail(&format!("{path} was fsynced but the disk copy differs"));
+        if synced.is_err() || disk != fs::read(self.reference.path().join(path)).ok() {
+            self.fail(&format!(
+                "{path} fsynced ({synced:?}); the disk copy differs"
+            ));
         }
     }
 
+    /// After a flush: the disk copy equals the reference, and its times equal the mount's.
     fn compare_disk(&self, mounted: bool) {
         let disk_root = if mounted {
             self.m.disk_copy()
@@ -788,12 +787,15 @@ fn run_seeds(overlay: bool, daemon_data: bool, fsync: bool) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1500);
-    let mode = match (overlay, daemon_data, fsync) {
-        (true, _, _) => "overlay",
-        (false, true, true) => "fuse (--fsync sync, daemon data path)",
-        (false, false, true) => "fuse (--fsync sync)",
-        (false, true, _) => "fuse (daemon data path)",
-        (false, false, _) => "fuse",
+    let mode = match (overlay, daemon_data) {
+        (true, _) => "overlay",
+        (false, true) => "fuse (daemon data path)",
+        (false, false) => "fuse",
+    };
+    let mode = if fsync {
+        format!("{mode}, --fsync sync,")
+    } else {
+        mode.into()
     };
     let mut seeds = seeds();
     if daemon_data || fsync {
@@ -810,9 +812,7 @@ fn random_operations_match_tmpfs_and_reach_disk() {
     run_seeds(false, false, false);
 }
 
-/// With `--fsync sync` every write is fsynced, and the file is then on disk with the
-/// reference's content, written in place or by a flush (design.md §6.3). Both data paths:
-/// the daemon's writes in place the ranges it saw written, passthrough compares.
+/// `--fsync sync`: each write is fsynced, then on disk (design.md §6.3); both data paths.
 #[test]
 fn random_operations_with_fsync_sync_match_tmpfs_and_fsynced_files_are_on_disk() {
     run_seeds(false, true, true);
