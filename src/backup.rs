@@ -531,4 +531,13 @@ impl Backing for Discounting {
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
         self.inner.read_file(loc)
     }
+    fn create_unsynced(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.inner.create_unsynced(loc, content, meta)
+    }
+    fn sync_created(&self, locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        self.inner.sync_created(locs, dir)
+    }
+    fn write_in_place(&self, w: &crate::backing::InPlace<'_>) -> io::Result<Option<DiskStat>> {
+        self.inner.write_in_place(w)
+    }
 }

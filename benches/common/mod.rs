@@ -330,7 +330,16 @@ pub struct Asdfs {
 impl Asdfs {
     /// A target filled by `setup`, not mounted yet.
     pub fn prepare(env: &Env, setup: impl FnOnce(&Path) -> io::Result<()>) -> Asdfs {
-        let disk = temp_dir_in("/tmp", "asdfs-bench-disk-");
+        Self::prepare_in(env, Path::new("/tmp"), setup)
+    }
+
+    /// `prepare`, with the target in a new directory in `parent`.
+    pub fn prepare_in(
+        env: &Env,
+        parent: &Path,
+        setup: impl FnOnce(&Path) -> io::Result<()>,
+    ) -> Asdfs {
+        let disk = temp_dir_in(parent.to_str().expect("a UTF-8 path"), "asdfs-bench-disk-");
         let volatile = temp_dir_in("/dev/shm", "asdfs-bench-vol-");
         let target = disk.path().join("t");
         std::fs::create_dir(&target).expect("creating the target");
@@ -350,6 +359,11 @@ impl Asdfs {
 
     pub fn target(&self) -> &Path {
         &self.target
+    }
+
+    /// The daemon of the current mount.
+    pub fn daemon_pid(&self) -> Option<i32> {
+        self.daemon
     }
 
     /// A path that reaches the disk copy even while the target is mounted.

@@ -6,7 +6,7 @@
 mod copy;
 mod real;
 
-pub use copy::{copy_sparse, copy_sparse_range};
+pub use copy::{copy_sparse, copy_sparse_range, write_changed};
 pub use real::{Conflict, RealBacking, open_beneath};
 pub(crate) use real::{
     chmod_fd, clear_nonblock, get_xattr, list_xattrs, proc_path, set_xattr, times_fd,
@@ -157,6 +157,42 @@ pub trait Backing: Send + Sync + 'static {
     /// Writes a small file completely and durably (tmp name, fsync, rename, fsync dir).
     fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()>;
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>>;
+
+    /// `create` without making the object durable: a flush creates every staged object this
+    /// way, then makes them all durable at once with `sync_created` (design.md §6 step 2).
+    fn create_unsynced(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.create(loc, content, meta)
+    }
+    /// Makes the objects at `locs` (made by `create_unsynced`) durable, data and attributes,
+    /// and then the entries of the directory `dir` holding them.
+    fn sync_created(&self, _locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        self.sync_dir(dir)
+    }
+    /// Writes a regular file's new content into the disk file at `loc` itself (an fsync in
+    /// sync mode, design.md §6.3) and makes it durable: only the byte ranges `ranges` when
+    /// given (every other byte below the new size is unchanged), else every block that
+    /// differs; then its size and times. Only when the object there is a regular file with
+    /// inode `ino` and exactly one link (nothing else, not a backup, shares it), that
+    /// `unchanged` accepts; otherwise it changes nothing and returns `None`, and the caller
+    /// writes the file by a flush.
+    fn write_in_place(&self, _w: &InPlace<'_>) -> io::Result<Option<DiskStat>> {
+        Ok(None)
+    }
+}
+
+/// What `Backing::write_in_place` writes.
+pub struct InPlace<'a> {
+    pub loc: &'a Loc,
+    pub ino: u64,
+    /// The file's new content (a RAM data file).
+    pub src: &'a File,
+    /// The byte ranges (offset, length) that may differ from the disk file, if known.
+    pub ranges: Option<&'a [(u64, u64)]>,
+    pub atime: Ts,
+    pub mtime: Ts,
+    /// Whether the disk file, as found, is what asdfs last wrote (design.md §6.2); if not,
+    /// nothing is written.
+    pub unchanged: &'a dyn Fn(&DiskStat) -> bool,
 }
 
 /// The inode at `loc`, or `None` if nothing is there.

@@ -2,7 +2,9 @@
 //! directory), with every path resolved beneath one of them by openat2(2) without following
 //! symlinks or crossing out of the root.
 
-use super::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, copy_sparse};
+use super::{
+    Backing, DirItem, DiskStat, InPlace, Loc, Meta, NewContent, copy_sparse, write_changed,
+};
 use crate::store::types::{Attr, Kind, Ts};
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat};
@@ -107,6 +109,54 @@ impl RealBacking {
         let fd = nix::fcntl::openat(dir, name, flags, Mode::from_bits_truncate(0o600))?;
         copy_sparse(src, &File::from(fd))?;
         Ok(())
+    }
+
+    /// `create`, made durable or not.
+    fn make_object(
+        &self,
+        loc: &Loc,
+        content: NewContent<'_>,
+        meta: &Meta,
+        durable: bool,
+    ) -> io::Result<u64> {
+        let (dir, name) = self.parent(loc)?;
+        let kind = match content {
+            NewContent::File(src) => {
+                self.create_file(&dir, &name, src)?;
+                Kind::File
+            }
+            NewContent::Dir => {
+                mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700))?;
+                Kind::Dir
+            }
+            NewContent::Symlink(target) => {
+                symlinkat(OsStr::from_bytes(target), &dir, name.as_os_str())?;
+                Kind::Symlink
+            }
+            NewContent::Special { kind, rdev } => {
+                let t = match kind {
+                    Kind::Fifo => SFlag::S_IFIFO,
+                    Kind::Socket => SFlag::S_IFSOCK,
+                    Kind::CharDev => SFlag::S_IFCHR,
+                    Kind::BlockDev => SFlag::S_IFBLK,
+                    other => return Err(invalid(format!("{other:?} is not a special file"))),
+                };
+                mknodat(
+                    &dir,
+                    name.as_os_str(),
+                    t,
+                    Mode::from_bits_truncate(0o600),
+                    rdev as libc::dev_t,
+                )?;
+                kind
+            }
+        };
+        self.set_meta(loc, kind, meta)?;
+        if durable && (kind == Kind::File || kind == Kind::Dir) {
+            let fd = self.open(loc, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
+            nix::unistd::fsync(&fd)?;
+        }
+        Ok(self.stat(loc)?.ino)
     }
 }
 
@@ -218,44 +268,83 @@ impl Backing for RealBacking {
     }
 
     fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
-        let (dir, name) = self.parent(loc)?;
-        let kind = match content {
-            NewContent::File(src) => {
-                self.create_file(&dir, &name, src)?;
-                Kind::File
-            }
-            NewContent::Dir => {
-                mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o700))?;
-                Kind::Dir
-            }
-            NewContent::Symlink(target) => {
-                symlinkat(OsStr::from_bytes(target), &dir, name.as_os_str())?;
-                Kind::Symlink
-            }
-            NewContent::Special { kind, rdev } => {
-                let t = match kind {
-                    Kind::Fifo => SFlag::S_IFIFO,
-                    Kind::Socket => SFlag::S_IFSOCK,
-                    Kind::CharDev => SFlag::S_IFCHR,
-                    Kind::BlockDev => SFlag::S_IFBLK,
-                    other => return Err(invalid(format!("{other:?} is not a special file"))),
-                };
-                mknodat(
-                    &dir,
-                    name.as_os_str(),
-                    t,
-                    Mode::from_bits_truncate(0o600),
-                    rdev as libc::dev_t,
-                )?;
-                kind
-            }
-        };
-        self.set_meta(loc, kind, meta)?;
-        if kind == Kind::File || kind == Kind::Dir {
-            let fd = self.open(loc, OFlag::O_RDONLY | OFlag::O_NOFOLLOW)?;
-            nix::unistd::fsync(&fd)?;
+        self.make_object(loc, content, meta, true)
+    }
+
+    fn create_unsynced(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.make_object(loc, content, meta, false)
+    }
+
+    /// Files: writeback of every one is started first, so that the first fsync commits the
+    /// filesystem's journal with all their allocations and the later ones find it done
+    /// (one journal commit, not one per file). `ASDFS_STAGE_SYNC=syncfs` uses one
+    /// syncfs(2) instead (measured in benches/flush_bytes.rs).
+    fn sync_created(&self, locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        if std::env::var_os("ASDFS_STAGE_SYNC").is_some_and(|v| v == "syncfs") {
+            let fd = self.open(
+                dir,
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
+            )?;
+            nix::unistd::syncfs(&fd)?;
+            return Ok(());
         }
-        Ok(self.stat(loc)?.ino)
+        let open = |l: &Loc| self.open(l, OFlag::O_RDONLY | OFlag::O_NOFOLLOW);
+        // SAFETY: plain syscalls on descriptors we own.
+        let range = |fd: &OwnedFd, flags| unsafe {
+            libc::sync_file_range(fd.as_raw_fd(), 0, 0, flags);
+        };
+        if locs.len() > 1 {
+            // Start every file's writeback, then wait for all of it: the size updates at
+            // its end join the running transaction too, before the first fsync commits it.
+            for l in locs {
+                range(&open(l)?, libc::SYNC_FILE_RANGE_WRITE);
+            }
+            for l in locs {
+                range(
+                    &open(l)?,
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE
+                        | libc::SYNC_FILE_RANGE_WRITE
+                        | libc::SYNC_FILE_RANGE_WAIT_AFTER,
+                );
+            }
+        }
+        for l in locs {
+            nix::unistd::fsync(&open(l)?)?;
+        }
+        self.sync_dir(dir)
+    }
+
+    fn write_in_place(&self, w: &InPlace<'_>) -> io::Result<Option<DiskStat>> {
+        if !matches!(w.loc, Loc::Target(_)) {
+            return Ok(None);
+        }
+        let flags = OFlag::O_RDWR | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let fd = match self.open(w.loc, flags) {
+            Ok(fd) => fd,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ELOOP | libc::ENXIO)
+                ) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let st = nix::sys::stat::fstat(&fd)?;
+        if Kind::from_mode(st.st_mode) != Some(Kind::File)
+            || st.st_ino != w.ino
+            || st.st_nlink != 1
+            || !(w.unchanged)(&disk_stat(&st)?)
+        {
+            return Ok(None);
+        }
+        clear_nonblock(&fd)?;
+        let f = File::from(fd);
+        write_changed(w.src, &f, w.ranges)?;
+        times_fd(&f, w.atime, w.mtime)?;
+        f.sync_data()?;
+        Ok(Some(disk_stat(&nix::sys::stat::fstat(&f)?)?))
     }
 
     fn make_dir(&self, loc: &Loc) -> io::Result<()> {

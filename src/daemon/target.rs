@@ -106,7 +106,11 @@ impl Target {
         let hook: Option<SyncHook> = match self.shared.settings.fsync {
             FsyncPolicy::Sync => {
                 let f = self.flusher.clone();
-                Some(Arc::new(move || f.flush().map(|_| ())))
+                self.store.track_writes(true);
+                Some(Arc::new(move |node| match node {
+                    Some(n) => f.fsync(n).map(|_| ()),
+                    None => f.flush().map(|_| ()),
+                }))
             }
             FsyncPolicy::Defer => None,
         };

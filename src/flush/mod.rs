@@ -3,10 +3,12 @@
 
 mod check;
 mod conflict;
+mod fsync;
 mod journal;
 mod recover;
 
 pub use check::check;
+pub use fsync::Synced;
 pub use journal::{Journal, Step};
 pub use recover::{Recovered, read_generation, recover_disk};
 
@@ -15,7 +17,7 @@ use crate::store::Store;
 use crate::store::flushing::{Draft, StageContent};
 use crate::store::types::NodeId;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -152,6 +154,9 @@ pub struct Flusher {
     store: Arc<Store>,
     running: Mutex<()>,
     ledger: Ledger,
+    /// Disk inodes of the files this flusher staged (a leaf lock): an fsync may write
+    /// these in place (design.md §6.3).
+    own: Mutex<HashSet<u64>>,
     /// Bytes written and to write by the flush under way, if one is (`asdfs status`).
     in_progress: Mutex<Option<(u64, u64)>>,
 }
@@ -162,6 +167,7 @@ impl Flusher {
             store,
             running: Mutex::new(()),
             ledger: Ledger::new(disk_gen),
+            own: Mutex::new(HashSet::new()),
             in_progress: Mutex::new(None),
         }
     }
@@ -182,6 +188,11 @@ impl Flusher {
     /// `flush`, reporting the bytes written to the stage as it goes.
     pub fn flush_reporting(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _one = self.running.lock();
+        self.flush_holding(progress)
+    }
+
+    /// `flush_reporting`, with `running` held.
+    fn flush_holding(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let started = Instant::now();
         *self.in_progress.lock() = Some((0, 0));
         let track = |done: u64, total: u64| {
@@ -254,6 +265,7 @@ impl Flusher {
         let r = commit_and_apply(b.as_ref(), &self.ledger, journal.clone(), &mut hook);
         drop(gate);
         r?;
+        self.note_own(inos.values().copied());
         self.ledger.finish(b.as_ref(), draft.generation);
         Ok(FlushReport {
             generation: draft.generation,
@@ -282,6 +294,7 @@ impl Flusher {
         }
         b.make_dir(&Loc::Side(stage.clone()))?;
         let mut inos = HashMap::new();
+        let mut made = Vec::new();
         let mut done = 0u64;
         for item in &d.stage {
             let opened;
@@ -306,7 +319,7 @@ impl Flusher {
                 },
             };
             let ino = b
-                .create(&item.loc, content, &item.meta)
+                .create_unsynced(&item.loc, content, &item.meta)
                 .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
             if matches!(item.content, StageContent::File(_)) {
                 // What the file will be on disk (see store::seen).
@@ -314,13 +327,18 @@ impl Flusher {
                     self.store.seen.record_written(&st);
                 }
             }
+            if matches!(item.content, StageContent::File(_) | StageContent::Dir) {
+                made.push(item.loc.clone());
+            }
             inos.insert(item.node, ino);
             progress(done.min(d.bytes), d.bytes);
         }
+        // Every object at once (design.md §6 step 2): one journal commit of the disk's
+        // filesystem, not one per file.
+        b.sync_created(&made, &Loc::Side(stage.clone()))?;
         let gen_loc = Loc::Side(stage.join("generation"));
         b.write_file(&gen_loc, format!("{}\n", d.generation).as_bytes())?;
         let gen_ino = b.stat(&gen_loc)?.ino;
-        b.sync_dir(&Loc::Side(stage))?;
         Ok((inos, gen_ino))
     }
 

@@ -28,8 +28,9 @@ use std::time::{Duration, SystemTime};
 const TTL: Duration = Duration::from_secs(3600);
 const MAX_WRITE: u32 = 1 << 20;
 
-/// Called for fsync(2) when the fsync policy is `sync`: returns once the data is on disk.
-pub type SyncHook = Arc<dyn Fn() -> anyhow::Result<()> + Send + Sync>;
+/// Called for fsync(2) of a file (its node) or a directory (`None`) when the fsync policy is
+/// `sync`: returns once it is on disk (design.md §6.3).
+pub type SyncHook = Arc<dyn Fn(Option<NodeId>) -> anyhow::Result<()> + Send + Sync>;
 
 /// The filesystem one FUSE session serves.
 pub struct AsdFs {
@@ -144,16 +145,16 @@ impl AsdFs {
     /// fsync(2) and fsyncdir: with the `defer` policy there is nothing to do, and ENOSYS
     /// tells the kernel so once: it then answers every later fsync itself, with success,
     /// without a round trip (what a SQLite commit with synchronous=FULL pays).
-    fn fsync_reply(&self, reply: ReplyEmpty) {
+    fn fsync_reply(&self, node: Option<NodeId>, reply: ReplyEmpty) {
         match self.on_fsync {
             None => reply.error(fuser::Errno::ENOSYS),
-            Some(_) => self.empty(self.sync(), reply),
+            Some(_) => self.empty(self.sync(node), reply),
         }
     }
 
-    fn sync(&self) -> Result<(), Errno> {
+    fn sync(&self, node: Option<NodeId>) -> Result<(), Errno> {
         match &self.on_fsync {
-            Some(hook) => hook().map_err(|e| {
+            Some(hook) => hook(node).map_err(|e| {
                 tracing::warn!(error = %format!("{e:#}"), "fsync: flush failed");
                 Errno::EIO
             }),
@@ -475,12 +476,12 @@ impl Filesystem for AsdFs {
     fn fsync(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         _fh: FileHandle,
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fsync_reply(reply)
+        self.fsync_reply(Some(NodeId(ino.0)), reply)
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -559,7 +560,7 @@ impl Filesystem for AsdFs {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        self.fsync_reply(reply)
+        self.fsync_reply(None, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

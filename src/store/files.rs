@@ -88,7 +88,10 @@ impl Store {
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
+        let prev = inner.node(id)?.data_seq;
         inner.data_changed(id, Some(off + n as u64), new_id.is_some())?;
+        let now = inner.node(id)?.data_seq;
+        self.written.note(id, prev, now, off, n as u64);
         inner.counters.bytes_written += n as u64;
         drop(inner);
         self.kill_privs(ctx, id)?;

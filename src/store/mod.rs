@@ -17,6 +17,7 @@ mod dirs;
 mod fetch;
 mod files;
 pub(crate) mod flushing;
+pub(crate) mod fsync;
 pub(crate) mod inner;
 mod links;
 pub(crate) mod log;
@@ -64,6 +65,8 @@ pub struct Store {
     passthrough: std::sync::atomic::AtomicBool,
     /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
     pub seen: seen::DiskSeen,
+    /// Ranges written since each file's disk copy matched it (fsync in sync mode).
+    pub(crate) written: fsync::Written,
     /// The store log's `low` flag: changes check the log's room only when it is set.
     log_low: Arc<AtomicBool>,
     /// When the tmpfs's fill was last looked at (ms since `born`), and whether it is above
@@ -214,6 +217,7 @@ impl Store {
             read_only: std::sync::atomic::AtomicBool::new(false),
             passthrough: std::sync::atomic::AtomicBool::new(false),
             seen: seen::DiskSeen::default(),
+            written: fsync::Written::default(),
             log_low,
             born: Instant::now(),
             space_checked: AtomicU64::new(0),

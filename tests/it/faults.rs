@@ -100,6 +100,18 @@ impl Backing for Faulty {
         self.tick()?;
         self.inner().write_file(loc, bytes)
     }
+    fn create_unsynced(&self, loc: &Loc, c: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.tick()?;
+        self.inner().create_unsynced(loc, c, meta)
+    }
+    fn sync_created(&self, locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        self.tick()?;
+        self.inner().sync_created(locs, dir)
+    }
+    fn write_in_place(&self, w: &asdfs::backing::InPlace<'_>) -> io::Result<Option<DiskStat>> {
+        self.tick()?;
+        self.inner().write_in_place(w)
+    }
 }
 
 /// Regular files (content) and other entries (a marker) of a directory tree.

@@ -8,6 +8,7 @@ mod attack;
 mod common;
 mod concurrent;
 mod faults;
+mod fsync;
 mod harness;
 mod kill;
 mod model;

@@ -467,6 +467,8 @@ struct Run {
     log: Vec<String>,
     /// Hard links made (both modes must make some).
     links: u64,
+    /// `--fsync sync`: every write is fsynced and must then be on disk.
+    fsync: bool,
 }
 
 impl Run {
@@ -525,6 +527,21 @@ impl Run {
             self.fail(&format!(
                 "the mount differs from the reference (first = mount):\n{}",
                 diff(&m, &r)
+            ));
+        }
+    }
+
+    /// After a write to `path` succeeded: fsync it; then the disk copy has it as tmpfs does.
+    fn fsync_reaches_disk(&mut self, i: usize, path: &str) {
+        self.log.push(format!("{i}: fsync {path}"));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(self.m.target.join(path));
+        let synced = f.and_then(|f| f.sync_data());
+        let disk = fs::read(self.m.disk_copy().join(path)).ok();
+        if synced.is_err() || disk != fs::read(self.reference.path().join(path)).ok() {
+            self.fail(&format!(
+                "{path} fsynced ({synced:?}); the disk copy differs"
             ));
         }
     }
@@ -699,13 +716,16 @@ impl Run {
                 if matches!(op, Op::Link { .. }) && a.is_ok() {
                     self.links += 1;
                 }
+                if let (true, Op::Write { path, .. }, Ok(())) = (self.fsync, &op, a) {
+                    self.fsync_reaches_disk(i, path);
+                }
             }
         }
         self.compare_view();
     }
 }
 
-fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool) {
+fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool, fsync: bool) {
     let mut m = Mount::prepare(|t| {
         fs::create_dir(t.join("a")).unwrap();
         fs::write(t.join("a/b"), b"from disk").unwrap();
@@ -716,6 +736,9 @@ fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool) {
         // link (only FUSE mode can leave it out of link counts).
         m.extra
             .extend(["--mode", "overlay", "--backups", "no"].map(String::from));
+    }
+    if fsync {
+        m.extra.extend(["--fsync", "sync"].map(String::from));
     }
     let data_path = if daemon_data { "daemon" } else { "passthrough" };
     m.env.push(("ASDFS_DATA_PATH".into(), data_path.into()));
@@ -734,6 +757,7 @@ fn run_model(seed: u64, steps: usize, overlay: bool, daemon_data: bool) {
         reference,
         log: Vec::new(),
         links: 0,
+        fsync,
     };
     run.check_mode();
     let mut rng = StdRng::seed_from_u64(seed);
@@ -755,7 +779,7 @@ fn seeds() -> Vec<u64> {
 /// Every seed (`ASDFS_SEED`, else 1, 2, 3), `ASDFS_MODEL_STEPS` steps each (1,500). FUSE
 /// mode runs with its default data path (passthrough where the kernel allows it) and, for
 /// the first seed, with the daemon's (design.md §4.1).
-fn run_seeds(overlay: bool, daemon_data: bool) {
+fn run_seeds(overlay: bool, daemon_data: bool, fsync: bool) {
     if !fuse_available() {
         return;
     }
@@ -768,27 +792,39 @@ fn run_seeds(overlay: bool, daemon_data: bool) {
         (false, true) => "fuse (daemon data path)",
         (false, false) => "fuse",
     };
+    let mode = if fsync {
+        format!("{mode}, --fsync sync,")
+    } else {
+        mode.into()
+    };
     let mut seeds = seeds();
-    if daemon_data {
+    if daemon_data || fsync {
         seeds.truncate(1);
     }
     for seed in seeds {
         eprintln!("model test, {mode} mode: seed {seed}, {steps} steps");
-        run_model(seed, steps, overlay, daemon_data);
+        run_model(seed, steps, overlay, daemon_data, fsync);
     }
 }
 
 #[test]
 fn random_operations_match_tmpfs_and_reach_disk() {
-    run_seeds(false, false);
+    run_seeds(false, false, false);
+}
+
+/// `--fsync sync`: each write is fsynced, then on disk (design.md §6.3); both data paths.
+#[test]
+fn random_operations_with_fsync_sync_match_tmpfs_and_fsynced_files_are_on_disk() {
+    run_seeds(false, true, true);
+    run_seeds(false, false, true);
 }
 
 #[test]
 fn random_operations_with_the_daemon_data_path_match_tmpfs_and_reach_disk() {
-    run_seeds(false, true);
+    run_seeds(false, true, false);
 }
 
 #[test]
 fn random_operations_in_overlay_mode_match_tmpfs_and_reach_disk() {
-    run_seeds(true, false);
+    run_seeds(true, false, false);
 }

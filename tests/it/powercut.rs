@@ -6,7 +6,7 @@
 use crate::common::{CTX, Fixture, scratch};
 use crate::simdisk::{Durable, Picture, SimDisk, picture, side_names};
 use crate::uppers::{self, Uppers};
-use asdfs::flush::recover_disk;
+use asdfs::flush::{Synced, recover_disk};
 use asdfs::overlay::flush::OverlayFlusher;
 use asdfs::store::attrs::XATTR_CREATE;
 use asdfs::store::namespace::NewKind;
@@ -191,6 +191,78 @@ fn recovery_after_a_power_cut_at_any_point_gives_one_whole_flush_of_an_upper_lay
     );
     let points = sim.points();
     every_cut(&pics, points, uppers::initial_disk, |sim| uppers.run(sim));
+}
+
+fn write_at(f: &Fixture, path: &str, off: u64, data: &[u8]) {
+    let fh = f.store.open(f.node(path).ino, true, false).unwrap();
+    f.store.write(CTX, fh, off, data).unwrap();
+    f.store.release(fh).unwrap();
+}
+
+/// fsync in sync mode (design.md §6.3): a flush, then fsyncs of single files; those a flush
+/// wrote are written in place, one in a new directory by a flush. `acked` is called after
+/// each step that succeeded. Returns the number of steps acknowledged and what each fsync
+/// did; stops at the first failure.
+fn fsync_run(f: &Fixture, acked: &mut dyn FnMut()) -> (u64, Vec<Synced>) {
+    let root = f.node("").ino;
+    let mut done = Vec::new();
+    f.write_file("", "wal", b"frame 0");
+    append(f, "db", b"appended");
+    if f.flusher.flush().is_err() {
+        return (0, done);
+    }
+    acked();
+    let steps: [&dyn Fn(); 5] = [
+        &|| write_at(f, "wal", 0, b"frame 1"),
+        &|| {
+            append(f, "wal", b", frame 2");
+            f.write_file("", "other", b"not fsynced");
+        },
+        &|| {
+            f.store
+                .make(CTX, root, OsStr::new("fresh"), NewKind::Dir, 0o755, 0)
+                .unwrap();
+            f.write_file("fresh", "x", b"in a new directory");
+        },
+        &|| write_at(f, "fresh/x", 3, b"NEW"),
+        &|| write_at(f, "db", 0, &[6u8; 5000]),
+    ];
+    let paths = ["wal", "wal", "fresh/x", "fresh/x", "db"];
+    for (i, (step, path)) in steps.iter().zip(paths).enumerate() {
+        step();
+        match f.flusher.fsync(f.node(path).ino) {
+            Ok(s) => done.push(s),
+            Err(_) => return (i as u64 + 1, done),
+        }
+        acked();
+    }
+    (steps.len() as u64 + 1, done)
+}
+
+#[test]
+fn fsync_in_place_survives_a_power_cut_at_any_point() {
+    // The disk after each acknowledged step, without power cuts.
+    let sim = Arc::new(initial_disk());
+    let mut pics = vec![picture(&sim.everything())];
+    let f = over(sim.clone());
+    let (acked, done) = fsync_run(&f, &mut || pics.push(picture(&sim.everything())));
+    assert_eq!(acked, 6);
+    assert_eq!(
+        done.iter()
+            .map(|s| matches!(s, Synced::InPlace(_)))
+            .collect::<Vec<_>>(),
+        [true, true, false, true, true],
+        "which fsyncs wrote in place: {done:?}"
+    );
+    assert!(
+        !pics[3].0.contains_key("/other"),
+        "an fsync in place wrote another file"
+    );
+    let points = sim.points();
+    drop(f);
+    every_cut(&pics, points, initial_disk, |sim| {
+        fsync_run(&over(sim), &mut || {}).0
+    });
 }
 
 /// Cuts the power at each of the `points` durability points of `run` (which returns the

@@ -6,7 +6,7 @@
 //! holds the last commit plus any prefix of the later metadata changes (a real journal also
 //! commits on its own schedule), and each file holds the data of its last fsync.
 
-use asdfs::backing::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, XattrList};
+use asdfs::backing::{Backing, DirItem, DiskStat, InPlace, Loc, Meta, NewContent, XattrList};
 use asdfs::store::types::{Attr, Kind, Ts};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
@@ -148,6 +148,56 @@ impl SimDisk {
         s.data.insert(ino, data.to_vec());
         s.synced.insert(ino, data.to_vec());
         s.committed = s.ns.clone();
+    }
+
+    fn make(
+        &self,
+        loc: &Loc,
+        content: NewContent<'_>,
+        meta: &Meta,
+        durable: bool,
+    ) -> io::Result<u64> {
+        let mut s = self.sim.lock();
+        s.alive()?;
+        let (dir, name) = s.parent(loc)?;
+        if s.ns.nodes[&dir].entries.contains_key(&name) {
+            return Err(err(libc::EEXIST));
+        }
+        let (kind, data, link, rdev) = match content {
+            NewContent::File(f) => {
+                let mut d = Vec::new();
+                let mut r = f;
+                std::io::Seek::rewind(&mut r)?;
+                r.read_to_end(&mut d)?;
+                (Kind::File, Some(d), Vec::new(), 0)
+            }
+            NewContent::Dir => (Kind::Dir, None, Vec::new(), 0),
+            NewContent::Symlink(t) => (Kind::Symlink, None, t.to_vec(), 0),
+            NewContent::Special { kind, rdev } => (kind, None, Vec::new(), rdev),
+        };
+        let ino = s.alloc(kind, 0o600);
+        s.ns.nodes.get_mut(&ino).unwrap().link = link;
+        s.ns.nodes.get_mut(&ino).unwrap().rdev = rdev;
+        s.ns.nodes.get_mut(&dir).unwrap().entries.insert(name, ino);
+        if let Some(d) = data {
+            s.data.insert(ino, d);
+        }
+        s.set_meta(ino, kind, meta);
+        s.changed();
+        match kind {
+            _ if !durable => {}
+            Kind::File => {
+                s.point()?;
+                let d = s.data[&ino].clone();
+                s.synced.insert(ino, d);
+            }
+            Kind::Dir => {
+                s.point()?;
+                s.commit();
+            }
+            _ => {}
+        }
+        Ok(ino)
     }
 
     pub fn put_dir(&self, path: &str) {
@@ -366,46 +416,57 @@ impl Backing for SimDisk {
     }
 
     fn create(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.make(loc, content, meta, true)
+    }
+
+    fn create_unsynced(&self, loc: &Loc, content: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.make(loc, content, meta, false)
+    }
+
+    /// One durability point per object (its fsync), then the directory's.
+    fn sync_created(&self, locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        for l in locs {
+            let mut s = self.sim.lock();
+            s.alive()?;
+            let ino = s.resolve(l)?;
+            s.point()?;
+            match s.ns.nodes[&ino].kind {
+                Kind::File => {
+                    let d = s.data.get(&ino).cloned().unwrap_or_default();
+                    s.synced.insert(ino, d);
+                }
+                _ => s.commit(),
+            }
+        }
+        self.sync_dir(dir)
+    }
+
+    fn write_in_place(&self, w: &InPlace<'_>) -> io::Result<Option<DiskStat>> {
         let mut s = self.sim.lock();
         s.alive()?;
-        let (dir, name) = s.parent(loc)?;
-        if s.ns.nodes[&dir].entries.contains_key(&name) {
-            return Err(err(libc::EEXIST));
-        }
-        let (kind, data, link, rdev) = match content {
-            NewContent::File(f) => {
-                let mut d = Vec::new();
-                let mut r = f;
-                std::io::Seek::rewind(&mut r)?;
-                r.read_to_end(&mut d)?;
-                (Kind::File, Some(d), Vec::new(), 0)
-            }
-            NewContent::Dir => (Kind::Dir, None, Vec::new(), 0),
-            NewContent::Symlink(t) => (Kind::Symlink, None, t.to_vec(), 0),
-            NewContent::Special { kind, rdev } => (kind, None, Vec::new(), rdev),
+        let ino = match s.resolve(w.loc) {
+            Ok(i) => i,
+            Err(_) => return Ok(None),
         };
-        let ino = s.alloc(kind, 0o600);
-        s.ns.nodes.get_mut(&ino).unwrap().link = link;
-        s.ns.nodes.get_mut(&ino).unwrap().rdev = rdev;
-        s.ns.nodes.get_mut(&dir).unwrap().entries.insert(name, ino);
-        if let Some(d) = data {
-            s.data.insert(ino, d);
+        if s.ns.nodes[&ino].kind != Kind::File
+            || ino != w.ino
+            || s.nlink(ino) != 1
+            || !(w.unchanged)(&s.stat(ino))
+        {
+            return Ok(None);
         }
-        s.set_meta(ino, kind, meta);
+        let mut d = Vec::new();
+        let mut r = w.src;
+        std::io::Seek::rewind(&mut r)?;
+        r.read_to_end(&mut d)?;
+        s.data.insert(ino, d.clone());
+        let n = s.ns.nodes.get_mut(&ino).unwrap();
+        n.atime = w.atime;
+        n.mtime = w.mtime;
         s.changed();
-        match kind {
-            Kind::File => {
-                s.point()?;
-                let d = s.data[&ino].clone();
-                s.synced.insert(ino, d);
-            }
-            Kind::Dir => {
-                s.point()?;
-                s.commit();
-            }
-            _ => {}
-        }
-        Ok(ino)
+        s.point()?;
+        s.synced.insert(ino, d);
+        Ok(Some(s.stat(ino)))
     }
 
     fn make_dir(&self, loc: &Loc) -> io::Result<()> {

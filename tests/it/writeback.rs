@@ -48,6 +48,69 @@ fn fsync_sync_writes_the_file_before_returning() {
     assert_eq!(fs::read(m.disk_copy().join("db")).unwrap(), b"committed");
 }
 
+/// An fsync in sync mode writes that one file and the names leading to it, at the disk's
+/// price: a file a flush already wrote is written in place (same disk inode), and the
+/// other changes stay in RAM (design.md §6.3).
+#[test]
+fn fsync_sync_writes_that_file_only_in_place() {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.extra = vec!["--fsync".into(), "sync".into()];
+    m.mount();
+    let disk = m.disk_copy();
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(m.path("db"))
+        .unwrap();
+    f.write_all(&vec![b'a'; 100_000]).unwrap();
+    f.sync_all().unwrap();
+    let first = fs::metadata(disk.join("db")).unwrap().ino();
+    fs::write(m.path("other"), b"not fsynced").unwrap();
+    f.write_all_at(b"second", 4096).unwrap();
+    f.write_all_at(b"grown", 200_000).unwrap();
+    f.sync_data().unwrap();
+    let mut want = vec![b'a'; 100_000];
+    want[4096..4102].copy_from_slice(b"second");
+    want.resize(200_000, 0);
+    want.extend_from_slice(b"grown");
+    assert_eq!(fs::read(disk.join("db")).unwrap(), want);
+    assert_eq!(
+        fs::metadata(disk.join("db")).unwrap().ino(),
+        first,
+        "written in place"
+    );
+    assert!(
+        !disk.join("other").exists(),
+        "an fsync of one file wrote another"
+    );
+    // A file in new directories: its fsync makes them.
+    fs::create_dir_all(m.path("fresh/deep")).unwrap();
+    let mut g = fs::File::create(m.path("fresh/deep/x")).unwrap();
+    g.write_all(b"deep").unwrap();
+    g.sync_all().unwrap();
+    assert_eq!(fs::read(disk.join("fresh/deep/x")).unwrap(), b"deep");
+    // Unchanged since: nothing to write, and the disk keeps what the fsync wrote.
+    f.sync_all().unwrap();
+    assert_eq!(fs::read(disk.join("db")).unwrap(), want);
+    // Written in place once more, then the daemon killed: the disk copy has it without a
+    // takeover, and the takeover serves it (the store log said it was clean).
+    f.write_all_at(b"third", 0).unwrap();
+    f.sync_data().unwrap();
+    want[..5].copy_from_slice(b"third");
+    drop((f, g));
+    m.kill_daemon();
+    assert_eq!(fs::read(disk.join("db")).unwrap(), want);
+    m.mount();
+    assert_eq!(fs::read(m.path("db")).unwrap(), want);
+    assert_eq!(fs::read(m.path("other")).unwrap(), b"not fsynced");
+}
+
 #[test]
 fn fsync_defer_returns_without_writing() {
     if !fuse_available() {
