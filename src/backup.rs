@@ -531,4 +531,7 @@ impl Backing for Discounting {
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
         self.inner.read_file(loc)
     }
+    fn space(&self) -> io::Result<crate::store::types::FsStats> {
+        self.inner.space()
+    }
 }

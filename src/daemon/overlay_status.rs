@@ -57,6 +57,12 @@ pub fn of(t: &OverlayTarget) -> Status {
         open_files: open,
         log_failures: 0,
         conflicts: Vec::new(),
+        ram: crate::status::RamBudget {
+            limit_bytes: p.settings().ram_limit.unwrap_or(0),
+            used_bytes: space.used,
+            dirty_bytes: bytes,
+            ..Default::default()
+        },
     };
     report(p, changes)
 }

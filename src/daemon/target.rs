@@ -109,6 +109,11 @@ impl Target {
         if let Some(n) = settings.open_files {
             store.set_open_files(n);
         }
+        store.set_ram_limit(
+            settings
+                .ram_limit
+                .unwrap_or_else(crate::config::default_ram_limit),
+        );
         store
             .seen
             .set_sink(p.target.clone(), safety::conflict_sink(&p, &side)?);
@@ -466,6 +471,15 @@ fn status_of(t: &Target) -> crate::status::Status {
         open_files: s.open_handles,
         log_failures: s.log_failures,
         conflicts: t.store.seen.kept(),
+        ram: crate::status::RamBudget {
+            limit_bytes: s.ram_limit,
+            used_bytes: s.ram_bytes + space.log_bytes + space.log_reserve,
+            dirty_bytes: s.dirty_bytes,
+            evictable_bytes: s.evictable_bytes,
+            evictions: s.evictions,
+            evicted_bytes: s.evicted_bytes,
+            pressure_flushes: 0,
+        },
     };
     status::report(t, changes)
 }

@@ -30,10 +30,21 @@ impl Store {
         }
         if truncate {
             self.replace_with_empty(id)?;
-        } else {
-            self.ensure_loaded(id)?;
+            return self.lock().open_handle(id, write);
         }
-        self.lock().open_handle(id, write)
+        let mut inner = self.loaded(id)?;
+        inner.open_handle(id, write)
+    }
+
+    /// The store lock, with `id`'s data in RAM (read again if it was evicted meanwhile).
+    pub(crate) fn loaded(&self, id: NodeId) -> FsResult<super::Locked<'_>> {
+        loop {
+            self.ensure_loaded(id)?;
+            let inner = self.lock();
+            if inner.node(id)?.cell().is_some() {
+                return Ok(inner);
+            }
+        }
     }
 
     /// O_TRUNC on a file: its data becomes an empty data file, without reading the old.
@@ -142,6 +153,10 @@ impl Store {
         }
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
+            let size = n.attr.size;
+            if n.cell().is_some() {
+                inner.cache.touch(h.node, size);
+            }
         }
         inner.maybe_free(h.node);
         Ok(())

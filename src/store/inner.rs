@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// when the store lock is released (design.md §3).
     pub(super) log_buf: Vec<Record>,
     pub(super) since_snapshot: Option<std::time::SystemTime>,
+    /// Loaded files by recency of use: clean ones may leave RAM (design.md §2.1).
+    pub(super) cache: super::evict::Cache,
 }
 
 impl Inner {

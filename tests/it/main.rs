@@ -16,6 +16,7 @@ mod overlay;
 mod passthrough;
 mod posix;
 mod powercut;
+mod ram;
 mod recovery;
 mod safety;
 mod simdisk;

@@ -1,0 +1,147 @@
+//! A RAM budget (issue 14): statfs reports the disk underneath, and clean files leave RAM
+//! when the store fills, so that a target larger than its RAM keeps working (design.md §2.1).
+
+use crate::harness::{Mount, asdfs, fuse_available};
+use crate::writeback::{SmallFs, scopeguard};
+use std::fs;
+use std::path::Path;
+
+const MIB: u64 = 1 << 20;
+
+/// The bytes of file `i` of a test tree: different in every file and at every offset.
+fn content(i: usize, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|j| (j / 4093 + i * 7 + j % 251) as u8)
+        .collect()
+}
+
+fn space(p: &Path) -> (u64, u64) {
+    let s = nix::sys::statvfs::statvfs(p).unwrap();
+    let unit = s.fragment_size();
+    (s.blocks() * unit, s.blocks_available() * unit)
+}
+
+#[test]
+fn issue_14_statfs_reports_the_disk_less_the_changes_not_yet_on_it() {
+    if !fuse_available() {
+        return;
+    }
+    let base = tempfile::Builder::new()
+        .prefix("asdfs-statfs-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let disk = SmallFs::new(&base.path().join("fs"), "24m");
+    let target = disk.0.join("t");
+    fs::create_dir(&target).unwrap();
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let t = target.to_str().unwrap();
+    let out = asdfs([
+        "mount",
+        t,
+        "--volatile",
+        vol.path().to_str().unwrap(),
+        "--flush-interval",
+        "1h",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = scopeguard(t);
+    let (disk_size, _) = space(&disk.0);
+    let (size, _) = space(&target);
+    assert_eq!(size, disk_size, "df on the target shows the disk's size");
+    assert_ne!(size, space(vol.path()).0, "not the RAM store's tmpfs");
+    fs::write(target.join("new"), vec![5u8; 4 << 20]).unwrap();
+    let (_, free) = space(&target);
+    let (_, disk_free) = space(&disk.0);
+    assert!(
+        free + 4 * MIB <= disk_free,
+        "the 4 MiB not yet flushed are not free on the disk: {free} vs {disk_free}"
+    );
+    drop(guard);
+    assert_eq!(fs::read(target.join("new")).unwrap(), vec![5u8; 4 << 20]);
+}
+
+/// A store on a 4 MiB tmpfs of its own over a 40 MiB tree.
+fn big_tree(files: usize) -> (Mount, SmallFs) {
+    let m = Mount::prepare(|t| {
+        for i in 0..files {
+            let dir = t.join(format!("d{}", i % 4));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("f{i}")), content(i, MIB as usize)).unwrap();
+        }
+    });
+    let small = SmallFs::new(&m.volatile.path().join("asdfs"), "4m");
+    m.mount();
+    (m, small)
+}
+
+fn read_all(m: &Mount, files: usize) {
+    for i in 0..files {
+        let p = m.path(&format!("d{}/f{i}", i % 4));
+        let got = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}\n{}", p.display(), m.log_tail()));
+        assert!(got == content(i, MIB as usize), "{} differs", p.display());
+    }
+}
+
+#[test]
+fn issue_14_a_tree_ten_times_the_store_is_read_twice_intact() {
+    if !fuse_available() {
+        return;
+    }
+    let (m, small) = big_tree(40);
+    read_all(&m, 40);
+    read_all(&m, 40);
+    let st = m.status();
+    assert!(
+        st["ram"]["evictions"].as_u64().unwrap_or(0) >= 30,
+        "clean files left RAM: {st}"
+    );
+    m.unmount();
+    read_all(&m, 40);
+    drop(small);
+}
+
+#[test]
+fn issue_14_evicted_files_survive_changes_a_kill_and_a_takeover() {
+    if !fuse_available() {
+        return;
+    }
+    let (m, small) = big_tree(12);
+    read_all(&m, 12);
+    // A changed file is never evicted; a file renamed or with a changed mode is read again
+    // from its place on disk.
+    fs::write(m.path("d0/f0"), b"changed").unwrap();
+    fs::rename(m.path("d1/f1"), m.path("moved")).unwrap();
+    read_all_but(&m, 12, &[0, 1]);
+    assert_eq!(fs::read(m.path("d0/f0")).unwrap(), b"changed");
+    assert!(fs::read(m.path("moved")).unwrap() == content(1, MIB as usize));
+    m.kill_daemon();
+    let out = asdfs(m.mount_args());
+    assert!(
+        out.status.success(),
+        "takeover failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        m.log_tail()
+    );
+    read_all_but(&m, 12, &[0, 1]);
+    assert_eq!(fs::read(m.path("d0/f0")).unwrap(), b"changed");
+    assert!(fs::read(m.path("moved")).unwrap() == content(1, MIB as usize));
+    m.unmount();
+    assert_eq!(fs::read(m.path("d0/f0")).unwrap(), b"changed");
+    assert!(fs::read(m.path("moved")).unwrap() == content(1, MIB as usize));
+    drop(small);
+}
+
+fn read_all_but(m: &Mount, files: usize, skip: &[usize]) {
+    for i in (0..files).filter(|i| !skip.contains(i)) {
+        let p = m.path(&format!("d{}/f{i}", i % 4));
+        let got = fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}\n{}", p.display(), m.log_tail()));
+        assert!(got == content(i, MIB as usize), "{} differs", p.display());
+    }
+}
