@@ -38,6 +38,10 @@ pub(super) fn begin(settings: &TargetSettings) -> anyhow::Result<Begun> {
     paths::check_overlaps(&p)?;
     let (dirs, lock) = lock_store(&p)?;
     let undo = paths::Undo::of(&dirs)?;
+    let limit = settings
+        .ram_limit
+        .unwrap_or_else(crate::config::default_ram_limit);
+    paths::limit_private(&dirs.store, limit)?;
     let aging = paths::guard_from_aging(&p);
     Ok(Begun {
         target,
@@ -210,6 +214,7 @@ pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &paths::Side) {
     let _ = fsx::unlink(&side.dir, OsStr::new("session"));
     remove_side(side);
     let _ = fsx::unlink(&dirs.store, OsStr::new("control.sock"));
+    paths::unmount_private(&dirs.store);
     if let Err(e) = fsx::remove_tree(&dirs.store, OsStr::new("private")) {
         tracing::warn!(error = %e, "could not remove the RAM store");
     }

@@ -145,3 +145,93 @@ fn read_all_but(m: &Mount, files: usize, skip: &[usize]) {
         assert!(got == content(i, MIB as usize), "{} differs", p.display());
     }
 }
+
+/// A target over a tree of `files` MiB, mounted with `--ram-limit limit`.
+fn limited(files: usize, limit: &str) -> Mount {
+    let mut m = Mount::prepare(|t| {
+        for i in 0..files {
+            let dir = t.join(format!("d{}", i % 4));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join(format!("f{i}")), content(i, MIB as usize)).unwrap();
+        }
+    });
+    m.extra = vec!["--ram-limit".into(), limit.into()];
+    m.mount();
+    m
+}
+
+/// The store's use as status reports it, checked against its limit.
+fn within_limit(m: &Mount, limit: u64) {
+    let st = m.status();
+    let used = st["ram"]["used_bytes"].as_u64().unwrap();
+    assert_eq!(st["ram"]["limit_bytes"].as_u64(), Some(limit), "{st}");
+    assert!(
+        used <= limit,
+        "the store uses {used} bytes over its limit of {limit}: {st}"
+    );
+    if nix::unistd::geteuid().is_root() {
+        let (size, free) = space(&m.store().join("private"));
+        assert_eq!(
+            size, limit,
+            "root: the store is a tmpfs of the limit's size"
+        );
+        assert!(size - free <= limit);
+    }
+}
+
+#[test]
+fn issue_14_a_ram_limit_keeps_a_tree_ten_times_larger_readable() {
+    if !fuse_available() {
+        return;
+    }
+    let m = limited(40, "4M");
+    for pass in 0..2 {
+        for i in 0..40 {
+            let p = m.path(&format!("d{}/f{i}", i % 4));
+            let got = fs::read(&p).unwrap_or_else(|e| panic!("pass {pass}: {}: {e}", p.display()));
+            assert!(got == content(i, MIB as usize), "{} differs", p.display());
+            if i % 8 == 7 {
+                within_limit(&m, 4 * MIB);
+            }
+        }
+    }
+    let st = m.status();
+    assert!(st["ram"]["evictions"].as_u64().unwrap() >= 60, "{st}");
+    let store = m.store();
+    m.unmount();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(store.to_str().unwrap()),
+        "the store's tmpfs is gone with the unmount"
+    );
+}
+
+#[test]
+fn issue_14_two_targets_with_their_own_limits_do_not_disturb_each_other() {
+    if !fuse_available() {
+        return;
+    }
+    let a = limited(4, "4M");
+    let b = limited(24, "8M");
+    // A holds 2 MiB of changes; B reads a tree three times its limit.
+    fs::write(a.path("changed"), content(99, 2 * MIB as usize)).unwrap();
+    for i in 0..24 {
+        let got = fs::read(b.path(&format!("d{}/f{i}", i % 4))).unwrap();
+        assert!(got == content(i, MIB as usize));
+    }
+    within_limit(&a, 4 * MIB);
+    within_limit(&b, 8 * MIB);
+    let sa = a.status();
+    assert_eq!(
+        sa["ram"]["evictions"].as_u64(),
+        Some(0),
+        "A lost nothing: {sa}"
+    );
+    for i in 0..4 {
+        assert!(fs::read(a.path(&format!("d{}/f{i}", i % 4))).unwrap() == content(i, MIB as usize));
+    }
+    assert!(fs::read(a.path("changed")).unwrap() == content(99, 2 * MIB as usize));
+    a.unmount();
+    b.unmount();
+    assert!(fs::read(a.path("changed")).unwrap() == content(99, 2 * MIB as usize));
+}
