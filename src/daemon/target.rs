@@ -179,6 +179,10 @@ impl Target {
             &self.disk_dir,
             self.flusher.ledger().disk_gen(),
         );
+        let weak = Arc::downgrade(self);
+        self.store.set_pressure_hook(Box::new(move || {
+            weak.upgrade().is_some_and(|t| t.timer.flush_now())
+        }));
         FlushTimer::start(
             self.clone(),
             |t| &t.timer,
@@ -478,7 +482,7 @@ fn status_of(t: &Target) -> crate::status::Status {
             evictable_bytes: s.evictable_bytes,
             evictions: s.evictions,
             evicted_bytes: s.evicted_bytes,
-            pressure_flushes: 0,
+            pressure_flushes: t.timer.pressure_flushes(),
         },
     };
     status::report(t, changes)

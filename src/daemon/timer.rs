@@ -1,11 +1,12 @@
 //! The flush timer of one target, in either mode: a flush every interval; after a failure,
-//! sooner, with a growing delay; stopped at the end of the session.
+//! sooner, with a growing delay; at once when changed data presses on the RAM budget
+//! (a pressure flush, design.md §2.1); stopped at the end of the session.
 
 use super::lifecycle::retry_delay;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct FlushTimer {
@@ -16,6 +17,8 @@ pub struct FlushTimer {
     paused: AtomicBool,
     wake: Sender<()>,
     woken: Receiver<()>,
+    /// Pressure flushes asked for so far (status).
+    pressure: AtomicU64,
 }
 
 impl FlushTimer {
@@ -28,7 +31,32 @@ impl FlushTimer {
             paused: AtomicBool::new(false),
             wake,
             woken,
+            pressure: AtomicU64::new(0),
         }
+    }
+
+    /// A pressure flush: the next flush is due now. False when one is already due or
+    /// running, or flushes are held back or over.
+    pub fn flush_now(&self) -> bool {
+        if self.is_stopping() || self.paused.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        {
+            let mut next = self.next.lock();
+            if *next <= now {
+                return false;
+            }
+            *next = now;
+        }
+        self.pressure.fetch_add(1, Ordering::Relaxed);
+        let _ = self.wake.send(());
+        true
+    }
+
+    /// Pressure flushes so far.
+    pub fn pressure_flushes(&self) -> u64 {
+        self.pressure.load(Ordering::Relaxed)
     }
 
     /// When the next flush is due.

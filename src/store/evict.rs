@@ -10,7 +10,19 @@ use super::inner::Inner;
 use super::node::Content;
 use super::types::DataId;
 use super::types::{Kind, NodeId};
+use crate::error::{Errno, FsResult};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// Starts a flush at once; false if one is already due or flushes are held back.
+pub type PressureHook = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Changed data past this share of the room starts a flush at once (percent)...
+const DIRTY_HIGH: u64 = 50;
+/// ...and past this share of the room in use, writers wait for it.
+const FULL: u64 = 90;
+/// How long a writer waits for a pressure flush to make room before ENOSPC.
+const PATIENCE: Duration = Duration::from_secs(3);
 
 /// Eviction starts when the store's use passes this share of its room (percent)...
 const HIGH: u64 = 85;
@@ -74,6 +86,20 @@ impl Inner {
             .filter(|n| n.kind == Kind::File && (n.data_seq != 0 || n.origin.is_none()))
             .map(|n| n.attr.size)
             .sum()
+    }
+
+    /// The store's own count of its RAM: files read into RAM or closed since (`cache`), the
+    /// changed files not among them, the store log.
+    fn own_bytes(&self) -> u64 {
+        let fresh: u64 = self
+            .dirty_nodes
+            .iter()
+            .filter(|id| !self.cache.lru.contains(*id))
+            .filter_map(|id| self.nodes.get(id))
+            .filter(|n| n.kind == Kind::File)
+            .map(|n| n.attr.size)
+            .sum();
+        self.cache.bytes() + fresh + self.log.len()
     }
 
     /// Whether a node's data file may leave RAM: a clean file from disk, not open, not
@@ -158,11 +184,10 @@ impl Store {
     pub(crate) fn make_room(&self, need: u64) {
         let space = super::StoreSpace::of_dir(&self.private);
         let mut want = over(space.used + need, space.size);
-        let limit = self.ram_limit();
+        let limit = own_limit(self.ram_limit(), space.size);
         let mut inner = self.inner.lock();
         if limit > 0 {
-            let used = inner.cache.bytes() + inner.dirty_bytes() + inner.log.len();
-            want = want.max(over(used + need, limit));
+            want = want.max(over(inner.own_bytes() + need, limit));
         }
         if want == 0 {
             return;
@@ -175,6 +200,91 @@ impl Store {
         for ino in dropped.inos {
             self.seen.forget(ino);
         }
+    }
+}
+
+/// The store's use against its room: the tighter of its tmpfs and its RAM limit.
+#[derive(Clone, Copy, Debug)]
+struct Budget {
+    /// Percent of the room in use, and of it changed data.
+    used: u64,
+    dirty: u64,
+    /// Over the limit by the daemon's own count (users: no tmpfs of the limit's size).
+    over: bool,
+}
+
+impl Store {
+    /// What a pressure flush calls (the daemon's flush timer).
+    pub fn set_pressure_hook(&self, hook: PressureHook) {
+        *self.on_pressure.lock() = Some(hook);
+    }
+
+    fn budget(&self, need: u64) -> Budget {
+        let space = super::StoreSpace::of_dir(&self.private);
+        let limit = own_limit(self.ram_limit(), space.size);
+        let (dirty, own) = {
+            let inner = self.inner.lock();
+            (inner.dirty_bytes(), inner.own_bytes())
+        };
+        let pct = |x: u64, room: u64| x.saturating_mul(100).checked_div(room).unwrap_or(0);
+        Budget {
+            used: pct(space.used + need, space.size).max(pct(own + need, limit)),
+            dirty: pct(dirty, space.size).max(pct(dirty, limit)),
+            over: limit > 0 && own + need > limit,
+        }
+    }
+
+    /// Back-pressure before a write of `len` bytes (design.md §2.1): past the dirty
+    /// high-water mark a flush starts at once; past `FULL`, clean files are evicted and the
+    /// writer waits for the flush to make room. ENOSPC only when even that did not: the
+    /// disk is full or the changed data of open files alone fills the room. Looked at once
+    /// per 1/64 of the room written, so a write costs nothing more most of the time.
+    pub(crate) fn back_pressure(&self, len: u64) -> FsResult<()> {
+        let limit = self.ram_limit();
+        let step = (limit / 64).max(64 << 10);
+        if self.unchecked.fetch_add(len, Ordering::Relaxed) + len < step {
+            return Ok(());
+        }
+        self.unchecked.store(0, Ordering::Relaxed);
+        let mut b = self.budget(len);
+        if b.dirty >= DIRTY_HIGH {
+            self.pressure_flush();
+        }
+        if b.used < FULL && !b.over {
+            return Ok(());
+        }
+        let until = Instant::now() + PATIENCE;
+        loop {
+            self.make_room(len);
+            b = self.budget(len);
+            if b.used < FULL && !b.over {
+                return Ok(());
+            }
+            if Instant::now() >= until {
+                // What is left stays for reading files into RAM again.
+                return Err(Errno::ENOSPC);
+            }
+            if b.dirty > 0 {
+                self.pressure_flush();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn pressure_flush(&self) {
+        if let Some(hook) = &*self.on_pressure.lock() {
+            hook();
+        }
+    }
+}
+
+/// The limit the daemon must keep by its own count: none when the store's tmpfs is no
+/// larger than the limit (root's tmpfs of its own enforces it, design.md §2.1).
+fn own_limit(limit: u64, tmpfs: u64) -> u64 {
+    if limit == 0 || tmpfs <= limit + limit / 16 {
+        0
+    } else {
+        limit
     }
 }
 

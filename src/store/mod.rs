@@ -74,6 +74,10 @@ pub struct Store {
     space_warned: AtomicBool,
     /// The most RAM the store may use, in bytes; 0: no limit but the tmpfs's (§2.1).
     ram_limit: AtomicU64,
+    /// Back-pressure on writers (design.md §2.1): bytes written since the last look at the
+    /// budget, and what starts a pressure flush (the daemon's timer; a leaf lock).
+    unchecked: AtomicU64,
+    on_pressure: Mutex<Option<evict::PressureHook>>,
 }
 
 /// Above this much of the tmpfs used, a warning is logged and shown by status.
@@ -223,6 +227,8 @@ impl Store {
             space_checked: AtomicU64::new(0),
             space_warned: AtomicBool::new(false),
             ram_limit: AtomicU64::new(0),
+            unchecked: AtomicU64::new(0),
+            on_pressure: Mutex::new(None),
         })
     }
 

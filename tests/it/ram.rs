@@ -235,3 +235,111 @@ fn issue_14_two_targets_with_their_own_limits_do_not_disturb_each_other() {
     b.unmount();
     assert!(fs::read(a.path("changed")).unwrap() == content(99, 2 * MIB as usize));
 }
+
+#[test]
+fn issue_14_writing_four_times_the_limit_succeeds_through_pressure_flushes() {
+    if !fuse_available() {
+        return;
+    }
+    let m = limited(0, "4M");
+    for i in 0..16 {
+        fs::write(m.path(&format!("w{i}")), content(i, MIB as usize))
+            .unwrap_or_else(|e| panic!("w{i}: {e}\n{}", m.log_tail()));
+        if i % 4 == 3 {
+            within_limit(&m, 4 * MIB);
+        }
+    }
+    let st = m.status();
+    assert!(st["ram"]["pressure_flushes"].as_u64().unwrap() >= 1, "{st}");
+    for i in 0..16 {
+        assert!(fs::read(m.path(&format!("w{i}"))).unwrap() == content(i, MIB as usize));
+    }
+    m.unmount();
+    for i in 0..16 {
+        let got = fs::read(m.path(&format!("w{i}"))).unwrap();
+        assert!(got == content(i, MIB as usize), "w{i} on disk");
+    }
+}
+
+#[test]
+fn issue_14_a_full_disk_and_a_full_store_give_enospc_and_lose_nothing() {
+    if !fuse_available() {
+        return;
+    }
+    let base = tempfile::Builder::new()
+        .prefix("asdfs-fulldisk-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let disk = SmallFs::new(&base.path().join("fs"), "6m");
+    let target = disk.0.join("t");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("old"), b"old").unwrap();
+    let vol = tempfile::Builder::new()
+        .prefix("asdfs-vol-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    let t = target.to_str().unwrap();
+    let v = vol.path().to_str().unwrap();
+    let out = asdfs([
+        "mount",
+        t,
+        "--volatile",
+        v,
+        "--flush-interval",
+        "1h",
+        "--ram-limit",
+        "4M",
+        "--backups",
+        "no",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let guard = scopeguard(t);
+    let mut written = Vec::new();
+    let mut err = None;
+    for i in 0..40 {
+        match fs::write(target.join(format!("w{i}")), content(i, MIB as usize)) {
+            Ok(()) => written.push(i),
+            Err(e) => {
+                err = Some(e);
+                break;
+            }
+        }
+    }
+    let err = err.expect("40 MiB cannot fit a 6 MiB disk and a 4 MiB store");
+    assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
+    assert!(
+        written.len() >= 4,
+        "pressure flushes wrote some: {written:?}"
+    );
+    assert_eq!(fs::read(target.join("old")).unwrap(), b"old");
+    // The administrator makes room on the disk (while the store is full of changes the disk
+    // could not take, files it evicted cannot be read into RAM again: ENOSPC, not loss).
+    let st = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(&disk.0)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = asdfs(["flush", t]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for &i in &written {
+        assert!(
+            fs::read(target.join(format!("w{i}"))).unwrap() == content(i, MIB as usize),
+            "w{i} as acknowledged"
+        );
+    }
+    drop(guard);
+    for &i in &written {
+        let got = fs::read(target.join(format!("w{i}"))).unwrap();
+        assert!(got == content(i, MIB as usize), "w{i} on disk");
+    }
+    assert_eq!(fs::read(target.join("old")).unwrap(), b"old");
+}
