@@ -197,6 +197,18 @@ fn issue_14_a_ram_limit_keeps_a_tree_ten_times_larger_readable() {
     }
     let st = m.status();
     assert!(st["ram"]["evictions"].as_u64().unwrap() >= 60, "{st}");
+    let t = m.target.to_str().unwrap();
+    let text = String::from_utf8(asdfs(["status", t]).stdout).unwrap();
+    assert!(
+        text.contains("RAM limit:") && text.contains("of 4.00 MiB") && text.contains("evicted"),
+        "{text}"
+    );
+    let prom = asdfs(["status", "--format", "prometheus", t]).stdout;
+    let prom = String::from_utf8(prom).unwrap();
+    assert!(
+        prom.contains("asdfs_ram_limit_bytes{") && prom.contains("asdfs_evictions_total{"),
+        "{prom}"
+    );
     let store = m.store();
     m.unmount();
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
