@@ -124,6 +124,34 @@ impl Inner {
             .sum()
     }
 
+    /// A file removed from every name, in RAM and on disk (no hidden links), that nobody
+    /// holds, still waits for the flush that deletes it on disk: its data is of no use, so
+    /// its RAM comes back now rather than after that flush. Logged: the node's record no
+    /// longer names the data file.
+    pub(crate) fn drop_removed_data(&mut self, id: NodeId) {
+        if self.replaying {
+            return;
+        }
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if n.hidden_links > 0 || n.writers > 0 {
+            return;
+        }
+        let Some(cell) = n.cell() else {
+            return;
+        };
+        if !cell.evictable(1) {
+            return;
+        }
+        let data = cell.id();
+        n.content = Content::File(None);
+        n.data_seq = 0;
+        self.cache.forget(id);
+        self.data.remove(data);
+        self.log_node(id);
+    }
+
     /// Drops clean files, least recently used first, until `want` bytes are freed.
     fn evict(&mut self, want: u64) -> Dropped {
         let mut out = Dropped::default();

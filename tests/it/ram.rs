@@ -355,3 +355,49 @@ fn issue_14_a_full_disk_and_a_full_store_give_enospc_and_lose_nothing() {
     }
     assert_eq!(fs::read(target.join("old")).unwrap(), b"old");
 }
+
+#[test]
+fn issue_14_deleting_a_file_from_disk_frees_its_ram_before_the_next_flush() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| fs::write(t.join("old"), content(1, 2 * MIB as usize)).unwrap());
+    fs::write(m.path("new"), content(2, 2 * MIB as usize)).unwrap();
+    m.flush();
+    // Both in RAM: one read from disk, one written and flushed; one more changed since.
+    assert!(fs::read(m.path("old")).unwrap() == content(1, 2 * MIB as usize));
+    fs::write(m.path("changed"), content(3, 2 * MIB as usize)).unwrap();
+    m.flush();
+    fs::write(m.path("changed"), content(4, 2 * MIB as usize)).unwrap();
+    let before = m.status()["ram_bytes"].as_u64().unwrap();
+    assert!(before >= 6 * MIB, "{before}");
+    for f in ["old", "new", "changed"] {
+        fs::remove_file(m.path(f)).unwrap();
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let now = m.status()["ram_bytes"].as_u64().unwrap();
+        if now < MIB {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "RAM still held after the deletions: {now} bytes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    m.kill_daemon();
+    let out = asdfs(m.mount_args());
+    assert!(
+        out.status.success(),
+        "takeover: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["old", "new", "changed"] {
+        assert!(!m.path(f).exists(), "{f} came back");
+    }
+    m.unmount();
+    for f in ["old", "new", "changed"] {
+        assert!(!m.path(f).exists(), "{f} is still on disk");
+    }
+}
