@@ -353,7 +353,7 @@ impl Backing for RealBacking {
             files: s.files(),
             ffree: s.files_free(),
             bsize: s.block_size() as u32,
-            namelen: s.name_max() as u32,
+            namelen: (s.name_max() as u32).min(255),
             frsize: s.fragment_size() as u32,
         })
     }
