@@ -529,7 +529,7 @@ pub fn limit_private(store: &Dir, limit: u64) -> anyhow::Result<()> {
     let bytes = if room > 0 { limit.min(room) } else { limit };
     let name = OsStr::new("private");
     let private = store.open_in(name)?;
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let flags = inherited_flags(store);
     let opts = format!("size={bytes},mode=0700");
     if fsx::is_mount_point(store, name)? {
         let again = flags | MsFlags::MS_REMOUNT;
@@ -549,15 +549,35 @@ pub fn limit_private(store: &Dir, limit: u64) -> anyhow::Result<()> {
         tracing::info!(store = %store.path().display(), "the store to take over is not on a tmpfs of its own; the RAM limit is kept by the daemon alone");
         return Ok(());
     }
-    nix::mount::mount(
+    // Where root may not mount (a container), the daemon's own count keeps the limit.
+    let mounted = nix::mount::mount(
         Some("asdfs-store"),
         &at,
         Some("tmpfs"),
         flags,
         Some(opts.as_str()),
-    )
-    .with_context(|| format!("{}: mounting the store's tmpfs", private.path().display()))?;
+    );
+    if let Err(e) = mounted {
+        tracing::warn!(error = %e, store = %store.path().display(), "could not give the store a tmpfs of its own; the RAM limit is kept by the daemon alone");
+    }
     Ok(())
+}
+
+/// The nosuid, nodev and noexec flags of the filesystem the store is on: the store's own
+/// tmpfs serves programs as the volatile directory would (device nodes and whiteouts in an
+/// overlay's upper layer, programs run from the target through FUSE passthrough).
+fn inherited_flags(store: &Dir) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    use nix::sys::statvfs::FsFlags;
+    let Ok(v) = nix::sys::statvfs::statvfs(&store.proc_path()) else {
+        return MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    };
+    let f = v.flags();
+    let mut out = MsFlags::empty();
+    out.set(MsFlags::MS_NOSUID, f.contains(FsFlags::ST_NOSUID));
+    out.set(MsFlags::MS_NODEV, f.contains(FsFlags::ST_NODEV));
+    out.set(MsFlags::MS_NOEXEC, f.contains(FsFlags::ST_NOEXEC));
+    out
 }
 
 /// Unmounts the tmpfs of `limit_private` (its files go with it), if there is one.

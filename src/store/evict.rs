@@ -282,6 +282,7 @@ impl Store {
             return Ok(());
         }
         let until = Instant::now() + PATIENCE;
+        let mut asked = Instant::now();
         loop {
             self.make_room(len);
             b = self.budget(len);
@@ -292,8 +293,10 @@ impl Store {
                 // What is left stays for reading files into RAM again.
                 return Err(Errno::ENOSPC);
             }
-            if b.dirty > 0 {
+            // Again after a flush that ended (or failed: then not at once, sparing the disk).
+            if b.dirty > 0 && asked.elapsed() >= Duration::from_millis(500) {
                 self.pressure_flush();
+                asked = Instant::now();
             }
             std::thread::sleep(Duration::from_millis(10));
         }

@@ -15,6 +15,28 @@ fn content(i: usize, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Unmounts whatever is left mounted under a volatile directory (a store's own tmpfs, after
+/// a failed test whose daemon kept its store).
+struct Leftovers(std::path::PathBuf);
+
+impl Drop for Leftovers {
+    fn drop(&mut self) {
+        let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut under: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|m| Path::new(m).starts_with(&self.0))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(m)
+                .status();
+        }
+    }
+}
+
 fn space(p: &Path) -> (u64, u64) {
     let s = nix::sys::statvfs::statvfs(p).unwrap();
     let unit = s.fragment_size();
@@ -37,6 +59,7 @@ fn issue_14_statfs_reports_the_disk_less_the_changes_not_yet_on_it() {
         .prefix("asdfs-vol-")
         .tempdir_in("/dev/shm")
         .unwrap();
+    let _leftovers = Leftovers(vol.path().to_path_buf());
     let t = target.to_str().unwrap();
     let out = asdfs([
         "mount",
@@ -290,6 +313,7 @@ fn issue_14_a_full_disk_and_a_full_store_give_enospc_and_lose_nothing() {
         .prefix("asdfs-vol-")
         .tempdir_in("/dev/shm")
         .unwrap();
+    let _leftovers = Leftovers(vol.path().to_path_buf());
     let t = target.to_str().unwrap();
     let v = vol.path().to_str().unwrap();
     let out = asdfs([
