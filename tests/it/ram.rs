@@ -425,3 +425,62 @@ fn issue_14_deleting_a_file_from_disk_frees_its_ram_before_the_next_flush() {
         assert!(!m.path(f).exists(), "{f} is still on disk");
     }
 }
+
+/// Without a tmpfs of the limit's size (a user's daemon), the store keeps the limit by its
+/// own count: driven without a mount, with changes, a rename, a kill and a takeover.
+#[test]
+fn issue_14_a_store_without_its_own_tmpfs_keeps_the_limit_by_its_own_count() {
+    use crate::common::{CTX, Fixture};
+    const N: usize = 24;
+    const SIZE: usize = 256 << 10;
+    let f = Fixture::new();
+    for i in 0..N {
+        fs::write(f.target().join(format!("f{i}")), content(i, SIZE)).unwrap();
+    }
+    f.store.set_ram_limit(2 * MIB);
+    let check = |f: &Fixture, skip: &[usize]| {
+        for i in (0..N).filter(|i| !skip.contains(i)) {
+            assert!(f.read_file(&format!("f{i}")) == content(i, SIZE), "f{i}");
+            let ram = f.store.summary().ram_bytes;
+            assert!(ram <= 2 * MIB, "{ram} bytes in RAM after f{i}");
+        }
+    };
+    check(&f, &[]);
+    let fh = f.store.open(f.node("f0").ino, true, false).unwrap();
+    f.store.write(CTX, fh, 0, b"changed").unwrap();
+    f.store.release(fh).unwrap();
+    let root = f.node("").ino;
+    f.store
+        .rename(
+            root,
+            std::ffi::OsStr::new("f1"),
+            root,
+            std::ffi::OsStr::new("moved"),
+            0,
+        )
+        .unwrap();
+    check(&f, &[0, 1]);
+    assert!(f.store.summary().evictions >= (2 * N - 8) as u64);
+    let changed = |f: &Fixture| {
+        let mut want = content(0, SIZE);
+        want[..7].copy_from_slice(b"changed");
+        assert!(f.read_file("f0") == want, "the change survives");
+        assert!(f.read_file("moved") == content(1, SIZE));
+    };
+    changed(&f);
+    let Fixture {
+        tmp,
+        store,
+        flusher,
+    } = f;
+    drop(flusher);
+    drop(store);
+    let g = Fixture::open_with(tmp, true);
+    g.store.set_ram_limit(2 * MIB);
+    changed(&g);
+    check(&g, &[0, 1]);
+    g.flusher.flush().unwrap();
+    check(&g, &[0, 1]);
+    changed(&g);
+    assert!(!g.target().join("f1").exists());
+}
