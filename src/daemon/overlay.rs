@@ -267,6 +267,8 @@ impl OverlayTarget {
                     .map(|_| ())
                     .map_err(|_| t.flusher.ledger().failures())
             },
+            // The upper layers hold only changes (and old layers programs still hold).
+            |t| crate::store::StoreSpace::of_dir(&t.paths.private()).percent() >= 50,
         );
         self.start_monitor();
         let c = self.clone();
@@ -591,6 +593,11 @@ impl OverlayTarget {
     pub(super) fn phase(&self) -> Phase {
         *self.phase.lock()
     }
+    /// Pressure flushes so far (status).
+    pub(super) fn pressure_flushes(&self) -> u64 {
+        self.timer.pressure_flushes()
+    }
+
     pub(super) fn next_flush(&self) -> Instant {
         self.timer.next()
     }

@@ -59,8 +59,10 @@ pub fn of(t: &OverlayTarget) -> Status {
         conflicts: Vec::new(),
         ram: crate::status::RamBudget {
             limit_bytes: p.settings().ram_limit.unwrap_or(0),
-            used_bytes: space.used,
+            // The store's own tmpfs (root), else the volatile directory's.
+            used_bytes: crate::store::StoreSpace::of_dir(&p.target_paths().private()).used,
             dirty_bytes: bytes,
+            pressure_flushes: p.pressure_flushes(),
             ..Default::default()
         },
     };

@@ -192,6 +192,7 @@ impl Target {
                     .map(|_| ())
                     .map_err(|_| t.flusher.ledger().failures())
             },
+            |t| t.store.pressed(),
         );
         self.start_control(events, idx)
     }

@@ -23,6 +23,8 @@ const DIRTY_HIGH: u64 = 50;
 const FULL: u64 = 90;
 /// How long a writer waits for a pressure flush to make room before ENOSPC.
 const PATIENCE: Duration = Duration::from_secs(3);
+/// How long an open for writing waits for a pressure flush while there is still room.
+const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 
 /// Eviction starts when the store's use passes this share of its room (percent)...
 const HIGH: u64 = 85;
@@ -267,29 +269,46 @@ impl Store {
     /// writer waits for the flush to make room. ENOSPC only when even that did not: the
     /// disk is full or the changed data of open files alone fills the room. Looked at once
     /// per 1/64 of the room written, so a write costs nothing more most of the time.
-    pub(crate) fn back_pressure(&self, len: u64) -> FsResult<()> {
+    ///
+    /// An open for writing (`opening`) also waits, briefly (`OPEN_PATIENCE`), while changed
+    /// data is past the dirty high-water mark: with FUSE passthrough the kernel writes the
+    /// data file itself, so the open is the daemon's only chance to hold a writer back.
+    pub(crate) fn back_pressure(&self, len: u64, opening: bool) -> FsResult<()> {
         let limit = self.ram_limit();
         let step = (limit / 64).max(64 << 10);
         if self.unchecked.fetch_add(len, Ordering::Relaxed) + len < step {
             return Ok(());
         }
         self.unchecked.store(0, Ordering::Relaxed);
+        // A passthrough writer may write any amount once open: a quarter of the room is
+        // made free for it (clean files evicted) before the open is granted.
+        let len = if opening {
+            let tmpfs = super::StoreSpace::of_dir(&self.private).size;
+            let room = if limit > 0 { limit.min(tmpfs) } else { tmpfs };
+            room / 4
+        } else {
+            len
+        };
         let mut b = self.budget(len);
         if b.dirty >= DIRTY_HIGH {
             self.pressure_flush();
         }
-        if b.used < FULL && !b.over {
+        let room = |b: &Budget| b.used < FULL && !b.over;
+        let fits = |b: &Budget, waited: Duration| {
+            room(b) && !(opening && b.dirty >= DIRTY_HIGH && waited < OPEN_PATIENCE)
+        };
+        if fits(&b, Duration::ZERO) {
             return Ok(());
         }
-        let until = Instant::now() + PATIENCE;
+        let start = Instant::now();
         let mut asked = Instant::now();
         loop {
             self.make_room(len);
             b = self.budget(len);
-            if b.used < FULL && !b.over {
+            if fits(&b, start.elapsed()) {
                 return Ok(());
             }
-            if Instant::now() >= until {
+            if start.elapsed() >= PATIENCE {
                 // What is left stays for reading files into RAM again.
                 return Err(Errno::ENOSPC);
             }
@@ -300,6 +319,12 @@ impl Store {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Whether changed data is past the dirty high-water mark (the flush timer's poll, for
+    /// writes the daemon does not see: FUSE passthrough).
+    pub fn pressed(&self) -> bool {
+        self.budget(0).dirty >= DIRTY_HIGH
     }
 
     fn pressure_flush(&self) {

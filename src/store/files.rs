@@ -20,6 +20,10 @@ impl Store {
         if truncate {
             self.check_room(super::CHANGE)?;
         }
+        if write {
+            // With FUSE passthrough the writes themselves bypass the daemon (design.md §2.1).
+            self.back_pressure(64 << 10, true)?;
+        }
         {
             let inner = self.lock();
             match inner.node(id)?.kind {
@@ -96,7 +100,7 @@ impl Store {
     /// A write by `ctx`; takes set-user-ID and set-group-ID bits as `privs` says.
     pub fn write(&self, ctx: Ctx, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
         self.check_room(super::CHANGE)?;
-        self.back_pressure(data.len() as u64)?;
+        self.back_pressure(data.len() as u64, false)?;
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
@@ -166,7 +170,7 @@ impl Store {
     /// fallocate(2) by `ctx`, a change of data like a write.
     pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
         self.check_room(super::CHANGE)?;
-        self.back_pressure(len)?;
+        self.back_pressure(len, false)?;
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
@@ -211,7 +215,7 @@ impl Store {
         len: u64,
     ) -> FsResult<u64> {
         self.check_room(super::CHANGE)?;
-        self.back_pressure(len)?;
+        self.back_pressure(len, false)?;
         let (_, cin) = self.cell_of(fh_in)?;
         let (id, cout) = self.cell_of(fh_out)?;
         let src = cin.file()?;

@@ -273,10 +273,23 @@ fn issue_14_two_targets_with_their_own_limits_do_not_disturb_each_other() {
 
 #[test]
 fn issue_14_writing_four_times_the_limit_succeeds_through_pressure_flushes() {
+    write_four_times("daemon");
+}
+
+#[test]
+fn issue_14_writing_four_times_the_limit_with_passthrough() {
+    write_four_times("passthrough");
+}
+
+fn write_four_times(data_path: &str) {
     if !fuse_available() {
         return;
     }
-    let m = limited(0, "4M");
+    let mut m = Mount::prepare(|_| {});
+    m.extra = vec!["--ram-limit".into(), "4M".into()];
+    m.env.push(("ASDFS_DATA_PATH".into(), data_path.into()));
+    m.mount();
+    assert_eq!(m.status()["data_path"], data_path);
     for i in 0..16 {
         fs::write(m.path(&format!("w{i}")), content(i, MIB as usize))
             .unwrap_or_else(|e| panic!("w{i}: {e}\n{}", m.log_tail()));
@@ -483,4 +496,47 @@ fn issue_14_a_store_without_its_own_tmpfs_keeps_the_limit_by_its_own_count() {
     check(&g, &[0, 1]);
     changed(&g);
     assert!(!g.target().join("f1").exists());
+}
+
+/// Overlay mode: the kernel writes the upper layer, so the daemon cannot make writers wait;
+/// its store has the limit's tmpfs and the timer flushes as soon as changes fill half of it.
+#[test]
+fn issue_14_overlay_mode_flushes_under_pressure_on_its_own_tmpfs() {
+    if !fuse_available() {
+        return;
+    }
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "overlay tests need root in CI"
+        );
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
+    m.extra
+        .extend(["--mode", "overlay", "--ram-limit", "8M"].map(String::from));
+    m.mount();
+    assert_eq!(m.status()["mode"], "overlay", "overlay mode fell back");
+    within_limit(&m, 8 * MIB);
+    for i in 0..5 {
+        fs::write(m.path(&format!("w{i}")), content(i, MIB as usize)).unwrap();
+    }
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let st = m.status();
+        if st["ram"]["pressure_flushes"].as_u64().unwrap_or(0) >= 1 && st["dirty_files"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "no pressure flush: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    for i in 0..5 {
+        let got = fs::read(m.disk_copy().join(format!("w{i}"))).unwrap();
+        assert!(
+            got == content(i, MIB as usize),
+            "w{i} on disk before the unmount"
+        );
+    }
+    m.unmount();
 }
