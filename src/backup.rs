@@ -540,4 +540,7 @@ impl Backing for Discounting {
     fn write_in_place(&self, w: &crate::backing::InPlace<'_>) -> io::Result<Option<DiskStat>> {
         self.inner.write_in_place(w)
     }
+    fn space(&self) -> io::Result<crate::store::types::FsStats> {
+        self.inner.space()
+    }
 }

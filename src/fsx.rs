@@ -350,6 +350,13 @@ fn empty_dir(fd: &OwnedFd, path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether the directory `name` in `dir` is a mount point (another mount than `dir`'s).
+pub fn is_mount_point(dir: &Dir, name: &OsStr) -> io::Result<bool> {
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let sub = rustix::fs::openat(dir, one_component(name)?, flags, Mode::empty())?;
+    Ok(mount_id(&sub)? != mount_id(dir)?)
+}
+
 fn mount_id(fd: impl AsFd) -> io::Result<u64> {
     let st = rustix::fs::statx(fd, "", AtFlags::EMPTY_PATH, rustix::fs::StatxFlags::MNT_ID)?;
     Ok(st.stx_mnt_id)

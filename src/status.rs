@@ -3,6 +3,25 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
+/// A target's RAM budget and what it did (design.md §2.1), in bytes and counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RamBudget {
+    /// The most RAM the store may use (0: only its tmpfs's size limits it).
+    pub limit_bytes: u64,
+    /// What the store uses: file data, the store log and its reserve.
+    pub used_bytes: u64,
+    /// Changed data not yet on disk (never evicted).
+    pub dirty_bytes: u64,
+    /// Clean files in RAM that nothing holds open: what eviction could free now.
+    pub evictable_bytes: u64,
+    /// Clean files dropped from RAM so far, and their bytes.
+    pub evictions: u64,
+    pub evicted_bytes: u64,
+    /// Flushes started early because changed data passed its high-water mark.
+    pub pressure_flushes: u64,
+}
+
 /// Everything `asdfs status` shows about one target.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Status {
@@ -39,6 +58,9 @@ pub struct Status {
     pub log_bytes: u64,
     #[serde(default)]
     pub log_reserve_bytes: u64,
+    /// The target's RAM budget (design.md §2.1).
+    #[serde(default)]
+    pub ram: RamBudget,
     /// Set when the store's tmpfs is more than 90 % full.
     #[serde(default)]
     pub store_warning: Option<String>,

@@ -12,7 +12,7 @@ pub(crate) use real::{
     chmod_fd, clear_nonblock, get_xattr, list_xattrs, proc_path, set_xattr, times_fd,
 };
 
-use crate::store::types::{Attr, Kind, Ts};
+use crate::store::types::{Attr, FsStats, Kind, Ts};
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
 use std::fs::File;
@@ -157,6 +157,11 @@ pub trait Backing: Send + Sync + 'static {
     /// Writes a small file completely and durably (tmp name, fsync, rename, fsync dir).
     fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()>;
     fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>>;
+    /// The room on the filesystem that holds the disk copy (fstatvfs of the target's held
+    /// descriptor): what statfs(2) on the mount reports (design.md §2.1).
+    fn space(&self) -> io::Result<FsStats> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 
     /// `create` without making the object durable: a flush creates every staged object this
     /// way, then makes them all durable at once with `sync_created` (design.md §6 step 2).

@@ -5,7 +5,7 @@
 use super::{
     Backing, DirItem, DiskStat, InPlace, Loc, Meta, NewContent, copy_sparse, write_changed,
 };
-use crate::store::types::{Attr, Kind, Ts};
+use crate::store::types::{Attr, FsStats, Kind, Ts};
 use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
@@ -431,6 +431,20 @@ impl Backing for RealBacking {
         let mut out = Vec::new();
         io::Read::read_to_end(&mut File::from(fd), &mut out)?;
         Ok(out)
+    }
+
+    fn space(&self) -> io::Result<FsStats> {
+        let s = nix::sys::statvfs::fstatvfs(&self.target)?;
+        Ok(FsStats {
+            blocks: s.blocks(),
+            bfree: s.blocks_free(),
+            bavail: s.blocks_available(),
+            files: s.files(),
+            ffree: s.files_free(),
+            bsize: s.block_size() as u32,
+            namelen: (s.name_max() as u32).min(255),
+            frsize: s.fragment_size() as u32,
+        })
     }
 }
 

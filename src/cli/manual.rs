@@ -297,6 +297,11 @@ crash snapshots kept per target.
 .TP
 .B volatile = "/run"
 where the RAM store lives (VOLATILE/asdfs/); default /run for root, $XDG_RUNTIME_DIR for users.
+.TP
+.B ram_limit = "512M"
+the most RAM the target's store uses: a size ("512M", "2G") or a share of the machine's
+memory ("25%"). Past it, clean files leave RAM (read from disk again when used) and
+changes are flushed early; root gives each store a tmpfs of this size. Default 25%.
 .SH EXAMPLE
 .nf
 [defaults]

@@ -45,6 +45,36 @@ const METRICS: &[Metric] = &[
         value: |s| Some(s.ram_bytes as f64),
     },
     Metric {
+        name: "asdfs_ram_limit_bytes",
+        kind: "gauge",
+        help: "The most RAM the target's store may use (0: its tmpfs's size).",
+        value: |s| Some(s.ram.limit_bytes as f64),
+    },
+    Metric {
+        name: "asdfs_ram_used_bytes",
+        kind: "gauge",
+        help: "RAM the store uses: file data, the store log and its reserve.",
+        value: |s| Some(s.ram.used_bytes as f64),
+    },
+    Metric {
+        name: "asdfs_ram_evictable_bytes",
+        kind: "gauge",
+        help: "Clean files in RAM that nothing holds open: what eviction could free now.",
+        value: |s| Some(s.ram.evictable_bytes as f64),
+    },
+    Metric {
+        name: "asdfs_evictions_total",
+        kind: "counter",
+        help: "Clean files dropped from RAM since the mount.",
+        value: |s| Some(s.ram.evictions as f64),
+    },
+    Metric {
+        name: "asdfs_pressure_flushes_total",
+        kind: "counter",
+        help: "Flushes started early because changed data pressed on the RAM limit.",
+        value: |s| Some(s.ram.pressure_flushes as f64),
+    },
+    Metric {
         name: "asdfs_flush_generation",
         kind: "counter",
         help: "Completed flushes (the disk copy's generation).",

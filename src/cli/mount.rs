@@ -58,6 +58,10 @@ pub struct MountArgs {
     /// $ASDFS_STOP_GRACE seconds, else 20s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub stop_grace: Option<Duration>,
+    /// The most RAM the target's store uses, e.g. 512M, 2G, or a share of the memory, 25%;
+    /// clean files leave RAM past it and are read from disk again [default: 25%].
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_ram_limit)]
+    pub ram_limit: Option<u64>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)
     /// [default: fuse].
     #[arg(long, value_enum)]
@@ -236,6 +240,9 @@ impl MountArgs {
         }
         if let Some(d) = self.stop_grace {
             s.stop_grace = Some(d);
+        }
+        if let Some(n) = self.ram_limit {
+            s.ram_limit = Some(n);
         }
     }
 }

@@ -126,6 +126,24 @@ fn ago(secs: u64) -> String {
 }
 
 /// The text form of a status.
+/// The RAM budget (design.md §2.1): limit, use, and what eviction and pressure did.
+fn ram_line(r: &crate::status::RamBudget) -> String {
+    if r.limit_bytes == 0 {
+        return String::new();
+    }
+    format!(
+        "  RAM limit:   {} used of {}, {} not on disk, {} evictable; {} evicted ({}), {} pressure flush{}\n",
+        HumanBytes(r.used_bytes),
+        HumanBytes(r.limit_bytes),
+        HumanBytes(r.dirty_bytes),
+        HumanBytes(r.evictable_bytes),
+        count(r.evictions, "file"),
+        HumanBytes(r.evicted_bytes),
+        r.pressure_flushes,
+        if r.pressure_flushes == 1 { "" } else { "es" },
+    )
+}
+
 pub fn render(s: &Status) -> String {
     if s.state == DEAD {
         let why = s.unclean_start.as_deref().unwrap_or_default();
@@ -170,6 +188,7 @@ pub fn render(s: &Status) -> String {
             HumanBytes(s.store_free_bytes),
         );
     }
+    out += &ram_line(&s.ram);
     if let Some(w) = &s.store_warning {
         out += &format!("  WARNING:     {w}\n");
     }

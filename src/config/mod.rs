@@ -107,6 +107,10 @@ pub struct TargetSettings {
     /// After SIGTERM, how long files still open may keep the daemon waiting before they are
     /// cut off. Default: `None`, meaning `$ASDFS_STOP_GRACE` (seconds) if set, else 20 s.
     pub stop_grace: Option<Duration>,
+    /// The most RAM the target's store may use, in bytes (design.md §2.1). Default: `None`,
+    /// meaning `DEFAULT_RAM_PERCENT` of the machine's memory.
+    #[serde(default)]
+    pub ram_limit: Option<u64>,
     /// Refuse to mount while a file inside has hard links outside (asd's
     /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
     pub hardlink_check: bool,
@@ -129,10 +133,69 @@ impl TargetSettings {
             backup_limit: DEFAULT_BACKUP_LIMIT,
             open_files: None,
             stop_grace: None,
+            ram_limit: None,
             hardlink_check: true,
             force: false,
         }
     }
+}
+
+/// The default RAM limit of a target: this share of the machine's memory (percent).
+pub const DEFAULT_RAM_PERCENT: u64 = 25;
+
+/// The smallest RAM limit taken: room for the store log's reserve and a few files.
+const MIN_RAM_LIMIT: u64 = 1 << 20;
+
+/// The machine's memory in bytes (sysinfo(2)); 0 if unknown.
+pub fn machine_memory() -> u64 {
+    nix::sys::sysinfo::sysinfo()
+        .map(|i| i.ram_total())
+        .unwrap_or(0)
+}
+
+/// `DEFAULT_RAM_PERCENT` of the machine's memory.
+pub fn default_ram_limit() -> u64 {
+    machine_memory() / 100 * DEFAULT_RAM_PERCENT
+}
+
+/// Parses a RAM limit as people write it: `512M`, `2G`, `1.5G`, `65536` (bytes), or a
+/// share of the machine's memory, `25%`.
+pub fn parse_ram_limit(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a RAM limit; write e.g. 512M, 2G or 25%");
+    let bytes = if let Some(pct) = t.strip_suffix('%') {
+        let p: f64 = pct.trim().parse().map_err(|_| bad())?;
+        if !(p > 0.0 && p <= 100.0) {
+            return Err(format!(
+                "{s:?}: a RAM limit as a share of the memory is above 0% and at most 100%"
+            ));
+        }
+        (machine_memory() as f64 * p / 100.0) as u64
+    } else {
+        let split = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
+        let (num, unit) = t.split_at(split);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let mult: u64 = match unit
+            .trim()
+            .to_ascii_uppercase()
+            .trim_end_matches("IB")
+            .trim_end_matches('B')
+        {
+            "" => 1,
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            _ => return Err(bad()),
+        };
+        (n * mult as f64) as u64
+    };
+    if bytes < MIN_RAM_LIMIT {
+        return Err(format!("{s:?} is too small: a RAM limit is at least 1M"));
+    }
+    Ok(bytes)
 }
 
 /// Parses a duration as people write it: `5min`, `30s`, `1h`, `1h30m`, `90` (seconds).

@@ -15,6 +15,7 @@
 //! volatile = "/run"
 //! open_files = 4096         # FUSE mode: RAM data files kept open at most
 //! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
+//! ram_limit = "512M"        # the most RAM a target's store uses, or "25%" of the memory
 //!
 //! [[target]]
 //! path = "/var/log"
@@ -57,6 +58,33 @@ struct RawTable {
     volatile: Option<Spanned<String>>,
     open_files: Option<usize>,
     stop_grace: Option<Interval>,
+    ram_limit: Option<RamLimit>,
+}
+
+/// A RAM limit: a size string (`parse_ram_limit`) or a number of bytes.
+struct RamLimit(u64);
+
+impl<'de> Deserialize<'de> for RamLimit {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RamLimit, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = RamLimit;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a size such as \"512M\" or \"2G\", or a share of the memory such as \"25%\"",
+                )
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<RamLimit, E> {
+                super::parse_ram_limit(s).map(RamLimit).map_err(E::custom)
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<RamLimit, E> {
+                super::parse_ram_limit(&n.to_string())
+                    .map(RamLimit)
+                    .map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 /// A flush interval: a duration string (`parse_duration`) or a number of seconds.
@@ -174,6 +202,9 @@ impl RawTable {
         out.open_files = self.open_files.or(out.open_files);
         if let Some(Interval(d)) = self.stop_grace {
             out.stop_grace = Some(d);
+        }
+        if let Some(RamLimit(n)) = self.ram_limit {
+            out.ram_limit = Some(n);
         }
     }
 }

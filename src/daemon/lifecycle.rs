@@ -48,6 +48,10 @@ pub(super) fn begin(settings: &TargetSettings) -> anyhow::Result<Begun> {
     paths::check_overlaps(&p)?;
     let (dirs, lock) = lock_store(&p)?;
     let undo = paths::Undo::of(&dirs)?;
+    let limit = settings
+        .ram_limit
+        .unwrap_or_else(crate::config::default_ram_limit);
+    paths::limit_private(&dirs.store, limit)?;
     let aging = paths::guard_from_aging(&p);
     Ok(Begun {
         paths: p,
@@ -194,6 +198,8 @@ pub(super) trait Mode: Send + Sync + 'static {
     fn release(&self) -> bool;
     /// What is in RAM and not on disk yet, for status.
     fn changes(&self) -> status::Changes;
+    /// Whether changed data presses on the RAM budget (a pressure flush, design.md §2.1).
+    fn pressed(&self) -> bool;
     /// A read-only remount (design.md §11): what the mode does besides the flush.
     fn set_read_only(&self, _on: bool) {}
 }
@@ -237,6 +243,7 @@ pub(super) fn serve<T: Mode>(t: &Arc<T>, unclean: bool) -> anyhow::Result<()> {
                 .map(|_| ())
                 .map_err(|_| t.ledger().failures())
         },
+        |t: &T| t.pressed(),
     );
     let c = t.clone();
     open_control(&s.paths, &s.disk_dir, move |req, report| {
@@ -515,6 +522,7 @@ pub(super) fn remove_store(dirs: &paths::StoreDirs, side: &paths::Side) {
     let _ = fsx::unlink(&side.dir, OsStr::new("session"));
     remove_side(side);
     let _ = fsx::unlink(&dirs.store, OsStr::new("control.sock"));
+    paths::unmount_private(&dirs.store);
     if let Err(e) = fsx::remove_tree(&dirs.store, OsStr::new("private")) {
         tracing::warn!(error = %e, "could not remove the RAM store");
     }

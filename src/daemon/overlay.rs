@@ -401,6 +401,10 @@ impl Mode for OverlayTarget {
         }
         true
     }
+    fn pressed(&self) -> bool {
+        // The upper layers hold only changes (and old layers programs still hold).
+        crate::store::StoreSpace::of_dir(&self.shared.paths.private()).percent() >= 50
+    }
     fn changes(&self) -> status::Changes {
         // A flush holds the layers: status then shows the last measure, and its progress.
         let flushing = *self.in_progress.lock();
@@ -414,9 +418,13 @@ impl Mode for OverlayTarget {
         };
         overlay_status::changes(
             &measured,
-            &self.shared.paths.store,
+            &self.shared.paths.private(),
             self.flusher.ledger().bytes_flushed(),
             flushing,
+            (
+                self.shared.settings.ram_limit.unwrap_or(0),
+                self.shared.timer.pressure_flushes(),
+            ),
         )
     }
 }

@@ -43,13 +43,15 @@ impl Measured {
     }
 }
 
-/// Overlay mode's measure of what changed, from the layers (`m`), the store's directory,
-/// the bytes flushed so far and the flush under way.
+/// Overlay mode's measure of what changed, from the layers (`m`), the store's private
+/// directory (its own tmpfs for root), the bytes flushed so far, the flush under way, and
+/// the RAM limit with the pressure flushes so far.
 pub(super) fn changes(
     m: &Measured,
     store: &Path,
     bytes_flushed: u64,
     flushing: Option<(u64, u64)>,
+    (ram_limit, pressure_flushes): (u64, u64),
 ) -> Changes {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -79,5 +81,13 @@ pub(super) fn changes(
         open_files: m.open,
         log_failures: 0,
         conflicts: Vec::new(),
+        ram: crate::status::RamBudget {
+            limit_bytes: ram_limit,
+            // The store's own tmpfs (root), else the volatile directory's.
+            used_bytes: space.used,
+            dirty_bytes: m.bytes,
+            pressure_flushes,
+            ..Default::default()
+        },
     }
 }

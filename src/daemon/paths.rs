@@ -412,6 +412,9 @@ impl Drop for Undo {
             let _ = fsx::unlink(&side, OsStr::new("session"));
         }
         if let Some((root, key)) = self.store.take() {
+            if let Ok(store) = root.open_in(&key) {
+                unmount_private(&store);
+            }
             if let Err(e) = fsx::remove_tree(&root, &key) {
                 tracing::warn!(error = %e, "could not remove the store of the failed start");
             }
@@ -508,6 +511,88 @@ fn mount_private_tmpfs(dir: &Dir) -> anyhow::Result<()> {
     )?;
     tracing::info!(dir = %dir.path().display(), "mounted a tmpfs for the RAM store");
     Ok(())
+}
+
+/// Root: the store's `private/` on a tmpfs of its own, `size=` the RAM limit, so that one
+/// target cannot fill the volatile directory or another target's store (design.md §2.1).
+/// Mounted once the store's lock is won, onto the directory held open. A tmpfs a daemon
+/// that died left there survives it and holds the store to take over: it is kept, resized.
+/// A `private/` with files but no tmpfs of its own (a store of an older asdfs) is left as
+/// it is rather than hidden under a mount. Users: the daemon's own accounting only.
+/// Never larger than the volatile directory's own filesystem, which the user sized.
+pub fn limit_private(store: &Dir, limit: u64) -> anyhow::Result<()> {
+    use nix::mount::MsFlags;
+    if me() != 0 {
+        return Ok(());
+    }
+    let room = crate::store::StoreSpace::of_dir(&store.proc_path()).size;
+    let bytes = if room > 0 { limit.min(room) } else { limit };
+    let name = OsStr::new("private");
+    let private = store.open_in(name)?;
+    let flags = inherited_flags(store);
+    let opts = format!("size={bytes},mode=0700");
+    if fsx::is_mount_point(store, name)? {
+        let again = flags | MsFlags::MS_REMOUNT;
+        if let Err(e) = nix::mount::mount(
+            None::<&str>,
+            &private.proc_path(),
+            None::<&str>,
+            again,
+            Some(opts.as_str()),
+        ) {
+            tracing::warn!(error = %e, size = bytes, "could not resize the store's tmpfs to the RAM limit");
+        }
+        return Ok(());
+    }
+    let at = private.proc_path();
+    if crate::fsx::trusted::read_dir(&at)?.next().is_some() {
+        tracing::info!(store = %store.path().display(), "the store to take over is not on a tmpfs of its own; the RAM limit is kept by the daemon alone");
+        return Ok(());
+    }
+    // Where root may not mount (a container), the daemon's own count keeps the limit.
+    let mounted = nix::mount::mount(
+        Some("asdfs-store"),
+        &at,
+        Some("tmpfs"),
+        flags,
+        Some(opts.as_str()),
+    );
+    if let Err(e) = mounted {
+        tracing::warn!(error = %e, store = %store.path().display(), "could not give the store a tmpfs of its own; the RAM limit is kept by the daemon alone");
+    }
+    Ok(())
+}
+
+/// The nosuid, nodev and noexec flags of the filesystem the store is on: the store's own
+/// tmpfs serves programs as the volatile directory would (device nodes and whiteouts in an
+/// overlay's upper layer, programs run from the target through FUSE passthrough).
+fn inherited_flags(store: &Dir) -> nix::mount::MsFlags {
+    use nix::mount::MsFlags;
+    use nix::sys::statvfs::FsFlags;
+    let Ok(v) = nix::sys::statvfs::statvfs(&store.proc_path()) else {
+        return MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    };
+    let f = v.flags();
+    let mut out = MsFlags::empty();
+    out.set(MsFlags::MS_NOSUID, f.contains(FsFlags::ST_NOSUID));
+    out.set(MsFlags::MS_NODEV, f.contains(FsFlags::ST_NODEV));
+    out.set(MsFlags::MS_NOEXEC, f.contains(FsFlags::ST_NOEXEC));
+    out
+}
+
+/// Unmounts the tmpfs of `limit_private` (its files go with it), if there is one.
+pub fn unmount_private(store: &Dir) {
+    let name = OsStr::new("private");
+    if !fsx::is_mount_point(store, name).unwrap_or(false) {
+        return;
+    }
+    let Ok(private) = store.open_in(name) else {
+        return;
+    };
+    let at = private.proc_path();
+    if let Err(e) = nix::mount::umount2(&at, nix::mount::MntFlags::MNT_DETACH) {
+        tracing::warn!(error = %e, store = %store.path().display(), "could not unmount the store's tmpfs");
+    }
 }
 
 /// The side directory beside the target, checked and held open.

@@ -153,6 +153,7 @@ pub(super) struct Changes {
     pub open_files: u64,
     pub log_failures: u64,
     pub conflicts: Vec<String>,
+    pub ram: crate::status::RamBudget,
 }
 
 /// The status report of a target in either mode.
@@ -175,6 +176,7 @@ pub(super) fn report(t: Facts<'_>, c: Changes) -> Status {
         log_bytes: c.space.log_bytes,
         log_reserve_bytes: c.space.log_reserve,
         store_warning: c.warning,
+        ram: c.ram,
         disk: t.disk,
         dirty_files: c.dirty_files,
         dirty_dirs: c.dirty_dirs,

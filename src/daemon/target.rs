@@ -68,6 +68,10 @@ impl Target {
             t.shared.backup_state.clone(),
             t.shared.paths.target.clone(),
         );
+        let weak = Arc::downgrade(&t);
+        t.store.set_pressure_hook(Box::new(move || {
+            weak.upgrade().is_some_and(|t| t.shared.timer.flush_now())
+        }));
         lifecycle::serve(&t, unclean)?;
         Ok(t)
     }
@@ -183,6 +187,11 @@ fn open_store(o: &Opened, settings: &TargetSettings) -> anyhow::Result<(Arc<Stor
     if let Some(n) = settings.open_files {
         store.set_open_files(n);
     }
+    store.set_ram_limit(
+        settings
+            .ram_limit
+            .unwrap_or_else(crate::config::default_ram_limit),
+    );
     store
         .seen
         .set_sink(p.target.clone(), safety::conflict_sink(p, &o.side)?);
@@ -228,6 +237,9 @@ impl Mode for Target {
     fn changes(&self) -> status::Changes {
         changes(self)
     }
+    fn pressed(&self) -> bool {
+        self.store.pressed()
+    }
     fn set_read_only(&self, on: bool) {
         self.store.set_read_only(on);
     }
@@ -238,6 +250,7 @@ fn changes(t: &Target) -> status::Changes {
     let s = t.store.summary();
     let space = t.store.space();
     let now = SystemTime::now();
+    let ram_used = s.ram_bytes + space.log_bytes + space.log_reserve;
     status::Changes {
         data_path: if s.passthrough {
             "passthrough"
@@ -265,5 +278,14 @@ fn changes(t: &Target) -> status::Changes {
         open_files: s.open_handles,
         log_failures: s.log_failures,
         conflicts: t.store.seen.kept(),
+        ram: crate::status::RamBudget {
+            limit_bytes: s.ram_limit,
+            used_bytes: ram_used,
+            dirty_bytes: s.dirty_bytes,
+            evictable_bytes: s.evictable_bytes,
+            evictions: s.evictions,
+            evicted_bytes: s.evicted_bytes,
+            pressure_flushes: t.shared.timer.pressure_flushes(),
+        },
     }
 }

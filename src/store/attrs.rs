@@ -23,16 +23,17 @@ impl Store {
     /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`).
     pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
         self.check_room(super::CHANGE)?;
-        if sa.size.is_some() {
-            if self.lock().node(id)?.kind != Kind::File {
-                return Err(Errno::EISDIR);
-            }
-            self.ensure_loaded(id)?;
+        if sa.size.is_some() && self.lock().node(id)?.kind != Kind::File {
+            return Err(Errno::EISDIR);
         }
         if sa.mode.is_some() {
             self.ensure_xattrs(id)?;
         }
-        let mut inner = self.lock();
+        let mut inner = if sa.size.is_some() {
+            self.loaded(id)?
+        } else {
+            self.lock()
+        };
         inner.refresh_from_data(id);
         let seq = inner.next_seq();
         let now = Ts::now();

@@ -457,6 +457,19 @@ impl DataCell {
         }
     }
 
+    /// Whether the data file may be dropped from RAM (design.md §2.1): no passthrough pin,
+    /// no flush freeze, and its descriptor not in use by a read or a copy right now.
+    /// `holders` is how many `Arc`s of this cell the caller knows of (the node's).
+    pub fn evictable(self: &Arc<Self>, holders: usize) -> bool {
+        if Arc::strong_count(self) > holders {
+            return false;
+        }
+        let Some(st) = self.state.try_read() else {
+            return false;
+        };
+        st.pins == 0 && !st.frozen && st.file.as_ref().is_none_or(|f| Arc::strong_count(f) <= 1)
+    }
+
     /// Closes the descriptor if nothing is using it; false if it is busy.
     fn try_close(&self) -> bool {
         let Some(mut st) = self.state.try_write() else {

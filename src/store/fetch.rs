@@ -185,9 +185,11 @@ impl Store {
                 if !matches!(inner.node(id)?.content, Content::File(None)) {
                     return Ok(());
                 }
-                (inner.disk_path(id), inner.node(id)?.disk_ino)
+                let n = inner.node(id)?;
+                (inner.disk_path(id), n.disk_ino, n.attr.size)
             };
-            let (path, ino) = path;
+            let (path, ino, expected) = path;
+            self.make_room(expected);
             let data_id = self.data.alloc();
             let file = self.data.create(data_id)?;
             if let Some(p) = path {
@@ -212,6 +214,7 @@ impl Store {
             n.attr.size = size;
             inner.counters.loads += 1;
             inner.counters.bytes_loaded += size;
+            inner.cache.touch(id, size);
             return Ok(());
         }
     }

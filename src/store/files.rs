@@ -20,6 +20,10 @@ impl Store {
         if truncate {
             self.check_room(super::CHANGE)?;
         }
+        if write {
+            // With FUSE passthrough the writes themselves bypass the daemon (design.md §2.1).
+            self.back_pressure(64 << 10, true)?;
+        }
         {
             let inner = self.lock();
             match inner.node(id)?.kind {
@@ -30,10 +34,21 @@ impl Store {
         }
         if truncate {
             self.replace_with_empty(id)?;
-        } else {
-            self.ensure_loaded(id)?;
+            return self.lock().open_handle(id, write);
         }
-        self.lock().open_handle(id, write)
+        let mut inner = self.loaded(id)?;
+        inner.open_handle(id, write)
+    }
+
+    /// The store lock, with `id`'s data in RAM (read again if it was evicted meanwhile).
+    pub(crate) fn loaded(&self, id: NodeId) -> FsResult<super::Locked<'_>> {
+        loop {
+            self.ensure_loaded(id)?;
+            let inner = self.lock();
+            if inner.node(id)?.cell().is_some() {
+                return Ok(inner);
+            }
+        }
     }
 
     /// O_TRUNC on a file: its data becomes an empty data file, without reading the old.
@@ -85,6 +100,7 @@ impl Store {
     /// A write by `ctx`; takes set-user-ID and set-group-ID bits as `privs` says.
     pub fn write(&self, ctx: Ctx, fh: HandleId, off: u64, data: &[u8]) -> FsResult<usize> {
         self.check_room(super::CHANGE)?;
+        self.back_pressure(data.len() as u64, false)?;
         let (id, cell) = self.cell_of(fh)?;
         let (n, new_id) = cell.modify(|f| write_some(f, data, off))?;
         let mut inner = self.lock();
@@ -145,6 +161,10 @@ impl Store {
         }
         if let Some(n) = inner.nodes.get_mut(&h.node) {
             n.opens = n.opens.saturating_sub(1);
+            let size = n.attr.size;
+            if n.cell().is_some() {
+                inner.cache.touch(h.node, size);
+            }
         }
         inner.maybe_free(h.node);
         Ok(())
@@ -153,6 +173,7 @@ impl Store {
     /// fallocate(2) by `ctx`, a change of data like a write.
     pub fn fallocate(&self, ctx: Ctx, fh: HandleId, off: u64, len: u64, mode: i32) -> FsResult<()> {
         self.check_room(super::CHANGE)?;
+        self.back_pressure(len, false)?;
         let (id, cell) = self.cell_of(fh)?;
         let (_, new_id) = cell.modify(|f| {
             // SAFETY: fallocate on a descriptor the cell owns.
@@ -197,6 +218,7 @@ impl Store {
         len: u64,
     ) -> FsResult<u64> {
         self.check_room(super::CHANGE)?;
+        self.back_pressure(len, false)?;
         let (_, cin) = self.cell_of(fh_in)?;
         let (id, cout) = self.cell_of(fh_out)?;
         let src = cin.file()?;

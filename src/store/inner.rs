@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// when the store lock is released (design.md §3).
     pub(super) log_buf: Vec<Record>,
     pub(super) since_snapshot: Option<std::time::SystemTime>,
+    /// Loaded files by recency of use: clean ones may leave RAM (design.md §2.1).
+    pub(super) cache: super::evict::Cache,
 }
 
 impl Inner {
@@ -265,12 +267,12 @@ impl Inner {
     /// handle, and nothing on disk that a flush still has to remove (design.md §2).
     pub fn maybe_free(&mut self, id: NodeId) {
         let Some(n) = self.nodes.get(&id) else { return };
-        if id == NodeId::ROOT
-            || !n.names.is_empty()
-            || n.lookups > 0
-            || n.opens > 0
-            || n.origin.is_some()
-        {
+        if id == NodeId::ROOT || !n.names.is_empty() || n.lookups > 0 || n.opens > 0 {
+            return;
+        }
+        if n.origin.is_some() {
+            // Kept for the flush that removes it from disk; its data is not needed.
+            self.drop_removed_data(id);
             return;
         }
         let n = self.nodes.remove(&id).expect("checked above");

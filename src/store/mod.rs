@@ -14,6 +14,7 @@ mod atime;
 pub mod attrs;
 pub(crate) mod data;
 mod dirs;
+mod evict;
 mod fetch;
 mod files;
 pub(crate) mod flushing;
@@ -74,6 +75,12 @@ pub struct Store {
     born: Instant,
     space_checked: AtomicU64,
     space_warned: AtomicBool,
+    /// The most RAM the store may use, in bytes; 0: no limit but the tmpfs's (§2.1).
+    ram_limit: AtomicU64,
+    /// Back-pressure on writers (design.md §2.1): bytes written since the last look at the
+    /// budget, and what starts a pressure flush (the daemon's timer; a leaf lock).
+    unchecked: AtomicU64,
+    on_pressure: Mutex<Option<evict::PressureHook>>,
 }
 
 /// Above this much of the tmpfs used, a warning is logged and shown by status.
@@ -202,6 +209,7 @@ impl Store {
             dirty_since: None,
             since_snapshot: None,
             log_buf: Vec::new(),
+            cache: Default::default(),
         };
         Ok(Store {
             disk_writers: Mutex::new(()),
@@ -222,6 +230,9 @@ impl Store {
             born: Instant::now(),
             space_checked: AtomicU64::new(0),
             space_warned: AtomicBool::new(false),
+            ram_limit: AtomicU64::new(0),
+            unchecked: AtomicU64::new(0),
+            on_pressure: Mutex::new(None),
         })
     }
 
@@ -264,8 +275,17 @@ impl Store {
         &self.backing
     }
 
-    /// Space on the tmpfs that holds the data: what statfs(2) reports for the mount.
+    /// What statfs(2) reports for the mount: the disk copy's filesystem, its free space less
+    /// the changes still to be written there, so that a program filling "the filesystem"
+    /// fills the disk, not RAM (design.md §2.1). The store's tmpfs when the disk's is unknown.
     pub fn statfs(&self) -> FsResult<FsStats> {
+        if let Ok(mut s) = self.backing.space() {
+            let dirty = self.inner.lock().dirty_bytes();
+            let blocks = dirty.div_ceil(u64::from(s.frsize.max(1)));
+            s.bfree = s.bfree.saturating_sub(blocks);
+            s.bavail = s.bavail.saturating_sub(blocks);
+            return Ok(s);
+        }
         let s = nix::sys::statvfs::statvfs(&self.private)?;
         Ok(FsStats {
             blocks: s.blocks(),
@@ -369,6 +389,9 @@ impl Store {
                 .filter(|_| !inner.dirty_nodes.is_empty() || !inner.dirty_dirs.is_empty()),
             ..Default::default()
         };
+        s.evictions = inner.cache.evictions;
+        s.evicted_bytes = inner.cache.evicted_bytes;
+        s.evictable_bytes = inner.evictable_bytes();
         let mut dirs: HashSet<NodeId> = inner.dirty_dirs.iter().copied().collect();
         for id in &inner.dirty_nodes {
             let Some(n) = inner.nodes.get(id) else {
@@ -388,6 +411,7 @@ impl Store {
         s.ram_bytes = dir_bytes(&self.private.join("data"));
         s.passthrough = self.passthrough();
         s.busy_copies = self.data.busy_copies();
+        s.ram_limit = self.ram_limit();
         s
     }
 
@@ -464,6 +488,12 @@ pub struct StoreSummary {
     pub passthrough: bool,
     /// Flush copies of files that kept changing while copied (design.md §4.1).
     pub busy_copies: u64,
+    /// Clean files dropped from RAM so far, and their bytes (design.md §2.1).
+    pub evictions: u64,
+    pub evicted_bytes: u64,
+    pub evictable_bytes: u64,
+    /// The RAM limit (0: none but the tmpfs's size).
+    pub ram_limit: u64,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).

@@ -110,6 +110,9 @@ impl Store {
         umask: u32,
         write: bool,
     ) -> FsResult<(Stat, HandleId)> {
+        if write {
+            self.back_pressure(64 << 10, true)?;
+        }
         let st = self.make(ctx, parent, name, NewKind::File, mode, umask)?;
         let mut inner = self.lock();
         let h = inner.open_handle(st.ino, write)?;

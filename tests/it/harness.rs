@@ -254,6 +254,12 @@ impl Mount {
             .unwrap_or(root)
     }
 
+    /// The RAM store is gone, as after a reboot: its tmpfs of its own (root, design.md §2.1)
+    /// unmounted, its directory removed.
+    pub fn lose_store(&self) {
+        lose_store(&self.store()).unwrap();
+    }
+
     /// The daemon's pid, from the store's owner record.
     pub fn daemon_pid(&self) -> Option<i32> {
         let text = std::fs::read_to_string(self.store().join("owner.json")).ok()?;
@@ -321,4 +327,14 @@ impl Drop for Mount {
             let _ = Command::new("umount").arg("-l").arg(m).status();
         }
     }
+}
+
+/// Removes a store directory as a reboot would, unmounting its `private/` tmpfs first.
+pub fn lose_store(store: &Path) -> std::io::Result<()> {
+    let private = store.join("private");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if mounts.contains(&format!(" {} ", private.display())) {
+        let _ = Command::new("umount").arg("-l").arg(&private).status();
+    }
+    std::fs::remove_dir_all(store)
 }

@@ -17,6 +17,7 @@ mod overlay;
 mod passthrough;
 mod posix;
 mod powercut;
+mod ram;
 mod recovery;
 mod safety;
 mod simdisk;

@@ -34,7 +34,7 @@ fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
 fn reboot(m: &Mount) {
     m.kill_daemon();
     let _ = Command::new("umount").arg("-l").arg(&m.target).status();
-    fs::remove_dir_all(m.store()).unwrap();
+    m.lose_store();
 }
 
 fn snapshots(m: &Mount) -> Vec<PathBuf> {
@@ -311,7 +311,7 @@ fn a_snapshot_that_cannot_be_written_does_not_stop_the_mount() {
             .unwrap();
         let v: serde_json::Value =
             serde_json::from_slice(&fs::read(store.join("owner.json")).unwrap()).unwrap();
-        fs::remove_dir_all(&store).ok();
+        crate::harness::lose_store(&store).ok();
         v["pid"].as_i64().unwrap() as i32
     };
     let _ = nix::sys::signal::kill(

@@ -235,10 +235,10 @@ fn an_unmount_by_someone_else_flushes() {
 mod full_store;
 
 /// A small tmpfs mounted at `dir`, unmounted on drop.
-struct SmallFs(std::path::PathBuf);
+pub(crate) struct SmallFs(pub(crate) std::path::PathBuf);
 
 impl SmallFs {
-    fn new(dir: &Path, size: &str) -> SmallFs {
+    pub(crate) fn new(dir: &Path, size: &str) -> SmallFs {
         fs::create_dir_all(dir).unwrap();
         let st = Command::new("mount")
             // mode 0711: asdfs refuses a store root others can write (tmpfs defaults to 1777).
@@ -370,9 +370,9 @@ fn a_full_disk_keeps_changes_in_ram_reports_and_retries() {
 }
 
 /// Unmounts a target when dropped.
-struct Unmounter(String);
+pub(crate) struct Unmounter(String);
 
-fn scopeguard(t: &str) -> Unmounter {
+pub(crate) fn scopeguard(t: &str) -> Unmounter {
     Unmounter(t.to_string())
 }
 

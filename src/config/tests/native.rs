@@ -338,3 +338,29 @@ fn open_files_and_stop_grace_are_settings() {
         (Some(64), Some(Duration::from_secs(5)))
     );
 }
+
+/// Issue 14: a RAM limit per target, in bytes or as a share of the machine's memory; a bad
+/// value is one error at its place.
+#[test]
+fn issue_14_ram_limit_is_a_size_or_a_share_of_memory() {
+    let cfg = parse(
+        "[defaults]\nram_limit = \"512M\"\n[[target]]\npath = \"/a\"\n\
+         [[target]]\npath = \"/b\"\nram_limit = \"25%\"\n[[target]]\npath = \"/c\"\nram_limit = 1048576\n",
+    )
+    .unwrap();
+    let mem = crate::config::machine_memory();
+    assert_eq!(cfg.targets[0].ram_limit, Some(512 << 20));
+    assert_eq!(cfg.targets[1].ram_limit, Some(mem / 4));
+    assert_eq!(cfg.targets[2].ram_limit, Some(1 << 20));
+    for bad in ["\"lots\"", "\"0%\"", "\"150%\"", "\"10K\"", "\"5X\""] {
+        let e = parse(&format!("[[target]]\npath = \"/a\"\nram_limit = {bad}\n")).expect_err(bad);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("ram_limit") || msg.contains("RAM limit"),
+            "{bad}: {msg}"
+        );
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+    assert_eq!(crate::config::parse_ram_limit("1.5G"), Ok(3 << 29));
+    assert_eq!(crate::config::parse_ram_limit("64MiB"), Ok(64 << 20));
+}

@@ -157,6 +157,7 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 backup_limit: limit,
                 open_files: None,
                 stop_grace: None,
+                ram_limit: None,
                 hardlink_check: !backups,
                 force: false,
             },
@@ -191,6 +192,7 @@ fn settings_handed_to_the_daemon_come_back_the_same() {
         backup_limit: 7,
         open_files: Some(99),
         stop_grace: Some(std::time::Duration::from_millis(1500)),
+        ram_limit: None,
         hardlink_check: false,
         force: true,
         ..super::TargetSettings::new(odd(b"/srv/caf\xe9"))

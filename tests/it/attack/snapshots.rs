@@ -171,7 +171,7 @@ fn crash_snapshot_never_follows_a_symlink_in_its_name() {
         .arg("-l")
         .arg(&m.target)
         .status();
-    std::fs::remove_dir_all(m.store()).unwrap();
+    m.lose_store();
     let now = std::time::SystemTime::now();
     let names: Vec<PathBuf> = (0..30)
         .map(|s| asdfs::snapshot::snapshot_path(&m.target, now + std::time::Duration::from_secs(s)))

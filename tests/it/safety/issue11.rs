@@ -193,7 +193,7 @@ fn issue11_hard_links_outside_the_target_refuse_the_mount_unless_the_check_is_of
     assert!(m.disk.path().join(".t-backup_asd-old/shared").exists());
     m.kill_daemon();
     let _ = Command::new("umount").arg("-l").arg(&m.target).status();
-    fs::remove_dir_all(m.store()).unwrap();
+    m.lose_store();
     m.extra.truncate(m.extra.len() - 2);
     fs::remove_file(m.disk.path().join("outside")).unwrap();
     m.mount();
@@ -262,7 +262,7 @@ fn issue11_dot_directories_get_asds_names() {
     // A reboot: the crash snapshot gets asd's name.
     m.kill_daemon();
     let _ = Command::new("umount").arg("-l").arg(&m.target).status();
-    fs::remove_dir_all(m.store()).unwrap();
+    m.lose_store();
     m.mount();
     m.wait_crash_snapshot();
     let names: Vec<String> = fs::read_dir(disk)
