@@ -87,8 +87,20 @@ impl AsdFs {
         let daemon =
             !self.store.cache_across_opens() || write && self.store.write_needs_daemon(ctx, node);
         let mut pin_failed = None;
-        let pin = || {
-            self.store.pin(fh).map_err(|e| {
+        let pin = |backed: Option<u64>| {
+            let r = self.store.pin(fh).and_then(|f| {
+                use std::os::unix::fs::MetadataExt;
+                match backed {
+                    Some(ino) if f.metadata().map(|m| m.ino()).ok() != Some(ino) => {
+                        // Never happens while release keeps the table and the pins in step.
+                        tracing::error!("an open file's data file changed under its backing id");
+                        let _ = self.store.unpin_handle(fh);
+                        Err(Errno::EIO)
+                    }
+                    _ => Ok(f),
+                }
+            });
+            r.map_err(|e| {
                 pin_failed = Some(e);
                 std::io::Error::from(e)
             })
@@ -467,8 +479,8 @@ impl Filesystem for AsdFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.store.release(HandleId(fh.0));
-        self.backings.release(HandleId(fh.0));
+        let fh = HandleId(fh.0);
+        let r = self.backings.release(fh, || self.store.release(fh));
         self.empty(r, reply)
     }
 

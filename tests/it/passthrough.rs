@@ -266,3 +266,75 @@ fn direct_io_links_and_renamed_open_files() {
         m.unmount();
     }
 }
+
+/// Files rewritten (O_TRUNC, write, close) again and again while flushes run back to back
+/// and other programs open and close them: every version reads back whole, and the disk ends
+/// with the last ones. A release used to unpin the data file before the node's backing id was
+/// dropped, so a flush could freeze the file in between and the next open get a copy while
+/// the kernel kept writing the old file: the write was lost at the last close (the kill
+/// test's empty file, design.md §4.1).
+#[test]
+fn files_rewritten_while_flushes_run_keep_every_write() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_with("passthrough");
+    let stop = Arc::new(AtomicBool::new(false));
+    let flusher = {
+        let (t, stop) = (m.target.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = crate::harness::asdfs(["flush", t.to_str().unwrap()]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        })
+    };
+    let version = |f: usize, n: u32| format!("file {f} version {n}\n").repeat(1 + n as usize % 200);
+    let (files, rounds) = (4, 1500u32);
+    let (mut openers, mut writers) = (Vec::new(), Vec::new());
+    for f in 0..files {
+        let (p, stop) = (m.path(&format!("f{f}")), stop.clone());
+        openers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                drop(fs::File::open(&p));
+            }
+        }));
+        let p = m.path(&format!("f{f}"));
+        writers.push(std::thread::spawn(move || {
+            let mut lost = Vec::new();
+            for n in 0..rounds {
+                fs::write(&p, version(f, n)).unwrap();
+                if fs::read_to_string(&p).unwrap() != version(f, n) {
+                    lost.push((f, n));
+                }
+            }
+            lost
+        }));
+    }
+    let mut lost = Vec::new();
+    for t in writers {
+        lost.extend(t.join().unwrap());
+    }
+    stop.store(true, Ordering::SeqCst);
+    for t in openers {
+        t.join().unwrap();
+    }
+    flusher.join().unwrap();
+    for f in 0..files {
+        let got = fs::read_to_string(m.path(&format!("f{f}"))).unwrap();
+        assert_eq!(got, version(f, rounds - 1), "the mount, f{f}");
+    }
+    m.unmount();
+    assert!(
+        lost.is_empty(),
+        "versions that did not read back whole: {lost:?}"
+    );
+    for f in 0..files {
+        let got = fs::read_to_string(m.disk_copy().join(format!("f{f}"))).unwrap();
+        assert_eq!(got, version(f, rounds - 1), "the disk, f{f}");
+    }
+}
