@@ -39,6 +39,7 @@ pub fn of(t: &OverlayTarget) -> Status {
     let changes = Changes {
         data_path: "kernel".into(),
         busy_copies: 0,
+        busy_files: Vec::new(),
         flushing: None,
         ram_bytes: ram,
         warning: space.warning(),

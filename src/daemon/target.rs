@@ -447,6 +447,7 @@ fn status_of(t: &Target) -> crate::status::Status {
         }
         .into(),
         busy_copies: s.busy_copies,
+        busy_files: s.busy_files,
         flushing: t.flusher.in_progress().map(|(bytes_done, bytes_total)| {
             crate::status::FlushProgress {
                 bytes_done,

@@ -19,8 +19,10 @@ pub(crate) struct DataDir {
     dir: OwnedFd,
     next: AtomicU64,
     open: Mutex<OpenFiles>,
-    /// Flush snapshots of pinned files that kept changing during every copy (§4.1).
+    /// Files a flush left out because they kept changing during every copy (§4.1).
     busy: AtomicU64,
+    /// Their paths at the last flush.
+    busy_files: Mutex<Vec<String>>,
 }
 
 impl DataDir {
@@ -35,6 +37,7 @@ impl DataDir {
             next: AtomicU64::new(1),
             open: Mutex::new(OpenFiles::new()),
             busy: AtomicU64::new(0),
+            busy_files: Mutex::new(Vec::new()),
         };
         let max = d.list()?.into_iter().map(|i| i.0).max().unwrap_or(0);
         d.next.store(max + 1, Ordering::Relaxed);
@@ -122,9 +125,20 @@ impl DataDir {
         }
     }
 
-    /// How many flush snapshots of files programs kept changing were taken anyway (§4.1).
+    /// How many times a flush left out a file that programs kept changing (§4.1).
     pub fn busy_copies(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// The files the last flush left out because they kept changing (paths in the target).
+    pub fn busy_files(&self) -> Vec<String> {
+        self.busy_files.lock().clone()
+    }
+
+    /// Records the files a flush left out (and counts them).
+    pub(crate) fn set_busy_files(&self, files: Vec<String>) {
+        self.busy.fetch_add(files.len() as u64, Ordering::Relaxed);
+        *self.busy_files.lock() = files;
     }
 
     /// Whether a data file's ctime changes with every write once it has been queried, so that
@@ -376,10 +390,16 @@ impl DataCell {
         }
     }
 
+    /// Whether the kernel writes the data file itself (an open passthrough handle).
+    pub fn is_pinned(&self) -> bool {
+        self.state.read().pins > 0
+    }
+
     /// Freezes the data for a flush: waits for changes in progress; the data file `id` does
     /// not change until `thaw`. A pinned file cannot be frozen (the kernel writes it): it is
-    /// copied into a snapshot that did not change while copied (design.md §4.1).
-    pub fn freeze(&self) -> FrozenData {
+    /// copied into a snapshot that did not change while copied (design.md §4.1); `None` if
+    /// it changed during every copy (or no snapshot could be made): the flush leaves it out.
+    pub fn freeze(&self) -> Option<FrozenData> {
         if let Some(snap) = self.snapshot() {
             return snap;
         }
@@ -389,15 +409,16 @@ impl DataCell {
             // Open it now if descriptors allow; else the flush opens it by its id.
             st.file = self.dir.open_existing(st.id).ok().map(Arc::new);
         }
-        FrozenData {
+        Some(FrozenData {
             id: st.id,
             file: st.file.clone(),
-        }
+        })
     }
 
     /// A snapshot of a pinned data file: copied, then checked against the signature before
-    /// the copy; copied again while it changed. `None` for a cell that is not pinned.
-    fn snapshot(&self) -> Option<FrozenData> {
+    /// the copy; copied again while it changed. `None` for a cell that is not pinned;
+    /// `Some(None)` for a file that changed during every copy, or that could not be copied.
+    fn snapshot(&self) -> Option<Option<FrozenData>> {
         let src = {
             let st = self.state.read();
             if st.pins == 0 {
@@ -409,11 +430,8 @@ impl DataCell {
         let copy = match self.dir.create(id) {
             Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "no RAM for a flush snapshot; the live file is read");
-                return Some(FrozenData {
-                    id: self.id(),
-                    file: Some(src),
-                });
+                tracing::warn!(error = %e, "no RAM for a flush snapshot; the file is left for a later flush");
+                return Some(None);
             }
         };
         for attempt in 0..SNAPSHOT_TRIES {
@@ -427,22 +445,21 @@ impl DataCell {
                 Ok(Sig::of(&src)? == before)
             })();
             match stable {
-                Ok(true) => break,
-                Ok(false) if attempt + 1 == SNAPSHOT_TRIES => {
-                    self.dir.busy.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(id = id.0, "a file kept changing while the flush copied it");
+                Ok(true) => {
+                    return Some(Some(FrozenData {
+                        id,
+                        file: Some(Arc::new(copy)),
+                    }));
                 }
                 Ok(false) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "copying a flush snapshot");
+                    tracing::warn!(error = %e, "copying a flush snapshot; the file is left for a later flush");
                     break;
                 }
             }
         }
-        Some(FrozenData {
-            id,
-            file: Some(Arc::new(copy)),
-        })
+        self.dir.remove(id);
+        Some(None)
     }
 
     /// Ends a freeze. Returns the frozen id if the file was copied meanwhile (or was a

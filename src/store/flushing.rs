@@ -67,6 +67,10 @@ pub(crate) struct Draft {
     moved: HashMap<NodeId, Option<(NodeId, OsString)>>,
     staged: BTreeSet<NodeId>,
     dirty_nodes: Vec<NodeId>,
+    /// Files left out because they kept changing while copied (design.md §4.1): their data
+    /// stays dirty, and so do the names in `kept` (emptied on disk for a new busy file).
+    busy: BTreeSet<NodeId>,
+    kept: HashSet<(NodeId, OsString)>,
 }
 
 impl Draft {
@@ -136,7 +140,9 @@ impl Inner {
         let stage = PathBuf::from(Journal::stage_dir(generation));
         self.since_snapshot = None;
         let mut changes = self.dirty_changes();
-        let staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
+        let mut staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
+        let (mut early, busy) = self.snapshot_pinned(&staged);
+        let kept = self.leave_out_busy(&busy, &mut staged, &mut changes);
         // A node that gets a new inode must get it under every name it has.
         let listed: HashSet<(NodeId, OsString)> =
             changes.iter().map(|c| (c.dir, c.name.clone())).collect();
@@ -181,6 +187,8 @@ impl Inner {
             moved: HashMap::new(),
             staged: staged.clone(),
             dirty_nodes: self.dirty_nodes.iter().copied().collect(),
+            busy,
+            kept,
         };
         let mut touched_dirs: BTreeSet<NodeId> = BTreeSet::new();
         let available = self.plan_evictions(&changes, &staged, &stage, &mut d, &mut touched_dirs);
@@ -193,7 +201,7 @@ impl Inner {
             &mut touched_dirs,
         );
         self.plan_meta(&staged, &touched_dirs, &mut d);
-        self.plan_stage(&staged, &stage, &mut d);
+        self.plan_stage(&staged, &stage, &mut early, &mut d);
         // After the flush every name a moved or rewritten node has now holds its inode on
         // disk: its first name is its origin (design.md §6 step 5).
         let firsts: Vec<NodeId> = d.moved.keys().chain(d.staged.iter()).copied().collect();
@@ -202,6 +210,79 @@ impl Inner {
             d.moved.insert(x, first);
         }
         d
+    }
+
+    /// Copies the files the kernel writes (pinned cells) among `staged`, before anything is
+    /// planned: the snapshots, and the files that changed during every copy (design.md §4.1).
+    fn snapshot_pinned(
+        &mut self,
+        staged: &BTreeSet<NodeId>,
+    ) -> (HashMap<NodeId, FrozenData>, BTreeSet<NodeId>) {
+        let (mut early, mut busy) = (HashMap::new(), BTreeSet::new());
+        for &x in staged {
+            let Some(cell) = self.nodes.get(&x).and_then(|n| n.cell()).cloned() else {
+                continue;
+            };
+            if !cell.is_pinned() {
+                continue;
+            }
+            self.refresh_from_data(x);
+            match cell.freeze() {
+                Some(f) => {
+                    early.insert(x, f);
+                }
+                None => {
+                    busy.insert(x);
+                }
+            }
+        }
+        let paths = busy
+            .iter()
+            .filter_map(|x| self.ram_path(*x))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect::<Vec<_>>();
+        for p in &paths {
+            tracing::warn!(path = %p, "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");
+        }
+        self.data.set_busy_files(paths);
+        (early, busy)
+    }
+
+    /// Leaves busy files out of the flush: one already on disk keeps its disk version (it is
+    /// not staged; renames of it still happen); a new one is not placed: each of its names
+    /// keeps what the disk has there, or is emptied when that must move elsewhere. The names
+    /// left so stay dirty (`kept`).
+    fn leave_out_busy(
+        &self,
+        busy: &BTreeSet<NodeId>,
+        staged: &mut BTreeSet<NodeId>,
+        changes: &mut Vec<Change>,
+    ) -> HashSet<(NodeId, OsString)> {
+        let mut kept = HashSet::new();
+        if busy.is_empty() {
+            return kept;
+        }
+        for x in busy {
+            staged.remove(x);
+        }
+        let is_new = |x: NodeId| self.nodes.get(&x).is_some_and(|n| n.origin.is_none());
+        let wanted: HashSet<NodeId> = changes.iter().filter_map(|c| c.want).collect();
+        changes.retain_mut(|c| {
+            if !c.want.is_some_and(|x| busy.contains(&x) && is_new(x)) {
+                return true;
+            }
+            kept.insert((c.dir, c.name.clone()));
+            match c.old {
+                // The disk's occupant is needed elsewhere (or rewritten): the name is emptied.
+                Some((o, _)) if wanted.contains(&o) || staged.contains(&o) => {
+                    c.want = None;
+                    true
+                }
+                // Nothing on disk, or an occupant that may stay: the name is left as it is.
+                _ => false,
+            }
+        });
+        kept
     }
 
     /// Every dirty name, with who is on disk there and who should be.
@@ -462,16 +543,28 @@ impl Inner {
     }
 
     /// Step 2's input: what to create in the stage, freezing file data (design.md §4).
-    fn plan_stage(&mut self, staged: &BTreeSet<NodeId>, stage: &Path, d: &mut Draft) {
+    fn plan_stage(
+        &mut self,
+        staged: &BTreeSet<NodeId>,
+        stage: &Path,
+        early: &mut HashMap<NodeId, FrozenData>,
+        d: &mut Draft,
+    ) {
         for &x in staged {
-            self.refresh_from_data(x);
+            if !early.contains_key(&x) {
+                self.refresh_from_data(x);
+            }
             let Some(n) = self.nodes.get(&x) else {
                 continue;
             };
             let mut meta = self.meta_of(x);
             let content = match &n.content {
                 Content::File(Some(cell)) => {
-                    let frozen = cell.freeze();
+                    let Some(frozen) = early.remove(&x).or_else(|| cell.freeze()) else {
+                        // Pinned after `snapshot_pinned`: not possible under the store lock.
+                        tracing::error!(node = x.0, "a file could not be frozen; skipped");
+                        continue;
+                    };
                     d.frozen.push((cell.clone(), frozen.id));
                     d.files += 1;
                     d.bytes += n.attr.size;
@@ -537,7 +630,12 @@ impl Inner {
                 continue;
             };
             if let Some(dirty) = dn.dirty.get_mut(name) {
-                if dirty.seq <= d.seq {
+                if d.kept.contains(&(*dir, name.clone())) {
+                    // A busy new file's name: what the disk has there now, if it kept it.
+                    if want.is_none() {
+                        dirty.old = None;
+                    }
+                } else if dirty.seq <= d.seq {
                     dn.dirty.remove(name);
                 } else {
                     dirty.old = want_ino;
@@ -563,7 +661,7 @@ impl Inner {
                 n.meta_seq = 0;
             }
             // A file open for writing with passthrough stays dirty (design.md §4.1).
-            if n.data_seq <= d.seq && n.writers == 0 {
+            if n.data_seq <= d.seq && n.writers == 0 && !d.busy.contains(&id) {
                 n.data_seq = 0;
             }
             if !n.is_dirty() || n.names.is_empty() && id != NodeId::ROOT {

@@ -384,6 +384,7 @@ impl Store {
         s.ram_bytes = dir_bytes(&self.private.join("data"));
         s.passthrough = self.passthrough();
         s.busy_copies = self.data.busy_copies();
+        s.busy_files = self.data.busy_files();
         s
     }
 
@@ -438,7 +439,7 @@ impl Store {
 }
 
 /// Numbers about a store, for status.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StoreSummary {
     pub nodes: u64,
     pub dirty_nodes: u64,
@@ -460,6 +461,7 @@ pub struct StoreSummary {
     pub passthrough: bool,
     /// Flush copies of files that kept changing while copied (design.md §4.1).
     pub busy_copies: u64,
+    pub busy_files: Vec<String>,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).
