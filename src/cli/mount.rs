@@ -3,7 +3,7 @@
 //! until every mount is live or has failed.
 
 use super::out::outln;
-use crate::config::{self, Atime, Config, FsyncPolicy, Mode, TargetSettings};
+use crate::config::{self, Atime, Config, DataPath, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
 use crate::fsx::trusted::TrustedPath;
 use anyhow::{Context, bail};
@@ -58,6 +58,11 @@ pub struct MountArgs {
     /// $ASDFS_STOP_GRACE seconds, else 20s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub stop_grace: Option<Duration>,
+    /// FUSE mode: who serves file data: auto (the kernel, with FUSE passthrough, where it
+    /// allows that: root, Linux 6.9 or later; else the daemon), passthrough (the same, with a
+    /// warning where the kernel refuses) or daemon [default: $ASDFS_DATA_PATH, else auto].
+    #[arg(long, value_enum)]
+    pub data_path: Option<DataPathArg>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)
     /// [default: fuse].
     #[arg(long, value_enum)]
@@ -90,6 +95,13 @@ pub enum FsyncArg {
 pub enum AtimeArg {
     Noatime,
     Relatime,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPathArg {
+    Auto,
+    Passthrough,
+    Daemon,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,7 +196,11 @@ impl MountArgs {
             }
             chosen
         };
+        let env_data_path = DataPath::from_env().map_err(anyhow::Error::msg)?;
         for t in &mut targets {
+            if let Some(d) = env_data_path {
+                t.data_path = d;
+            }
             self.apply(t);
             config::check_settings(t).map_err(anyhow::Error::msg)?;
             // Before anything is created for it (asdfs's directory beside the target); the
@@ -236,6 +252,13 @@ impl MountArgs {
         }
         if let Some(d) = self.stop_grace {
             s.stop_grace = Some(d);
+        }
+        if let Some(d) = self.data_path {
+            s.data_path = match d {
+                DataPathArg::Auto => DataPath::Auto,
+                DataPathArg::Passthrough => DataPath::Passthrough,
+                DataPathArg::Daemon => DataPath::Daemon,
+            };
         }
     }
 }

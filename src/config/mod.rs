@@ -62,6 +62,46 @@ pub enum Atime {
     Relatime,
 }
 
+/// Who serves file data in FUSE mode (design.md §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPath {
+    /// FUSE passthrough where the kernel allows it (root, kernel 6.9 or later), else the
+    /// daemon. Default.
+    #[default]
+    Auto,
+    /// FUSE passthrough; where the kernel refuses, the daemon all the same, with a warning.
+    Passthrough,
+    /// Every read and write is a request to the daemon.
+    Daemon,
+}
+
+impl DataPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPath::Auto => "auto",
+            DataPath::Passthrough => "passthrough",
+            DataPath::Daemon => "daemon",
+        }
+    }
+
+    /// `$ASDFS_DATA_PATH` (auto, passthrough or daemon), which overrides the setting: the
+    /// tests run the daemon data path with it.
+    pub fn from_env() -> Result<Option<DataPath>, String> {
+        match std::env::var("ASDFS_DATA_PATH") {
+            Err(_) => Ok(None),
+            Ok(v) => match v.as_str() {
+                "auto" => Ok(Some(DataPath::Auto)),
+                "passthrough" => Ok(Some(DataPath::Passthrough)),
+                "daemon" => Ok(Some(DataPath::Daemon)),
+                _ => Err(format!(
+                    "ASDFS_DATA_PATH={v:?}: it is auto, passthrough or daemon"
+                )),
+            },
+        }
+    }
+}
+
 /// How a target is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -107,6 +147,9 @@ pub struct TargetSettings {
     /// After SIGTERM, how long files still open may keep the daemon waiting before they are
     /// cut off. Default: `None`, meaning `$ASDFS_STOP_GRACE` (seconds) if set, else 20 s.
     pub stop_grace: Option<Duration>,
+    /// FUSE mode: who serves file data. Default: `DataPath::Auto`.
+    #[serde(default)]
+    pub data_path: DataPath,
     /// Refuse to mount while a file inside has hard links outside (asd's
     /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
     pub hardlink_check: bool,
@@ -129,6 +172,7 @@ impl TargetSettings {
             backup_limit: DEFAULT_BACKUP_LIMIT,
             open_files: None,
             stop_grace: None,
+            data_path: DataPath::Auto,
             hardlink_check: true,
             force: false,
         }

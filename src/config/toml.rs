@@ -15,6 +15,7 @@
 //! volatile = "/run"
 //! open_files = 4096         # FUSE mode: RAM data files kept open at most
 //! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
+//! data_path = "auto"        # FUSE mode: auto | passthrough | daemon
 //!
 //! [[target]]
 //! path = "/var/log"
@@ -31,7 +32,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::error::{ConfigError, Lines, Place};
 use super::validate::{Origins, TargetOrigin, validate_at};
-use super::{Atime, Config, FsyncPolicy, Mode, TargetSettings, parse_duration};
+use super::{Atime, Config, DataPath, FsyncPolicy, Mode, TargetSettings, parse_duration};
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -57,6 +58,7 @@ struct RawTable {
     volatile: Option<Spanned<String>>,
     open_files: Option<usize>,
     stop_grace: Option<Interval>,
+    data_path: Option<DataPath>,
 }
 
 /// A flush interval: a duration string (`parse_duration`) or a number of seconds.
@@ -175,6 +177,7 @@ impl RawTable {
         if let Some(Interval(d)) = self.stop_grace {
             out.stop_grace = Some(d);
         }
+        out.data_path = self.data_path.unwrap_or(out.data_path);
     }
 }
 

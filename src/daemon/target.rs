@@ -224,7 +224,7 @@ impl Target {
             }
             FsyncPolicy::Defer => None,
         };
-        let fs = AsdFs::new(self.store.clone(), hook, crate::fuse::DataPath::from_env());
+        let fs = AsdFs::new(self.store.clone(), hook, self.settings.data_path);
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;

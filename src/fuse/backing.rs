@@ -11,32 +11,6 @@ use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Who serves file data in FUSE mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DataPath {
-    /// The kernel reads and writes the store's data files itself.
-    Passthrough,
-    /// Every read and write is a request to the daemon.
-    Daemon,
-}
-
-impl DataPath {
-    /// `$ASDFS_DATA_PATH` (`passthrough` or `daemon`), the daemon when unset. Passthrough
-    /// is opt-in until a flush can leave out a file that keeps changing during its copy
-    /// (design.md §4.1): today such a file is written from its last copy, which may be torn,
-    /// and files open for writing are not copied from one instant.
-    pub fn from_env() -> DataPath {
-        match std::env::var("ASDFS_DATA_PATH").as_deref() {
-            Ok("passthrough") => DataPath::Passthrough,
-            Ok("daemon") | Err(_) => DataPath::Daemon,
-            Ok(other) => {
-                tracing::warn!(value = other, "ASDFS_DATA_PATH is passthrough or daemon");
-                DataPath::Daemon
-            }
-        }
-    }
-}
-
 /// The backing ids of open nodes, with how many handles use each.
 #[derive(Default)]
 pub(crate) struct Backings {

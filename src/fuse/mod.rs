@@ -4,7 +4,7 @@
 mod backing;
 mod convert;
 
-pub use backing::DataPath;
+pub use crate::config::DataPath;
 
 use crate::error::Errno;
 use crate::store::Store;
@@ -49,22 +49,36 @@ impl AsdFs {
         }
     }
 
-    /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1).
+    /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1). `auto`
+    /// leaves it to a daemon running as root (the kernel gives backing files to no one else);
+    /// `passthrough` asks anyway and warns where it is refused.
     fn negotiate_passthrough(&self, config: &mut KernelConfig) -> bool {
-        if self.data_path != DataPath::Passthrough {
-            return false;
-        }
+        let asked = match self.data_path {
+            DataPath::Daemon => return false,
+            DataPath::Auto if !nix::unistd::geteuid().is_root() => {
+                tracing::info!("not root: file data is served by the daemon (no FUSE passthrough)");
+                return false;
+            }
+            DataPath::Auto => false,
+            DataPath::Passthrough => true,
+        };
+        let refused = |why: &str| {
+            if asked {
+                tracing::warn!("{why}: file data is served by the daemon");
+            } else {
+                tracing::info!("{why}: file data is served by the daemon");
+            }
+            false
+        };
         if !self.store.fine_ctime() {
-            tracing::warn!("tmpfs ctimes are coarse here: file data is served by the daemon");
-            return false;
+            return refused("tmpfs ctimes are coarse here");
         }
         if config
             .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
             .is_err()
             || config.set_max_stack_depth(1).is_err()
         {
-            tracing::info!("the kernel has no FUSE passthrough: file data is served by the daemon");
-            return false;
+            return refused("the kernel has no FUSE passthrough");
         }
         true
     }

@@ -48,6 +48,38 @@ fn tmpfs_ctime_changes_with_every_write_once_queried() {
     }
 }
 
+/// The default data path is passthrough where the kernel allows it (root, Linux 6.9 or
+/// later, as on the machines that run these tests), the daemon's elsewhere; `--data-path`
+/// and `$ASDFS_DATA_PATH` choose, and a bad value of the latter is a one-line error.
+#[test]
+fn passthrough_is_the_default_where_the_kernel_allows_it() {
+    if !fuse_available() {
+        return;
+    }
+    let expected = match std::env::var(DATA_PATH) {
+        Ok(v) if v != "auto" => v,
+        _ if nix::unistd::geteuid().is_root() => "passthrough".into(),
+        _ => "daemon".into(),
+    };
+    let m = Mount::new();
+    assert_eq!(m.status()["data_path"], expected.as_str());
+    m.unmount();
+    let mut m = Mount::prepare(|_| {});
+    m.extra.extend(["--data-path".into(), "daemon".into()]);
+    m.mount();
+    assert_eq!(m.status()["data_path"], "daemon");
+    m.unmount();
+    let mut env = m.env.clone();
+    env.push((DATA_PATH.into(), "fast".into()));
+    let out = crate::harness::asdfs_env(m.mount_args(), &env);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !m.is_mounted());
+    assert!(
+        err.contains("ASDFS_DATA_PATH") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
 /// With passthrough the daemon sees no WRITE requests: status counts the size of a file that
 /// changed while open, where the daemon data path counts every byte written (here the same
 /// MiB twice). Status names the data path either way.

@@ -338,3 +338,23 @@ fn open_files_and_stop_grace_are_settings() {
         (Some(64), Some(Duration::from_secs(5)))
     );
 }
+
+/// Issue 13: who serves file data in FUSE mode is a setting, `auto` unless set.
+#[test]
+fn the_data_path_is_a_setting() {
+    use crate::config::DataPath;
+    let cfg = parse(
+        "[defaults]\ndata_path = \"daemon\"\n[[target]]\npath = \"/a\"\n\
+         [[target]]\npath = \"/b\"\ndata_path = \"passthrough\"\n",
+    )
+    .unwrap();
+    let paths: Vec<_> = cfg.targets.iter().map(|t| t.data_path).collect();
+    assert_eq!(paths, [DataPath::Daemon, DataPath::Passthrough]);
+    let plain = parse("[[target]]\npath = \"/a\"\n").unwrap();
+    assert_eq!(plain.targets[0].data_path, DataPath::Auto);
+    let e = parse("[[target]]\npath = \"/a\"\ndata_path = \"kernel\"\n").expect_err("bad value");
+    assert!(
+        e.to_string().contains("data_path") || e.to_string().contains("kernel"),
+        "{e}"
+    );
+}
