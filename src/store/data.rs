@@ -221,8 +221,8 @@ impl Sig {
     }
 }
 
-/// Attempts at a snapshot of a pinned file that did not change while it was copied.
-const SNAPSHOT_TRIES: u32 = 16;
+/// Rounds of copies of the pinned files a flush writes (design.md §4.1).
+pub(crate) const SNAPSHOT_TRIES: u32 = 16;
 
 impl DataCell {
     /// A cell for a data file just opened or created.
@@ -396,70 +396,58 @@ impl DataCell {
     }
 
     /// Freezes the data for a flush: waits for changes in progress; the data file `id` does
-    /// not change until `thaw`. A pinned file cannot be frozen (the kernel writes it): it is
-    /// copied into a snapshot that did not change while copied (design.md §4.1); `None` if
-    /// it changed during every copy (or no snapshot could be made): the flush leaves it out.
-    pub fn freeze(&self) -> Option<FrozenData> {
-        if let Some(snap) = self.snapshot() {
-            return snap;
-        }
+    /// not change until `thaw`. Not for a pinned file, which the kernel writes: see
+    /// `copy_pinned`.
+    pub fn freeze(&self) -> FrozenData {
         let mut st = self.state.write();
         st.frozen = true;
         if st.file.is_none() {
             // Open it now if descriptors allow; else the flush opens it by its id.
             st.file = self.dir.open_existing(st.id).ok().map(Arc::new);
         }
-        Some(FrozenData {
+        FrozenData {
             id: st.id,
             file: st.file.clone(),
-        })
+        }
     }
 
-    /// A snapshot of a pinned data file: copied, then checked against the signature before
-    /// the copy; copied again while it changed. `None` for a cell that is not pinned;
-    /// `Some(None)` for a file that changed during every copy, or that could not be copied.
-    fn snapshot(&self) -> Option<Option<FrozenData>> {
+    /// One copy of a pinned data file for a flush (design.md §4.1), with the data file's
+    /// signature before it: `Ok(None)` if the file changed during the copy (or is not
+    /// pinned). The copy begins with SEEK_DATA, which on tmpfs waits for a write(2) under
+    /// way (it holds the inode lock), so a write begun before the first signature is whole in
+    /// the copy, and one begun after it changes the signature.
+    pub fn copy_pinned(&self) -> io::Result<Option<(FrozenData, Sig)>> {
         let src = {
             let st = self.state.read();
-            if st.pins == 0 {
-                return None;
+            match (&st.file, st.pins) {
+                (Some(f), 1..) => f.clone(),
+                _ => return Ok(None),
             }
-            st.file.clone()?
         };
         let id = self.dir.alloc();
-        let copy = match self.dir.create(id) {
-            Ok(f) => f,
+        let copy = self.dir.create(id)?;
+        let stable = (|| -> io::Result<Option<Sig>> {
+            let before = Sig::of(&src)?;
+            copy_sparse(&src, &copy)?;
+            Ok((Sig::of(&src)? == before).then_some(before))
+        })();
+        match stable {
+            Ok(Some(before)) => Ok(Some((
+                FrozenData {
+                    id,
+                    file: Some(Arc::new(copy)),
+                },
+                before,
+            ))),
+            Ok(None) => {
+                self.dir.remove(id);
+                Ok(None)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "no RAM for a flush snapshot; the file is left for a later flush");
-                return Some(None);
-            }
-        };
-        for attempt in 0..SNAPSHOT_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
-            }
-            let stable = (|| -> io::Result<bool> {
-                let before = Sig::of(&src)?;
-                copy.set_len(0)?;
-                copy_sparse(&src, &copy)?;
-                Ok(Sig::of(&src)? == before)
-            })();
-            match stable {
-                Ok(true) => {
-                    return Some(Some(FrozenData {
-                        id,
-                        file: Some(Arc::new(copy)),
-                    }));
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "copying a flush snapshot; the file is left for a later flush");
-                    break;
-                }
+                self.dir.remove(id);
+                Err(e)
             }
         }
-        self.dir.remove(id);
-        Some(None)
     }
 
     /// Ends a freeze. Returns the frozen id if the file was copied meanwhile (or was a

@@ -213,29 +213,69 @@ impl Inner {
     }
 
     /// Copies the files the kernel writes (pinned cells) among `staged`, before anything is
-    /// planned: the snapshots, and the files that changed during every copy (design.md §4.1).
+    /// planned, so that all copies hold the files at one instant (design.md §4.1): each is
+    /// copied, then all are checked again; one that changed since its copy began is copied
+    /// again, and the round repeats until a check finds none changed. Files that changed in
+    /// every round are busy: the flush leaves them out.
     fn snapshot_pinned(
         &mut self,
         staged: &BTreeSet<NodeId>,
     ) -> (HashMap<NodeId, FrozenData>, BTreeSet<NodeId>) {
-        let (mut early, mut busy) = (HashMap::new(), BTreeSet::new());
+        let mut todo: Vec<(NodeId, Arc<DataCell>)> = Vec::new();
         for &x in staged {
             let Some(cell) = self.nodes.get(&x).and_then(|n| n.cell()).cloned() else {
                 continue;
             };
-            if !cell.is_pinned() {
-                continue;
-            }
-            self.refresh_from_data(x);
-            match cell.freeze() {
-                Some(f) => {
-                    early.insert(x, f);
-                }
-                None => {
-                    busy.insert(x);
-                }
+            if cell.is_pinned() {
+                self.refresh_from_data(x);
+                todo.push((x, cell));
             }
         }
+        let mut copies: HashMap<NodeId, (Arc<DataCell>, FrozenData, crate::store::data::Sig)> =
+            HashMap::new();
+        let discard = |dir: &crate::store::data::DataDir, f: FrozenData| dir.remove(f.id);
+        let mut broken = false;
+        for round in 0..crate::store::data::SNAPSHOT_TRIES {
+            if todo.is_empty() || broken {
+                break;
+            }
+            if round > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(1 << round.min(5)));
+            }
+            let mut failed = Vec::new();
+            for (x, cell) in std::mem::take(&mut todo) {
+                if broken {
+                    failed.push((x, cell));
+                    continue;
+                }
+                match cell.copy_pinned() {
+                    Ok(Some((f, sig))) => {
+                        copies.insert(x, (cell, f, sig));
+                    }
+                    Ok(None) => failed.push((x, cell)),
+                    Err(e) => {
+                        // No room for copies, most likely: the rest waits for a later flush.
+                        tracing::warn!(error = %e, "copying a file for a flush; left for a later flush");
+                        failed.push((x, cell));
+                        broken = true;
+                    }
+                }
+            }
+            // The check: every copy still equal to its file, so all hold this instant.
+            let changed: Vec<NodeId> = copies
+                .iter()
+                .filter(|(_, (cell, _, sig))| cell.sig() != Some(*sig))
+                .map(|(x, _)| *x)
+                .collect();
+            for x in changed {
+                if let Some((cell, f, _)) = copies.remove(&x) {
+                    discard(&self.data, f);
+                    failed.push((x, cell));
+                }
+            }
+            todo = failed;
+        }
+        let busy: BTreeSet<NodeId> = todo.iter().map(|(x, _)| *x).collect();
         let paths = busy
             .iter()
             .filter_map(|x| self.ram_path(*x))
@@ -245,6 +285,7 @@ impl Inner {
             tracing::warn!(path = %p, "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");
         }
         self.data.set_busy_files(paths);
+        let early = copies.into_iter().map(|(x, (_, f, _))| (x, f)).collect();
         (early, busy)
     }
 
@@ -560,10 +601,18 @@ impl Inner {
             let mut meta = self.meta_of(x);
             let content = match &n.content {
                 Content::File(Some(cell)) => {
-                    let Some(frozen) = early.remove(&x).or_else(|| cell.freeze()) else {
-                        // Pinned after `snapshot_pinned`: not possible under the store lock.
-                        tracing::error!(node = x.0, "a file could not be frozen; skipped");
-                        continue;
+                    let frozen = match early.remove(&x) {
+                        Some(f) => f,
+                        // Every pinned file was copied or left out by `snapshot_pinned`, and
+                        // nothing is pinned meanwhile (the store lock is held).
+                        None if cell.is_pinned() => {
+                            tracing::error!(
+                                node = x.0,
+                                "a file the kernel writes was not copied; skipped"
+                            );
+                            continue;
+                        }
+                        None => cell.freeze(),
                     };
                     d.frozen.push((cell.clone(), frozen.id));
                     d.files += 1;
