@@ -22,6 +22,7 @@ mod links;
 pub(crate) mod log;
 pub mod namespace;
 pub(crate) mod node;
+mod pinned;
 mod privs;
 mod replay;
 pub mod seen;
