@@ -58,9 +58,10 @@ pub struct MountArgs {
     /// $ASDFS_STOP_GRACE seconds, else 20s].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
     pub stop_grace: Option<Duration>,
-    /// FUSE mode: who serves file data: auto (the kernel, with FUSE passthrough, where it
-    /// allows that: root, Linux 6.9 or later; else the daemon), passthrough (the same, with a
-    /// warning where the kernel refuses) or daemon [default: $ASDFS_DATA_PATH, else auto].
+    /// FUSE mode: who serves file data: daemon, auto (the kernel, with FUSE passthrough,
+    /// where it allows that: root, Linux 6.9 or later; else the daemon) or passthrough (the
+    /// same, with a warning where the kernel refuses) [default: $ASDFS_DATA_PATH, else the
+    /// configuration file's, else daemon].
     #[arg(long, value_enum)]
     pub data_path: Option<DataPathArg>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)

@@ -67,12 +67,13 @@ pub enum Atime {
 #[serde(rename_all = "lowercase")]
 pub enum DataPath {
     /// FUSE passthrough where the kernel allows it (root, kernel 6.9 or later), else the
-    /// daemon. Default.
-    #[default]
+    /// daemon.
     Auto,
     /// FUSE passthrough; where the kernel refuses, the daemon all the same, with a warning.
     Passthrough,
-    /// Every read and write is a request to the daemon.
+    /// Every read and write is a request to the daemon. Default for now: with passthrough
+    /// a file held open through a stop cannot be cut off (design.md §4.1).
+    #[default]
     Daemon,
 }
 
@@ -147,7 +148,7 @@ pub struct TargetSettings {
     /// After SIGTERM, how long files still open may keep the daemon waiting before they are
     /// cut off. Default: `None`, meaning `$ASDFS_STOP_GRACE` (seconds) if set, else 20 s.
     pub stop_grace: Option<Duration>,
-    /// FUSE mode: who serves file data. Default: `DataPath::Auto`.
+    /// FUSE mode: who serves file data. Default: `DataPath::Daemon`.
     #[serde(default)]
     pub data_path: DataPath,
     /// Refuse to mount while a file inside has hard links outside (asd's
@@ -172,7 +173,7 @@ impl TargetSettings {
             backup_limit: DEFAULT_BACKUP_LIMIT,
             open_files: None,
             stop_grace: None,
-            data_path: DataPath::Auto,
+            data_path: DataPath::Daemon,
             hardlink_check: true,
             force: false,
         }

@@ -15,7 +15,7 @@
 //! volatile = "/run"
 //! open_files = 4096         # FUSE mode: RAM data files kept open at most
 //! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
-//! data_path = "auto"        # FUSE mode: auto | passthrough | daemon
+//! data_path = "daemon"      # FUSE mode: daemon | auto | passthrough
 //!
 //! [[target]]
 //! path = "/var/log"

@@ -493,7 +493,7 @@ fn a_user_mounts_a_directory_they_own_and_is_refused_one_they_do_not() {
 mount --bind "$WORK/fuse" /dev/fuse || exit 99
 u() {{ setpriv --reuid={uid} --regid={gid} --clear-groups -- "$@"; }}
 H="$WORK/home"
-u "$ASDFS" mount "$H/mine" --mode overlay --volatile "$VOL" --flush-interval 1h 2>"$WORK/said" && echo "mine mounted"
+u "$ASDFS" mount "$H/mine" --mode overlay --data-path auto --volatile "$VOL" --flush-interval 1h 2>"$WORK/said" && echo "mine mounted"
 sed 's/^/said: /' "$WORK/said"
 echo "mine is $(findmnt -n -o FSTYPE "$H/mine")"
 u sh -c 'echo user-data > "$1/mine/new"' - "$H" || echo "write failed"

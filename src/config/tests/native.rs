@@ -339,7 +339,7 @@ fn open_files_and_stop_grace_are_settings() {
     );
 }
 
-/// Issue 13: who serves file data in FUSE mode is a setting, `auto` unless set.
+/// Issue 13: who serves file data in FUSE mode is a setting, `daemon` unless set.
 #[test]
 fn the_data_path_is_a_setting() {
     use crate::config::DataPath;
@@ -351,7 +351,7 @@ fn the_data_path_is_a_setting() {
     let paths: Vec<_> = cfg.targets.iter().map(|t| t.data_path).collect();
     assert_eq!(paths, [DataPath::Daemon, DataPath::Passthrough]);
     let plain = parse("[[target]]\npath = \"/a\"\n").unwrap();
-    assert_eq!(plain.targets[0].data_path, DataPath::Auto);
+    assert_eq!(plain.targets[0].data_path, DataPath::Daemon);
     let e = parse("[[target]]\npath = \"/a\"\ndata_path = \"kernel\"\n").expect_err("bad value");
     assert!(
         e.to_string().contains("data_path") || e.to_string().contains("kernel"),
