@@ -32,9 +32,13 @@ pub struct Status {
     /// (FUSE mode without passthrough) or "kernel" (overlay mode). design.md §4.1.
     #[serde(default)]
     pub data_path: String,
-    /// Flush copies of files that kept changing while the flush copied them (design.md §4.1).
+    /// How many times a flush left out a file that kept changing while it was copied; its
+    /// previous version stayed on disk (design.md §4.1).
     #[serde(default)]
     pub busy_copies: u64,
+    /// The files the last flush left out so (paths in the target), to be written later.
+    #[serde(default)]
+    pub busy_files: Vec<String>,
     /// "mounted", "detached" (unmounted, files still open) or "stopping".
     pub state: String,
     pub pid: u32,

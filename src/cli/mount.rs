@@ -3,7 +3,7 @@
 //! until every mount is live or has failed.
 
 use super::out::outln;
-use crate::config::{self, Atime, Config, FsyncPolicy, Mode, TargetSettings};
+use crate::config::{self, Atime, Config, DataPath, FsyncPolicy, Mode, TargetSettings};
 use crate::daemon::{self, READY_FD_ENV, Ready};
 use crate::fsx::trusted::TrustedPath;
 use anyhow::{Context, bail};
@@ -62,6 +62,12 @@ pub struct MountArgs {
     /// clean files leave RAM past it and are read from disk again [default: 25%].
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ram_limit)]
     pub ram_limit: Option<u64>,
+    /// FUSE mode: who serves file data: daemon, auto (the kernel, with FUSE passthrough,
+    /// where it allows that: root, Linux 6.9 or later; else the daemon) or passthrough (the
+    /// same, with a warning where the kernel refuses) [default: $ASDFS_DATA_PATH, else the
+    /// configuration file's, else daemon].
+    #[arg(long, value_enum)]
+    pub data_path: Option<DataPathArg>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)
     /// [default: fuse].
     #[arg(long, value_enum)]
@@ -94,6 +100,13 @@ pub enum FsyncArg {
 pub enum AtimeArg {
     Noatime,
     Relatime,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataPathArg {
+    Auto,
+    Passthrough,
+    Daemon,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,7 +201,11 @@ impl MountArgs {
             }
             chosen
         };
+        let env_data_path = DataPath::from_env().map_err(anyhow::Error::msg)?;
         for t in &mut targets {
+            if let Some(d) = env_data_path {
+                t.data_path = d;
+            }
             self.apply(t);
             config::check_settings(t).map_err(anyhow::Error::msg)?;
             // Before anything is created for it (asdfs's directory beside the target); the
@@ -243,6 +260,13 @@ impl MountArgs {
         }
         if let Some(n) = self.ram_limit {
             s.ram_limit = Some(n);
+        }
+        if let Some(d) = self.data_path {
+            s.data_path = match d {
+                DataPathArg::Auto => DataPath::Auto,
+                DataPathArg::Passthrough => DataPath::Passthrough,
+                DataPathArg::Daemon => DataPath::Daemon,
+            };
         }
     }
 }

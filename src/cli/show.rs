@@ -159,9 +159,15 @@ pub fn render(s: &Status) -> String {
     if !s.data_path.is_empty() {
         out += &format!("  data path:   {}\n", s.data_path);
     }
-    if s.busy_copies > 0 {
+    if !s.busy_files.is_empty() {
         out += &format!(
-            "  busy files:  {} flush copies of files that kept changing (written again later)\n",
+            "  busy files:  {} kept changing while the last flush copied them; their previous version stays on disk until a later flush: {}\n",
+            s.busy_files.len(),
+            s.busy_files.join(", ")
+        );
+    } else if s.busy_copies > 0 {
+        out += &format!(
+            "  busy files:  none now ({} times a file was left for a later flush)\n",
             s.busy_copies
         );
     }

@@ -62,6 +62,47 @@ pub enum Atime {
     Relatime,
 }
 
+/// Who serves file data in FUSE mode (design.md §4.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataPath {
+    /// FUSE passthrough where the kernel allows it (root, kernel 6.9 or later), else the
+    /// daemon.
+    Auto,
+    /// FUSE passthrough; where the kernel refuses, the daemon all the same, with a warning.
+    Passthrough,
+    /// Every read and write is a request to the daemon. Default for now: with passthrough
+    /// a file held open through a stop cannot be cut off (design.md §4.1).
+    #[default]
+    Daemon,
+}
+
+impl DataPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataPath::Auto => "auto",
+            DataPath::Passthrough => "passthrough",
+            DataPath::Daemon => "daemon",
+        }
+    }
+
+    /// `$ASDFS_DATA_PATH` (auto, passthrough or daemon), which overrides the setting: the
+    /// tests run the daemon data path with it.
+    pub fn from_env() -> Result<Option<DataPath>, String> {
+        match std::env::var("ASDFS_DATA_PATH") {
+            Err(_) => Ok(None),
+            Ok(v) => match v.as_str() {
+                "auto" => Ok(Some(DataPath::Auto)),
+                "passthrough" => Ok(Some(DataPath::Passthrough)),
+                "daemon" => Ok(Some(DataPath::Daemon)),
+                _ => Err(format!(
+                    "ASDFS_DATA_PATH={v:?}: it is auto, passthrough or daemon"
+                )),
+            },
+        }
+    }
+}
+
 /// How a target is served.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -111,6 +152,9 @@ pub struct TargetSettings {
     /// meaning `DEFAULT_RAM_PERCENT` of the machine's memory.
     #[serde(default)]
     pub ram_limit: Option<u64>,
+    /// FUSE mode: who serves file data. Default: `DataPath::Daemon`.
+    #[serde(default)]
+    pub data_path: DataPath,
     /// Refuse to mount while a file inside has hard links outside (asd's
     /// `ENABLE_HARDLINK_SAFETY_CHECK`). Default: true.
     pub hardlink_check: bool,
@@ -134,6 +178,7 @@ impl TargetSettings {
             open_files: None,
             stop_grace: None,
             ram_limit: None,
+            data_path: DataPath::Daemon,
             hardlink_check: true,
             force: false,
         }

@@ -16,6 +16,7 @@
 //! open_files = 4096         # FUSE mode: RAM data files kept open at most
 //! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
 //! ram_limit = "512M"        # the most RAM a target's store uses, or "25%" of the memory
+//! data_path = "daemon"      # FUSE mode: daemon | auto | passthrough
 //!
 //! [[target]]
 //! path = "/var/log"
@@ -32,7 +33,7 @@ use serde::de::{self, Deserializer, Visitor};
 
 use super::error::{ConfigError, Lines, Place};
 use super::validate::{Origins, TargetOrigin, validate_at};
-use super::{Atime, Config, FsyncPolicy, Mode, TargetSettings, parse_duration};
+use super::{Atime, Config, DataPath, FsyncPolicy, Mode, TargetSettings, parse_duration};
 
 /// The file as written.
 #[derive(Deserialize)]
@@ -58,6 +59,7 @@ struct RawTable {
     volatile: Option<Spanned<String>>,
     open_files: Option<usize>,
     stop_grace: Option<Interval>,
+    data_path: Option<DataPath>,
     ram_limit: Option<RamLimit>,
 }
 
@@ -206,6 +208,7 @@ impl RawTable {
         if let Some(RamLimit(n)) = self.ram_limit {
             out.ram_limit = Some(n);
         }
+        out.data_path = self.data_path.unwrap_or(out.data_path);
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::{Atime, Config, FsyncPolicy, Mode, TargetSettings};
+use super::{Atime, Config, DataPath, FsyncPolicy, Mode, TargetSettings};
 
 /// The config as asdfs TOML. The notes (which say, for an import, where it came from) become
 /// header comments; `parse_toml` of the result gives back the same targets and no notes.
@@ -28,6 +28,9 @@ pub fn to_toml(cfg: &Config) -> String {
         push_key(&mut out, "fsync", &quote(fsync_name(t.fsync)));
         if t.atime == Atime::Relatime {
             push_key(&mut out, "atime", &quote("relatime"));
+        }
+        if t.data_path != DataPath::Daemon {
+            push_key(&mut out, "data_path", &quote(t.data_path.name()));
         }
         push_key(&mut out, "backups", &t.backups.to_string());
         push_key(&mut out, "backup_limit", &t.backup_limit.to_string());
@@ -79,6 +82,9 @@ fn describe_target(t: &TargetSettings) -> String {
             out,
             "  atime:           relatime (reads record access times)"
         );
+    }
+    if t.mode == Mode::Fuse && t.data_path != DataPath::Daemon {
+        let _ = writeln!(out, "  data path:       {}", t.data_path.name());
     }
     let _ = writeln!(out, "  volatile dir:    {volatile}");
     let _ = writeln!(out, "  backups:         {backups}");

@@ -60,6 +60,7 @@ pub(super) fn changes(
     Changes {
         data_path: "kernel".into(),
         busy_copies: 0,
+        busy_files: Vec::new(),
         flushing: flushing.map(|(bytes_done, bytes_total)| crate::status::FlushProgress {
             bytes_done,
             bytes_total,

@@ -140,6 +140,8 @@ pub(super) struct Changes {
     pub data_path: String,
     /// Files a flush could not copy unchanged in its tries (passthrough).
     pub busy_copies: u64,
+    /// The files the last flush left out so.
+    pub busy_files: Vec<String>,
     /// The flush under way: bytes done and to do.
     pub flushing: Option<crate::status::FlushProgress>,
     pub ram_bytes: u64,
@@ -165,6 +167,7 @@ pub(super) fn report(t: Facts<'_>, c: Changes) -> Status {
         mode: t.mode.into(),
         data_path: c.data_path,
         busy_copies: c.busy_copies,
+        busy_files: c.busy_files,
         state: phase.as_str().into(),
         pid: std::process::id(),
         since: secs(t.started),

@@ -118,7 +118,7 @@ impl Target {
             }
             FsyncPolicy::Defer => None,
         };
-        let fs = AsdFs::new(self.store.clone(), hook, crate::fuse::DataPath::from_env());
+        let fs = AsdFs::new(self.store.clone(), hook, self.shared.settings.data_path);
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;
@@ -259,6 +259,7 @@ fn changes(t: &Target) -> status::Changes {
         }
         .into(),
         busy_copies: s.busy_copies,
+        busy_files: s.busy_files,
         flushing: t.flusher.in_progress().map(|(bytes_done, bytes_total)| {
             crate::status::FlushProgress {
                 bytes_done,

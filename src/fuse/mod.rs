@@ -4,7 +4,7 @@
 mod backing;
 mod convert;
 
-pub use backing::DataPath;
+pub use crate::config::DataPath;
 
 use crate::error::Errno;
 use crate::store::Store;
@@ -50,22 +50,36 @@ impl AsdFs {
         }
     }
 
-    /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1).
+    /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1). `auto`
+    /// leaves it to a daemon running as root (the kernel gives backing files to no one else);
+    /// `passthrough` asks anyway and warns where it is refused.
     fn negotiate_passthrough(&self, config: &mut KernelConfig) -> bool {
-        if self.data_path != DataPath::Passthrough {
-            return false;
-        }
+        let asked = match self.data_path {
+            DataPath::Daemon => return false,
+            DataPath::Auto if !nix::unistd::geteuid().is_root() => {
+                tracing::info!("not root: file data is served by the daemon (no FUSE passthrough)");
+                return false;
+            }
+            DataPath::Auto => false,
+            DataPath::Passthrough => true,
+        };
+        let refused = |why: &str| {
+            if asked {
+                tracing::warn!("{why}: file data is served by the daemon");
+            } else {
+                tracing::info!("{why}: file data is served by the daemon");
+            }
+            false
+        };
         if !self.store.fine_ctime() {
-            tracing::warn!("tmpfs ctimes are coarse here: file data is served by the daemon");
-            return false;
+            return refused("tmpfs ctimes are coarse here");
         }
         if config
             .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
             .is_err()
             || config.set_max_stack_depth(1).is_err()
         {
-            tracing::info!("the kernel has no FUSE passthrough: file data is served by the daemon");
-            return false;
+            return refused("the kernel has no FUSE passthrough");
         }
         true
     }
@@ -88,8 +102,20 @@ impl AsdFs {
         let daemon =
             !self.store.cache_across_opens() || write && self.store.write_needs_daemon(ctx, node);
         let mut pin_failed = None;
-        let pin = || {
-            self.store.pin(fh).map_err(|e| {
+        let pin = |backed: Option<u64>| {
+            let r = self.store.pin(fh).and_then(|f| {
+                use std::os::unix::fs::MetadataExt;
+                match backed {
+                    Some(ino) if f.metadata().map(|m| m.ino()).ok() != Some(ino) => {
+                        // Never happens while release keeps the table and the pins in step.
+                        tracing::error!("an open file's data file changed under its backing id");
+                        let _ = self.store.unpin_handle(fh);
+                        Err(Errno::EIO)
+                    }
+                    _ => Ok(f),
+                }
+            });
+            r.map_err(|e| {
                 pin_failed = Some(e);
                 std::io::Error::from(e)
             })
@@ -468,8 +494,8 @@ impl Filesystem for AsdFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let r = self.store.release(HandleId(fh.0));
-        self.backings.release(HandleId(fh.0));
+        let fh = HandleId(fh.0);
+        let r = self.backings.release(fh, || self.store.release(fh));
         self.empty(r, reply)
     }
 

@@ -19,8 +19,10 @@ pub(crate) struct DataDir {
     dir: OwnedFd,
     next: AtomicU64,
     open: Mutex<OpenFiles>,
-    /// Flush snapshots of pinned files that kept changing during every copy (§4.1).
+    /// Files a flush left out because they kept changing during every copy (§4.1).
     busy: AtomicU64,
+    /// Their paths at the last flush.
+    busy_files: Mutex<Vec<String>>,
 }
 
 impl DataDir {
@@ -35,6 +37,7 @@ impl DataDir {
             next: AtomicU64::new(1),
             open: Mutex::new(OpenFiles::new()),
             busy: AtomicU64::new(0),
+            busy_files: Mutex::new(Vec::new()),
         };
         let max = d.list()?.into_iter().map(|i| i.0).max().unwrap_or(0);
         d.next.store(max + 1, Ordering::Relaxed);
@@ -122,9 +125,20 @@ impl DataDir {
         }
     }
 
-    /// How many flush snapshots of files programs kept changing were taken anyway (§4.1).
+    /// How many times a flush left out a file that programs kept changing (§4.1).
     pub fn busy_copies(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)
+    }
+
+    /// The files the last flush left out because they kept changing (paths in the target).
+    pub fn busy_files(&self) -> Vec<String> {
+        self.busy_files.lock().clone()
+    }
+
+    /// Records the files a flush left out (and counts them).
+    pub(crate) fn set_busy_files(&self, files: Vec<String>) {
+        self.busy.fetch_add(files.len() as u64, Ordering::Relaxed);
+        *self.busy_files.lock() = files;
     }
 
     /// Whether a data file's ctime changes with every write once it has been queried, so that
@@ -207,8 +221,8 @@ impl Sig {
     }
 }
 
-/// Attempts at a snapshot of a pinned file that did not change while it was copied.
-const SNAPSHOT_TRIES: u32 = 16;
+/// Rounds of copies of the pinned files a flush writes (design.md §4.1).
+pub(crate) const SNAPSHOT_TRIES: u32 = 16;
 
 impl DataCell {
     /// A cell for a data file just opened or created.
@@ -376,13 +390,15 @@ impl DataCell {
         }
     }
 
+    /// Whether the kernel writes the data file itself (an open passthrough handle).
+    pub fn is_pinned(&self) -> bool {
+        self.state.read().pins > 0
+    }
+
     /// Freezes the data for a flush: waits for changes in progress; the data file `id` does
-    /// not change until `thaw`. A pinned file cannot be frozen (the kernel writes it): it is
-    /// copied into a snapshot that did not change while copied (design.md §4.1).
+    /// not change until `thaw`. Not for a pinned file, which the kernel writes: see
+    /// `copy_pinned`.
     pub fn freeze(&self) -> FrozenData {
-        if let Some(snap) = self.snapshot() {
-            return snap;
-        }
         let mut st = self.state.write();
         st.frozen = true;
         if st.file.is_none() {
@@ -395,54 +411,43 @@ impl DataCell {
         }
     }
 
-    /// A snapshot of a pinned data file: copied, then checked against the signature before
-    /// the copy; copied again while it changed. `None` for a cell that is not pinned.
-    fn snapshot(&self) -> Option<FrozenData> {
+    /// One copy of a pinned data file for a flush (design.md §4.1), with the data file's
+    /// signature before it: `Ok(None)` if the file changed during the copy (or is not
+    /// pinned). The copy begins with SEEK_DATA, which on tmpfs waits for a write(2) under
+    /// way (it holds the inode lock), so a write begun before the first signature is whole in
+    /// the copy, and one begun after it changes the signature.
+    pub fn copy_pinned(&self) -> io::Result<Option<(FrozenData, Sig)>> {
         let src = {
             let st = self.state.read();
-            if st.pins == 0 {
-                return None;
+            match (&st.file, st.pins) {
+                (Some(f), 1..) => f.clone(),
+                _ => return Ok(None),
             }
-            st.file.clone()?
         };
         let id = self.dir.alloc();
-        let copy = match self.dir.create(id) {
-            Ok(f) => f,
+        let copy = self.dir.create(id)?;
+        let stable = (|| -> io::Result<Option<Sig>> {
+            let before = Sig::of(&src)?;
+            copy_sparse(&src, &copy)?;
+            Ok((Sig::of(&src)? == before).then_some(before))
+        })();
+        match stable {
+            Ok(Some(before)) => Ok(Some((
+                FrozenData {
+                    id,
+                    file: Some(Arc::new(copy)),
+                },
+                before,
+            ))),
+            Ok(None) => {
+                self.dir.remove(id);
+                Ok(None)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "no RAM for a flush snapshot; the live file is read");
-                return Some(FrozenData {
-                    id: self.id(),
-                    file: Some(src),
-                });
-            }
-        };
-        for attempt in 0..SNAPSHOT_TRIES {
-            if attempt > 0 {
-                std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
-            }
-            let stable = (|| -> io::Result<bool> {
-                let before = Sig::of(&src)?;
-                copy.set_len(0)?;
-                copy_sparse(&src, &copy)?;
-                Ok(Sig::of(&src)? == before)
-            })();
-            match stable {
-                Ok(true) => break,
-                Ok(false) if attempt + 1 == SNAPSHOT_TRIES => {
-                    self.dir.busy.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(id = id.0, "a file kept changing while the flush copied it");
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "copying a flush snapshot");
-                    break;
-                }
+                self.dir.remove(id);
+                Err(e)
             }
         }
-        Some(FrozenData {
-            id,
-            file: Some(Arc::new(copy)),
-        })
     }
 
     /// Ends a freeze. Returns the frozen id if the file was copied meanwhile (or was a

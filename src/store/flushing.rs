@@ -67,6 +67,10 @@ pub(crate) struct Draft {
     moved: HashMap<NodeId, Option<(NodeId, OsString)>>,
     staged: BTreeSet<NodeId>,
     dirty_nodes: Vec<NodeId>,
+    /// Files left out because they kept changing while copied (design.md §4.1): their data
+    /// stays dirty, and so do the names in `kept` (emptied on disk for a new busy file).
+    busy: BTreeSet<NodeId>,
+    kept: HashSet<(NodeId, OsString)>,
 }
 
 impl Draft {
@@ -105,11 +109,11 @@ impl Draft {
 }
 
 /// One name the flush writes, with its paths before and after.
-struct Change {
-    dir: NodeId,
-    name: OsString,
-    old: Option<(NodeId, u64)>,
-    want: Option<NodeId>,
+pub(super) struct Change {
+    pub dir: NodeId,
+    pub name: OsString,
+    pub old: Option<(NodeId, u64)>,
+    pub want: Option<NodeId>,
     pre: Option<PathBuf>,
     post: Option<PathBuf>,
 }
@@ -136,7 +140,9 @@ impl Inner {
         let stage = PathBuf::from(Journal::stage_dir(generation));
         self.since_snapshot = None;
         let mut changes = self.dirty_changes();
-        let staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
+        let mut staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
+        let (mut early, busy) = self.snapshot_pinned(&staged);
+        let kept = self.leave_out_busy(&busy, &mut staged, &mut changes);
         // A node that gets a new inode must get it under every name it has.
         let listed: HashSet<(NodeId, OsString)> =
             changes.iter().map(|c| (c.dir, c.name.clone())).collect();
@@ -181,6 +187,8 @@ impl Inner {
             moved: HashMap::new(),
             staged: staged.clone(),
             dirty_nodes: self.dirty_nodes.iter().copied().collect(),
+            busy,
+            kept,
         };
         let mut touched_dirs: BTreeSet<NodeId> = BTreeSet::new();
         let available = self.plan_evictions(&changes, &staged, &stage, &mut d, &mut touched_dirs);
@@ -193,7 +201,7 @@ impl Inner {
             &mut touched_dirs,
         );
         self.plan_meta(&staged, &touched_dirs, &mut d);
-        self.plan_stage(&staged, &stage, &mut d);
+        self.plan_stage(&staged, &stage, &mut early, &mut d);
         // After the flush every name a moved or rewritten node has now holds its inode on
         // disk: its first name is its origin (design.md §6 step 5).
         let firsts: Vec<NodeId> = d.moved.keys().chain(d.staged.iter()).copied().collect();
@@ -462,16 +470,36 @@ impl Inner {
     }
 
     /// Step 2's input: what to create in the stage, freezing file data (design.md §4).
-    fn plan_stage(&mut self, staged: &BTreeSet<NodeId>, stage: &Path, d: &mut Draft) {
+    fn plan_stage(
+        &mut self,
+        staged: &BTreeSet<NodeId>,
+        stage: &Path,
+        early: &mut HashMap<NodeId, FrozenData>,
+        d: &mut Draft,
+    ) {
         for &x in staged {
-            self.refresh_from_data(x);
+            if !early.contains_key(&x) {
+                self.refresh_from_data(x);
+            }
             let Some(n) = self.nodes.get(&x) else {
                 continue;
             };
             let mut meta = self.meta_of(x);
             let content = match &n.content {
                 Content::File(Some(cell)) => {
-                    let frozen = cell.freeze();
+                    let frozen = match early.remove(&x) {
+                        Some(f) => f,
+                        // Every pinned file was copied or left out by `snapshot_pinned`, and
+                        // nothing is pinned meanwhile (the store lock is held).
+                        None if cell.is_pinned() => {
+                            tracing::error!(
+                                node = x.0,
+                                "a file the kernel writes was not copied; skipped"
+                            );
+                            continue;
+                        }
+                        None => cell.freeze(),
+                    };
                     d.frozen.push((cell.clone(), frozen.id));
                     d.files += 1;
                     d.bytes += n.attr.size;
@@ -537,7 +565,12 @@ impl Inner {
                 continue;
             };
             if let Some(dirty) = dn.dirty.get_mut(name) {
-                if dirty.seq <= d.seq {
+                if d.kept.contains(&(*dir, name.clone())) {
+                    // A busy new file's name: what the disk has there now, if it kept it.
+                    if want.is_none() {
+                        dirty.old = None;
+                    }
+                } else if dirty.seq <= d.seq {
                     dn.dirty.remove(name);
                 } else {
                     dirty.old = want_ino;
@@ -563,7 +596,7 @@ impl Inner {
                 n.meta_seq = 0;
             }
             // A file open for writing with passthrough stays dirty (design.md §4.1).
-            if n.data_seq <= d.seq && n.writers == 0 {
+            if n.data_seq <= d.seq && n.writers == 0 && !d.busy.contains(&id) {
                 n.data_seq = 0;
             }
             if !n.is_dirty() || n.names.is_empty() && id != NodeId::ROOT {

@@ -24,6 +24,7 @@ mod links;
 pub(crate) mod log;
 pub mod namespace;
 pub(crate) mod node;
+mod pinned;
 mod privs;
 mod replay;
 pub mod seen;
@@ -412,6 +413,7 @@ impl Store {
         s.passthrough = self.passthrough();
         s.busy_copies = self.data.busy_copies();
         s.ram_limit = self.ram_limit();
+        s.busy_files = self.data.busy_files();
         s
     }
 
@@ -466,7 +468,7 @@ impl Store {
 }
 
 /// Numbers about a store, for status.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct StoreSummary {
     pub nodes: u64,
     pub dirty_nodes: u64,
@@ -494,6 +496,7 @@ pub struct StoreSummary {
     pub evictable_bytes: u64,
     /// The RAM limit (0: none but the tmpfs's size).
     pub ram_limit: u64,
+    pub busy_files: Vec<String>,
 }
 
 /// Bytes allocated by the files of a directory (not recursive).

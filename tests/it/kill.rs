@@ -203,12 +203,12 @@ fn recovered_disk(m: &Mount) -> (State, bool) {
     (read_state(&m.disk_copy()), mid_flush)
 }
 
-/// Passthrough is opt-in (design.md §4.1) because of this test: a clean-clone CI run at
-/// kill 91 (ASDFS_SEED=7) found a file written just before a SIGKILL empty after the
-/// takeover (acknowledged `f1:3128`, seen `f1:0`). Not yet fixed: run it with
-/// `cargo test -- --ignored sigkill_at_random`.
+/// With passthrough. A clean-clone CI run at kill 91 (ASDFS_SEED=7) once found a file
+/// written just before a SIGKILL empty after the takeover (acknowledged `f1:3128`, seen
+/// `f1:0`): a release unpinned the data file before dropping the node's backing id, so a
+/// flush could freeze it and the next open get a copy while the kernel wrote the old file
+/// (`passthrough::files_rewritten_while_flushes_run_keep_every_write`).
 #[test]
-#[ignore = "known bug of the opt-in passthrough data path: a kill can lose a new file's writes"]
 fn sigkill_at_random_moments_loses_no_acknowledged_write() {
     kill_run("passthrough", 200);
 }

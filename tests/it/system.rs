@@ -493,10 +493,11 @@ fn a_user_mounts_a_directory_they_own_and_is_refused_one_they_do_not() {
 mount --bind "$WORK/fuse" /dev/fuse || exit 99
 u() {{ setpriv --reuid={uid} --regid={gid} --clear-groups -- "$@"; }}
 H="$WORK/home"
-u "$ASDFS" mount "$H/mine" --mode overlay --volatile "$VOL" --flush-interval 1h 2>"$WORK/said" && echo "mine mounted"
+u "$ASDFS" mount "$H/mine" --mode overlay --data-path auto --volatile "$VOL" --flush-interval 1h 2>"$WORK/said" && echo "mine mounted"
 sed 's/^/said: /' "$WORK/said"
 echo "mine is $(findmnt -n -o FSTYPE "$H/mine")"
 u sh -c 'echo user-data > "$1/mine/new"' - "$H" || echo "write failed"
+u "$ASDFS" status --json "$H/mine" | grep -o '"data_path": *"[a-z]*"' | sed 's/^/path: /'
 u "$ASDFS" flush "$H/mine" >/dev/null && echo "mine flushed"
 u "$ASDFS" mount "$H/theirs" --volatile "$VOL" 2>&1 && echo "theirs mounted"
 echo "theirs is $(findmnt -n -o FSTYPE "$H/theirs")"
@@ -528,6 +529,13 @@ u "$ASDFS" unmount "$H/mine" >/dev/null && echo "mine unmounted"
         describe(&out)
     );
     assert!(stdout.contains("mine unmounted\n"), "{}", describe(&out));
+    // No FUSE passthrough for a user: the kernel gives backing files to root only.
+    let path: Vec<&str> = stdout.lines().filter(|l| l.starts_with("path: ")).collect();
+    assert!(
+        path.len() == 1 && path[0].ends_with("\"daemon\""),
+        "{}",
+        describe(&out)
+    );
     wait_daemons_gone(&s.work.path().display().to_string());
     assert_eq!(
         fs::read_to_string(home.join("mine/new")).unwrap(),

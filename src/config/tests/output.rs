@@ -158,6 +158,11 @@ fn valid_config() -> impl Strategy<Value = Config> {
                 open_files: None,
                 stop_grace: None,
                 ram_limit: None,
+                data_path: if sync {
+                    crate::config::DataPath::Daemon
+                } else {
+                    crate::config::DataPath::Auto
+                },
                 hardlink_check: !backups,
                 force: false,
             },
@@ -193,6 +198,7 @@ fn settings_handed_to_the_daemon_come_back_the_same() {
         open_files: Some(99),
         stop_grace: Some(std::time::Duration::from_millis(1500)),
         ram_limit: None,
+        data_path: crate::config::DataPath::Daemon,
         hardlink_check: false,
         force: true,
         ..super::TargetSettings::new(odd(b"/srv/caf\xe9"))
