@@ -69,6 +69,8 @@ pub(crate) struct Inner {
     /// Records of the operation in progress: appended as one batch, with a commit marker,
     /// when the store lock is released (design.md §3).
     pub(super) log_buf: Vec<Record>,
+    /// Data files of nodes freed under the lock: deleted once it is released (`Locked`).
+    pub(super) freed_data: Vec<super::types::DataId>,
     pub(super) since_snapshot: Option<std::time::SystemTime>,
     /// Loaded files by recency of use: clean ones may leave RAM (design.md §2.1).
     pub(super) cache: super::evict::Cache,
@@ -284,7 +286,7 @@ impl Inner {
             }
         }
         if let Some(cell) = n.cell() {
-            self.data.remove(cell.id());
+            self.freed_data.push(cell.id());
         }
     }
 
@@ -358,7 +360,7 @@ impl Inner {
         if self.log_buf.is_empty() {
             return;
         }
-        let mut batch = std::mem::take(&mut self.log_buf);
+        let mut batch = latest_nodes_only(std::mem::take(&mut self.log_buf));
         batch.push(Record::Commit);
         let was_broken = self.log.broken;
         if self.log.append(&batch).is_err() {
@@ -479,4 +481,85 @@ pub(crate) fn sig_into(attr: &mut super::types::Attr, sig: super::data::Sig) {
     attr.size = sig.size;
     attr.mtime = ts(sig.mtime);
     attr.ctime = ts(sig.ctime);
+}
+
+/// The records of one operation with only the last record of each node: a replay keeps the
+/// last record of a node anyway (`replay.rs`), and an operation often describes a node
+/// twice (a directory before and after its times change).
+fn latest_nodes_only(mut batch: Vec<Record>) -> Vec<Record> {
+    let mut later: Vec<NodeId> = Vec::new();
+    let mut keep = vec![true; batch.len()];
+    for (i, r) in batch.iter().enumerate().rev() {
+        if let Record::Node(n) = r {
+            if later.contains(&n.id) {
+                keep[i] = false;
+            } else {
+                later.push(n.id);
+            }
+        }
+    }
+    if keep.iter().all(|k| *k) {
+        return batch;
+    }
+    let mut i = 0;
+    batch.retain(|_| {
+        i += 1;
+        keep[i - 1]
+    });
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: u64, size: u64) -> Record {
+        let t = Ts { sec: 1, nsec: 0 };
+        let attr = Attr {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            size,
+            blocks: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+        };
+        Record::Node(NodeRec {
+            id: NodeId(id),
+            kind: Kind::File,
+            attr,
+            origin: None,
+            disk_ino: None,
+            hidden_links: 0,
+            data: None,
+            symlink: None,
+            xattrs: None,
+            meta_dirty: true,
+            data_dirty: false,
+        })
+    }
+
+    #[test]
+    fn a_batch_keeps_the_last_record_of_each_node_and_every_entry() {
+        let entry = Record::Entry {
+            dir: NodeId(1),
+            name: "f".into(),
+            child: Some(NodeId(2)),
+        };
+        let batch = vec![
+            node(2, 0),
+            node(1, 0),
+            entry.clone(),
+            node(1, 5),
+            node(2, 7),
+        ];
+        assert_eq!(
+            latest_nodes_only(batch),
+            vec![entry, node(1, 5), node(2, 7)]
+        );
+        let single = vec![node(3, 1)];
+        assert_eq!(latest_nodes_only(single.clone()), single);
+    }
 }

@@ -315,7 +315,7 @@ impl StoreLog {
             buf.extend_from_slice(&encode(r));
         }
         let end = self.len + buf.len() as u64;
-        if end > self.reserved && allocate_keep(&self.file, end).is_ok() {
+        if end > self.reserved && allocate_keep(&self.file, self.reserved, end).is_ok() {
             self.reserved = end;
         }
         if let Err(e) = self.file.write_all(&buf) {
@@ -389,7 +389,7 @@ impl StoreLog {
         let was_low = self.low.load(std::sync::atomic::Ordering::Relaxed);
         for want in [self.want_ahead(), self.need_ahead()] {
             let end = self.len + want;
-            if end <= self.reserved || allocate_keep(&self.file, end).is_ok() {
+            if end <= self.reserved || allocate_keep(&self.file, self.reserved, end).is_ok() {
                 self.reserved = self.reserved.max(end);
                 let low = self.ahead() < self.want_ahead() || self.broken;
                 self.low.store(low, std::sync::atomic::Ordering::Relaxed);
@@ -471,20 +471,23 @@ impl StoreLog {
 
 /// Allocates the first `len` bytes of `f`, growing its size.
 fn allocate(f: &File, len: u64) -> io::Result<()> {
-    fallocate(f, 0, len)
+    fallocate(f, 0, 0, len)
 }
 
-/// Allocates the first `len` bytes of `f`, leaving its size alone.
-fn allocate_keep(f: &File, len: u64) -> io::Result<()> {
-    fallocate(f, libc::FALLOC_FL_KEEP_SIZE, len)
+/// Allocates bytes `from..to` of `f` (everything before `from` is allocated already),
+/// leaving its size alone. Only the new range: tmpfs walks every page of the range given,
+/// so allocating from 0 each time would cost in proportion to the whole log.
+fn allocate_keep(f: &File, from: u64, to: u64) -> io::Result<()> {
+    fallocate(f, libc::FALLOC_FL_KEEP_SIZE, from, to.saturating_sub(from))
 }
 
-fn fallocate(f: &File, mode: i32, len: u64) -> io::Result<()> {
+fn fallocate(f: &File, mode: i32, from: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
     }
     // SAFETY: fallocate on a descriptor the caller owns.
-    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, 0, len as libc::off_t) };
+    let r =
+        unsafe { libc::fallocate(f.as_raw_fd(), mode, from as libc::off_t, len as libc::off_t) };
     if r == 0 {
         Ok(())
     } else {

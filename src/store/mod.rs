@@ -211,6 +211,7 @@ impl Store {
             since_snapshot: None,
             log_buf: Vec::new(),
             cache: Default::default(),
+            freed_data: Vec::new(),
         };
         Ok(Store {
             disk_writers: Mutex::new(()),
@@ -433,25 +434,36 @@ impl Store {
     }
 }
 
-/// The store lock; releasing it appends the records of what was done under it as one batch.
-pub(crate) struct Locked<'a>(parking_lot::MutexGuard<'a, Inner>);
+/// The store lock; releasing it appends the records of what was done under it as one batch,
+/// then, with the lock released, deletes the data files of the nodes freed under it (a
+/// takeover frees the nodes of a batch whose files are still there: design.md §3).
+pub(crate) struct Locked<'a>(Option<parking_lot::MutexGuard<'a, Inner>>);
 
 impl std::ops::Deref for Locked<'_> {
     type Target = Inner;
     fn deref(&self) -> &Inner {
-        &self.0
+        self.0.as_ref().expect("held until dropped")
     }
 }
 
 impl std::ops::DerefMut for Locked<'_> {
     fn deref_mut(&mut self) -> &mut Inner {
-        &mut self.0
+        self.0.as_mut().expect("held until dropped")
     }
 }
 
 impl Drop for Locked<'_> {
     fn drop(&mut self) {
-        self.0.flush_log();
+        let Some(mut inner) = self.0.take() else {
+            return;
+        };
+        inner.flush_log();
+        let freed = std::mem::take(&mut inner.freed_data);
+        let data = inner.data.clone();
+        drop(inner);
+        for id in freed {
+            data.remove(id);
+        }
     }
 }
 
@@ -463,7 +475,7 @@ impl Store {
     }
 
     pub(crate) fn lock(&self) -> Locked<'_> {
-        Locked(self.inner.lock())
+        Locked(Some(self.inner.lock()))
     }
 }
 
