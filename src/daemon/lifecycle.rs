@@ -317,7 +317,11 @@ fn begin_stop(t: &dyn Mode, force: bool) -> Response {
         return Response::err(format!("{e:#}"));
     }
     *s.phase.lock() = Phase::Detached;
-    Response::ok(detached_message(&s.paths, t.open_files(), failed.as_ref()))
+    Response::ok(detached_message(
+        &s.paths,
+        open_files_settled(t),
+        failed.as_ref(),
+    ))
 }
 
 /// After the session ended: the final flush (retried), then the store is removed. If the
@@ -676,4 +680,17 @@ pub(super) fn write_owner(
     fsx::write_atomic(side, OsStr::new("session"), &session, 0o644)
         .with_context(|| format!("writing {}", p.side.join("session").display()))?;
     Ok(())
+}
+
+/// Files programs still hold in a target that is stopping, asked again for a moment while
+/// any are: a holder that is just closing (or a forked child that holds a copy of a
+/// descriptor until its exec) does not turn an unmount into "served until closed".
+fn open_files_settled(t: &dyn Mode) -> u64 {
+    let until = Instant::now() + Duration::from_millis(500);
+    let mut open = t.open_files();
+    while open > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(25));
+        open = t.open_files();
+    }
+    open
 }

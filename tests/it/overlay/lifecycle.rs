@@ -173,3 +173,49 @@ fn a_daemon_in_a_pid_namespace_does_not_count_its_own_holds() {
     assert!(said.contains("the disk copy is up to date"), "{said}");
     assert_eq!(fs::read(m.target.join("b")).unwrap(), b"b");
 }
+
+/// A file held for a moment when the unmount comes (a program just closing it, or a forked
+/// child that holds a copy of a descriptor until its exec) does not leave the daemon serving
+/// a detached overlay: the unmount waits that moment, writes everything and returns once the
+/// daemon is gone, so the next mount of the target succeeds at once. Failed before: the
+/// answer was "still served" and the next mount found the old daemon holding the store (the
+/// model test's remount under load).
+#[test]
+fn a_file_held_for_a_moment_at_the_unmount_does_not_keep_the_daemon() {
+    let Some(m) = overlay_mount(|d| fs::write(d.join("f"), "on disk\n").unwrap()) else {
+        return;
+    };
+    let pid = m.daemon_pid().unwrap();
+    fs::write(m.path("f"), "changed\n").unwrap();
+    let script = format!("exec 3<'{}'; sleep 0.2", m.path("f").display());
+    let mut holder = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    let _ = holder.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !stdout.contains("still served"),
+        "the unmount left the daemon serving: {stdout}"
+    );
+    let state = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = state
+        .rsplit(')')
+        .next()
+        .and_then(|r| r.split_whitespace().next());
+    assert!(
+        matches!(state, None | Some("Z")),
+        "the daemon (pid {pid}) outlived the unmount that answered: {stdout}"
+    );
+    assert!(!m.is_mounted());
+    assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "changed\n");
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "changed\n");
+}
