@@ -285,6 +285,9 @@ pub fn render(s: &Status) -> String {
         out += &format!("  at start:    {u}\n");
     }
     out += &snapshots_lines(&s.crash_snapshots);
+    if let Some(v) = &s.salvaged {
+        out += &format!("  SALVAGED:    {v}\n");
+    }
     for c in &s.conflicts {
         out += &format!("  CONFLICT:    changed on disk behind asdfs, disk version kept: {c}\n");
     }

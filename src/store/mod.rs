@@ -26,6 +26,7 @@ pub mod namespace;
 pub(crate) mod node;
 mod privs;
 mod replay;
+mod resync;
 pub mod seen;
 pub mod types;
 

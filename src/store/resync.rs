@@ -1,0 +1,154 @@
+//! After a salvage (design.md §7): the store is told which disk paths a committed flush
+//! could not complete, checks them against the disk, and marks what is not there as
+//! changed again, so that the next flush writes it (a verified resync from the store).
+
+use super::Store;
+use super::inner::Inner;
+use super::node::{Content, DirtyName};
+use super::types::NodeId;
+use crate::backing::{Loc, ino_at};
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+
+impl Store {
+    /// `paths` (relative to the target) are where skipped steps of a salvaged flush would
+    /// have put or changed something. For each, the shallowest of it and its directories
+    /// whose disk object is not the one the store believes is there becomes new again with
+    /// everything the store had under it on disk: no disk origin, its names changed, so the
+    /// next flush writes it whole. A path whose disk objects all match has its attributes
+    /// written again. Returns the number of nodes marked. Runs with the disk gate held
+    /// (the disk does not change meanwhile); reads the disk before taking the store lock.
+    pub fn resync(&self, paths: &[PathBuf]) -> usize {
+        let mut prefixes: BTreeSet<PathBuf> = BTreeSet::new();
+        for p in paths {
+            let mut cur = PathBuf::new();
+            for c in p.components() {
+                cur.push(c);
+                prefixes.insert(cur.clone());
+            }
+        }
+        let on_disk: HashMap<PathBuf, Option<u64>> = prefixes
+            .into_iter()
+            .map(|p| {
+                let ino = ino_at(self.backing.as_ref(), &Loc::Target(p.clone()))
+                    .ok()
+                    .flatten();
+                (p, ino)
+            })
+            .collect();
+        let mut inner = self.lock();
+        inner.resync(paths, &on_disk)
+    }
+}
+
+impl Inner {
+    fn resync(&mut self, paths: &[PathBuf], on_disk: &HashMap<PathBuf, Option<u64>>) -> usize {
+        let by_path: HashMap<PathBuf, NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.origin.is_some())
+            .filter_map(|(id, _)| Some((self.disk_path(*id)?, *id)))
+            .collect();
+        let seq = self.next_seq();
+        let mut roots: Vec<PathBuf> = Vec::new();
+        for p in paths {
+            let mut cur = PathBuf::new();
+            let mut found = None;
+            for c in p.components() {
+                cur.push(c);
+                let Some(&id) = by_path.get(&cur) else {
+                    // Not in RAM: the store has nothing newer than the disk there.
+                    tracing::warn!(path = %cur.display(), "a salvaged flush's step concerned a path the store does not hold; it stays as the disk has it");
+                    break;
+                };
+                let want = self.nodes.get(&id).and_then(|n| n.disk_ino);
+                if on_disk.get(&cur).copied().flatten() != want {
+                    found = Some(cur.clone());
+                    break;
+                }
+                if cur == *p {
+                    // Where the store believes: its attributes are written again.
+                    self.mark_meta(id, seq);
+                    self.log_node(id);
+                }
+            }
+            if let Some(root) = found {
+                if !roots.iter().any(|r| root.starts_with(r)) {
+                    roots.retain(|r| !r.starts_with(&root));
+                    roots.push(root);
+                }
+            }
+        }
+        let mut marked: BTreeSet<NodeId> = BTreeSet::new();
+        for root in &roots {
+            tracing::warn!(path = %root.display(), "not on disk as the store believes after a salvaged flush: written again by the next flush");
+            for (path, &id) in &by_path {
+                if path.starts_with(root) {
+                    marked.insert(id);
+                }
+            }
+        }
+        for &id in &marked {
+            self.not_on_disk(id, seq);
+        }
+        // A name whose disk occupant is one of these holds nothing on disk now.
+        for &dir in &self.dirty_dirs.clone() {
+            if let Some(dn) = self.nodes.get_mut(&dir).and_then(|n| n.dir_mut()) {
+                for d in dn.dirty.values_mut() {
+                    if d.old.is_some_and(|(o, _)| marked.contains(&o)) {
+                        d.old = None;
+                    }
+                }
+            }
+        }
+        for &id in &marked {
+            let names = self
+                .nodes
+                .get(&id)
+                .map(|n| n.names.clone())
+                .unwrap_or_default();
+            for (dir, name) in names {
+                if let Some(dn) = self.nodes.get_mut(&dir).and_then(|n| n.dir_mut()) {
+                    dn.dirty
+                        .entry(name.clone())
+                        .or_insert(DirtyName { old: None, seq });
+                    self.dirty_dirs.insert(dir);
+                }
+                self.log_entry(dir, &name, Some(id));
+            }
+            self.log_node(id);
+            self.maybe_free(id);
+        }
+        marked.len()
+    }
+
+    /// Forgets where `id` is on disk: the next flush writes it as new.
+    fn not_on_disk(&mut self, id: NodeId, seq: u64) {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return;
+        };
+        if let Some(ino) = n.disk_ino.take() {
+            if self.disk_inos.get(&ino) == Some(&id) {
+                self.disk_inos.remove(&ino);
+            }
+        }
+        n.origin = None;
+        n.hidden_links = 0;
+        match &n.content {
+            Content::File(None) => tracing::error!(
+                node = id.0,
+                "a file a salvaged flush did not place has no data in RAM; it is only in the salvaged stage"
+            ),
+            Content::Dir(d) if !d.populated => tracing::error!(
+                node = id.0,
+                "a directory a salvaged flush did not place was never read whole; what the store did not read is only in the salvaged stage"
+            ),
+            _ => {}
+        }
+        if n.kind == super::types::Kind::File && n.cell().is_some() {
+            n.data_seq = seq;
+        }
+        n.meta_seq = seq;
+        self.dirty_nodes.insert(id);
+    }
+}
