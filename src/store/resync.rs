@@ -4,7 +4,7 @@
 
 use super::Store;
 use super::inner::Inner;
-use super::node::{Content, DirtyName};
+use super::node::{Content, DirtyName, Target};
 use super::types::NodeId;
 use crate::backing::{Loc, ino_at};
 use std::collections::{BTreeSet, HashMap};
@@ -38,6 +38,36 @@ impl Store {
             .collect();
         let mut inner = self.lock();
         inner.resync(paths, &on_disk)
+    }
+
+    /// At a takeover, after the restored nodes were looked for on disk: those not found
+    /// where their origin says (the flush the log was rebased onto was salvaged, or the
+    /// disk changed behind asdfs) are resynced rather than forgotten with their data.
+    pub(crate) fn resync_unreached(&self) {
+        let wanted: Vec<(PathBuf, Option<u64>)> = {
+            let inner = self.lock();
+            inner
+                .nodes
+                .iter()
+                .filter(|(id, n)| **id != NodeId::ROOT && n.names.is_empty() && n.origin.is_some())
+                .filter_map(|(id, n)| Some((inner.disk_path(*id)?, n.disk_ino)))
+                .collect()
+        };
+        let gone: Vec<PathBuf> = wanted
+            .into_iter()
+            .filter(|(p, ino)| {
+                ino_at(self.backing.as_ref(), &Loc::Target(p.clone()))
+                    .map_or(true, |found| found != *ino)
+            })
+            .map(|(p, _)| p)
+            .collect();
+        if !gone.is_empty() {
+            let n = self.resync(&gone);
+            tracing::warn!(
+                nodes = n,
+                "restored nodes not on disk where the store log says: written again by the next flush"
+            );
+        }
     }
 }
 
@@ -88,6 +118,17 @@ impl Inner {
                 }
             }
         }
+        let mut by_depth: Vec<(usize, NodeId)> = marked
+            .iter()
+            .filter_map(|&id| Some((self.disk_path(id)?.components().count(), id)))
+            .collect();
+        by_depth.sort();
+        for &(_, id) in &by_depth {
+            self.as_new_dir(id);
+        }
+        for &(_, id) in &by_depth {
+            self.attach_at_origin(id);
+        }
         for &id in &marked {
             self.not_on_disk(id, seq);
         }
@@ -122,6 +163,61 @@ impl Inner {
         marked.len()
     }
 
+    /// A directory that is not on disk as the store believed is written whole by the next
+    /// flush: it holds what the store has of it, and names it never read from disk are
+    /// only in the salvaged stage (logged).
+    fn as_new_dir(&mut self, id: NodeId) {
+        let Some(d) = self.nodes.get_mut(&id).and_then(|n| n.dir_mut()) else {
+            return;
+        };
+        if d.populated {
+            return;
+        }
+        let unread: Vec<_> = d
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.target, Target::Disk(_)))
+            .map(|(name, e)| (name.clone(), e.target))
+            .collect();
+        for (name, target) in &unread {
+            d.remove(name);
+            if *target == Target::Disk(Some(super::types::Kind::Dir)) {
+                d.subdirs = d.subdirs.saturating_sub(1);
+            }
+        }
+        d.populated = true;
+        tracing::error!(
+            node = id.0,
+            unread = unread.len(),
+            "a directory a salvaged flush did not place was not read whole; what the store did not hold of it is only in the salvaged stage"
+        );
+    }
+
+    /// A node the store holds without a name (restored from the store log, waiting to be
+    /// met on disk where it is not) gets its name back at its origin, unless a program
+    /// removed it there or something else took that name.
+    fn attach_at_origin(&mut self, id: NodeId) {
+        let Some(n) = self.nodes.get(&id) else { return };
+        let (Some(o), true) = (n.origin.clone(), n.names.is_empty()) else {
+            return;
+        };
+        let kind = n.kind;
+        let Some(d) = self.nodes.get_mut(&o.parent).and_then(|p| p.dir_mut()) else {
+            return;
+        };
+        if !d.populated || d.entries.contains_key(&o.name) || d.dirty.contains_key(&o.name) {
+            return;
+        }
+        d.insert(o.name.clone(), Target::Node(id));
+        if kind == super::types::Kind::Dir {
+            d.subdirs += 1;
+        }
+        self.pending_origins.remove(&(o.parent, o.name.clone()));
+        if let Some(n) = self.nodes.get_mut(&id) {
+            n.names.push((o.parent, o.name));
+        }
+    }
+
     /// Forgets where `id` is on disk: the next flush writes it as new.
     fn not_on_disk(&mut self, id: NodeId, seq: u64) {
         let Some(n) = self.nodes.get_mut(&id) else {
@@ -134,16 +230,11 @@ impl Inner {
         }
         n.origin = None;
         n.hidden_links = 0;
-        match &n.content {
-            Content::File(None) => tracing::error!(
+        if matches!(n.content, Content::File(None)) {
+            tracing::error!(
                 node = id.0,
                 "a file a salvaged flush did not place has no data in RAM; it is only in the salvaged stage"
-            ),
-            Content::Dir(d) if !d.populated => tracing::error!(
-                node = id.0,
-                "a directory a salvaged flush did not place was never read whole; what the store did not read is only in the salvaged stage"
-            ),
-            _ => {}
+            );
         }
         if n.kind == super::types::Kind::File && n.cell().is_some() {
             n.data_seq = seq;
