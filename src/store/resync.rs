@@ -36,8 +36,38 @@ impl Store {
                 (p, ino)
             })
             .collect();
-        let mut inner = self.lock();
-        inner.resync(paths, &on_disk)
+        let roots = self.lock().resync_roots(paths, &on_disk);
+        for root in &roots {
+            if let Some(Some(_)) = on_disk.get(root) {
+                self.set_aside(root);
+            }
+        }
+        self.lock().mark_not_on_disk(&roots)
+    }
+
+    /// Something else than what the store believes is at `root` on disk (put there behind
+    /// asdfs): it is moved into the side directory as `salvaged.behind.<N>`, so that the
+    /// store's version can take its place and nothing is lost (design.md §7).
+    fn set_aside(&self, root: &std::path::Path) {
+        let b = self.backing.as_ref();
+        for n in 0..1000 {
+            let to = Loc::side(format!("salvaged.behind.{n}"));
+            match ino_at(b, &to) {
+                Ok(None) => {}
+                Ok(Some(_)) => continue,
+                Err(_) => break,
+            }
+            match b.rename(&Loc::Target(root.to_path_buf()), &to) {
+                Ok(()) => {
+                    let _ = b.sync_dir(&Loc::side(""));
+                    tracing::error!(path = %root.display(), kept = %to, "what was on disk in place of what the store holds is kept in the side directory");
+                }
+                Err(e) => {
+                    tracing::error!(path = %root.display(), error = %e, "what is on disk in place of what the store holds could not be set aside; the next flush may fail its check")
+                }
+            }
+            return;
+        }
     }
 
     /// At a takeover, after the restored nodes were looked for on disk: those not found
@@ -72,13 +102,23 @@ impl Store {
 }
 
 impl Inner {
-    fn resync(&mut self, paths: &[PathBuf], on_disk: &HashMap<PathBuf, Option<u64>>) -> usize {
-        let by_path: HashMap<PathBuf, NodeId> = self
-            .nodes
+    /// Where each node the store believes on disk is (on disk).
+    fn by_disk_path(&self) -> HashMap<PathBuf, NodeId> {
+        self.nodes
             .iter()
             .filter(|(_, n)| n.origin.is_some())
             .filter_map(|(id, _)| Some((self.disk_path(*id)?, *id)))
-            .collect();
+            .collect()
+    }
+
+    /// The shallowest path of each of `paths` and its directories whose disk inode is not
+    /// the store's; paths that match have their attributes marked to be written again.
+    fn resync_roots(
+        &mut self,
+        paths: &[PathBuf],
+        on_disk: &HashMap<PathBuf, Option<u64>>,
+    ) -> Vec<PathBuf> {
+        let by_path = self.by_disk_path();
         let seq = self.next_seq();
         let mut roots: Vec<PathBuf> = Vec::new();
         for p in paths {
@@ -109,8 +149,15 @@ impl Inner {
                 }
             }
         }
+        roots
+    }
+
+    /// Everything the store holds under `roots` on disk is not there: written again.
+    fn mark_not_on_disk(&mut self, roots: &[PathBuf]) -> usize {
+        let by_path = self.by_disk_path();
+        let seq = self.next_seq();
         let mut marked: BTreeSet<NodeId> = BTreeSet::new();
-        for root in &roots {
+        for root in roots {
             tracing::warn!(path = %root.display(), "not on disk as the store believes after a salvaged flush: written again by the next flush");
             for (path, &id) in &by_path {
                 if path.starts_with(root) {

@@ -96,6 +96,23 @@ impl Backing for RenameFails {
 /// could not place is still in RAM and must reach the disk at that flush.
 #[test]
 fn issue_12_a_salvaged_flush_is_written_again_from_the_store() {
+    salvaged_flush_written_again(|new| std::fs::remove_dir(new).unwrap(), None);
+}
+
+/// The same when a file took the directory's place behind asdfs: that file is kept in the
+/// side directory, and the store's directory takes its place.
+#[test]
+fn issue_12_a_salvaged_flush_is_written_again_over_what_took_its_place() {
+    salvaged_flush_written_again(
+        |new| {
+            std::fs::remove_dir(new).unwrap();
+            std::fs::write(new, b"put there behind asdfs").unwrap();
+        },
+        Some(b"put there behind asdfs"),
+    );
+}
+
+fn salvaged_flush_written_again(behind: impl FnOnce(&std::path::Path), kept: Option<&[u8]>) {
     let tmp = scratch();
     std::fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
     std::fs::write(tmp.path().join("disk/target/keep"), b"old").unwrap();
@@ -127,7 +144,7 @@ fn issue_12_a_salvaged_flush_is_written_again_from_the_store() {
     let disk = f.target();
     assert!(disk.join("new").is_dir() && !disk.join("new/file").exists());
     // Behind asdfs: the pending journal's step into `new` can never run now.
-    std::fs::remove_dir(disk.join("new")).unwrap();
+    behind(&disk.join("new"));
 
     f.flusher.flush().expect("the flush after a salvage");
     assert!(!f.flusher.has_pending());
@@ -154,6 +171,8 @@ fn issue_12_a_salvaged_flush_is_written_again_from_the_store() {
     );
     assert_eq!(std::fs::read(disk.join("top")).unwrap(), b"top");
     assert_eq!(std::fs::read(disk.join("keep")).unwrap(), b"old");
+    let aside = f.tmp.path().join("disk/.target-asdfs/salvaged.behind.0");
+    assert_eq!(std::fs::read(&aside).ok().as_deref(), kept);
     // Nothing is left to write, and a later flush has nothing to do.
     assert_eq!(f.flusher.flush().unwrap().steps, 0);
 }
