@@ -18,7 +18,7 @@ impl Store {
     /// next flush writes it whole. A path whose disk objects all match has its attributes
     /// written again. Returns the number of nodes marked. Runs with the disk gate held
     /// (the disk does not change meanwhile); reads the disk before taking the store lock.
-    pub fn resync(&self, paths: &[PathBuf]) -> usize {
+    pub(crate) fn resync(&self, paths: &[PathBuf]) -> usize {
         let mut prefixes: BTreeSet<PathBuf> = BTreeSet::new();
         for p in paths {
             let mut cur = PathBuf::new();
@@ -233,6 +233,9 @@ impl Inner {
             }
         }
         d.populated = true;
+        if unread.is_empty() {
+            return;
+        }
         tracing::error!(
             node = id.0,
             unread = unread.len(),
@@ -278,10 +281,17 @@ impl Inner {
         n.origin = None;
         n.hidden_links = 0;
         if matches!(n.content, Content::File(None)) {
-            tracing::error!(
-                node = id.0,
-                "a file a salvaged flush did not place has no data in RAM; it is only in the salvaged stage"
-            );
+            // Its data was only on disk, where it is not: it cannot be read nor written
+            // (a plan with it would fail its check at every flush), so its names go.
+            let names = std::mem::take(&mut n.names);
+            for (dir, name) in names {
+                tracing::error!(node = id.0, name = ?name, "a file a salvaged flush did not place has no data in RAM; it leaves the tree and is only in the salvaged stage or the side directory");
+                if let Some(d) = self.nodes.get_mut(&dir).and_then(|p| p.dir_mut()) {
+                    d.remove(&name);
+                }
+                self.log_entry(dir, &name, None);
+            }
+            return;
         }
         if n.kind == super::types::Kind::File && n.cell().is_some() {
             n.data_seq = seq;

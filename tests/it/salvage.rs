@@ -112,7 +112,9 @@ fn issue_12_a_salvaged_flush_is_written_again_over_what_took_its_place() {
     );
 }
 
-fn salvaged_flush_written_again(behind: impl FnOnce(&std::path::Path), kept: Option<&[u8]>) {
+/// A fixture whose flush of `new/`, `new/file` and `top` is committed and pending (EIO
+/// placing `new/file`).
+fn pending() -> Fixture {
     let tmp = scratch();
     std::fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
     std::fs::write(tmp.path().join("disk/target/keep"), b"old").unwrap();
@@ -141,6 +143,11 @@ fn salvaged_flush_written_again(behind: impl FnOnce(&std::path::Path), kept: Opt
     f.write_file("", "top", b"top");
     let err = f.flusher.flush().expect_err("the injected EIO");
     assert!(f.flusher.has_pending(), "{err:#}");
+    f
+}
+
+fn salvaged_flush_written_again(behind: impl FnOnce(&std::path::Path), kept: Option<&[u8]>) {
+    let f = pending();
     let disk = f.target();
     assert!(disk.join("new").is_dir() && !disk.join("new/file").exists());
     // Behind asdfs: the pending journal's step into `new` can never run now.
@@ -175,4 +182,31 @@ fn salvaged_flush_written_again(behind: impl FnOnce(&std::path::Path), kept: Opt
     assert_eq!(std::fs::read(&aside).ok().as_deref(), kept);
     // Nothing is left to write, and a later flush has nothing to do.
     assert_eq!(f.flusher.flush().unwrap().steps, 0);
+}
+
+/// The same when RAM pressure evicted the clean data of `new/file` before the salvage: the
+/// store cannot write it, so it leaves the tree (its data is in the salvaged stage), and
+/// flushes go on instead of failing their check at every attempt.
+#[test]
+fn issue_12_a_salvaged_file_whose_data_left_ram_does_not_stop_flushes() {
+    let f = pending();
+    let disk = f.target();
+    f.store.set_ram_limit(1);
+    assert_eq!(f.read_file("keep"), b"old");
+    std::fs::remove_dir(disk.join("new")).unwrap();
+    f.flusher.flush().expect("the flush after a salvage");
+    f.flusher.flush().expect("and the next");
+    assert!(disk.join("new").is_dir(), "the directory is written again");
+    assert_eq!(std::fs::read(disk.join("top")).unwrap(), b"top");
+    let side = f.tmp.path().join("disk/.target-asdfs");
+    let kept: Vec<Vec<u8>> = std::fs::read_dir(side.join("salvaged.stage.1"))
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::read(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        kept.iter()
+            .any(|d| d == b"placed by the salvaged flush's retry"),
+        "the file's data is not kept"
+    );
 }
