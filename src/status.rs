@@ -108,6 +108,10 @@ pub struct Status {
     /// disk behind asdfs whose disk version was kept beside the target (design.md §6.2).
     #[serde(default)]
     pub conflicts: Vec<String>,
+    /// A committed flush this session could not complete and salvaged (design.md §7):
+    /// what happened, and that the store writes what it skipped again.
+    #[serde(default)]
+    pub salvaged: Option<String>,
 }
 
 /// The size of the disk copy, as du(1) counts it.

@@ -291,6 +291,9 @@ pub fn render(s: &Status) -> String {
         out += &format!("  at start:    {u}\n");
     }
     out += &snapshots_lines(&s.crash_snapshots);
+    if let Some(v) = &s.salvaged {
+        out += &format!("  SALVAGED:    {v}\n");
+    }
     for c in &s.conflicts {
         out += &format!("  CONFLICT:    changed on disk behind asdfs, disk version kept: {c}\n");
     }
@@ -301,4 +304,28 @@ pub fn render(s: &Status) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12: a flush a running daemon salvaged is shown, in the text and the JSON.
+    #[test]
+    fn a_salvaged_flush_is_shown() {
+        let s = Status {
+            target: "/srv/t".into(),
+            salvaged: Some("flush 7 could not be completed (x)".into()),
+            ..Status::default()
+        };
+        assert!(
+            render(&s).contains("  SALVAGED:    flush 7 could not be completed (x)\n"),
+            "{}",
+            render(&s)
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["salvaged"], "flush 7 could not be completed (x)");
+        let back: Status = serde_json::from_value(json).unwrap();
+        assert_eq!(back.salvaged, s.salvaged);
+    }
 }

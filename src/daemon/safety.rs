@@ -153,6 +153,8 @@ pub struct Recovered {
     pub unclean: bool,
     /// What status shows of it, and of what recovery salvaged.
     pub crash: CrashState,
+    /// Paths a salvaged flush did not complete (`flush::Recovered::resync`).
+    pub resync: Vec<std::path::PathBuf>,
 }
 
 /// Recovers the disk copy (design.md §7) and, after an unclean end, links the last good
@@ -174,6 +176,7 @@ pub fn recover(
         generation: r.generation,
         unclean,
         crash: Arc::new(parking_lot::Mutex::new(with_salvage(crash, r.salvaged))),
+        resync: r.resync,
     })
 }
 

@@ -204,5 +204,6 @@ pub(super) fn report(t: Facts<'_>, c: Changes) -> Status {
         unclean_start: t.crash,
         crash_snapshots: crate::status::snapshots_of(&t.paths.target),
         conflicts: c.conflicts,
+        salvaged: ledger.salvaged(),
     }
 }

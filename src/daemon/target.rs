@@ -196,6 +196,11 @@ fn open_store(o: &Opened, settings: &TargetSettings) -> anyhow::Result<(Arc<Stor
         .seen
         .set_sink(p.target.clone(), safety::conflict_sink(p, &o.side)?);
     let flusher = Arc::new(Flusher::new(store.clone(), generation));
+    if took_over && !o.recovered.resync.is_empty() {
+        // Recovery salvaged the flush this store was rebased onto (design.md §7).
+        let n = store.resync(&o.recovered.resync);
+        tracing::warn!(nodes = n, "written again after a salvaged flush");
+    }
     if took_over {
         tracing::warn!(target = %p.target.display(), "took over the RAM store of a daemon that died; writing it to disk");
         if let Err(e) = flusher.flush() {

@@ -343,10 +343,17 @@ impl Flusher {
     }
 
     /// Completes a committed flush that could not be applied before.
+    /// A salvaged one leaves what its skipped steps would have written changed again in
+    /// the store, so that this flush writes it (design.md §7).
     fn finish_pending(&self) -> anyhow::Result<()> {
         let _writers = self.store.disk_writers.lock();
         let _gate = self.store.disk_gate.write();
-        finish_pending(self.store.backing.as_ref(), &self.ledger)
+        let resync = finish_pending(self.store.backing.as_ref(), &self.ledger)?;
+        if !resync.is_empty() {
+            let n = self.store.resync(&resync);
+            tracing::warn!(nodes = n, "written again after a salvaged flush");
+        }
+        Ok(())
     }
 
     /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
@@ -493,27 +500,33 @@ pub fn commit_and_apply(
     Ok(())
 }
 
-/// Completes the committed flush the ledger holds, if any.
-pub fn finish_pending(b: &dyn crate::backing::Backing, ledger: &Ledger) -> anyhow::Result<()> {
+/// Completes the committed flush the ledger holds, if any. If it had to be salvaged,
+/// returns the target paths its skipped steps concerned (`recover::Salvage`).
+pub fn finish_pending(
+    b: &dyn crate::backing::Backing,
+    ledger: &Ledger,
+) -> anyhow::Result<Vec<std::path::PathBuf>> {
     for generation in ledger.take_unfinished() {
         ledger.finish(b, generation);
     }
     let Some(j) = ledger.pending() else {
-        return Ok(());
+        return Ok(Vec::new());
     };
+    let mut resync = Vec::new();
     match j.apply(b, true) {
         Ok(()) => ledger.finish(b, j.generation),
         Err(e) if recover::structural(&e) => {
             // Never again: salvaged, so that this and later flushes go on (design.md §7).
-            let msg = recover::salvage(b, &j, &e)?;
-            ledger.set_salvaged(msg);
+            let s = recover::salvage(b, &j, &e)?;
+            ledger.set_salvaged(s.msg);
+            resync = s.paths;
         }
         Err(e) => return Err(anyhow::Error::new(e).context("completing an earlier flush")),
     }
     ledger.set_pending(None);
     ledger.set_disk_gen(ledger.disk_gen().max(j.generation));
     tracing::info!(generation = j.generation, "completed an earlier flush");
-    Ok(())
+    Ok(resync)
 }
 
 /// Step 8: the journal and what is left in the stage go. Returns false if either is

@@ -29,6 +29,17 @@ pub struct Recovered {
     /// A committed flush could not be completed step by step and was salvaged: what
     /// happened, for status and the log.
     pub salvaged: Option<String>,
+    /// Paths in the target that the skipped steps of a salvaged flush concerned: FUSE
+    /// mode's store checks them against the disk and writes them again (`Store::resync`).
+    pub resync: Vec<std::path::PathBuf>,
+}
+
+/// What a salvage did.
+pub struct Salvage {
+    /// What happened, for status and the log.
+    pub msg: String,
+    /// Paths in the target that the skipped steps concerned (see `Recovered::resync`).
+    pub paths: Vec<std::path::PathBuf>,
 }
 
 /// Brings the disk copy to the state of one complete flush (design.md §7). A committed
@@ -81,7 +92,9 @@ pub fn recover_disk(b: &dyn Backing) -> anyhow::Result<Recovered> {
                 return Err(e).with_context(|| format!("completing flush {j}"));
             }
             Err(e) => {
-                out.salvaged = Some(salvage(b, &journal, &e)?);
+                let s = salvage(b, &journal, &e)?;
+                out.salvaged = Some(s.msg);
+                out.resync.extend(s.paths);
                 generation = read_generation(b)?;
                 continue;
             }
@@ -130,16 +143,19 @@ pub(crate) fn structural(e: &std::io::Error) -> bool {
 /// skipped steps carried, and the next flush, which plans against the disk as it is,
 /// writes it again; in FUSE mode the store was rebased onto the journal at its commit, so
 /// what a skipped step would have placed is in the kept stage. Returns what happened,
-/// also logged as an error.
+/// also logged as an error, and the target paths the skipped steps concerned: FUSE mode's
+/// store marks what is not on disk there as changed again (`Store::resync`).
 pub(crate) fn salvage(
     b: &dyn Backing,
     j: &Journal,
     why: &std::io::Error,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Salvage> {
     let mut skipped = 0;
+    let mut paths = Vec::new();
     for (i, step) in j.steps.iter().enumerate() {
         if let Err(e) = j.run_one(b, step) {
             skipped += 1;
+            paths.extend(concerned(step));
             tracing::error!(generation = j.generation, step = i + 1, ?step, error = %e, "salvaging a flush: step skipped");
         }
     }
@@ -157,7 +173,32 @@ pub(crate) fn salvage(
         j.steps.len()
     );
     tracing::error!("{msg}");
-    Ok(msg)
+    Ok(Salvage { msg, paths })
+}
+
+/// The path in the target a step would have changed: where it puts an object or sets
+/// attributes; for an object it moves out, the directory that held it.
+fn concerned(step: &super::Step) -> Option<std::path::PathBuf> {
+    use super::Step;
+    match step {
+        Step::Rename {
+            to: Loc::Target(p), ..
+        }
+        | Step::Link {
+            to: Loc::Target(p), ..
+        } => Some(p.clone()),
+        Step::Rename {
+            from: Loc::Target(p),
+            ..
+        } => p.parent().map(|p| p.to_path_buf()),
+        Step::Meta {
+            at: Loc::Target(p), ..
+        }
+        | Step::Times {
+            at: Loc::Target(p), ..
+        } => Some(p.clone()),
+        _ => None,
+    }
 }
 
 /// Renames `name` in the side directory to a free `<what>.name[.N]`; returns the new name

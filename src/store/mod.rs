@@ -27,6 +27,7 @@ pub(crate) mod node;
 mod pinned;
 mod privs;
 mod replay;
+mod resync;
 pub mod seen;
 pub mod types;
 

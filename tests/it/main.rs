@@ -20,6 +20,7 @@ mod powercut;
 mod ram;
 mod recovery;
 mod safety;
+mod salvage;
 mod simdisk;
 mod snapshots;
 mod store;

@@ -11,6 +11,12 @@ use std::os::unix::fs::MetadataExt;
 /// Puts a committed journal for the next generation into the side directory whose first
 /// step cannot run: it moves a staged file into a directory the disk copy does not have.
 fn plant_broken_journal(m: &Mount) -> u64 {
+    plant_journal_into(m, "no-such-dir/x")
+}
+
+/// A committed journal for the next generation whose first step moves a staged file to
+/// `to` in the target (which fails if its directory is missing).
+fn plant_journal_into(m: &Mount, to: &str) -> u64 {
     let side = m.side();
     if !side.exists() {
         // A clean end removed it (nothing was left in it but the generation).
@@ -30,7 +36,7 @@ fn plant_broken_journal(m: &Mount) -> u64 {
         steps: vec![
             Step::Rename {
                 from: Loc::side(format!("stage.{g}/s1")),
-                to: Loc::target("no-such-dir/x"),
+                to: Loc::target(to),
                 ino: ino("s1"),
             },
             Step::Rename {
@@ -103,6 +109,58 @@ fn issue_12_a_committed_flush_that_cannot_be_completed_still_mounts_in_fuse_mode
 #[test]
 fn issue_12_a_committed_flush_that_cannot_be_completed_still_mounts_in_overlay_mode() {
     a_broken_committed_flush_still_mounts(true);
+}
+
+/// FUSE mode, a takeover: the store a killed daemon left was rebased onto flush `g`, whose
+/// journal recovery finds and cannot complete (it places `new/file`, but `new/` is not on
+/// disk). The store believes `new/` is on disk; it must find that it is not, mount anyway,
+/// serve what it holds of it and write it at the next flush (design.md §7). Before, the
+/// takeover failed ("populating node"): no mount while the data existed.
+#[test]
+fn issue_12_a_salvaged_flush_under_a_taken_over_store_is_written_again() {
+    if !fuse_available() || !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let m = Mount::prepare(|t| fs::write(t.join("keep"), b"old").unwrap());
+    m.mount();
+    fs::create_dir(m.path("new")).unwrap();
+    fs::write(m.path("new/file"), b"v1").unwrap();
+    m.flush();
+    fs::write(m.path("new/file"), b"v2, in RAM only").unwrap();
+    m.kill_daemon();
+    // As if the flush that placed new/ had been committed but never applied.
+    let disk = m.disk_copy();
+    fs::remove_file(disk.join("new/file")).unwrap();
+    fs::remove_dir(disk.join("new")).unwrap();
+    let side = m.side();
+    let now: u64 = fs::read_to_string(side.join("generation"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    fs::write(side.join("generation"), format!("{}\n", now - 1)).unwrap();
+    assert_eq!(plant_journal_into(&m, "new/file"), now);
+    m.mount();
+    assert_eq!(fs::read(m.path("new/file")).unwrap(), b"v2, in RAM only");
+    assert_eq!(fs::read(m.path("keep")).unwrap(), b"old");
+    let s = m.status();
+    assert!(
+        s["unclean_start"]
+            .as_str()
+            .is_some_and(|u| u.contains("could not be completed")),
+        "status does not tell: {s}"
+    );
+    // The takeover's flush wrote it already; the unmount leaves it on disk.
+    assert_eq!(
+        fs::read(m.disk_copy().join("new/file")).unwrap(),
+        b"v2, in RAM only"
+    );
+    m.unmount();
+    assert_eq!(
+        fs::read(m.disk_copy().join("new/file")).unwrap(),
+        b"v2, in RAM only"
+    );
+    assert_eq!(fs::read(m.disk_copy().join("keep")).unwrap(), b"old");
 }
 
 /// Each path with its data (`None` for a directory), and which names are one file.
