@@ -254,6 +254,7 @@ pub fn check_mine(target: &Path) -> anyhow::Result<()> {
         .into_iter()
         .rev()
         .find(|m| m.mount_point == t);
+    let mounted = mount.is_some();
     let owner = match mount {
         Some(m) => owner_of(&m),
         None => {
@@ -271,6 +272,12 @@ pub fn check_mine(target: &Path) -> anyhow::Result<()> {
                 .and_then(|u| nix::unistd::User::from_uid(u.into()).ok().flatten())
                 .map(|u| format!("{}'s", u.name))
                 .unwrap_or_else(|| "another user's".into());
+            if !mounted {
+                bail!(
+                    "{}: not kept in RAM by asdfs (and not yours: it is {whose} directory)",
+                    t.display()
+                )
+            }
             bail!(
                 "{}: not yours: it is {whose} directory in RAM; only its owner or root can flush or unmount it",
                 t.display()

@@ -586,6 +586,53 @@ fn a_user_cannot_command_a_mount_of_a_directory_they_do_not_own() {
     assert!(!m.disk_copy().join("new").exists(), "the user's flush ran");
 }
 
+/// A user's `flush` or `unmount` of someone else's directory that is not in RAM says it is
+/// not in RAM (it said "it is root's directory in RAM").
+#[test]
+fn a_user_commanding_someone_elses_directory_not_in_ram_is_not_told_it_is_in_ram() {
+    if !needs("root", is_root())
+        || !needs("setpriv (util-linux)", has_tool("setpriv"))
+        || !needs("a user named nobody", nobody().is_some())
+    {
+        return;
+    }
+    let (uid, gid) = nobody().unwrap();
+    let dir = open_dir("asdfs-notram-");
+    let bins = Bins::new();
+    for verb in ["flush", "unmount"] {
+        let out = Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(bins.asdfs())
+            .arg(verb)
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{verb}: {}", describe(&out));
+        assert!(
+            err.contains("not kept in RAM"),
+            "{verb}: {}",
+            describe(&out)
+        );
+        assert!(
+            !err.contains("directory in RAM"),
+            "{verb}: {}",
+            describe(&out)
+        );
+        assert_eq!(
+            err.trim_end().lines().count(),
+            1,
+            "{verb}: {}",
+            describe(&out)
+        );
+    }
+}
+
 mod container;
 mod install;
 mod lifecycle;
