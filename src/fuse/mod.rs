@@ -120,6 +120,11 @@ impl AsdFs {
                 std::io::Error::from(e)
             })
         };
+        // A node whose other handles have the kernel's data path keeps it for this one too.
+        if write && let Err(e) = self.store.open_for_kernel_writes(ctx, node) {
+            let _ = self.store.release(fh);
+            return Err(e);
+        }
         match self.backings.open(node, fh, daemon, pin, open_backing) {
             Ok(id) => Ok(id),
             Err(_) if pin_failed.is_some() => {
