@@ -88,7 +88,7 @@ pub(super) fn open_disk(
     let disk_dir = Arc::new(safety::open_target_in(&parent, &p.target)?);
     let side = paths::prepare_side(p, parent, safety::dev_of(&disk_dir)?)?;
     begun.undo.add_side(&side)?;
-    let (backing, backups) = safety::open_disk(p, settings, &side)?;
+    let (backing, backups) = safety::open_disk(p, settings, &side, &disk_dir)?;
     if let Some(strict) = preflight {
         super::preflight::check(
             p,

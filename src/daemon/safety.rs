@@ -39,9 +39,16 @@ pub(super) fn dev_of(fd: &OwnedFd) -> anyhow::Result<u64> {
 type Disk = (Arc<dyn Backing>, Option<Arc<Backups>>);
 
 /// The disk side of a target, and its backups when they are on: link counts then leave out
-/// the backup's links.
-pub fn open_disk(p: &TargetPaths, s: &TargetSettings, side: &Side) -> anyhow::Result<Disk> {
-    open_disk_in(p, s, side.parent.fd(), &side.dir)
+/// the backup's links. `target` is the target's directory as `open_target_in` opened it, the
+/// one the mount goes on: never opened by its name again, which its owner may have given
+/// to another directory meanwhile (docs/security.md R1).
+pub fn open_disk(
+    p: &TargetPaths,
+    s: &TargetSettings,
+    side: &Side,
+    target: &OwnedFd,
+) -> anyhow::Result<Disk> {
+    open_disk_in(p, s, target, side.parent.fd(), &side.dir)
 }
 
 /// `open_disk` through `parent`, a descriptor of the directory that holds the target and
@@ -51,25 +58,18 @@ pub fn open_disk(p: &TargetPaths, s: &TargetSettings, side: &Side) -> anyhow::Re
 pub fn open_disk_in(
     p: &TargetPaths,
     s: &TargetSettings,
+    target: &OwnedFd,
     parent: &OwnedFd,
     side: &Dir,
 ) -> anyhow::Result<Disk> {
     let name = p.target.file_name().unwrap_or_default();
-    let beneath = |n: &std::ffi::OsStr| {
-        nix::fcntl::openat(
-            parent,
-            n,
-            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            nix::sys::stat::Mode::empty(),
-        )
-        .with_context(|| format!("opening {}", p.target.with_file_name(n).display()))
-    };
-    let real: Arc<dyn Backing> = Arc::new(RealBacking::new(beneath(name)?, side.dup_fd()?));
+    let again = || target.try_clone().context("duplicating a descriptor");
+    let real: Arc<dyn Backing> = Arc::new(RealBacking::new(again()?, side.dup_fd()?));
     if !s.backups {
         return Ok((real, None));
     }
-    let again = nix::unistd::dup(parent).context("duplicating a descriptor")?;
-    let b = Arc::new(Backups::new(beneath(name)?, again, name));
+    let parent = nix::unistd::dup(parent).context("duplicating a descriptor")?;
+    let b = Arc::new(Backups::new(again()?, parent, name));
     b.adopt_legacy_name()
         .context("renaming the hardlink backup to asd's name")?;
     b.index_existing()
@@ -86,17 +86,16 @@ pub fn open_disk_in(
 /// Where a flush keeps the disk version of a file changed behind asdfs (design.md §6.2): a
 /// hard link beside the target and its crash snapshots, `snapshot::conflict_name`, made
 /// through descriptors (never following a symlink) and never replacing anything.
-pub fn conflict_sink(p: &TargetPaths, side: &Side) -> anyhow::Result<crate::store::seen::Sink> {
+/// `target`: the target's directory as opened at the start (see `open_disk`).
+pub fn conflict_sink(
+    p: &TargetPaths,
+    side: &Side,
+    target: &OwnedFd,
+) -> anyhow::Result<crate::store::seen::Sink> {
     use nix::errno::Errno;
     let parent = side.parent.dup_fd()?;
     let name = p.target.file_name().unwrap_or_default().to_os_string();
-    let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let target = nix::fcntl::openat(
-        &parent,
-        name.as_os_str(),
-        flags,
-        nix::sys::stat::Mode::empty(),
-    )?;
+    let target = target.try_clone()?;
     let shown = p.target.clone();
     Ok(Box::new(move |rel: &Path| {
         let dir = rel.parent().unwrap_or(Path::new(""));

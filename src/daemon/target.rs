@@ -192,9 +192,10 @@ fn open_store(o: &Opened, settings: &TargetSettings) -> anyhow::Result<(Arc<Stor
             .ram_limit
             .unwrap_or_else(crate::config::default_ram_limit),
     );
-    store
-        .seen
-        .set_sink(p.target.clone(), safety::conflict_sink(p, &o.side)?);
+    store.seen.set_sink(
+        p.target.clone(),
+        safety::conflict_sink(p, &o.side, &o.disk_dir)?,
+    );
     let flusher = Arc::new(Flusher::new(store.clone(), generation));
     if took_over && !o.recovered.resync.is_empty() {
         // Recovery salvaged the flush this store was rebased onto (design.md §7).

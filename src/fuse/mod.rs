@@ -99,8 +99,16 @@ impl AsdFs {
         if !self.backings.on() {
             return Ok(None);
         }
-        let daemon =
-            !self.store.cache_across_opens() || write && self.store.write_needs_daemon(ctx, node);
+        // A node whose other handles have the kernel's data path keeps it for this one too.
+        let needs = match write.then(|| self.store.open_for_kernel_writes(ctx, node)) {
+            None => false,
+            Some(Ok(n)) => n,
+            Some(Err(e)) => {
+                let _ = self.store.release(fh);
+                return Err(e);
+            }
+        };
+        let daemon = !self.store.cache_across_opens() || needs;
         let mut pin_failed = None;
         let pin = |backed: Option<u64>| {
             let r = self.store.pin(fh).and_then(|f| {

@@ -57,6 +57,19 @@ impl Store {
             && !in_group(ctx, a.gid)
     }
 
+    /// An open for writing, with passthrough on, by a caller `write_needs_daemon` names: the
+    /// kernel may serve it all the same (the node's other handles already have its backing
+    /// file, and the kernel cannot mix the two paths, design.md §4.1), and would keep the
+    /// set-group-ID bit. The bits a write by `ctx` takes away go at the open instead (a
+    /// little earlier than on a local filesystem, never later). Returns `write_needs_daemon`.
+    pub fn open_for_kernel_writes(&self, ctx: Ctx, id: NodeId) -> FsResult<bool> {
+        let needs = self.write_needs_daemon(ctx, id);
+        if needs {
+            self.kill_privs(ctx, id)?;
+        }
+        Ok(needs)
+    }
+
     /// Applies `after_data_change` to a file whose data `ctx` just changed. The group check
     /// reads /proc, so it runs without the store lock.
     pub(crate) fn kill_privs(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {

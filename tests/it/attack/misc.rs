@@ -196,3 +196,50 @@ fn a_closed_standard_output_never_makes_a_command_panic() {
         quiet(&format!("asd {verb}"), &out);
     }
 }
+
+/// Finding (RAM-budget round): with FUSE passthrough, a file another process already held
+/// open had its backing file in the kernel, so an open for writing by a user outside the
+/// file's group went to the kernel too, which keeps set-group-ID without group execute
+/// where a local filesystem drops it (design.md §4.1). The attacker's write must take the bit
+/// away, as on ext4.
+#[test]
+fn a_write_through_a_shared_passthrough_file_drops_set_group_id() {
+    if !fuse_available() {
+        return;
+    }
+    const OTHER: u32 = ATTACKER + 1;
+    let mut m = crate::harness::Mount::prepare(|t| {
+        std::fs::write(t.join("sg"), b"bob's\n").unwrap();
+        std::os::unix::fs::chown(t.join("sg"), Some(OTHER), Some(OTHER)).unwrap();
+        std::fs::set_permissions(t.join("sg"), std::fs::Permissions::from_mode(0o2646)).unwrap();
+        std::fs::set_permissions(t, std::fs::Permissions::from_mode(0o755)).unwrap();
+    });
+    std::fs::set_permissions(m.disk.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    m.extra.extend(["--data-path".into(), "passthrough".into()]);
+    m.mount();
+    assert_eq!(m.status()["data_path"], "passthrough");
+    // Any process holding the file open: the node gets its backing file.
+    let held = std::fs::File::open(m.path("sg")).unwrap();
+    let p = m.path("sg");
+    as_attacker(move || {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .map_err(|e| e.to_string())?;
+        f.write_all(b"attacker's\n").map_err(|e| e.to_string())
+    })
+    .unwrap();
+    drop(held);
+    m.unmount();
+    let st = std::fs::metadata(m.disk_copy().join("sg")).unwrap();
+    assert_eq!(
+        std::fs::read(m.disk_copy().join("sg")).unwrap(),
+        b"bob's\nattacker's\n"
+    );
+    assert_eq!(
+        st.mode() & 0o7777,
+        0o646,
+        "set-group-ID kept after a write by a user outside the group"
+    );
+}

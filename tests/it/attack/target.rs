@@ -201,3 +201,90 @@ fn clearing_a_dead_mount_never_unmounts_a_live_one() {
     let err = format!("{:#}", direct.expect_err("a live mount is not dead"));
     assert!(err.contains("running"), "{err}");
 }
+
+/// Finding (RAM-budget round): the disk side (flushes, lazy loads), the hardlink backup and
+/// the conflict sink each opened the target by its name again after the mount's directory
+/// was opened and checked. The target's owner, swapping the target with a sibling directory
+/// (`RENAME_EXCHANGE`) during the start, got a mount on one directory that served and
+/// flushed the other. Whatever directory the mount lands on, it must show that directory.
+#[test]
+fn the_mount_serves_the_directory_it_is_on_whatever_is_swapped_during_the_start() {
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let mut checked = 0;
+    for round in 0..12 {
+        let home = attacker_home();
+        let (t, x) = (home.path().join("t"), home.path().join("x"));
+        for (d, f) in [(&t, "from_t"), (&x, "from_x")] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join(f), b"mine\n").unwrap();
+            chown(d, ATTACKER);
+            chown(&d.join(f), ATTACKER);
+        }
+        let t_ino = std::fs::metadata(&t).unwrap().ino();
+        let vol = sticky_volatile("/dev/shm");
+        let mut cleanup = Cleanup::new(&t, vol.path());
+        cleanup.extra.push(x.clone());
+        let (ct, cx) = (
+            std::ffi::CString::new(t.as_os_str().as_encoded_bytes()).unwrap(),
+            std::ffi::CString::new(x.as_os_str().as_encoded_bytes()).unwrap(),
+        );
+        // The attacker swaps t and x until a mount on one of them stops it (EBUSY).
+        let swapper = std::thread::spawn(move || {
+            as_attacker(move || {
+                let end = Instant::now() + Duration::from_secs(3);
+                while Instant::now() < end {
+                    // SAFETY: NUL-terminated paths.
+                    let r = unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            ct.as_ptr(),
+                            libc::AT_FDCWD,
+                            cx.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    if r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY)
+                    {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let (ok, _) = root_mount(&t, vol.path(), &[]);
+        swapper.join().unwrap().unwrap();
+        if !ok {
+            continue;
+        }
+        let points = mount_points();
+        let Some(at) = [&t, &x]
+            .into_iter()
+            .find(|p| points.contains(&p.display().to_string()))
+        else {
+            continue;
+        };
+        // The directory under the mount, by the inode its name has in the parent's listing.
+        let under = std::fs::read_dir(home.path())
+            .unwrap()
+            .flatten()
+            .find(|e| e.path() == *at)
+            .map(|e| std::os::unix::fs::DirEntryExt::ino(&e))
+            .unwrap();
+        let want = if under == t_ino { "from_t" } else { "from_x" };
+        let seen: Vec<String> = std::fs::read_dir(at)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            seen.iter().any(|n| n == want),
+            "round {round}: the mount on the directory holding {want} serves {seen:?}"
+        );
+        checked += 1;
+        drop(cleanup);
+    }
+    assert!(checked > 0, "no round mounted");
+}
