@@ -91,7 +91,7 @@ impl Inner {
     }
 
     /// The store's own count of its RAM: files read into RAM or closed since (`cache`), the
-    /// changed files not among them, the store log.
+    /// changed files not among them, the store log and its reserve.
     fn own_bytes(&self) -> u64 {
         let fresh: u64 = self
             .dirty_nodes
@@ -101,7 +101,7 @@ impl Inner {
             .filter(|n| n.kind == Kind::File)
             .map(|n| n.attr.size)
             .sum();
-        self.cache.bytes() + fresh + self.log.len()
+        self.cache.bytes() + fresh + self.log.len() + self.log.reserve_bytes()
     }
 
     /// Whether a node's data file may leave RAM: a clean file from disk, not open, not
@@ -199,9 +199,11 @@ impl Inner {
 }
 
 impl Store {
-    /// The most RAM this target's store may use (0: the tmpfs's size alone limits it).
+    /// The most RAM this target's store may use (0: the tmpfs's size alone limits it). The
+    /// store log's reserve is sized from it (design.md §3).
     pub fn set_ram_limit(&self, bytes: u64) {
         self.ram_limit.store(bytes, Ordering::Relaxed);
+        self.inner.lock().log.set_limit(bytes);
     }
 
     pub fn ram_limit(&self) -> u64 {
