@@ -19,10 +19,16 @@ pub type PressureHook = Box<dyn Fn() -> bool + Send + Sync>;
 
 /// Changed data past this share of the room starts a flush at once (percent)...
 const DIRTY_HIGH: u64 = 50;
-/// ...and past this share of the room in use, writers wait for it.
+/// ...and past this share of the room in use, writers wait for it (the rest is kept for
+/// reading files into RAM, or more: `Store::kept_for_reads`).
 const FULL: u64 = 90;
-/// How long a writer waits for a pressure flush to make room before ENOSPC.
-const PATIENCE: Duration = Duration::from_secs(3);
+/// How long a writer, or a read into RAM, waits for a pressure flush to make room before
+/// ENOSPC...
+pub(super) const PATIENCE: Duration = Duration::from_secs(3);
+/// ...looking at the room this often, and asking for a flush again this often (after one
+/// that ended, or failed: then not at once, sparing the disk).
+pub(super) const LOOK_AGAIN: Duration = Duration::from_millis(10);
+const ASK_AGAIN: Duration = Duration::from_millis(500);
 /// How long an open for writing waits for a pressure flush while there is still room.
 const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 
@@ -91,7 +97,7 @@ impl Inner {
     }
 
     /// The store's own count of its RAM: files read into RAM or closed since (`cache`), the
-    /// changed files not among them, the store log.
+    /// changed files not among them, the store log and its reserve.
     fn own_bytes(&self) -> u64 {
         let fresh: u64 = self
             .dirty_nodes
@@ -101,7 +107,7 @@ impl Inner {
             .filter(|n| n.kind == Kind::File)
             .map(|n| n.attr.size)
             .sum();
-        self.cache.bytes() + fresh + self.log.len()
+        self.cache.bytes() + fresh + self.log.len() + self.log.reserve_bytes()
     }
 
     /// Whether a node's data file may leave RAM: a clean file from disk, not open, not
@@ -199,9 +205,11 @@ impl Inner {
 }
 
 impl Store {
-    /// The most RAM this target's store may use (0: the tmpfs's size alone limits it).
+    /// The most RAM this target's store may use (0: the tmpfs's size alone limits it). The
+    /// store log's reserve is sized from it (design.md §3).
     pub fn set_ram_limit(&self, bytes: u64) {
         self.ram_limit.store(bytes, Ordering::Relaxed);
+        self.inner.lock().log.set_limit(bytes);
     }
 
     pub fn ram_limit(&self) -> u64 {
@@ -233,14 +241,38 @@ impl Store {
     }
 }
 
-/// The store's use against its room: the tighter of its tmpfs and its RAM limit.
+/// The store's room: the tighter of its tmpfs and its RAM limit.
 #[derive(Clone, Copy, Debug)]
 struct Budget {
-    /// Percent of the room in use, and of it changed data.
-    used: u64,
+    /// The room (the smaller of the tmpfs and the limit kept by the daemon's own count),
+    /// what is free of it by the tighter of the two counts, and the changed data in it.
+    room: u64,
+    free: u64,
     dirty: u64,
-    /// Over the limit by the daemon's own count (users: no tmpfs of the limit's size).
-    over: bool,
+    /// Free on the tmpfs itself.
+    tmpfs_free: u64,
+}
+
+impl Budget {
+    /// Percent of the room in changed data.
+    fn dirty_pct(&self) -> u64 {
+        self.dirty
+            .saturating_mul(100)
+            .checked_div(self.room)
+            .unwrap_or(0)
+    }
+}
+
+/// A file being read into RAM, announced to writers (`Store::reading`) until dropped.
+pub(crate) struct Reading<'a> {
+    store: &'a Store,
+    bytes: u64,
+}
+
+impl Drop for Reading<'_> {
+    fn drop(&mut self) {
+        self.store.reading.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
 }
 
 impl Store {
@@ -249,26 +281,77 @@ impl Store {
         *self.on_pressure.lock() = Some(hook);
     }
 
-    fn budget(&self, need: u64) -> Budget {
+    fn budget(&self) -> Budget {
         let space = super::StoreSpace::of_dir(&self.private);
         let limit = own_limit(self.ram_limit(), space.size);
         let (dirty, own) = {
             let inner = self.inner.lock();
             (inner.dirty_bytes(), inner.own_bytes())
         };
-        let pct = |x: u64, room: u64| x.saturating_mul(100).checked_div(room).unwrap_or(0);
-        Budget {
-            used: pct(space.used + need, space.size).max(pct(own + need, limit)),
-            dirty: pct(dirty, space.size).max(pct(dirty, limit)),
-            over: limit > 0 && own + need > limit,
+        let tmpfs_free = space.size.saturating_sub(space.used);
+        let mut b = Budget {
+            room: space.size,
+            free: tmpfs_free,
+            dirty,
+            tmpfs_free,
+        };
+        if limit > 0 {
+            b.room = b.room.min(limit);
+            b.free = b.free.min(limit.saturating_sub(own));
+        }
+        b
+    }
+
+    /// The room writers leave free for reading files into RAM: a tenth of the room, or the
+    /// files being read now if more, up to half of the room.
+    fn kept_for_reads(&self, room: u64) -> u64 {
+        self.reading
+            .load(Ordering::Relaxed)
+            .clamp(room / 100 * (100 - FULL), room / 2)
+    }
+
+    /// Room for a file of `need` bytes to be read into RAM (design.md §2.1): clean files
+    /// are evicted; while changed data holds the room, a pressure flush is asked for and
+    /// the read waits for it, as a writer does (until `PATIENCE` after `since`). ENOSPC when
+    /// that did not make room, or at once for a file larger than the whole room, unless the
+    /// tmpfs itself has room (a user's daemon, whose limit is its own count). The file
+    /// stays announced to writers, who leave room for it, until the guard is dropped.
+    pub(crate) fn room_to_read(&self, need: u64, since: Instant) -> FsResult<Reading<'_>> {
+        self.reading.fetch_add(need, Ordering::Relaxed);
+        let guard = Reading {
+            store: self,
+            bytes: need,
+        };
+        let mut asked: Option<Instant> = None;
+        loop {
+            self.make_room(need);
+            let b = self.budget();
+            if b.free >= need {
+                return Ok(guard);
+            }
+            if need > b.room || since.elapsed() >= PATIENCE {
+                // A limit the daemon keeps by its own count (a user's store on a shared
+                // tmpfs) gives way to reading a clean file, as long as the tmpfs has room.
+                if b.tmpfs_free >= need {
+                    return Ok(guard);
+                }
+                return Err(Errno::ENOSPC);
+            }
+            if b.dirty > 0 && asked.is_none_or(|a| a.elapsed() >= ASK_AGAIN) {
+                self.pressure_flush();
+                asked = Some(Instant::now());
+            }
+            std::thread::sleep(LOOK_AGAIN);
         }
     }
 
     /// Back-pressure before a write of `len` bytes (design.md §2.1): past the dirty
-    /// high-water mark a flush starts at once; past `FULL`, clean files are evicted and the
-    /// writer waits for the flush to make room. ENOSPC only when even that did not: the
-    /// disk is full or the changed data of open files alone fills the room. Looked at once
-    /// per 1/64 of the room written, so a write costs nothing more most of the time.
+    /// high-water mark a flush starts at once; once the write would leave less free than
+    /// the room kept for reads (`kept_for_reads`: at least the last `100 - FULL` percent),
+    /// clean files are evicted and the writer waits for the flush to make room. ENOSPC only
+    /// when even that did not: the disk is full or the changed data of open files alone
+    /// fills the room. Looked at once per 1/64 of the room written, so a write costs
+    /// nothing more most of the time.
     ///
     /// An open for writing (`opening`) also waits, briefly (`OPEN_PATIENCE`), while changed
     /// data is past the dirty high-water mark: with FUSE passthrough the kernel writes the
@@ -289,13 +372,13 @@ impl Store {
         } else {
             len
         };
-        let mut b = self.budget(len);
-        if b.dirty >= DIRTY_HIGH {
+        let mut b = self.budget();
+        if b.dirty_pct() >= DIRTY_HIGH {
             self.pressure_flush();
         }
-        let room = |b: &Budget| b.used < FULL && !b.over;
+        let room = |b: &Budget| b.free >= len.saturating_add(self.kept_for_reads(b.room));
         let fits = |b: &Budget, waited: Duration| {
-            room(b) && !(opening && b.dirty >= DIRTY_HIGH && waited < OPEN_PATIENCE)
+            room(b) && !(opening && b.dirty_pct() >= DIRTY_HIGH && waited < OPEN_PATIENCE)
         };
         if fits(&b, Duration::ZERO) {
             return Ok(());
@@ -304,7 +387,7 @@ impl Store {
         let mut asked = Instant::now();
         loop {
             self.make_room(len);
-            b = self.budget(len);
+            b = self.budget();
             if fits(&b, start.elapsed()) {
                 return Ok(());
             }
@@ -313,18 +396,18 @@ impl Store {
                 return Err(Errno::ENOSPC);
             }
             // Again after a flush that ended (or failed: then not at once, sparing the disk).
-            if b.dirty > 0 && asked.elapsed() >= Duration::from_millis(500) {
+            if b.dirty > 0 && asked.elapsed() >= ASK_AGAIN {
                 self.pressure_flush();
                 asked = Instant::now();
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(LOOK_AGAIN);
         }
     }
 
     /// Whether changed data is past the dirty high-water mark (the flush timer's poll, for
     /// writes the daemon does not see: FUSE passthrough).
     pub fn pressed(&self) -> bool {
-        self.budget(0).dirty >= DIRTY_HIGH
+        self.budget().dirty_pct() >= DIRTY_HIGH
     }
 
     fn pressure_flush(&self) {

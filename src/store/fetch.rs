@@ -170,8 +170,12 @@ impl Store {
         Ok((st, link))
     }
 
-    /// Makes sure a regular file's data is in RAM.
+    /// Makes sure a regular file's data is in RAM. Room is made for it first
+    /// (`room_to_read`: evictions, or a wait for a pressure flush), outside the disk gate so
+    /// that the flush it waits for can run; the room found can still be taken by a writer
+    /// before the copy is done, and then the read waits again, within the same patience.
     pub(crate) fn ensure_loaded(&self, id: NodeId) -> FsResult<()> {
+        let since = std::time::Instant::now();
         loop {
             if !matches!(self.lock().node(id)?.content, Content::File(None)) {
                 return Ok(());
@@ -179,44 +183,57 @@ impl Store {
             let Some(_claim) = self.claim(id, LOAD) else {
                 continue;
             };
-            let _gate = self.disk_gate.read();
-            let path = {
-                let inner = self.lock();
-                if !matches!(inner.node(id)?.content, Content::File(None)) {
-                    return Ok(());
-                }
-                let n = inner.node(id)?;
-                (inner.disk_path(id), n.disk_ino, n.attr.size)
+            let size = match &self.lock().node(id)? {
+                n if matches!(n.content, Content::File(None)) => n.attr.size,
+                _ => return Ok(()),
             };
-            let (path, ino, expected) = path;
-            self.make_room(expected);
-            let data_id = self.data.alloc();
-            let file = self.data.create(data_id)?;
-            if let Some(p) = path {
-                // Stat before reading: a change in between makes a conflict copy too many,
-                // never one too few. While the backup links files or a flush renames them,
-                // their ctimes are asdfs's own doing and are not compared.
-                let loc = Loc::Target(p);
-                let own_ctime = self.disk_writers.try_lock().is_none();
-                let before = self.backing.stat(&loc);
-                if let Err(e) = self.backing.read_data(&loc, ino, &file) {
-                    self.data.remove(data_id);
-                    return Err(e.into());
+            let _room = self.room_to_read(size, since)?;
+            match self.load(id) {
+                Err(e) if e == Errno::ENOSPC && since.elapsed() < super::evict::PATIENCE => {
+                    std::thread::sleep(super::evict::LOOK_AGAIN);
                 }
-                if let Ok(st) = before {
-                    self.seen.record(&st, !own_ctime);
-                }
+                other => return other,
             }
-            let size = file.metadata()?.len();
-            let mut inner = self.lock();
-            let n = inner.node_mut(id)?;
-            n.content = Content::File(Some(DataCell::new(&self.data, data_id, file)));
-            n.attr.size = size;
-            inner.counters.loads += 1;
-            inner.counters.bytes_loaded += size;
-            inner.cache.touch(id, size);
-            return Ok(());
         }
+    }
+
+    /// Reads a file's data into RAM (its claim held, room made).
+    fn load(&self, id: NodeId) -> FsResult<()> {
+        let _gate = self.disk_gate.read();
+        let (path, ino) = {
+            let inner = self.lock();
+            let n = inner.node(id)?;
+            if !matches!(n.content, Content::File(None)) {
+                return Ok(());
+            }
+            (inner.disk_path(id), n.disk_ino)
+        };
+        let data_id = self.data.alloc();
+        let file = self.data.create(data_id)?;
+        if let Some(p) = path {
+            // Stat before reading: a change in between makes a conflict copy too many,
+            // never one too few. While the backup links files or a flush renames them,
+            // their ctimes are asdfs's own doing and are not compared.
+            let loc = Loc::Target(p);
+            let own_ctime = self.disk_writers.try_lock().is_none();
+            let before = self.backing.stat(&loc);
+            if let Err(e) = self.backing.read_data(&loc, ino, &file) {
+                self.data.remove(data_id);
+                return Err(e.into());
+            }
+            if let Ok(st) = before {
+                self.seen.record(&st, !own_ctime);
+            }
+        }
+        let size = file.metadata()?.len();
+        let mut inner = self.lock();
+        let n = inner.node_mut(id)?;
+        n.content = Content::File(Some(DataCell::new(&self.data, data_id, file)));
+        n.attr.size = size;
+        inner.counters.loads += 1;
+        inner.counters.bytes_loaded += size;
+        inner.cache.touch(id, size);
+        Ok(())
     }
 
     /// Makes sure a node's xattrs are in RAM.

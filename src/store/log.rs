@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 pub(crate) const LOG_VERSION: u32 = 1;
 /// The reserve (design.md §3): space kept allocated ahead of the end of the log
-/// (fallocate with KEEP_SIZE), a sixteenth of the tmpfs within these bounds, and never less
-/// than a rewrite of the whole log needs.
+/// (fallocate with KEEP_SIZE), a sixteenth of the store's room (its tmpfs, or its RAM limit
+/// if smaller) within these bounds, and never less than a rewrite of the whole log needs.
 const RESERVE_MIN: u64 = 256 << 10;
 const RESERVE_MAX: u64 = 8 << 20;
 /// Room kept for the records of one more operation: below it, changes are refused.
@@ -24,6 +24,18 @@ pub(crate) const BATCH_ROOM: u64 = 64 << 10;
 /// give or take longer numbers in node records).
 fn rewrite_need(len: u64) -> u64 {
     len + len / 8 + BATCH_ROOM
+}
+
+/// The reserve aimed at for a store of `room` bytes.
+fn unit_for(room: u64) -> u64 {
+    (room / 16).clamp(RESERVE_MIN, RESERVE_MAX)
+}
+
+/// The size of the filesystem of `dir` (0 if unknown).
+fn fs_size(dir: &Path) -> u64 {
+    nix::sys::statvfs::statvfs(dir)
+        .map(|s| s.blocks() * s.fragment_size())
+        .unwrap_or(0)
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -280,11 +292,8 @@ impl StoreLog {
     /// A log object for a takeover: nothing is written until the replayed state is (with
     /// `rewrite`), so a takeover killed half way leaves the old log as it was.
     pub fn unopened(dir: &Path, target: &Path, base_gen: u64) -> io::Result<StoreLog> {
-        let total = nix::sys::statvfs::statvfs(dir)
-            .map(|s| s.blocks() * s.fragment_size())
-            .unwrap_or(0);
         Ok(StoreLog {
-            unit: (total / 16).clamp(RESERVE_MIN, RESERVE_MAX),
+            unit: unit_for(fs_size(dir)),
             broken: false,
             low: Default::default(),
             opened: false,
@@ -299,6 +308,23 @@ impl StoreLog {
             failures: 0,
             pending: None,
         })
+    }
+
+    /// Sizes the reserve for a store that may use `limit` bytes of RAM (0: its tmpfs alone
+    /// limits it; a user's store shares its tmpfs with everything else there): a sixteenth of
+    /// the smaller of the two, as for a tmpfs of that size. Space reserved beyond that is
+    /// given back, never below `want_ahead` (a rewrite of the log and one more batch).
+    pub fn set_limit(&mut self, limit: u64) {
+        let tmpfs = fs_size(&self.dir);
+        let room = if limit > 0 { limit.min(tmpfs) } else { tmpfs };
+        self.unit = unit_for(room);
+        let keep = self.len + self.want_ahead();
+        if self.opened && self.reserved > keep {
+            let freed = punch(&self.file, keep, self.reserved - keep);
+            if freed.is_ok() {
+                self.reserved = keep;
+            }
+        }
     }
 
     /// Appends records with one write(2). On failure the error is counted and returned.
@@ -481,6 +507,12 @@ fn allocate_keep(f: &File, from: u64, to: u64) -> io::Result<()> {
     fallocate(f, libc::FALLOC_FL_KEEP_SIZE, from, to.saturating_sub(from))
 }
 
+/// Frees bytes `from..from + len` of `f` (space reserved beyond its end), leaving its size.
+fn punch(f: &File, from: u64, len: u64) -> io::Result<()> {
+    let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    fallocate(f, mode, from, len)
+}
+
 fn fallocate(f: &File, mode: i32, from: u64, len: u64) -> io::Result<()> {
     if len == 0 {
         return Ok(());
@@ -571,5 +603,40 @@ mod tests {
         assert!(log.len() > 4 << 20);
         assert!(log.reserve_bytes() >= rewrite_need(log.len()));
         assert!(log.has_room(BATCH_ROOM));
+    }
+
+    #[test]
+    fn a_ram_limit_sizes_the_reserve_and_gives_back_the_rest_but_never_a_rewrite() {
+        // /dev/shm is shared (at least 128 MiB on the machines we test on): a reserve of 8 MiB.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let log_path = dir.path().join("log");
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        let shared = allocated(&log_path);
+        log.set_limit(4 << 20);
+        assert_eq!(log.reserve_bytes(), RESERVE_MIN);
+        let after = allocated(&log_path);
+        assert!(after < shared, "the pages came back: {shared} -> {after}");
+        assert!(after >= log.len() + RESERVE_MIN);
+        // A log that grows keeps room for its rewrite, and a smaller limit never takes it.
+        let entry = Record::Entry {
+            dir: NodeId(1),
+            name: "x".repeat(200).into(),
+            child: None,
+        };
+        for _ in 0..10_000 {
+            log.append(std::slice::from_ref(&entry)).unwrap();
+        }
+        assert!(log.has_room(BATCH_ROOM));
+        let before = log.reserve_bytes();
+        log.set_limit(1 << 20);
+        assert_eq!(log.reserve_bytes(), before);
+        assert!(log.reserve_bytes() >= rewrite_need(log.len()) + BATCH_ROOM);
+        assert!(allocated(&log_path) >= log.len() + log.reserve_bytes());
+        log.rewrite(1, &[]).unwrap();
+        assert_eq!(log.reserve_bytes(), RESERVE_MIN);
+        // No limit: the tmpfs's sixteenth again.
+        log.set_limit(0);
+        log.reserve();
+        assert!(log.reserve_bytes() > RESERVE_MIN);
     }
 }

@@ -82,6 +82,9 @@ pub struct Store {
     /// Back-pressure on writers (design.md §2.1): bytes written since the last look at the
     /// budget, and what starts a pressure flush (the daemon's timer; a leaf lock).
     unchecked: AtomicU64,
+    /// Bytes of the files being read into RAM or waiting for room to be (`evict::Reading`):
+    /// writers leave at least this much room free, up to half of it.
+    reading: AtomicU64,
     on_pressure: Mutex<Option<evict::PressureHook>>,
 }
 
@@ -235,6 +238,7 @@ impl Store {
             space_warned: AtomicBool::new(false),
             ram_limit: AtomicU64::new(0),
             unchecked: AtomicU64::new(0),
+            reading: AtomicU64::new(0),
             on_pressure: Mutex::new(None),
         })
     }
