@@ -313,8 +313,8 @@ fn a_file_opened_while_the_rotate_runs_keeps_its_writes() {
 }
 
 /// A file a program keeps rewriting while flushes run (a database held open) must reach the
-/// disk as of one instant, never torn (design.md §10.2: "the copy on disk is still a
-/// complete file"). Each version fills the whole file with one byte, written by one pwrite
+/// disk as of one instant, never torn, or be left out as busy with its previous version
+/// kept (design.md §10.2); once it holds still a flush writes it. Each version fills the whole file with one byte, written by one pwrite
 /// (tmpfs holds the inode lock for it): at any instant the file is a prefix of version v+1
 /// over version v, so along the file versions never increase and span at most two. A copy
 /// made while the writer went on shows an older version before a newer one.
