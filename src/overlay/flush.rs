@@ -315,7 +315,8 @@ impl OverlayFlusher {
 
     /// Rounds of checks and copies until every watched copy still equals its file (all
     /// hold the instant of that check) and nothing is left to copy, or `COPY_TRIES` rounds
-    /// have run. Returns the stage items that kept changing (busy): no copy, no inode.
+    /// have run. Returns the stage items left out (busy): those that kept changing and, if
+    /// there are any, every watched one with them; they have no copy, no inode.
     fn settle(
         &self,
         plan: &Plan,
@@ -354,6 +355,20 @@ impl OverlayFlusher {
                     None => todo.push((i, f)),
                 }
             }
+        }
+        if todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The others' copies hold an instant the busy files' disk versions do not: left out
+        // too, the disk keeps them all as of the earlier flush that wrote them together (a
+        // database and its write-ahead log).
+        for c in watch {
+            let loc = &plan.stage[c.item].loc;
+            self.disk
+                .remove(loc)
+                .map_err(|e| anyhow::anyhow!("removing {loc}: {e}"))?;
+            inos[c.item] = None;
+            todo.push((c.item, c.src));
         }
         Ok(todo.into_iter().map(|(i, _)| i).collect())
     }
