@@ -238,6 +238,7 @@ impl OverlayTarget {
     fn flush_layers(&self, progress: &dyn Fn(u64, u64)) -> anyhow::Result<FlushReport> {
         let _w = self.disk_writers.lock();
         let mut st = self.stack.lock();
+        self.flusher.begin_round();
         let target = &self.shared.paths.target;
         // An overlay remounted read-only is written as it is: a fresh layer would be a new,
         // writable mount (design.md §11).
@@ -261,6 +262,7 @@ impl OverlayTarget {
             let r = st.flush_top(&self.flusher, live, root.as_ref(), progress)?;
             report = Some(layers::add(report, r));
         }
+        self.flusher.end_round();
         st.gc();
         if let Err(e) = st.save() {
             tracing::warn!(error = %format!("{e:#}"), "could not record the overlay's layers");
@@ -420,6 +422,7 @@ impl Mode for OverlayTarget {
             &measured,
             &self.shared.paths.private(),
             self.flusher.ledger().bytes_flushed(),
+            self.flusher.busy_files(),
             flushing,
             (
                 self.shared.settings.ram_limit.unwrap_or(0),
@@ -492,6 +495,7 @@ fn write_left_layers(private: &Path, saved: &Saved, f: &OverlayFlusher) -> anyho
             live: false,
             overlay: None,
             done: &Default::default(),
+            held: &Default::default(),
         };
         f.flush(&layer, &|_, _| {}).with_context(|| {
             format!(

@@ -44,12 +44,14 @@ impl Measured {
 }
 
 /// Overlay mode's measure of what changed, from the layers (`m`), the store's private
-/// directory (its own tmpfs for root), the bytes flushed so far, the flush under way, and
+/// directory (its own tmpfs for root), the bytes flushed so far, the files the last flush
+/// left out because they kept changing, the flush under way, and
 /// the RAM limit with the pressure flushes so far.
 pub(super) fn changes(
     m: &Measured,
     store: &Path,
     bytes_flushed: u64,
+    busy_files: Vec<String>,
     flushing: Option<(u64, u64)>,
     (ram_limit, pressure_flushes): (u64, u64),
 ) -> Changes {
@@ -60,7 +62,7 @@ pub(super) fn changes(
     Changes {
         data_path: "kernel".into(),
         busy_copies: 0,
-        busy_files: Vec::new(),
+        busy_files,
         flushing: flushing.map(|(bytes_done, bytes_total)| crate::status::FlushProgress {
             bytes_done,
             bytes_total,

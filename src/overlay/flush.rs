@@ -2,14 +2,16 @@
 //! layer alone, stage, commit the journal, apply, then make sure no name the flush gave the
 //! disk copy shows through the mounted overlay where a program has just removed it.
 
-use super::plan::{Plan, StageContent, plan};
+use super::plan::{Plan, StageContent, StageItem, plan};
 use super::upper::{Sig, Upper, vanished};
-use crate::backing::{Backing, Loc, NewContent, open_beneath};
+use crate::backing::{Backing, Loc, Meta, NewContent, open_beneath};
 use crate::flush::{FlushReport, Journal, Ledger, NoHook};
+use crate::store::types::Ts;
 use anyhow::Context;
 use nix::fcntl::OFlag;
 use parking_lot::Mutex;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +26,10 @@ pub struct OverlayFlusher {
     disk: Arc<dyn Backing>,
     running: Mutex<()>,
     ledger: Ledger,
+    /// Files flushes left out because they kept changing while copied: those of the
+    /// round of flushes under way, and those of the last round (status: `busy_files`).
+    /// A leaf lock.
+    busy: Mutex<(BTreeSet<PathBuf>, Vec<String>)>,
 }
 
 /// The layer to flush. `live`: it is the upper layer of an overlay programs may still
@@ -37,6 +43,8 @@ pub struct Layer<'a> {
     pub overlay: Option<&'a OwnedFd>,
     /// The signatures an earlier flush of this layer wrote.
     pub done: &'a HashMap<PathBuf, Sig>,
+    /// Inodes of files programs hold (open or mapped): they may change while copied.
+    pub held: &'a HashSet<u64>,
 }
 
 /// A flush's report, and the signatures of every name it wrote or found written.
@@ -48,7 +56,28 @@ impl OverlayFlusher {
             disk,
             running: Mutex::new(()),
             ledger: Ledger::new(disk_gen),
+            busy: Mutex::new((BTreeSet::new(), Vec::new())),
         }
+    }
+
+    /// A round of flushes (one for each layer to write) begins.
+    pub fn begin_round(&self) {
+        self.busy.lock().0.clear();
+    }
+
+    /// The round has ended: its busy files are those status shows.
+    pub fn end_round(&self) {
+        let mut busy = self.busy.lock();
+        busy.1 = busy
+            .0
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+    }
+
+    /// The files the last round of flushes left out because they kept changing.
+    pub fn busy_files(&self) -> Vec<String> {
+        self.busy.lock().1.clone()
     }
 
     pub fn disk(&self) -> &Arc<dyn Backing> {
@@ -105,14 +134,15 @@ impl OverlayFlusher {
             }
         }
         let stage = Loc::side(Journal::stage_dir(generation));
-        let (inos, gen_ino, unstable) = match self.stage(layer.upper, &plan, progress) {
+        let staged = match self.stage(layer, &plan, progress) {
             Ok(x) => x,
             Err(e) => {
                 let _ = self.disk.remove(&stage);
                 return Err(e.context("staging the flush"));
             }
         };
-        let journal = plan.journal(&inos, gen_ino);
+        self.busy.lock().0.extend(staged.busy.iter().cloned());
+        let journal = plan.journal(&staged.inos, staged.gen_ino);
         let steps = journal.steps.len() as u64;
         crate::flush::commit_and_apply(self.disk.as_ref(), &self.ledger, journal, &mut NoHook)?;
         if let Some(ovl) = layer.overlay {
@@ -120,7 +150,7 @@ impl OverlayFlusher {
         }
         self.ledger.finish(self.disk.as_ref(), generation);
         let mut done = plan.sigs.clone();
-        for p in &unstable {
+        for p in &staged.unstable {
             done.remove(p);
         }
         let report = FlushReport {
@@ -133,15 +163,23 @@ impl OverlayFlusher {
         Ok((report, done))
     }
 
-    /// Creates the stage items; returns their inodes, the generation file's inode, and the
-    /// upper files that changed while they were copied (written again by the next flush).
+    /// Creates the stage items; returns their inodes (`None`: left out), the generation
+    /// file's inode, and the upper files left out or copied in another state than the walk
+    /// saw (written again by the next flush), with the busy ones among them.
+    ///
+    /// A file is copied with its signature checked before and after (design.md §10.2); one
+    /// that changed meanwhile is copied again. The files programs hold (`held`) and those
+    /// that changed are checked again together once all are copied, until a check finds
+    /// none changed since its copy, so their copies hold one instant. A file that kept
+    /// changing is busy: left out, its previous version stays on disk.
     fn stage(
         &self,
-        upper: &Upper,
+        layer: &Layer<'_>,
         plan: &Plan,
         progress: &dyn Fn(u64, u64),
-    ) -> anyhow::Result<(Vec<Option<u64>>, u64, HashSet<PathBuf>)> {
+    ) -> anyhow::Result<Staged> {
         let b = &self.disk;
+        let upper = layer.upper;
         let stage = Path::new(&Journal::stage_dir(plan.generation)).to_path_buf();
         match b.remove(&Loc::Side(stage.clone())) {
             Err(e) if e.raw_os_error() != Some(libc::ENOENT) => {
@@ -152,71 +190,187 @@ impl OverlayFlusher {
             _ => {}
         }
         b.make_dir(&Loc::Side(stage.clone()))?;
-        let mut inos = Vec::with_capacity(plan.stage.len());
+        let mut inos = vec![None; plan.stage.len()];
         let mut unstable = HashSet::new();
+        let mut watch: Vec<Copied> = Vec::new();
+        let mut todo: Vec<(usize, File)> = Vec::new();
         let mut done = 0u64;
-        let root = upper.layer().target_root();
-        for item in &plan.stage {
+        for (i, item) in plan.stage.iter().enumerate() {
             let ino = match &item.content {
                 StageContent::File(src) => {
-                    // Non-blocking: the name may have become a fifo or a whiteout meanwhile.
-                    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
-                    let f = match open_beneath(root.as_fd(), src, flags) {
-                        Ok(fd) if is_file(&fd) && same_inode(&fd, item.ino) => {
-                            std::fs::File::from(fd)
-                        }
-                        Ok(_) => {
-                            skip(&mut inos, &mut unstable, src);
-                            continue;
-                        }
-                        // Removed since the walk: written (or not) by the next flush.
-                        Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ENXIO) => {
-                            skip(&mut inos, &mut unstable, src);
-                            continue;
-                        }
-                        Err(e) => {
-                            return Err(anyhow::Error::new(e)
-                                .context(format!("opening {} in the upper layer", src.display())));
-                        }
-                    };
-                    let before = ctime(&f)?;
-                    let ino = b.create(&item.loc, NewContent::File(&f), &item.meta);
-                    if ctime(&f)? != before {
+                    let Some(f) = open_source(upper, src, item.ino)? else {
+                        // Gone or replaced since the walk: written (or not) by the next flush.
                         unstable.insert(src.clone());
-                    }
+                        continue;
+                    };
                     done += f.metadata().map(|m| m.len()).unwrap_or(0);
-                    ino
+                    let held = item.ino.is_some_and(|x| layer.held.contains(&x));
+                    match self.copy_once(item, &f)? {
+                        Some((ino, sig)) => {
+                            if held {
+                                watch.push(Copied {
+                                    item: i,
+                                    src: f,
+                                    sig,
+                                });
+                            }
+                            ino
+                        }
+                        None => {
+                            todo.push((i, f));
+                            progress(done.min(plan.bytes), plan.bytes);
+                            continue;
+                        }
+                    }
                 }
                 StageContent::Symlink(src) => {
                     let target = match upper.layer().read_link(&Loc::Target(src.clone())) {
                         Ok(t) => t,
                         Err(e) if vanished(&e) => {
-                            skip(&mut inos, &mut unstable, src);
+                            unstable.insert(src.clone());
                             continue;
                         }
                         Err(e) => return Err(e.into()),
                     };
-                    b.create(&item.loc, NewContent::Symlink(&target), &item.meta)
+                    b.create_unsynced(&item.loc, NewContent::Symlink(&target), &item.meta)
+                        .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?
                 }
-                StageContent::Dir => b.create(&item.loc, NewContent::Dir, &item.meta),
-                StageContent::Special(kind, rdev) => b.create(
-                    &item.loc,
-                    NewContent::Special {
-                        kind: *kind,
-                        rdev: *rdev,
-                    },
-                    &item.meta,
-                ),
-            }
-            .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
-            inos.push(Some(ino));
+                StageContent::Dir => b
+                    .create_unsynced(&item.loc, NewContent::Dir, &item.meta)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?,
+                StageContent::Special(kind, rdev) => b
+                    .create_unsynced(
+                        &item.loc,
+                        NewContent::Special {
+                            kind: *kind,
+                            rdev: *rdev,
+                        },
+                        &item.meta,
+                    )
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?,
+            };
+            inos[i] = Some(ino);
             progress(done.min(plan.bytes), plan.bytes);
         }
+        for (i, _) in &todo {
+            unstable.extend(plan.stage[*i].source.clone());
+        }
+        let busy: Vec<PathBuf> = self
+            .settle(plan, &mut inos, watch, todo)?
+            .into_iter()
+            .filter_map(|i| plan.stage[i].source.clone())
+            .collect();
+        for p in &busy {
+            tracing::warn!(path = %p.display(), "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");
+        }
+        unstable.extend(busy.iter().cloned());
+        // Every object at once (design.md §6 step 2), once the copies hold still: one
+        // journal commit of the disk's filesystem, not one per file.
+        let made: Vec<Loc> = plan
+            .stage
+            .iter()
+            .zip(&inos)
+            .filter(|(item, ino)| {
+                ino.is_some() && matches!(item.content, StageContent::File(_) | StageContent::Dir)
+            })
+            .map(|(item, _)| item.loc.clone())
+            .collect();
+        b.sync_created(&made, &Loc::Side(stage.clone()))?;
         let gen_loc = Loc::Side(stage.join("generation"));
         b.write_file(&gen_loc, format!("{}\n", plan.generation).as_bytes())?;
         let gen_ino = b.stat(&gen_loc)?.ino;
         b.sync_dir(&Loc::Side(stage))?;
-        Ok((inos, gen_ino, unstable))
+        Ok(Staged {
+            inos,
+            gen_ino,
+            unstable,
+            busy,
+        })
+    }
+
+    /// Copies one upper file into the stage. `None` if its signature changed during the
+    /// copy (then the copy is removed). The copy begins with SEEK_DATA, which on tmpfs waits
+    /// for a write(2) under way (it holds the inode lock): a write begun before the first
+    /// signature is whole in the copy, and one begun after it changes the signature (tmpfs
+    /// gives a fine-grained ctime to a change after a query).
+    fn copy_once(&self, item: &StageItem, f: &File) -> anyhow::Result<Option<(u64, FileSig)>> {
+        let before = file_sig(f)?;
+        // The disk copy's mtime is that of the content copied, not of the walk.
+        let meta = Meta {
+            mtime: before.mtime,
+            ..item.meta.clone()
+        };
+        let ino = self
+            .disk
+            .create_unsynced(&item.loc, NewContent::File(f), &meta)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", item.loc))?;
+        if file_sig(f)? == before {
+            return Ok(Some((ino, before)));
+        }
+        self.disk
+            .remove(&item.loc)
+            .map_err(|e| anyhow::anyhow!("removing {}: {e}", item.loc))?;
+        Ok(None)
+    }
+
+    /// Rounds of checks and copies until every watched copy still equals its file (all
+    /// hold the instant of that check) and nothing is left to copy, or `COPY_TRIES` rounds
+    /// have run. Returns the stage items left out (busy): those that kept changing and, if
+    /// there are any, every watched one with them; they have no copy, no inode.
+    fn settle(
+        &self,
+        plan: &Plan,
+        inos: &mut [Option<u64>],
+        mut watch: Vec<Copied>,
+        mut todo: Vec<(usize, File)>,
+    ) -> anyhow::Result<Vec<usize>> {
+        for round in 0..COPY_TRIES {
+            let (same, changed): (Vec<Copied>, Vec<Copied>) = watch
+                .into_iter()
+                .partition(|c| file_sig(&c.src).ok() == Some(c.sig));
+            watch = same;
+            for c in changed {
+                let loc = &plan.stage[c.item].loc;
+                self.disk
+                    .remove(loc)
+                    .map_err(|e| anyhow::anyhow!("removing {loc}: {e}"))?;
+                inos[c.item] = None;
+                todo.push((c.item, c.src));
+            }
+            if todo.is_empty() || round + 1 == COPY_TRIES {
+                break;
+            }
+            // A writer's burst (a database's commit) ends: give it the time to.
+            std::thread::sleep(std::time::Duration::from_millis(1 << round.min(5)));
+            for (i, f) in std::mem::take(&mut todo) {
+                match self.copy_once(&plan.stage[i], &f)? {
+                    Some((ino, sig)) => {
+                        inos[i] = Some(ino);
+                        watch.push(Copied {
+                            item: i,
+                            src: f,
+                            sig,
+                        });
+                    }
+                    None => todo.push((i, f)),
+                }
+            }
+        }
+        if todo.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The others' copies hold an instant the busy files' disk versions do not: left out
+        // too, the disk keeps them all as of the earlier flush that wrote them together (a
+        // database and its write-ahead log).
+        for c in watch {
+            let loc = &plan.stage[c.item].loc;
+            self.disk
+                .remove(loc)
+                .map_err(|e| anyhow::anyhow!("removing {loc}: {e}"))?;
+            inos[c.item] = None;
+            todo.push((c.item, c.src));
+        }
+        Ok(todo.into_iter().map(|(i, _)| i).collect())
     }
 
     /// Completes a committed flush that could not be applied before.
@@ -226,25 +380,65 @@ impl OverlayFlusher {
     }
 }
 
-/// A stage item whose source vanished: no inode, and its path is not written.
-fn skip(inos: &mut Vec<Option<u64>>, unstable: &mut HashSet<PathBuf>, src: &Path) {
-    inos.push(None);
-    unstable.insert(src.to_path_buf());
+/// Rounds of copies of files that change while a flush copies them (design.md §10.2).
+const COPY_TRIES: u32 = 8;
+
+/// What the stage holds: each item's inode (`None`: left out), the generation file's
+/// inode, the upper paths not written as the walk saw them, and the busy files.
+struct Staged {
+    inos: Vec<Option<u64>>,
+    gen_ino: u64,
+    unstable: HashSet<PathBuf>,
+    busy: Vec<PathBuf>,
 }
 
-/// Whether `fd` is the inode the walk saw (replaced since: the next flush writes it).
-fn same_inode(fd: &OwnedFd, ino: Option<u64>) -> bool {
-    ino.is_none_or(|i| nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_ino == i))
+/// A file copied into the stage (item `item`), open, with the signature its copy holds.
+struct Copied {
+    item: usize,
+    src: File,
+    sig: FileSig,
 }
 
-fn is_file(fd: &OwnedFd) -> bool {
-    nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFREG)
+/// What changes when a file is written: size, mtime and ctime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileSig {
+    size: u64,
+    mtime: Ts,
+    ctime: Ts,
 }
 
-fn ctime(f: &std::fs::File) -> std::io::Result<(i64, i64)> {
+fn file_sig(f: &File) -> std::io::Result<FileSig> {
     use std::os::unix::fs::MetadataExt;
     let m = f.metadata()?;
-    Ok((m.ctime(), m.ctime_nsec()))
+    let ts = |sec: i64, nsec: i64| Ts {
+        sec,
+        nsec: nsec as u32,
+    };
+    Ok(FileSig {
+        size: m.len(),
+        mtime: ts(m.mtime(), m.mtime_nsec()),
+        ctime: ts(m.ctime(), m.ctime_nsec()),
+    })
+}
+
+/// Opens the upper file `src` to copy it; `None` if it vanished or is no longer the
+/// regular file `ino` the walk saw (replaced since: the next flush writes it).
+fn open_source(upper: &Upper, src: &Path, ino: Option<u64>) -> anyhow::Result<Option<File>> {
+    // Non-blocking: the name may have become a fifo or a whiteout meanwhile.
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    match open_beneath(upper.layer().target_root().as_fd(), src, flags) {
+        Ok(fd) => {
+            let same = nix::sys::stat::fstat(&fd).is_ok_and(|s| {
+                s.st_mode & libc::S_IFMT == libc::S_IFREG && ino.is_none_or(|i| s.st_ino == i)
+            });
+            Ok(same.then(|| File::from(fd)))
+        }
+        Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => {
+            Err(anyhow::Error::new(e)
+                .context(format!("opening {} in the upper layer", src.display())))
+        }
+    }
 }
 
 /// After the apply (design.md §10.3): a program may have removed, during the flush, an

@@ -529,11 +529,13 @@ impl Stack {
             }
             let n = self.middles[i].n;
             let done = self.done.remove(&n).unwrap_or_default();
+            let held = self.writable_files();
             let layer = Layer {
                 upper: &self.middles[i].upper,
                 live: false,
                 overlay: None,
                 done: &done,
+                held: &held,
             };
             let (r, sigs) = match f.flush(&layer, progress) {
                 Ok(x) => x,
@@ -566,11 +568,13 @@ impl Stack {
         progress: &dyn Fn(u64, u64),
     ) -> anyhow::Result<FlushReport> {
         let done = self.done.remove(&self.top.n).unwrap_or_default();
+        let held = self.writable_files();
         let layer = Layer {
             upper: &self.top.upper,
             live,
             overlay,
             done: &done,
+            held: &held,
         };
         match f.flush(&layer, progress) {
             Ok((r, sigs)) => {
@@ -613,6 +617,17 @@ impl Stack {
     fn held_files(&self) -> HashSet<u64> {
         let mut held = self.holders().files;
         for o in self.old.iter().filter(|o| !o.released) {
+            held.extend(o.holders(&self.private).files);
+        }
+        held
+    }
+
+    /// Inodes of files programs hold open or mapped through any overlay of this target,
+    /// released ones too (their holders write the carried inodes): files that may change
+    /// while a flush copies them.
+    fn writable_files(&self) -> HashSet<u64> {
+        let mut held = self.holders().files;
+        for o in &self.old {
             held.extend(o.holders(&self.private).files);
         }
         held

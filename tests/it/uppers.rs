@@ -130,6 +130,7 @@ impl Uppers {
             live: false,
             overlay: None,
             done: &done,
+            held: &Default::default(),
         };
         f.flush(&layer, &|_, _| {}).map(|(r, _)| r)
     }
