@@ -5,6 +5,7 @@
 
 mod asd;
 mod attack;
+mod churn;
 mod common;
 mod concurrent;
 mod faults;
