@@ -220,6 +220,7 @@ impl Flusher {
         let generation = self.ledger.disk_gen() + 1;
         let draft = self.store.lock().snapshot(generation);
         if draft.is_empty() {
+            self.store.lock().end_flush();
             return Ok(FlushReport {
                 generation: generation - 1,
                 took: started.elapsed(),
@@ -227,6 +228,7 @@ impl Flusher {
             });
         }
         let r = self.write(&draft, started, progress);
+        self.store.lock().end_flush();
         self.thaw(&draft);
         r
     }
