@@ -432,3 +432,28 @@ fn a_new_directory_removed_while_a_flush_writes_it_leaves_no_wedge() {
     assert_eq!(fs::read(t.join("r")).unwrap(), b"linked");
     assert_eq!(fs::read(t.join("e/g")).unwrap(), b"moved");
 }
+
+/// The safety net of issue 12: a plan that fails its check twice in a row (here: a file
+/// the store believes on disk was deleted behind asdfs, then renamed in RAM) makes the
+/// flusher check the names the plan concerned against the disk and write again, from RAM,
+/// what is not there as the store believes, so the target never wedges.
+#[test]
+fn a_plan_that_keeps_failing_its_check_is_resynced_from_the_store() {
+    let f = Fixture::new();
+    fs::write(f.target().join("a"), b"in ram").unwrap();
+    assert_eq!(f.read_file("a"), b"in ram");
+    fs::remove_file(f.target().join("a")).unwrap();
+    let root = f.node("").ino;
+    f.store
+        .rename(root, OsStr::new("a"), root, OsStr::new("b"), 0)
+        .unwrap();
+    let first = f.flusher.flush().unwrap_err();
+    assert!(
+        format!("{first:#}").contains("checking the flush plan"),
+        "{first:#}"
+    );
+    let _ = f.flusher.flush();
+    f.flusher.flush().unwrap();
+    assert_eq!(fs::read(f.target().join("b")).unwrap(), b"in ram");
+    assert!(!f.target().join("a").exists());
+}
