@@ -159,6 +159,18 @@ pub struct Flusher {
     own: Mutex<HashSet<u64>>,
     /// Bytes written and to write by the flush under way, if one is (`asdfs status`).
     in_progress: Mutex<Option<(u64, u64)>>,
+    /// Plans that failed their check in a row (a leaf lock).
+    rejected: Mutex<u32>,
+}
+
+/// A plan that failed its check and was not committed: the target paths its steps concern.
+#[derive(Debug)]
+pub struct PlanRejected(pub Vec<std::path::PathBuf>);
+
+impl std::fmt::Display for PlanRejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("checking the flush plan (not committed)")
+    }
 }
 
 impl Flusher {
@@ -169,6 +181,7 @@ impl Flusher {
             ledger: Ledger::new(disk_gen),
             own: Mutex::new(HashSet::new()),
             in_progress: Mutex::new(None),
+            rejected: Mutex::new(0),
         }
     }
 
@@ -220,6 +233,7 @@ impl Flusher {
         let generation = self.ledger.disk_gen() + 1;
         let draft = self.store.lock().snapshot(generation);
         if draft.is_empty() {
+            self.store.lock().end_flush();
             return Ok(FlushReport {
                 generation: generation - 1,
                 took: started.elapsed(),
@@ -227,7 +241,16 @@ impl Flusher {
             });
         }
         let r = self.write(&draft, started, progress);
+        self.store.lock().end_flush();
         self.thaw(&draft);
+        match r
+            .as_ref()
+            .err()
+            .and_then(|e| e.downcast_ref::<PlanRejected>())
+        {
+            Some(p) => self.rejected_plan(&p.0),
+            None => *self.rejected.lock() = 0,
+        }
         r
     }
 
@@ -356,6 +379,29 @@ impl Flusher {
         Ok(())
     }
 
+    /// The safety net of a plan that failed its check (issue 12): the second in a row has
+    /// the names it concerned checked against the disk, and what is not there as the store
+    /// believes becomes new again, written from RAM by the next flush (`Store::resync`), so
+    /// that a store that diverged from the disk cannot stop every later flush.
+    fn rejected_plan(&self, paths: &[std::path::PathBuf]) {
+        let again = {
+            let mut n = self.rejected.lock();
+            *n += 1;
+            *n >= 2
+        };
+        if !again {
+            return;
+        }
+        *self.rejected.lock() = 0;
+        let _writers = self.store.disk_writers.lock();
+        let _gate = self.store.disk_gate.write();
+        let n = self.store.resync(paths);
+        tracing::error!(
+            nodes = n,
+            "a flush plan failed its check twice: what it concerned is checked against the disk and written again"
+        );
+    }
+
     /// Before the snapshot: read what the flush needs from disk (xattrs of files it will
     /// write anew, the other names of hard-linked files).
     fn prepare(&self) -> anyhow::Result<()> {
@@ -472,7 +518,21 @@ pub fn commit_and_apply(
     if let Err(e) = check(&journal, b) {
         tracing::error!(generation, error = %e, steps = ?journal.steps, "a flush plan failed its check and was not committed (a bug)");
         let _ = b.remove(&stage);
-        return Err(anyhow::Error::new(e).context("checking the flush plan (not committed)"));
+        let mut paths: Vec<std::path::PathBuf> = Vec::new();
+        for s in &journal.steps {
+            let locs = match s {
+                Step::Rename { from, to, .. } | Step::Link { from, to, .. } => vec![from, to],
+                Step::Meta { at, .. } | Step::Times { at, .. } => vec![at],
+            };
+            for l in locs {
+                if let Loc::Target(p) = l {
+                    if !p.as_os_str().is_empty() && !paths.contains(p) {
+                        paths.push(p.clone());
+                    }
+                }
+            }
+        }
+        return Err(anyhow::Error::new(e).context(PlanRejected(paths)));
     }
     if let Err(e) = hook.prepare(generation) {
         let _ = b.remove(&stage);

@@ -143,6 +143,7 @@ impl Inner {
         let mut staged: BTreeSet<NodeId> = self.staged_nodes(&changes);
         let (mut early, busy) = self.snapshot_pinned(&staged);
         let kept = self.leave_out_busy(&busy, &mut staged, &mut changes);
+        self.in_flight = staged.clone();
         // A node that gets a new inode must get it under every name it has.
         let listed: HashSet<(NodeId, OsString)> =
             changes.iter().map(|c| (c.dir, c.name.clone())).collect();
@@ -695,6 +696,14 @@ impl Inner {
                 self.log.abort_rewrite();
                 Err(e)
             }
+        }
+    }
+
+    /// The flush that took the last snapshot ended, committed or not: the nodes it wrote
+    /// anew that programs removed meanwhile are freed if nothing (no origin now) keeps them.
+    pub(crate) fn end_flush(&mut self) {
+        for id in std::mem::take(&mut self.in_flight) {
+            self.maybe_free(id);
         }
     }
 

@@ -72,6 +72,10 @@ pub(crate) struct Inner {
     /// Data files of nodes freed under the lock: deleted once it is released (`Locked`).
     pub(super) freed_data: Vec<super::types::DataId>,
     pub(super) since_snapshot: Option<std::time::SystemTime>,
+    /// The nodes the flush under way writes anew (its snapshot's staged set): a program may
+    /// remove one before the commit, but it is on disk once the flush commits, its children
+    /// with it, so it is kept until the flush ends (`end_flush`).
+    pub(super) in_flight: BTreeSet<NodeId>,
     /// Loaded files by recency of use: clean ones may leave RAM (design.md §2.1).
     pub(super) cache: super::evict::Cache,
 }
@@ -270,6 +274,11 @@ impl Inner {
     pub fn maybe_free(&mut self, id: NodeId) {
         let Some(n) = self.nodes.get(&id) else { return };
         if id == NodeId::ROOT || !n.names.is_empty() || n.lookups > 0 || n.opens > 0 {
+            return;
+        }
+        if n.origin.is_none() && self.in_flight.contains(&id) {
+            // The flush under way puts it on disk: once it commits, the node has an origin
+            // and the next flush removes it (`end_flush` looks at it again).
             return;
         }
         if n.origin.is_some() {

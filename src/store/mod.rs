@@ -213,6 +213,7 @@ impl Store {
             data: data.clone(),
             dirty_since: None,
             since_snapshot: None,
+            in_flight: BTreeSet::new(),
             log_buf: Vec::new(),
             cache: Default::default(),
             freed_data: Vec::new(),

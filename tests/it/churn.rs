@@ -91,7 +91,6 @@ fn churn(base: PathBuf, seed: u64, ops: usize) {
 }
 
 #[test]
-#[ignore = "fails: the flush plan bug this test found is not fixed yet (QA report)"]
 fn a_cache_workload_while_flushes_run_reaches_the_disk_whole() {
     if !fuse_available() {
         return;

@@ -1,9 +1,12 @@
 //! The store and the flush, driven without a mount over a real directory.
 
 use crate::common::{CTX, Fixture};
+use asdfs::backing::{Backing, DirItem, DiskStat, Loc, Meta, NewContent, XattrList};
 use asdfs::store::namespace::NewKind;
+use asdfs::store::types::{Kind, Ts};
 use std::ffi::OsStr;
 use std::fs;
+use std::io;
 
 #[test]
 fn new_files_and_dirs_reach_disk_on_flush() {
@@ -280,4 +283,177 @@ fn issue_13_a_log_batch_describes_each_node_once() {
             "d/{gone} is back"
         );
     }
+}
+
+/// Runs a hook once, in the middle of the next flush: after its snapshot, while its objects
+/// are staged and before its commit (what a program can do while a flush runs).
+struct Midway {
+    real: std::sync::OnceLock<std::sync::Arc<dyn Backing>>,
+    hook: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl Midway {
+    fn inner(&self) -> &std::sync::Arc<dyn Backing> {
+        self.real.get().expect("wrapped")
+    }
+}
+
+impl Backing for Midway {
+    fn stat(&self, loc: &Loc) -> io::Result<DiskStat> {
+        self.inner().stat(loc)
+    }
+    fn read_dir(&self, loc: &Loc) -> io::Result<Vec<DirItem>> {
+        self.inner().read_dir(loc)
+    }
+    fn read_link(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        self.inner().read_link(loc)
+    }
+    fn read_xattrs(&self, loc: &Loc) -> io::Result<XattrList> {
+        self.inner().read_xattrs(loc)
+    }
+    fn read_data(&self, loc: &Loc, ino: Option<u64>, dst: &fs::File) -> io::Result<()> {
+        self.inner().read_data(loc, ino, dst)
+    }
+    fn read_file(&self, loc: &Loc) -> io::Result<Vec<u8>> {
+        self.inner().read_file(loc)
+    }
+    fn create(&self, loc: &Loc, c: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.inner().create(loc, c, meta)
+    }
+    fn make_dir(&self, loc: &Loc) -> io::Result<()> {
+        self.inner().make_dir(loc)
+    }
+    fn rename(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        self.inner().rename(from, to)
+    }
+    fn link(&self, from: &Loc, to: &Loc) -> io::Result<()> {
+        self.inner().link(from, to)
+    }
+    fn remove(&self, loc: &Loc) -> io::Result<()> {
+        self.inner().remove(loc)
+    }
+    fn set_meta(&self, loc: &Loc, kind: Kind, meta: &Meta) -> io::Result<()> {
+        self.inner().set_meta(loc, kind, meta)
+    }
+    fn set_times(&self, loc: &Loc, a: Ts, m: Ts) -> io::Result<()> {
+        self.inner().set_times(loc, a, m)
+    }
+    fn sync_dir(&self, loc: &Loc) -> io::Result<()> {
+        self.inner().sync_dir(loc)
+    }
+    fn write_file(&self, loc: &Loc, bytes: &[u8]) -> io::Result<()> {
+        self.inner().write_file(loc, bytes)
+    }
+    fn create_unsynced(&self, loc: &Loc, c: NewContent<'_>, meta: &Meta) -> io::Result<u64> {
+        self.inner().create_unsynced(loc, c, meta)
+    }
+    fn sync_created(&self, locs: &[Loc], dir: &Loc) -> io::Result<()> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(h) = hook {
+            h();
+        }
+        self.inner().sync_created(locs, dir)
+    }
+    fn write_in_place(&self, w: &asdfs::backing::InPlace<'_>) -> io::Result<Option<DiskStat>> {
+        self.inner().write_in_place(w)
+    }
+}
+
+/// The churn test's wedge, without a mount: a new directory holding a new file (and a new
+/// subdirectory) is flushed while a program links the file elsewhere, moves the
+/// subdirectory out and removes the directory. The flush commits them as of its snapshot, so
+/// the store must still know the removed directory once it is on disk: it was forgotten,
+/// the next flush found no disk name to link `l` from (skipped it, yet noted it as written)
+/// and could not reach `c`'s old place, and from then on every flush failed its check
+/// ("inode I is not at target:/l").
+#[test]
+fn a_new_directory_removed_while_a_flush_writes_it_leaves_no_wedge() {
+    let tmp = crate::common::scratch();
+    fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
+    let mid = std::sync::Arc::new(Midway {
+        real: std::sync::OnceLock::new(),
+        hook: std::sync::Mutex::new(None),
+    });
+    let m = mid.clone();
+    let f = Fixture::open_wrapped(tmp, false, move |b| {
+        m.real.set(b).ok();
+        m
+    });
+    let root = f.node("").ino;
+    let mkdir = |dir: &str, name: &str| {
+        f.store
+            .make(
+                CTX,
+                f.node(dir).ino,
+                OsStr::new(name),
+                NewKind::Dir,
+                0o755,
+                0,
+            )
+            .unwrap();
+    };
+    mkdir("", "d");
+    mkdir("d", "sub");
+    f.write_file("d", "f", b"linked");
+    f.write_file("d/sub", "g", b"moved");
+    let store = f.store.clone();
+    let (x, d, sub) = (f.node("d/f").ino, f.node("d").ino, f.node("d/sub").ino);
+    *mid.hook.lock().unwrap() = Some(Box::new(move || {
+        let s = &store;
+        s.link(x, root, OsStr::new("l")).unwrap();
+        s.rename(d, OsStr::new("sub"), root, OsStr::new("c"), 0)
+            .unwrap();
+        s.unlink(d, OsStr::new("f")).unwrap();
+        s.rmdir(root, OsStr::new("d")).unwrap();
+        for id in [x, d, sub] {
+            s.forget(id, u64::MAX);
+        }
+    }));
+    f.flusher.flush().unwrap();
+    assert!(mid.hook.lock().unwrap().is_none(), "the hook ran");
+    let t = f.target();
+    assert_eq!(
+        fs::read(t.join("d/f")).unwrap(),
+        b"linked",
+        "as of the snapshot"
+    );
+    f.flusher.flush().unwrap();
+    assert!(!t.join("d").exists());
+    assert_eq!(fs::read(t.join("l")).unwrap(), b"linked");
+    assert_eq!(fs::read(t.join("c/g")).unwrap(), b"moved");
+    f.store
+        .rename(root, OsStr::new("l"), root, OsStr::new("r"), 0)
+        .unwrap();
+    f.store
+        .rename(root, OsStr::new("c"), root, OsStr::new("e"), 0)
+        .unwrap();
+    f.flusher.flush().unwrap();
+    assert!(!t.join("l").exists() && !t.join("c").exists());
+    assert_eq!(fs::read(t.join("r")).unwrap(), b"linked");
+    assert_eq!(fs::read(t.join("e/g")).unwrap(), b"moved");
+}
+
+/// The safety net of issue 12: a plan that fails its check twice in a row (here: a file
+/// the store believes on disk was deleted behind asdfs, then renamed in RAM) makes the
+/// flusher check the names the plan concerned against the disk and write again, from RAM,
+/// what is not there as the store believes, so the target never wedges.
+#[test]
+fn a_plan_that_keeps_failing_its_check_is_resynced_from_the_store() {
+    let f = Fixture::new();
+    fs::write(f.target().join("a"), b"in ram").unwrap();
+    assert_eq!(f.read_file("a"), b"in ram");
+    fs::remove_file(f.target().join("a")).unwrap();
+    let root = f.node("").ino;
+    f.store
+        .rename(root, OsStr::new("a"), root, OsStr::new("b"), 0)
+        .unwrap();
+    let first = f.flusher.flush().unwrap_err();
+    assert!(
+        format!("{first:#}").contains("checking the flush plan"),
+        "{first:#}"
+    );
+    let _ = f.flusher.flush();
+    f.flusher.flush().unwrap();
+    assert_eq!(fs::read(f.target().join("b")).unwrap(), b"in ram");
+    assert!(!f.target().join("a").exists());
 }
