@@ -7,4 +7,5 @@ pub mod kernel;
 pub mod layers;
 pub mod plan;
 pub mod rotate;
+pub mod saved;
 pub mod upper;
