@@ -2,7 +2,7 @@
 //! when the store fills, so that a target larger than its RAM keeps working (design.md §2.1).
 
 use crate::harness::{Mount, asdfs, fuse_available};
-use crate::writeback::{SmallFs, scopeguard};
+use crate::writeback::{SmallDisk, SmallFs, scopeguard};
 use std::fs;
 use std::path::Path;
 
@@ -48,17 +48,8 @@ fn issue_14_statfs_reports_the_disk_less_the_changes_not_yet_on_it() {
     if !fuse_available() {
         return;
     }
-    let base = tempfile::Builder::new()
-        .prefix("asdfs-statfs-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let disk = SmallFs::new(&base.path().join("fs"), "24m");
-    let target = disk.0.join("t");
-    fs::create_dir(&target).unwrap();
-    let vol = tempfile::Builder::new()
-        .prefix("asdfs-vol-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let disk = SmallDisk::new("asdfs-statfs-", "24m");
+    let (target, vol) = (disk.target.clone(), &disk.vol);
     let _leftovers = Leftovers(vol.path().to_path_buf());
     let t = target.to_str().unwrap();
     let out = asdfs([
@@ -75,13 +66,13 @@ fn issue_14_statfs_reports_the_disk_less_the_changes_not_yet_on_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let guard = scopeguard(t);
-    let (disk_size, _) = space(&disk.0);
+    let (disk_size, _) = space(&disk.fs.0);
     let (size, _) = space(&target);
     assert_eq!(size, disk_size, "df on the target shows the disk's size");
     assert_ne!(size, space(vol.path()).0, "not the RAM store's tmpfs");
     fs::write(target.join("new"), vec![5u8; 4 << 20]).unwrap();
     let (_, free) = space(&target);
-    let (_, disk_free) = space(&disk.0);
+    let (_, disk_free) = space(&disk.fs.0);
     assert!(
         free + 4 * MIB <= disk_free,
         "the 4 MiB not yet flushed are not free on the disk: {free} vs {disk_free}"
@@ -314,18 +305,9 @@ fn issue_14_a_full_disk_and_a_full_store_give_enospc_and_lose_nothing() {
     if !fuse_available() {
         return;
     }
-    let base = tempfile::Builder::new()
-        .prefix("asdfs-fulldisk-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let disk = SmallFs::new(&base.path().join("fs"), "6m");
-    let target = disk.0.join("t");
-    fs::create_dir(&target).unwrap();
+    let disk = SmallDisk::new("asdfs-fulldisk-", "6m");
+    let (target, vol) = (disk.target.clone(), &disk.vol);
     fs::write(target.join("old"), b"old").unwrap();
-    let vol = tempfile::Builder::new()
-        .prefix("asdfs-vol-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
     let _leftovers = Leftovers(vol.path().to_path_buf());
     let t = target.to_str().unwrap();
     let v = vol.path().to_str().unwrap();
@@ -369,7 +351,7 @@ fn issue_14_a_full_disk_and_a_full_store_give_enospc_and_lose_nothing() {
     // could not take, files it evicted cannot be read into RAM again: ENOSPC, not loss).
     let st = std::process::Command::new("mount")
         .args(["-o", "remount,size=64m"])
-        .arg(&disk.0)
+        .arg(&disk.fs.0)
         .status()
         .unwrap();
     assert!(st.success());

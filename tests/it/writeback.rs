@@ -256,6 +256,37 @@ impl SmallFs {
     }
 }
 
+/// The disk copy's directory `target` on a small tmpfs of its own (`fs`), in a temporary
+/// directory under /tmp, and a volatile directory on /dev/shm; all gone on drop.
+pub(crate) struct SmallDisk {
+    pub(crate) vol: tempfile::TempDir,
+    pub(crate) fs: SmallFs,
+    pub(crate) target: std::path::PathBuf,
+    _base: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    pub(crate) fn new(prefix: &str, size: &str) -> SmallDisk {
+        let base = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in("/tmp")
+            .unwrap();
+        let fs = SmallFs::new(&base.path().join("fs"), size);
+        let target = fs.0.join("t");
+        fs::create_dir(&target).unwrap();
+        let vol = tempfile::Builder::new()
+            .prefix("asdfs-vol-")
+            .tempdir_in("/dev/shm")
+            .unwrap();
+        SmallDisk {
+            vol,
+            fs,
+            target,
+            _base: base,
+        }
+    }
+}
+
 impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
@@ -301,18 +332,9 @@ fn a_full_disk_keeps_changes_in_ram_reports_and_retries() {
         return;
     }
     // The disk copy lives on a small filesystem of its own.
-    let base = tempfile::Builder::new()
-        .prefix("asdfs-full-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let small = SmallFs::new(&base.path().join("fs"), "2m");
-    let target = small.0.join("t");
-    fs::create_dir(&target).unwrap();
+    let small = SmallDisk::new("asdfs-full-", "2m");
+    let (target, vol) = (small.target.clone(), &small.vol);
     fs::write(target.join("old"), b"old content").unwrap();
-    let vol = tempfile::Builder::new()
-        .prefix("asdfs-vol-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
     let t = target.to_str().unwrap();
     let out = asdfs([
         "mount",
@@ -345,7 +367,7 @@ fn a_full_disk_keeps_changes_in_ram_reports_and_retries() {
     );
     assert!(st[0]["flush_failures"].as_u64().unwrap() >= 1);
     // Nothing half-written: the old file is intact and no staging is left.
-    let side = small.0.join(".t-asdfs");
+    let side = small.fs.0.join(".t-asdfs");
     assert!(fs::read_dir(&side).unwrap().all(|e| {
         !e.unwrap()
             .file_name()
@@ -355,7 +377,7 @@ fn a_full_disk_keeps_changes_in_ram_reports_and_retries() {
     // Make room: the next flush succeeds with everything.
     Command::new("mount")
         .args(["-o", "remount,size=16m"])
-        .arg(&small.0)
+        .arg(&small.fs.0)
         .status()
         .unwrap();
     let out = asdfs(["flush", t]);

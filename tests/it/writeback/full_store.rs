@@ -2,7 +2,7 @@
 //! ENOSPC while room remains for the log and a final flush, a full store still flushes, is
 //! taken over after a kill, and the daemon neither dies nor outlives its mount.
 
-use super::SmallFs;
+use super::{SmallDisk, SmallFs};
 use crate::harness::{Mount, asdfs, fuse_available};
 use std::fs;
 use std::io::Write;
@@ -199,17 +199,8 @@ fn a_final_flush_that_fails_keeps_the_mount_and_says_how_to_recover() {
         return;
     }
     // The disk copy lives on a small filesystem of its own.
-    let base = tempfile::Builder::new()
-        .prefix("asdfs-full-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let small = SmallFs::new(&base.path().join("fs"), "2m");
-    let target = small.0.join("t");
-    fs::create_dir(&target).unwrap();
-    let vol = tempfile::Builder::new()
-        .prefix("asdfs-vol-")
-        .tempdir_in("/dev/shm")
-        .unwrap();
+    let small = SmallDisk::new("asdfs-full-", "2m");
+    let (target, vol) = (small.target.clone(), &small.vol);
     let t = target.to_str().unwrap();
     let out = asdfs([
         "mount",
@@ -245,7 +236,7 @@ fn a_final_flush_that_fails_keeps_the_mount_and_says_how_to_recover() {
     // Room again: the unmount works and everything is on disk.
     std::process::Command::new("mount")
         .args(["-o", "remount,size=16m"])
-        .arg(&small.0)
+        .arg(&small.fs.0)
         .status()
         .unwrap();
     let out = asdfs(["unmount", t]);
