@@ -338,3 +338,43 @@ pub fn lose_store(store: &Path) -> std::io::Result<()> {
     }
     std::fs::remove_dir_all(store)
 }
+
+/// The content of version `v` of a file the "one instant" tests rewrite: `v` over and over,
+/// 64 KiB, so that a torn copy shows.
+pub fn instant_version(v: u64) -> Vec<u8> {
+    v.to_le_bytes().repeat(8 * 1024)
+}
+
+/// Flushes `m` up to `tries` times while a writer rewrites the files `first` and `second`
+/// in turn (`first` first) with `instant_version`s, and checks that every flush that wrote
+/// both wrote them as of one instant (equal versions, or `first` one ahead) and neither
+/// torn. Stops after `enough` such flushes; returns the versions they wrote.
+pub fn flushes_of_one_instant(m: &Mount, tries: usize, enough: usize) -> Vec<(u64, u64)> {
+    let read_version = |name: &str| {
+        let d = std::fs::read(m.disk_copy().join(name)).ok()?;
+        let v = u64::from_le_bytes(d.get(..8)?.try_into().unwrap());
+        assert_eq!(d, instant_version(v), "{name}: torn");
+        Some(v)
+    };
+    let mut seen = Vec::new();
+    for _ in 0..tries {
+        m.flush();
+        // A file left out as busy keeps an older version: no instant to compare.
+        let busy = m.status()["busy_files"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        let (Some(a), Some(b), false) = (read_version("first"), read_version("second"), busy)
+        else {
+            continue;
+        };
+        seen.push((a, b));
+        assert!(
+            a == b || a == b + 1,
+            "a flush wrote the files from different instants: {seen:?}"
+        );
+        if seen.len() == enough {
+            break;
+        }
+    }
+    seen
+}

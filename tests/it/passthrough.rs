@@ -526,13 +526,7 @@ fn files_open_for_writing_are_flushed_as_of_one_instant() {
         return;
     }
     let m = mount_with("passthrough");
-    let version = |v: u64| v.to_le_bytes().repeat(8 * 1024);
-    let read_version = |name: &str| {
-        let d = fs::read(m.disk_copy().join(name)).ok()?;
-        let v = u64::from_le_bytes(d.get(..8)?.try_into().unwrap());
-        assert_eq!(d, version(v), "{name}: torn");
-        Some(v)
-    };
+    let version = crate::harness::instant_version;
     let mut opened = Vec::new();
     let mut direct = Vec::new();
     for (i, name) in ["first", "second"].into_iter().enumerate() {
@@ -558,26 +552,7 @@ fn files_open_for_writing_are_flushed_as_of_one_instant() {
             }
         })
     };
-    let mut seen = Vec::new();
-    for _ in 0..40 {
-        m.flush();
-        // A file left out as busy keeps an older version: no instant to compare.
-        let busy = m.status()["busy_files"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty());
-        let (Some(a), Some(b), false) = (read_version("first"), read_version("second"), busy)
-        else {
-            continue;
-        };
-        seen.push((a, b));
-        assert!(
-            a == b || a == b + 1,
-            "a flush wrote the files from different instants: {seen:?}"
-        );
-        if seen.len() == 10 {
-            break;
-        }
-    }
+    let seen = crate::harness::flushes_of_one_instant(&m, 40, 10);
     assert!(
         seen.len() >= 3,
         "too few flushes wrote both files: {seen:?}"

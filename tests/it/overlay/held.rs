@@ -385,13 +385,7 @@ fn files_held_open_are_flushed_as_of_one_instant() {
     let Some(m) = overlay_mount(|_| {}) else {
         return;
     };
-    let version = |v: u64| v.to_le_bytes().repeat(8 * 1024);
-    let read_version = |name: &str| {
-        let d = fs::read(m.disk_copy().join(name)).ok()?;
-        let v = u64::from_le_bytes(d.get(..8)?.try_into().unwrap());
-        assert_eq!(d, version(v), "{name}: torn");
-        Some(v)
-    };
+    let version = crate::harness::instant_version;
     let files: Vec<fs::File> = ["first", "second"]
         .iter()
         .map(|name| {
@@ -414,26 +408,7 @@ fn files_held_open_are_flushed_as_of_one_instant() {
             }
         })
     };
-    let mut seen = Vec::new();
-    for _ in 0..60 {
-        m.flush();
-        // A file left out as busy keeps an older version: no instant to compare.
-        let busy = m.status()["busy_files"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty());
-        let (Some(a), Some(b), false) = (read_version("first"), read_version("second"), busy)
-        else {
-            continue;
-        };
-        seen.push((a, b));
-        assert!(
-            a == b || a == b + 1,
-            "a flush wrote the files from different instants: {seen:?}"
-        );
-        if seen.len() == 15 {
-            break;
-        }
-    }
+    let seen = crate::harness::flushes_of_one_instant(&m, 60, 15);
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     eprintln!("versions on disk after flushes that wrote both: {seen:?}");
