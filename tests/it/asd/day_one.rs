@@ -241,12 +241,7 @@ fn issue_15_a_flush_under_systemd_reports_progress_in_status_lines() {
     if !fuse_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("notify.sock");
-    let notify = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (_dir, sock, notify) = datagram_socket("notify");
     let mut m = Mount::prepare(|_| {});
     m.env
         .push(("NOTIFY_SOCKET".into(), sock.display().to_string()));
@@ -381,12 +376,7 @@ fn issue_15_a_daemon_from_a_shell_logs_to_the_journal_and_keeps_no_file() {
     if !fuse_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("journal.sock");
-    let journal = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
-    journal
-        .set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
+    let (_dir, sock, journal) = datagram_socket("journal");
     let mut m = Mount::prepare(|_| {});
     m.env.retain(|(k, _)| k != "ASDFS_LOG_FILE");
     m.env
@@ -582,4 +572,21 @@ fn unmount_bar_advances(m: Mount) {
         tty.contains("unmounted; the disk copy is up to date"),
         "{tty:?}"
     );
+}
+
+/// A datagram socket `NAME.sock` in a temporary directory (kept while the first value
+/// lives) that stands in for systemd's notify socket or the journal, reads waiting 200 ms.
+fn datagram_socket(
+    name: &str,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::os::unix::net::UnixDatagram,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join(format!("{name}.sock"));
+    let s = std::os::unix::net::UnixDatagram::bind(&sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    (dir, sock, s)
 }
