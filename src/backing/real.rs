@@ -434,17 +434,7 @@ impl Backing for RealBacking {
     }
 
     fn space(&self) -> io::Result<FsStats> {
-        let s = nix::sys::statvfs::fstatvfs(&self.target)?;
-        Ok(FsStats {
-            blocks: s.blocks(),
-            bfree: s.blocks_free(),
-            bavail: s.blocks_available(),
-            files: s.files(),
-            ffree: s.files_free(),
-            bsize: s.block_size() as u32,
-            namelen: (s.name_max() as u32).min(255),
-            frsize: s.fragment_size() as u32,
-        })
+        Ok(FsStats::of(&nix::sys::statvfs::fstatvfs(&self.target)?))
     }
 }
 

@@ -294,17 +294,7 @@ impl Store {
             s.bavail = s.bavail.saturating_sub(blocks);
             return Ok(s);
         }
-        let s = nix::sys::statvfs::statvfs(&self.private)?;
-        Ok(FsStats {
-            blocks: s.blocks(),
-            bfree: s.blocks_free(),
-            bavail: s.blocks_available(),
-            files: s.files(),
-            ffree: s.files_free(),
-            bsize: s.block_size() as u32,
-            namelen: 255,
-            frsize: s.fragment_size() as u32,
-        })
+        Ok(FsStats::of(&nix::sys::statvfs::statvfs(&self.private)?))
     }
 
     /// Refuses a change with ENOSPC when the store log could not take its records (`batch`

@@ -210,3 +210,21 @@ pub struct FsStats {
     pub namelen: u32,
     pub frsize: u32,
 }
+
+impl FsStats {
+    /// What statvfs(2) says of a file system, with names of at most 255 bytes (the store's
+    /// tmpfs's limit, which every name must also fit).
+    #[allow(clippy::unnecessary_cast)] // the widths of statvfs's fields differ by target
+    pub fn of(s: &nix::sys::statvfs::Statvfs) -> FsStats {
+        FsStats {
+            blocks: s.blocks() as u64,
+            bfree: s.blocks_free() as u64,
+            bavail: s.blocks_available() as u64,
+            files: s.files() as u64,
+            ffree: s.files_free() as u64,
+            bsize: s.block_size() as u32,
+            namelen: (s.name_max() as u32).min(255),
+            frsize: s.fragment_size() as u32,
+        }
+    }
+}
