@@ -30,6 +30,12 @@ impl Owned {
             m.no_namespaces = Some(crate::harness::NAMESPACES.read_recursive());
             m.extra.extend(["--mode", "overlay"].map(String::from));
         }
+        m.extra.extend(
+            extra
+                .iter()
+                .filter(|e| **e != "overlay")
+                .map(|e| e.to_string()),
+        );
         m.mount();
         Owned { m, under }
     }
@@ -267,4 +273,46 @@ fn the_owner_can_write_into_a_fresh_overlay() {
     as_attacker(move || std::fs::write(&f, b"hi\n").map_err(|e| format!("creating: {e}"))).unwrap();
     o.m.flush();
     assert_eq!(std::fs::read(o.m.disk_copy().join("new")).unwrap(), b"hi\n");
+}
+
+/// `--fsync sync` writes a file asdfs itself put on disk in place (design.md §6.3): root
+/// opens the disk name and writes into it. The target's owner swaps that name for a symlink
+/// to a root-owned file between the flush that wrote it and the fsync: the write must go
+/// nowhere near the decoy (the name is opened beneath the target without following a
+/// symlink, and must still be the inode the flush made).
+#[test]
+fn fsync_in_place_never_writes_through_a_file_swapped_for_a_symlink() {
+    use std::os::unix::fs::FileExt;
+    if !crate::harness::fuse_available() {
+        return;
+    }
+    let decoy = Decoy::new();
+    let o = Owned::mount(&["--fsync", "sync"]);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(o.m.path("g"))
+        .unwrap();
+    f.write_all_at(b"asdfs's own copy\n", 0).unwrap();
+    // The first fsync writes the file by a flush: the disk inode is asdfs's own afterwards.
+    f.sync_data().unwrap();
+    o.swap_for_symlink("g", &decoy.path);
+    f.write_all_at(b"into root's file?\n", 0).unwrap();
+    // Written in place it would land in the decoy; refused, it is left to a flush, which
+    // replaces the symlink by rename.
+    let _ = f.sync_data();
+    drop(f);
+    o.m.flush();
+    decoy.assert_untouched();
+    assert_eq!(
+        std::fs::read(o.m.path("g")).unwrap(),
+        b"into root's file?\n",
+        "the mount serves what was written"
+    );
+    let on_disk = std::fs::symlink_metadata(o.m.disk_copy().join("g")).unwrap();
+    assert!(on_disk.is_file(), "the symlink at g was kept on disk");
+    assert_eq!(
+        std::fs::read(o.m.disk_copy().join("g")).unwrap(),
+        b"into root's file?\n"
+    );
 }
