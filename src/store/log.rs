@@ -236,9 +236,15 @@ impl StoreLog {
     /// Gives back the space allocated beyond the end of the log file (its reserve): a
     /// truncation to its own length frees the pages past it on tmpfs. (A takeover's log
     /// object has no file yet: `read_file` gave back the dead daemon's reserve.)
+    ///
+    /// Marks the log low: changes that check the room without the store lock (the fast path
+    /// of `Store::check_room`) must not go on appending into space that is no longer
+    /// reserved (a flush's rewrite waiting for its commit took it; an append there fails on
+    /// a full tmpfs, and with a rewrite pending the change could only be answered EIO).
     pub(crate) fn release_reserve(&mut self) {
         if self.opened && self.file.set_len(self.len).is_ok() {
             self.reserved = self.len;
+            self.low.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
@@ -586,6 +592,19 @@ mod tests {
         log.rewrite(0, &[]).unwrap();
         assert!(log.has_room(BATCH_ROOM));
         log.append(&[Record::Commit]).unwrap();
+    }
+
+    #[test]
+    fn a_reserve_given_back_to_a_rewrite_sends_changes_to_the_slow_path() {
+        // Seen as an EIO from a writer on a full store while a flush's rewrite was pending:
+        // changes passed the lock-free room check and appended past the reserve.
+        let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+        let mut log = StoreLog::create(dir.path(), Path::new("/t"), 0, &[]).unwrap();
+        assert!(log.has_room(BATCH_ROOM));
+        assert!(!log.low.load(std::sync::atomic::Ordering::Relaxed));
+        log.release_reserve();
+        assert_eq!(log.reserve_bytes(), 0);
+        assert!(log.low.load(std::sync::atomic::Ordering::Relaxed));
     }
 
     #[test]
