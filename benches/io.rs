@@ -54,10 +54,10 @@ struct Workload {
     finish: fn(&Path) -> io::Result<()>,
 }
 
-/// The medians of one row on tmpfs, disk and asdfs (NaN where every run failed).
+/// The medians of one row on each place (NaN where every run failed).
 struct Measured {
     row: &'static Row,
-    rates: [f64; 3],
+    rates: [f64; PLACES.len()],
 }
 
 const WORKLOADS: &[Workload] = &[
@@ -86,12 +86,18 @@ const WORKLOADS: &[Workload] = &[
         finish: remove_read_file,
     },
     Workload {
-        rows: &[Row {
-            name: "random 4 KiB writes in a 64 MiB file",
-            unit: "ops/s",
-        }],
+        rows: &[
+            Row {
+                name: "random 4 KiB writes in a 64 MiB file",
+                unit: "ops/s",
+            },
+            Row {
+                name: "random 4 KiB reads, same file",
+                unit: "ops/s",
+            },
+        ],
         prepare: make_rand_file,
-        sample: rand_write,
+        sample: rand_write_read,
         finish: remove_rand_file,
     },
     Workload {
@@ -160,9 +166,21 @@ const WORKLOADS: &[Workload] = &[
         sample: rename_files,
         finish: nothing,
     },
+    Workload {
+        rows: &[Row {
+            name: "cache: 60% read, 25% new, 15% delete",
+            unit: "ops/s",
+        }],
+        prepare: make_cache,
+        sample: cache_ops,
+        finish: remove_cache,
+    },
 ];
 
-const PLACES: [&str; 3] = ["tmpfs", "disk", "asdfs"];
+/// Where each workload runs: tmpfs (what asd serves), the plain disk, the kernel's overlayfs
+/// with its upper layer on tmpfs over a disk directory (a reference: overlay mode without the
+/// daemon), and asdfs.
+const PLACES: [&str; 4] = ["tmpfs", "disk", "kovl", "asdfs"];
 
 fn main() {
     let env = common::preflight("io", 5);
@@ -170,8 +188,9 @@ fn main() {
     let disk = temp_dir_in("/tmp", "asdfs-bench-plain-");
     let mut asdfs = Asdfs::prepare(&env, |_| Ok(()));
     let (_, said) = asdfs.mount();
+    let overlay = KernelOverlay::mount();
     print_header(&env, &said);
-    let places = [tmpfs.path(), disk.path(), asdfs.target()];
+    let places = [tmpfs.path(), disk.path(), overlay.path(), asdfs.target()];
     let (mut results, mut errors) = (Vec::new(), Vec::new());
     for w in WORKLOADS {
         let started = Instant::now();
@@ -179,6 +198,7 @@ fn main() {
         eprintln!("  {:.1} s", started.elapsed().as_secs_f64());
     }
     asdfs.unmount();
+    drop(overlay);
     let extra = asdfs_only(&env);
     print_table(&results);
     for e in &errors {
@@ -198,7 +218,10 @@ fn print_header(env: &Env, said: &str) {
         env.describe_mount(),
         env.bin.display()
     );
-    println!("tmpfs = /dev/shm, disk = /tmp, asdfs = target on /tmp with its store on /dev/shm");
+    println!(
+        "tmpfs = /dev/shm, disk = /tmp, kovl = kernel overlayfs (upper on /dev/shm, lower on /tmp), \
+         asdfs = target on /tmp with its store on /dev/shm"
+    );
     for line in said.lines().filter(|l| !l.trim().is_empty()) {
         println!("asdfs mount said: {line}");
     }
@@ -209,13 +232,13 @@ fn print_header(env: &Env, said: &str) {
 /// failed sample is reported in `errors` and left out; the benchmark goes on.
 fn measure(
     w: &'static Workload,
-    places: &[&Path; 3],
+    places: &[&Path; PLACES.len()],
     runs: usize,
     errors: &mut Vec<String>,
 ) -> Vec<Measured> {
     let name = w.rows[0].name;
     eprintln!("running: {name}");
-    let mut samples = vec![[const { Vec::new() }; 3]; w.rows.len()];
+    let mut samples = vec![[const { Vec::new() }; PLACES.len()]; w.rows.len()];
     for (i, p) in places.iter().enumerate() {
         if let Err(e) = (w.prepare)(p) {
             errors.push(format!("{name}, preparing on {}: {e}", PLACES[i]));
@@ -238,7 +261,8 @@ fn measure(
             errors.push(format!("{name}, cleaning up on {}: {e}", PLACES[i]));
         }
     }
-    let medians = |s: [Vec<f64>; 3]| s.map(|v| if v.is_empty() { f64::NAN } else { median(v) });
+    let medians =
+        |s: [Vec<f64>; PLACES.len()]| s.map(|v| if v.is_empty() { f64::NAN } else { median(v) });
     w.rows
         .iter()
         .zip(samples)
@@ -251,24 +275,83 @@ fn measure(
 
 fn print_table(results: &[Measured]) {
     println!(
-        "{:<44} {:>9} {:>10} {:>10} {:>10} {:>11} {:>10}",
-        "workload", "unit", "tmpfs", "disk", "asdfs", "asdfs/tmpfs", "asdfs/disk"
+        "{:<44} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11} {:>10} {:>10}",
+        "workload",
+        "unit",
+        "tmpfs",
+        "disk",
+        "kovl",
+        "asdfs",
+        "asdfs/tmpfs",
+        "asdfs/disk",
+        "kovl/tmpfs"
     );
     for Measured {
         row,
-        rates: [tmpfs, disk, asdfs],
+        rates: [tmpfs, disk, kovl, asdfs],
     } in results
     {
         println!(
-            "{:<44} {:>9} {:>10} {:>10} {:>10} {:>11.2} {:>10.2}",
+            "{:<44} {:>9} {:>10} {:>10} {:>10} {:>10} {:>11.2} {:>10.2} {:>10.2}",
             row.name,
             row.unit,
             fmt_num(*tmpfs),
             fmt_num(*disk),
+            fmt_num(*kovl),
             fmt_num(*asdfs),
             asdfs / tmpfs,
-            asdfs / disk
+            asdfs / disk,
+            kovl / tmpfs
         );
+    }
+}
+
+/// The kernel's overlayfs over a disk directory, upper layer on tmpfs: what overlay mode
+/// mounts, without the daemon. Unmounted (lazily) when dropped, also on panic.
+struct KernelOverlay {
+    lower: tempfile::TempDir,
+    layers: tempfile::TempDir,
+    merged: tempfile::TempDir,
+}
+
+impl KernelOverlay {
+    fn mount() -> KernelOverlay {
+        let o = KernelOverlay {
+            lower: temp_dir_in("/tmp", "asdfs-bench-kovl-lower-"),
+            layers: temp_dir_in("/dev/shm", "asdfs-bench-kovl-"),
+            merged: temp_dir_in("/tmp", "asdfs-bench-kovl-"),
+        };
+        let (upper, work) = (o.layers.path().join("upper"), o.layers.path().join("work"));
+        std::fs::create_dir(&upper).expect("creating the overlay's upper layer");
+        std::fs::create_dir(&work).expect("creating the overlay's work directory");
+        let opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            o.lower.path().display(),
+            upper.display(),
+            work.display()
+        );
+        nix::mount::mount(
+            Some("overlay"),
+            o.merged.path(),
+            Some("overlay"),
+            nix::mount::MsFlags::empty(),
+            Some(opts.as_str()),
+        )
+        .unwrap_or_else(|e| panic!("mounting a kernel overlayfs ({opts}): {e}"));
+        o
+    }
+
+    fn path(&self) -> &Path {
+        self.merged.path()
+    }
+}
+
+impl Drop for KernelOverlay {
+    fn drop(&mut self) {
+        if let Err(e) = nix::mount::umount2(self.merged.path(), nix::mount::MntFlags::MNT_DETACH) {
+            eprintln!("cleanup: unmounting {}: {e}", self.merged.path().display());
+        }
+        let _ = &self.lower;
     }
 }
 
@@ -333,24 +416,31 @@ fn make_rand_file(dir: &Path) -> io::Result<()> {
     write_file(&dir.join("rand.bin"), RAND_FILE_BYTES, &pattern(MIB, 3))
 }
 
-/// 4 KiB pwrites at random aligned offsets for `RAND_TIME`; the close is timed too (a FUSE
-/// writeback cache sends its dirty pages then).
-fn rand_write(dir: &Path) -> io::Result<Vec<f64>> {
-    let block = pattern(RAND_BLOCK, 4);
+/// 4 KiB pwrites at random aligned offsets for `RAND_TIME`, the close timed too (a FUSE
+/// writeback cache sends its dirty pages then); then 4 KiB preads the same way.
+fn rand_write_read(dir: &Path) -> io::Result<Vec<f64>> {
+    let path = dir.join("rand.bin");
+    let mut block = pattern(RAND_BLOCK, 4);
     let blocks = (RAND_FILE_BYTES / RAND_BLOCK) as u64;
     let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     common::sync();
     let start = Instant::now();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(dir.join("rand.bin"))?;
+    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
     let mut ops = 0;
     while ops % 64 != 0 || start.elapsed() < RAND_TIME {
         f.write_all_at(&block, (rng.next() % blocks) * RAND_BLOCK as u64)?;
         ops += 1;
     }
     drop(f);
-    Ok(vec![per_s(ops, start.elapsed())])
+    let writes = per_s(ops, start.elapsed());
+    let start = Instant::now();
+    let f = File::open(&path)?;
+    let mut ops = 0;
+    while ops % 64 != 0 || start.elapsed() < RAND_TIME {
+        f.read_exact_at(&mut block, (rng.next() % blocks) * RAND_BLOCK as u64)?;
+        ops += 1;
+    }
+    Ok(vec![writes, per_s(ops, start.elapsed())])
 }
 
 /// Transactions per SQLite sample and synchronous setting.
@@ -518,6 +608,66 @@ fn rename_files(dir: &Path) -> io::Result<Vec<f64>> {
     r?;
     std::fs::remove_dir_all(&sub)?;
     Ok(vec![per_s(RENAMES, took)])
+}
+
+/// Entries of the cache workload, spread over `CACHE_DIRS` directories.
+const CACHE_FILES: usize = 2_000;
+const CACHE_DIRS: usize = 16;
+const CACHE_OPS: usize = 5_000;
+
+fn cache_entry(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("cache/{:02x}/e{i:05}", i % CACHE_DIRS))
+}
+
+/// The size of entry `i`: 1-32 KiB, the same on every place.
+fn cache_size(i: usize) -> usize {
+    1024 * (1 + (i * 7919) % 32)
+}
+
+/// A browser-cache-like tree: `CACHE_FILES` entries of 1-32 KiB in `CACHE_DIRS` directories.
+fn make_cache(dir: &Path) -> io::Result<()> {
+    let root = fresh_dir(dir, "cache")?;
+    for d in 0..CACHE_DIRS {
+        std::fs::create_dir(root.join(format!("{d:02x}")))?;
+    }
+    let data = pattern(32 * 1024, 7);
+    (0..CACHE_FILES).try_for_each(|i| std::fs::write(cache_entry(dir, i), &data[..cache_size(i)]))
+}
+
+fn remove_cache(dir: &Path) -> io::Result<()> {
+    std::fs::remove_dir_all(dir.join("cache"))
+}
+
+/// `CACHE_OPS` operations on random entries, what a program's cache does: 60% read a whole
+/// entry, 25% write a new version of an entry (create, write, close), 15% delete one (an
+/// entry found missing is written instead). The tree is left as it was found in size.
+fn cache_ops(dir: &Path) -> io::Result<Vec<f64>> {
+    let data = pattern(32 * 1024, 8);
+    let mut present = vec![true; CACHE_FILES];
+    let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+    let mut buf = Vec::with_capacity(32 * 1024);
+    common::sync();
+    let start = Instant::now();
+    for _ in 0..CACHE_OPS {
+        let i = (rng.next() % CACHE_FILES as u64) as usize;
+        let roll = rng.next() % 100;
+        let path = cache_entry(dir, i);
+        if present[i] && roll < 60 {
+            buf.clear();
+            File::open(&path)?.read_to_end(&mut buf)?;
+        } else if present[i] && roll >= 85 {
+            std::fs::remove_file(&path)?;
+            present[i] = false;
+        } else {
+            File::create(&path)?.write_all(&data[..cache_size(i)])?;
+            present[i] = true;
+        }
+    }
+    let rate = per_s(CACHE_OPS, start.elapsed());
+    for (i, _) in present.iter().enumerate().filter(|(_, p)| !**p) {
+        std::fs::write(cache_entry(dir, i), &data[..cache_size(i)])?;
+    }
+    Ok(vec![rate])
 }
 
 /// An empty directory `dir/name`; what an earlier, failed sample left there is removed.
