@@ -562,3 +562,5 @@ fn files_open_for_writing_are_flushed_as_of_one_instant() {
     drop(opened);
     m.unmount();
 }
+
+mod stop;
