@@ -511,7 +511,13 @@ impl Holder {
                       while echo \"line$i\" >&3; do echo $i; i=$((i+1)); sleep 0.05; done";
         let child = Command::new("nsenter")
             .args(["-t", &c.init.to_string(), "-a", "--"])
-            .args(["sh", "-c", "setsid sh -c \"$0\" holder \"$1\" &", script, file])
+            .args([
+                "sh",
+                "-c",
+                "setsid sh -c \"$0\" holder \"$1\" &",
+                script,
+                file,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

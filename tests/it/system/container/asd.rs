@@ -40,7 +40,7 @@ fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
     c.put(
         "etc/systemd/system/asd.service.d/test.conf",
         "[Service]\nEnvironment=ASDFS_LOG=info,fuser::reply=off,asdfs::flush=debug\n\
-         Environment=ASDFS_STOP_GRACE=1\nEnvironment=ASDFS_DATA_PATH=auto\n",
+         Environment=ASDFS_STOP_GRACE=1\n",
     );
     c.systemctl_offline(&["enable", "asd.service"]);
     c.boot_until_running();
