@@ -197,8 +197,9 @@ impl Target {
             self.shared.paths.target.display(),
             self.shared.paths.store.display(),
         );
+        let held = crate::human::count(writers, "file");
         tracing::warn!(
-            "{t}: {writers} files are still open for writing: the store stays in {store} with what they write from now on, and `asdfs mount {t}` writes it to disk"
+            "{t}: {held} still open for writing at the end: the store stays in {store} with what is written to them from now on, and `asdfs mount {t}` writes it to disk"
         );
         true
     }

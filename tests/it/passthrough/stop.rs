@@ -134,6 +134,13 @@ fn sigterm_with_a_passthrough_writer_loses_no_acknowledged_write() {
         m.store().join("private").exists(),
         "the store must stay for what the holder writes:\n{log}"
     );
+    // Said once in the log, and by status until the next mount.
+    let said = "1 file still open for writing at the end: the store stays in";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let out = asdfs(["status", m.target.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("kept them in its RAM store"), "{text}");
     m.mount();
     assert_eq!(
         fs::read_to_string(m.disk_copy().join("held")).unwrap(),
