@@ -30,6 +30,7 @@ impl Errno {
     pub const E2BIG: Errno = Errno(libc::E2BIG);
     pub const ENXIO: Errno = Errno(libc::ENXIO);
     pub const EFBIG: Errno = Errno(libc::EFBIG);
+    pub const EROFS: Errno = Errno(libc::EROFS);
 }
 
 impl fmt::Debug for Errno {

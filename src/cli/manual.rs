@@ -289,13 +289,13 @@ noatime or relatime (for programs that read access times, such as mail readers).
 .B mode = "fuse"
 fuse (the write\-back filesystem) or overlay (the kernel's overlayfs; root only).
 .TP
-.B data_path = "daemon"
-FUSE mode: who serves file data. daemon (the default): every read and write goes through the
-daemon; auto: the kernel reads and writes the RAM copy itself (FUSE passthrough) where it
-allows that (root, Linux 6.9 or later), else the daemon; passthrough: the same, warning where
-the kernel refuses. With passthrough a program that holds a file open for writing through
-the stop is not cut off: what it writes after the final flush is lost. $ASDFS_DATA_PATH
-overrides it.
+.B data_path = "auto"
+FUSE mode: who serves file data. auto (the default): the kernel reads and writes the RAM copy
+itself (FUSE passthrough) where it allows that (root, Linux 6.9 or later), else the daemon;
+passthrough: the same, warning where the kernel refuses; daemon: every read and write goes
+through the daemon. A stop that cannot wait for a program holding a file open for writing
+makes its writes fail; if it still holds the file when the daemon ends, the RAM store stays
+and the next mount writes what it wrote. $ASDFS_DATA_PATH overrides it.
 .TP
 .B backups = true
 keep .NAME\-backup_asd\-old and crash snapshots, as asd does.

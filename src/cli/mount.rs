@@ -62,10 +62,10 @@ pub struct MountArgs {
     /// clean files leave RAM past it and are read from disk again [default: 25%].
     #[arg(long, value_name = "SIZE", value_parser = config::parse_ram_limit)]
     pub ram_limit: Option<u64>,
-    /// FUSE mode: who serves file data: daemon, auto (the kernel, with FUSE passthrough,
-    /// where it allows that: root, Linux 6.9 or later; else the daemon) or passthrough (the
-    /// same, with a warning where the kernel refuses) [default: $ASDFS_DATA_PATH, else the
-    /// configuration file's, else daemon].
+    /// FUSE mode: who serves file data: auto (the kernel, with FUSE passthrough, where it
+    /// allows that: root, Linux 6.9 or later; else the daemon), passthrough (the same, with
+    /// a warning where the kernel refuses) or daemon [default: $ASDFS_DATA_PATH, else the
+    /// configuration file's, else auto].
     #[arg(long, value_enum)]
     pub data_path: Option<DataPathArg>,
     /// fuse (the write-back filesystem) or overlay (kernel overlayfs, upper layer in RAM)

@@ -67,13 +67,12 @@ pub enum Atime {
 #[serde(rename_all = "lowercase")]
 pub enum DataPath {
     /// FUSE passthrough where the kernel allows it (root, kernel 6.9 or later), else the
-    /// daemon.
+    /// daemon. The default.
+    #[default]
     Auto,
     /// FUSE passthrough; where the kernel refuses, the daemon all the same, with a warning.
     Passthrough,
-    /// Every read and write is a request to the daemon. Default for now: with passthrough
-    /// a file held open through a stop cannot be cut off (design.md §4.1).
-    #[default]
+    /// Every read and write is a request to the daemon.
     Daemon,
 }
 
@@ -152,7 +151,7 @@ pub struct TargetSettings {
     /// meaning `DEFAULT_RAM_PERCENT` of the machine's memory.
     #[serde(default)]
     pub ram_limit: Option<u64>,
-    /// FUSE mode: who serves file data. Default: `DataPath::Daemon`.
+    /// FUSE mode: who serves file data. Default: `DataPath::Auto`.
     #[serde(default)]
     pub data_path: DataPath,
     /// Refuse to mount while a file inside has hard links outside (asd's
@@ -178,7 +177,7 @@ impl TargetSettings {
             open_files: None,
             stop_grace: None,
             ram_limit: None,
-            data_path: DataPath::Daemon,
+            data_path: DataPath::Auto,
             hardlink_check: true,
             force: false,
         }

@@ -16,7 +16,7 @@
 //! open_files = 4096         # FUSE mode: RAM data files kept open at most
 //! stop_grace = "20s"        # how long open files may delay a stop after SIGTERM
 //! ram_limit = "512M"        # the most RAM a target's store uses, or "25%" of the memory
-//! data_path = "daemon"      # FUSE mode: daemon | auto | passthrough
+//! data_path = "auto"        # FUSE mode: auto | passthrough | daemon
 //!
 //! [[target]]
 //! path = "/var/log"

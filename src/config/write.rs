@@ -29,7 +29,7 @@ pub fn to_toml(cfg: &Config) -> String {
         if t.atime == Atime::Relatime {
             push_key(&mut out, "atime", &quote("relatime"));
         }
-        if t.data_path != DataPath::Daemon {
+        if t.data_path != DataPath::Auto {
             push_key(&mut out, "data_path", &quote(t.data_path.name()));
         }
         push_key(&mut out, "backups", &t.backups.to_string());
@@ -83,7 +83,7 @@ fn describe_target(t: &TargetSettings) -> String {
             "  atime:           relatime (reads record access times)"
         );
     }
-    if t.mode == Mode::Fuse && t.data_path != DataPath::Daemon {
+    if t.mode == Mode::Fuse && t.data_path != DataPath::Auto {
         let _ = writeln!(out, "  data path:       {}", t.data_path.name());
     }
     let _ = writeln!(out, "  volatile dir:    {volatile}");

@@ -14,6 +14,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 /// FUSE request threads per target.
@@ -27,6 +28,9 @@ pub struct Target {
     fuse_conn: Mutex<Option<u64>>,
     /// The id of the FUSE mount root made (`mounting::FuseMount`).
     mount_id: Mutex<Option<u64>>,
+    /// The FUSE session ended: the kernel let go of the mount (no file of it is open any
+    /// more), or its connection was aborted.
+    session_ended: Arc<AtomicBool>,
 }
 
 impl Target {
@@ -59,6 +63,7 @@ impl Target {
             flusher,
             fuse_conn: Mutex::new(None),
             mount_id: Mutex::new(None),
+            session_ended: Arc::new(AtomicBool::new(false)),
         });
         t.mount()?;
         undo.disarm();
@@ -94,6 +99,7 @@ impl Target {
 
     fn mount(&self) -> anyhow::Result<()> {
         let (events, idx) = (self.shared.events.clone(), self.shared.idx);
+        let ended = self.session_ended.clone();
         let root = self.store.getattr(NodeId::ROOT)?;
         let mode = libc::S_IFDIR | root.attr.mode;
         self.store
@@ -134,13 +140,14 @@ impl Target {
             .name("fuse-session".into())
             .spawn(move || {
                 // Sent however the session ends, a panic too: the main loop waits for it.
-                struct Ended(Sender<Event>, usize);
+                struct Ended(Sender<Event>, usize, Arc<AtomicBool>);
                 impl Drop for Ended {
                     fn drop(&mut self) {
+                        self.2.store(true, Ordering::SeqCst);
                         let _ = self.0.send(Event::SessionEnded(self.1));
                     }
                 }
-                let _ended = Ended(events, idx);
+                let _ended = Ended(events, idx, ended);
                 if let Err(e) = session.run() {
                     tracing::error!(error = %e, "FUSE session ended with an error");
                 }
@@ -149,11 +156,23 @@ impl Target {
     }
 
     /// At a stop that cannot wait any longer for programs to close their files: cuts them
-    /// off (their next request fails with ENOTCONN, so nothing they write is silently
-    /// dropped); the session then ends and `finish` writes everything to disk.
+    /// off, so that nothing they write from now on is acknowledged and then lost (design.md
+    /// §4.1 "A stop with files open"). The store is fenced: every change fails with EROFS,
+    /// writes through files the kernel writes itself (passthrough) too. Where no file is
+    /// open for writing through the kernel the connection is also aborted (the next request
+    /// fails with ENOTCONN) and the session ends; otherwise it must go on answering, as
+    /// that is how the kernel's writes are refused, and it ends when the holders close (or
+    /// `release` keeps the store). `finish` then writes everything to disk.
     fn cut_off(&self) {
         let open = self.store.summary().open_handles;
-        tracing::warn!(target = %self.shared.paths.target.display(), open, "files still open at the stop: cutting them off; what was written through them is flushed");
+        self.store.fence();
+        let writers = self.store.kernel_writers();
+        let target = self.shared.paths.target.display();
+        if writers > 0 {
+            tracing::warn!(%target, open, writers, "files still open at the stop: their writes fail from now on (EROFS), and what was written through them is flushed");
+            return;
+        }
+        tracing::warn!(%target, open, "files still open at the stop: cutting them off; what was written through them is flushed");
         let conn = *self.fuse_conn.lock();
         match conn.map(|c| mounting::abort_connection(c, &self.shared.paths.store)) {
             Some(Ok(())) => {}
@@ -162,6 +181,27 @@ impl Target {
             }
             None => tracing::warn!("the FUSE connection is not known; cannot cut off open files"),
         }
+    }
+
+    /// Whether the store must outlive this daemon: a stop that could not wait fenced it
+    /// while programs held files the kernel writes itself, and they hold them still. Once
+    /// the daemon exits the kernel lets their writes through again (it ignores the failed
+    /// question before each); the store log keeps those files dirty, so the next mount's
+    /// takeover writes what they wrote. Says so in one line.
+    fn holders_outlive_us(&self) -> bool {
+        let writers = self.store.kernel_writers();
+        if !self.store.fenced() || self.session_ended.load(Ordering::SeqCst) || writers == 0 {
+            return false;
+        }
+        let (t, store) = (
+            self.shared.paths.target.display(),
+            self.shared.paths.store.display(),
+        );
+        let held = crate::human::count(writers, "file");
+        tracing::warn!(
+            "{t}: {held} still open for writing at the end: the store stays in {store} with what is written to them from now on, and `asdfs mount {t}` writes it to disk"
+        );
+        true
     }
 }
 
@@ -237,6 +277,9 @@ impl Mode for Target {
         self.cut_off()
     }
     fn release(&self) -> bool {
+        if self.holders_outlive_us() {
+            return false;
+        }
         safety::remove_backup(&self.store, self.shared.backups.as_deref());
         true
     }

@@ -84,6 +84,9 @@ impl Store {
 
     pub fn getxattr(&self, id: NodeId, name: &OsStr) -> FsResult<Vec<u8>> {
         check_xattr_name(name)?;
+        if let Some(v) = self.fenced_xattr(id, name) {
+            return Ok(v);
+        }
         self.ensure_xattrs(id)?;
         let inner = self.lock();
         let x = inner.node(id)?.xattrs.as_ref().ok_or(Errno::EIO)?;

@@ -21,6 +21,7 @@ impl Store {
             self.check_room(super::CHANGE)?;
         }
         if write {
+            self.check_fence()?;
             // With FUSE passthrough the writes themselves bypass the daemon (design.md §2.1).
             self.back_pressure(64 << 10, true)?;
         }
@@ -118,7 +119,8 @@ impl Store {
     /// the cell is pinned until release, and a handle that may write marks the data dirty
     /// until a flush after its last writer closed.
     pub fn pin(&self, fh: HandleId) -> FsResult<Arc<File>> {
-        self.check_room(super::CHANGE)?;
+        // Not fenced: a handle that may write was refused at its open.
+        self.room(super::CHANGE, false)?;
         let mut inner = self.lock();
         let h = inner.handles.get(&fh.0).ok_or(Errno::EBADF)?;
         let (id, write) = (h.node, h.write);

@@ -15,6 +15,7 @@ pub mod attrs;
 pub(crate) mod data;
 mod dirs;
 mod evict;
+mod fence;
 mod fetch;
 mod files;
 pub(crate) mod flushing;
@@ -66,6 +67,8 @@ pub struct Store {
     read_only: std::sync::atomic::AtomicBool,
     /// FUSE passthrough serves file data (design.md §4.1); for status.
     passthrough: std::sync::atomic::AtomicBool,
+    /// A stop that could not wait for open files refuses every change (`fence.rs`).
+    fenced: std::sync::atomic::AtomicBool,
     /// What the disk files read into RAM looked like then (conflict copies, design.md §6.2).
     pub seen: seen::DiskSeen,
     /// Ranges written since each file's disk copy matched it (fsync in sync mode).
@@ -231,6 +234,7 @@ impl Store {
             relatime: std::sync::atomic::AtomicBool::new(false),
             read_only: std::sync::atomic::AtomicBool::new(false),
             passthrough: std::sync::atomic::AtomicBool::new(false),
+            fenced: std::sync::atomic::AtomicBool::new(false),
             seen: seen::DiskSeen::default(),
             written: fsync::Written::default(),
             log_low,
@@ -301,11 +305,13 @@ impl Store {
     /// bytes at most) and still be rewritten by the flush after it (design.md §3): a program
     /// is never told a change succeeded that the log does not hold.
     pub(crate) fn check_room(&self, batch: u64) -> FsResult<()> {
+        self.check_fence()?;
         self.room(batch, false)
     }
 
     /// Like `check_room` for a removal, which needs room for its own records only.
     pub(crate) fn check_removal_room(&self) -> FsResult<()> {
+        self.check_fence()?;
         self.room(REMOVAL, true)
     }
 

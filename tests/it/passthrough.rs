@@ -50,9 +50,8 @@ fn tmpfs_ctime_changes_with_every_write_once_queried() {
 
 /// `data_path = "auto"` (here `--data-path auto`) is passthrough where the kernel allows it
 /// (root, Linux 6.9 or later, as on the machines that run these tests), the daemon's
-/// elsewhere; the default is the daemon's (design.md §4.1: a file held open through a stop
-/// cannot be cut off with passthrough) unless `$ASDFS_DATA_PATH` says otherwise, and a bad
-/// value of it is a one-line error.
+/// elsewhere; it is the default unless `$ASDFS_DATA_PATH` says otherwise, and a bad value of
+/// it is a one-line error.
 #[test]
 fn auto_is_passthrough_where_the_kernel_allows_it() {
     if !fuse_available() {
@@ -70,8 +69,8 @@ fn auto_is_passthrough_where_the_kernel_allows_it() {
     m.unmount();
     let m = Mount::new();
     let default = match std::env::var(DATA_PATH).as_deref() {
-        Ok("auto" | "passthrough") => auto,
-        _ => "daemon",
+        Ok("daemon") => "daemon",
+        _ => auto,
     };
     assert_eq!(m.status()["data_path"], default);
     m.unmount();
@@ -562,3 +561,5 @@ fn files_open_for_writing_are_flushed_as_of_one_instant() {
     drop(opened);
     m.unmount();
 }
+
+mod stop;

@@ -149,6 +149,8 @@ fn sigterm_flushes_and_unmounts() {
     );
 }
 
+/// With the daemon data path (pinned: passthrough's stop is `passthrough/stop.rs`), the
+/// cut-off aborts the connection, and a write after it fails with ENOTCONN.
 #[test]
 fn sigterm_cuts_off_files_still_open_after_the_grace_and_loses_nothing() {
     if !fuse_available() {
@@ -163,6 +165,7 @@ fn sigterm_cuts_off_files_still_open_after_the_grace_and_loses_nothing() {
     let fusectl_before = fusectl();
     let mut m = Mount::prepare(|_| {});
     m.env.push(("ASDFS_STOP_GRACE".into(), "1".into()));
+    m.env.push(("ASDFS_DATA_PATH".into(), "daemon".into()));
     m.mount();
     let mut f = fs::File::create(m.path("held")).unwrap();
     f.write_all(b"written while open").unwrap();

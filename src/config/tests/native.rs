@@ -365,7 +365,7 @@ fn issue_14_ram_limit_is_a_size_or_a_share_of_memory() {
     assert_eq!(crate::config::parse_ram_limit("64MiB"), Ok(64 << 20));
 }
 
-/// Issue 13: who serves file data in FUSE mode is a setting, `daemon` unless set.
+/// Issue 13: who serves file data in FUSE mode is a setting, `auto` unless set.
 #[test]
 fn the_data_path_is_a_setting() {
     use crate::config::DataPath;
@@ -377,7 +377,7 @@ fn the_data_path_is_a_setting() {
     let paths: Vec<_> = cfg.targets.iter().map(|t| t.data_path).collect();
     assert_eq!(paths, [DataPath::Daemon, DataPath::Passthrough]);
     let plain = parse("[[target]]\npath = \"/a\"\n").unwrap();
-    assert_eq!(plain.targets[0].data_path, DataPath::Daemon);
+    assert_eq!(plain.targets[0].data_path, DataPath::Auto);
     let e = parse("[[target]]\npath = \"/a\"\ndata_path = \"kernel\"\n").expect_err("bad value");
     assert!(
         e.to_string().contains("data_path") || e.to_string().contains("kernel"),

@@ -496,7 +496,11 @@ fn expect(entries: &[(&str, &str)]) -> std::collections::BTreeMap<String, String
 }
 
 /// A shell in the container appending `lineN` to a file every 50 ms while it can, and
-/// printing N to us once each write has succeeded. Killed when dropped.
+/// printing N to us once each write has succeeded. Killed when dropped. Its parent is the
+/// container's init, as a program's would be: a child of nsenter (which stays outside the
+/// container's PID namespace) is stopped by systemd-shutdown's SIGSTOP to every process,
+/// nsenter then stops itself too (it follows its child's stops) and, out of reach of the
+/// SIGCONT that follows, never reaps the killed holder: the power-off waits for the zombie.
 struct Holder {
     child: Option<Child>,
 }
@@ -507,7 +511,13 @@ impl Holder {
                       while echo \"line$i\" >&3; do echo $i; i=$((i+1)); sleep 0.05; done";
         let child = Command::new("nsenter")
             .args(["-t", &c.init.to_string(), "-a", "--"])
-            .args(["sh", "-c", script, "holder", file])
+            .args([
+                "sh",
+                "-c",
+                "setsid sh -c \"$0\" holder \"$1\" &",
+                script,
+                file,
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -516,7 +526,8 @@ impl Holder {
         Holder { child: Some(child) }
     }
 
-    /// After the container is gone: how many writes were acknowledged.
+    /// After the container is gone: how many writes were acknowledged (its output ends
+    /// when the holder does).
     fn finish(&mut self) -> usize {
         let out = self.child.take().unwrap().wait_with_output().unwrap();
         text(&out.stdout).lines().count()

@@ -77,6 +77,8 @@ fn asd_service_syncs_resyncs_and_unsyncs_in_a_container() {
             .find(|r| r["target"] == t);
         let r = r.unwrap_or_else(|| panic!("{t} not in {reports:#}"));
         assert_eq!(r["state"], "mounted", "{r:#}");
+        // The default data path: the kernel writes the data files itself.
+        assert_eq!(r["data_path"], "passthrough", "{r:#}");
         r["pid"].as_i64().unwrap() as i32
     };
     let pid = pid_of(ASD_TARGETS[0]);
@@ -306,8 +308,11 @@ fn check_asd_journal(c: &Container, journal: &str, daemon: i32, restarted: i32) 
     let in_ram = format!("{daemon}in RAM target=/srv/data/asd/web root");
     assert!(at("info..info").contains(&in_ram), "{asd}");
     assert!(!at("notice").contains(&in_ram), "{asd}");
-    // Its warning (4) about the open file: kept by -p warning, not an info line.
-    let cut = format!(" asdfs[{restarted}]: files still open at the stop: cutting them off");
+    // Its warning (4) about the open file: kept by -p warning, not an info line. With
+    // passthrough its writes are refused rather than the connection cut (design.md §4.1).
+    let cut = format!(
+        " asdfs[{restarted}]: files still open at the stop: their writes fail from now on (EROFS)"
+    );
     assert!(at("warning..warning").contains(&cut), "{asd}");
     assert!(!at("info..notice").contains(&cut), "{asd}");
     assert!(

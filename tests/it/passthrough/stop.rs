@@ -1,0 +1,151 @@
+//! A stop with a file held open for writing through the kernel (FUSE passthrough, design.md
+//! §4.1 "A stop with files open"): every write the holder was told succeeded reaches the disk
+//! copy, after an `asdfs unmount` (served until it closes) and after a SIGTERM stop that
+//! cannot wait (writes refused from the cut-off; what the holder writes after the daemon is
+//! gone kept in the store for the next mount).
+
+use super::mount_with;
+use crate::harness::{asdfs, fuse_available};
+use std::fs;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let end = Instant::now() + limit;
+    while !ok() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Appends `line<i>` to `f` for each `i` in `range`; the lines whose write succeeded, and
+/// the error of the first that failed.
+fn append(f: &mut fs::File, range: std::ops::Range<u32>) -> (String, Option<std::io::Error>) {
+    let mut acked = String::new();
+    for i in range {
+        let line = format!("line{i}\n");
+        match f.write(line.as_bytes()) {
+            Ok(n) if n == line.len() => acked += &line,
+            Ok(n) => panic!("short write: {n} of {}", line.len()),
+            Err(e) => return (acked, Some(e)),
+        }
+    }
+    (acked, None)
+}
+
+fn daemon_gone(pid: i32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next())
+                == Some("Z")
+        })
+        .unwrap_or(true)
+}
+
+/// `asdfs unmount` with the file held: the mount is detached, the daemon serves the holder
+/// (its writes go on through the kernel), and once it closes the final flush writes all.
+#[test]
+fn unmount_with_a_passthrough_writer_keeps_every_write() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_with("passthrough");
+    assert_eq!(m.status()["data_path"], "passthrough");
+    let mut f = fs::File::create(m.path("held")).unwrap();
+    let (mut acked, err) = append(&mut f, 0..10);
+    assert!(err.is_none(), "{err:?}");
+    let pid = m.daemon_pid().unwrap();
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!m.is_mounted());
+    let (more, err) = append(&mut f, 10..30);
+    assert!(
+        err.is_none(),
+        "a write after a lazy unmount failed: {err:?}"
+    );
+    acked += &more;
+    assert!(!daemon_gone(pid), "the daemon left its holder");
+    drop(f);
+    wait_for("the daemon to exit", Duration::from_secs(20), || {
+        daemon_gone(pid)
+    });
+    assert_eq!(
+        fs::read_to_string(m.disk_copy().join("held")).unwrap(),
+        acked
+    );
+    assert!(
+        !m.store().join("private").exists(),
+        "the store is removed after the final flush"
+    );
+}
+
+/// SIGTERM with the file held past the grace: from the cut-off its writes fail (none is
+/// acknowledged and then lost with the store); the holder keeps it open past the daemon's
+/// end, so the store stays and says so, and what the holder writes then (the kernel lets it
+/// through without a daemon) is written by the next mount's takeover.
+#[test]
+fn sigterm_with_a_passthrough_writer_loses_no_acknowledged_write() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = crate::harness::Mount::prepare(|_| {});
+    m.env.push(("ASDFS_DATA_PATH".into(), "passthrough".into()));
+    m.env.push(("ASDFS_STOP_GRACE".into(), "1".into()));
+    m.mount();
+    assert_eq!(m.status()["data_path"], "passthrough");
+    let mut f = fs::File::create(m.path("held")).unwrap();
+    let (mut acked, err) = append(&mut f, 0..5);
+    assert!(err.is_none(), "{err:?}");
+    let pid = m.daemon_pid().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    // Writing on through the stop until a write fails: the cut-off.
+    let mut i = 5;
+    let refused = loop {
+        let (more, err) = append(&mut f, i..i + 1);
+        acked += &more;
+        i += 1;
+        if let Some(e) = err {
+            break e;
+        }
+        assert!(i < 2_000, "writes were never refused");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert_eq!(refused.raw_os_error(), Some(libc::EROFS), "{refused}");
+    wait_for("the daemon to exit", Duration::from_secs(30), || {
+        daemon_gone(pid)
+    });
+    assert!(!m.is_mounted());
+    // The daemon is gone and the kernel lets the holder write its data file again.
+    let (more, _) = append(&mut f, i..i + 5);
+    acked += &more;
+    drop(f);
+    let log = m.log_tail();
+    assert!(
+        m.store().join("private").exists(),
+        "the store must stay for what the holder writes:\n{log}"
+    );
+    // Said once in the log, and by status until the next mount.
+    let said = "1 file still open for writing at the end: the store stays in";
+    assert_eq!(log.matches(said).count(), 1, "{log}");
+    let out = asdfs(["status", m.target.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("kept them in its RAM store"), "{text}");
+    m.mount();
+    assert_eq!(
+        fs::read_to_string(m.disk_copy().join("held")).unwrap(),
+        acked,
+        "{log}"
+    );
+    assert_eq!(fs::read_to_string(m.path("held")).unwrap(), acked);
+}
