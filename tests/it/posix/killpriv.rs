@@ -299,45 +299,69 @@ fn a_chmod_while_a_writer_holds_the_file_is_undone_by_its_next_write_in_both_dat
                 st(&f(d, n))
             });
         }
-        // Another user's set-user-ID file, held open for writing by a second user: root
-        // chmods it while that writer waits.
+        // Root's file, held open for writing by another user who has written to it already:
+        // root makes it set-user-ID, or gives it a capability, while that writer waits.
+        let cap = capability();
         p.setup("held", |d| -> R<()> {
-            write(&f(d, "held"), b"data")?;
-            chmod(&f(d, "held"), 0o666)
+            for n in ["held", "heldcap"] {
+                write(&f(d, n), b"data")?;
+                chmod(&f(d, n), 0o666)?;
+            }
+            Ok(())
         });
         p.both(
             &format!("{path}: root's chmod while another user holds it"),
             |d| {
-                let file = f(d, "held");
-                let (go, ready) = (f(d, "go"), f(d, "ready"));
-                let _ = unlink(&go);
-                let _ = unlink(&ready);
-                let chmodder = std::thread::spawn({
-                    let (file, go, ready) = (file.clone(), go.clone(), ready.clone());
-                    move || {
-                        while meta(&ready).is_err() {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        let r = chmod(&file, 0o4777);
-                        write(&go, b"").unwrap();
-                        r
-                    }
+                let r = root_changes_a_held_file(&f(d, "held"), |file| chmod(file, 0o4777));
+                (r, st(&f(d, "held")))
+            },
+        );
+        p.both(
+            &format!("{path}: root's setcap while another user holds it"),
+            |d| {
+                let cap = cap.clone();
+                let r = root_changes_a_held_file(&f(d, "heldcap"), move |file| {
+                    setx(file, "security.capability", &cap, 0)
                 });
-                let wrote = as_user(NOBODY, || {
-                    let fd = open(&file, libc::O_WRONLY, 0)?;
-                    pwrite(&fd, b"a", 0)?;
-                    File::create(&ready).map_err(|_| -2)?;
-                    while meta(&go).is_err() {
-                        std::thread::sleep(Duration::from_millis(5));
-                    }
-                    pwrite(&fd, b"b", 1).map(drop)
-                });
-                let chmodded = chmodder.join().unwrap();
-                let _ = unlink(&go);
-                let _ = unlink(&ready);
-                (wrote, chmodded, st(&file))
+                (r, getx(&f(d, "heldcap"), "security.capability"))
             },
         );
     }
     finish_all(pairs);
+}
+
+/// `change` made by root while another user holds `file` open for writing, between two of
+/// its writes. Returns the writer's result and the change's.
+fn root_changes_a_held_file(
+    file: &Path,
+    change: impl FnOnce(&Path) -> R<()> + Send + 'static,
+) -> (R<()>, R<()>) {
+    let dir = file.parent().unwrap();
+    let (go, ready) = (dir.join("go"), dir.join("ready"));
+    let _ = unlink(&go);
+    let _ = unlink(&ready);
+    let changer = std::thread::spawn({
+        let (file, go, ready) = (file.to_owned(), go.clone(), ready.clone());
+        move || {
+            while meta(&ready).is_err() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let r = change(&file);
+            write(&go, b"").unwrap();
+            r
+        }
+    });
+    let wrote = as_user(NOBODY, || {
+        let fd = open(file, libc::O_WRONLY, 0)?;
+        pwrite(&fd, b"a", 0)?;
+        File::create(&ready).map_err(|_| -2)?;
+        while meta(&go).is_err() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        pwrite(&fd, b"b", 1).map(drop)
+    });
+    let changed = changer.join().unwrap();
+    let _ = unlink(&go);
+    let _ = unlink(&ready);
+    (wrote, changed)
 }
