@@ -27,10 +27,7 @@ impl Store {
     /// owner nor group) with a setattr that sets nothing (design.md §4.1).
     pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
         self.check_room(super::CHANGE)?;
-        let (kind, mode, gid) = {
-            let a = self.lock().node(id).map(|n| (n.kind, n.attr))?;
-            (a.0, a.1.mode, a.1.gid)
-        };
+        let (kind, before) = self.lock().node(id).map(|n| (n.kind, n.attr))?;
         if sa.size.is_some() && kind != Kind::File {
             return Err(Errno::EISDIR);
         }
@@ -40,8 +37,8 @@ impl Store {
         // The bits a chown keeps, from the mode before it (the group check reads /proc,
         // so it runs without the lock); bits only go, so a concurrent chmod is not undone.
         let keep = match chown {
-            true => privs::after_chown(mode, ctx, || privs::in_group(ctx, gid)),
-            false => mode,
+            true => privs::after_chown(before.mode, ctx, || privs::in_group(ctx, before.gid)),
+            false => before.mode,
         } | !(libc::S_ISUID | libc::S_ISGID);
         if sa.mode.is_some() {
             self.ensure_xattrs(id)?;
