@@ -53,7 +53,7 @@ impl AsdFs {
     /// Asks the kernel for passthrough if wanted and sound here (design.md §4.1). `auto`
     /// leaves it to a daemon running as root (the kernel gives backing files to no one else);
     /// `passthrough` asks anyway and warns where it is refused.
-    fn negotiate_passthrough(&self, config: &mut KernelConfig) -> bool {
+    fn negotiate_passthrough(&self, config: &mut KernelConfig, killpriv: bool) -> bool {
         let asked = match self.data_path {
             DataPath::Daemon => return false,
             DataPath::Auto if !nix::unistd::geteuid().is_root() => {
@@ -74,9 +74,13 @@ impl AsdFs {
         if !self.store.fine_ctime() {
             return refused("tmpfs ctimes are coarse here");
         }
-        if config
-            .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
-            .is_err()
+        // Without `FUSE_HANDLE_KILLPRIV_V2` the kernel keeps set-group-ID without group
+        // execute on a passthrough write by a caller outside the file's group (design.md
+        // §4.1); every kernel with passthrough has it.
+        if !killpriv
+            || config
+                .add_capabilities(InitFlags::FUSE_PASSTHROUGH)
+                .is_err()
             || config.set_max_stack_depth(1).is_err()
         {
             return refused("the kernel has no FUSE passthrough");
@@ -85,30 +89,19 @@ impl AsdFs {
     }
 
     /// Gives an open handle's data file to the kernel; `None` when the daemon serves it:
-    /// passthrough is off, the store records access times (design.md §9.2), or a write could
-    /// need a set-group-ID bit cleared that the kernel keeps (design.md §4.1). `Err` when the
+    /// passthrough is off or the store records access times (design.md §9.2). `Err` when the
     /// store could not pin the data file (no room for its log record): the handle is released.
     fn backing_for(
         &self,
-        ctx: Ctx,
         node: NodeId,
         fh: HandleId,
-        write: bool,
         open_backing: impl FnOnce(&std::fs::File) -> std::io::Result<BackingId>,
     ) -> Result<Option<Arc<BackingId>>, Errno> {
         if !self.backings.on() {
             return Ok(None);
         }
         // A node whose other handles have the kernel's data path keeps it for this one too.
-        let needs = match write.then(|| self.store.open_for_kernel_writes(ctx, node)) {
-            None => false,
-            Some(Ok(n)) => n,
-            Some(Err(e)) => {
-                let _ = self.store.release(fh);
-                return Err(e);
-            }
-        };
-        let daemon = !self.store.cache_across_opens() || needs;
+        let daemon = !self.store.cache_across_opens();
         let mut pin_failed = None;
         let pin = |backed: Option<u64>| {
             let r = self.store.pin(fh).and_then(|f| {
@@ -264,7 +257,13 @@ impl Filesystem for AsdFs {
             }
         }
         let _ = config.set_max_write(MAX_WRITE);
-        let pt = self.negotiate_passthrough(config);
+        // The daemon takes away set-user-ID, set-group-ID (`Store::setattr`, `open`, writes)
+        // and the kernel skips its `security.capability` check on later writes (design.md
+        // §4.1): without it every write asks the daemon first.
+        let killpriv = config
+            .add_capabilities(InitFlags::FUSE_HANDLE_KILLPRIV_V2)
+            .is_ok();
+        let pt = self.negotiate_passthrough(config, killpriv);
         self.backings.set_on(pt);
         self.store.set_passthrough(pt);
         Ok(())
@@ -432,12 +431,12 @@ impl Filesystem for AsdFs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let truncate = flags.0 & libc::O_TRUNC != 0;
-        let fh = match self.logged(|| self.store.open(NodeId(ino.0), write, truncate)) {
+        let fh = match self.logged(|| self.store.open(ctx(req), NodeId(ino.0), write, truncate)) {
             Ok(fh) => fh,
             Err(e) => return reply.error(err(e)),
         };
         let open_backing = |f: &std::fs::File| reply.open_backing(f);
-        match self.backing_for(ctx(req), NodeId(ino.0), fh, write, open_backing) {
+        match self.backing_for(NodeId(ino.0), fh, open_backing) {
             Ok(Some(id)) => {
                 reply.opened_passthrough(FileHandle(fh.0), FopenFlags::FOPEN_NOFLUSH, &id)
             }
@@ -668,7 +667,7 @@ impl Filesystem for AsdFs {
             Err(e) => return reply.error(err(e)),
         };
         let generation = Generation(self.store.handle_gen());
-        match self.backing_for(c, st.ino, fh, write, |f| reply.open_backing(f)) {
+        match self.backing_for(st.ino, fh, |f| reply.open_backing(f)) {
             Err(e) => reply.error(err(e)),
             Ok(Some(id)) => reply.created_passthrough(
                 &TTL,

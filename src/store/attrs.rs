@@ -20,12 +20,26 @@ impl Store {
         self.lock().stat(id)
     }
 
-    /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`).
+    /// setattr by `ctx`; a new size is a change of data (`privs::after_data_change`), a new
+    /// owner or group without a mode a chown (`privs::after_chown`). With
+    /// `FUSE_HANDLE_KILLPRIV_V2` the kernel leaves both to the daemon, and asks for what a
+    /// write, fallocate or copy_file_range takes away (or a chown(2) that changes neither
+    /// owner nor group) with a setattr that sets nothing (design.md §4.1).
     pub fn setattr(&self, ctx: Ctx, id: NodeId, sa: SetAttr) -> FsResult<Stat> {
         self.check_room(super::CHANGE)?;
-        if sa.size.is_some() && self.lock().node(id)?.kind != Kind::File {
+        let (kind, before) = self.lock().node(id).map(|n| (n.kind, n.attr))?;
+        if sa.size.is_some() && kind != Kind::File {
             return Err(Errno::EISDIR);
         }
+        let chown = sa.mode.is_none()
+            && kind != Kind::Dir
+            && (sa.uid.is_some() || sa.gid.is_some() || sa == SetAttr::default());
+        // The bits a chown keeps, from the mode before it (the group check reads /proc,
+        // so it runs without the lock); bits only go, so a concurrent chmod is not undone.
+        let keep = match chown {
+            true => privs::after_chown(before.mode, ctx, || privs::in_group(ctx, before.gid)),
+            false => before.mode,
+        } | !(libc::S_ISUID | libc::S_ISGID);
         if sa.mode.is_some() {
             self.ensure_xattrs(id)?;
         }
@@ -47,6 +61,7 @@ impl Store {
         if let Some(gid) = sa.gid {
             n.attr.gid = gid;
         }
+        n.attr.mode &= keep;
         if let Some(mode) = sa.mode {
             n.attr.mode = mode & 0o7777;
             chmod_acl(n.xattrs.as_mut(), mode);

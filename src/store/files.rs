@@ -15,8 +15,10 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 impl Store {
-    /// Opens a regular file; `truncate` is O_TRUNC (the data is then not read from disk).
-    pub fn open(&self, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
+    /// Opens a regular file for `ctx`; `truncate` is O_TRUNC (the data is then not read from
+    /// disk), a change of data (`privs::after_data_change`: with `FUSE_HANDLE_KILLPRIV_V2`
+    /// the kernel leaves it to the daemon, design.md §4.1).
+    pub fn open(&self, ctx: Ctx, id: NodeId, write: bool, truncate: bool) -> FsResult<HandleId> {
         if truncate {
             self.check_room(super::CHANGE)?;
         }
@@ -35,6 +37,7 @@ impl Store {
         }
         if truncate {
             self.replace_with_empty(id)?;
+            self.kill_privs(ctx, id)?;
             return self.lock().open_handle(id, write);
         }
         let mut inner = self.loaded(id)?;

@@ -20,6 +20,18 @@ pub(crate) fn after_data_change(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> 
     mode
 }
 
+/// The mode after a change of owner or group, or a chown(2) that changes neither
+/// (`chown_common`): set-user-ID always goes (root's chown too), set-group-ID when the group
+/// may execute or a caller other than root is not in the file's (old) group. For a caller
+/// other than root this is `after_data_change`.
+pub(crate) fn after_chown(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) -> u32 {
+    let mut mode = mode & !libc::S_ISUID;
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || (ctx.uid != 0 && !in_group())) {
+        mode &= !libc::S_ISGID;
+    }
+    mode
+}
+
 /// The mode an access ACL sets (`posix_acl_update_mode`): set-group-ID goes unless the
 /// caller is in the file's group.
 pub(crate) fn after_acl(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) -> u32 {
@@ -45,31 +57,6 @@ pub(crate) fn in_group(ctx: Ctx, gid: u32) -> bool {
 }
 
 impl Store {
-    /// Whether a write by `ctx` must reach the daemon to take a set-group-ID bit away: the
-    /// kernel's FUSE write path clears it only when the group may execute (design.md §4.1).
-    pub fn write_needs_daemon(&self, ctx: Ctx, id: NodeId) -> bool {
-        let Ok(a) = self.lock().node(id).map(|n| n.attr) else {
-            return false;
-        };
-        ctx.uid != 0
-            && a.mode & libc::S_ISGID != 0
-            && a.mode & libc::S_IXGRP == 0
-            && !in_group(ctx, a.gid)
-    }
-
-    /// An open for writing, with passthrough on, by a caller `write_needs_daemon` names: the
-    /// kernel may serve it all the same (the node's other handles already have its backing
-    /// file, and the kernel cannot mix the two paths, design.md §4.1), and would keep the
-    /// set-group-ID bit. The bits a write by `ctx` takes away go at the open instead (a
-    /// little earlier than on a local filesystem, never later). Returns `write_needs_daemon`.
-    pub fn open_for_kernel_writes(&self, ctx: Ctx, id: NodeId) -> FsResult<bool> {
-        let needs = self.write_needs_daemon(ctx, id);
-        if needs {
-            self.kill_privs(ctx, id)?;
-        }
-        Ok(needs)
-    }
-
     /// Applies `after_data_change` to a file whose data `ctx` just changed. The group check
     /// reads /proc, so it runs without the store lock.
     pub(crate) fn kill_privs(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {
@@ -112,6 +99,22 @@ mod tests {
         assert_eq!(after_data_change(0o2766, NOBODY, || true), 0o2766);
         assert_eq!(after_data_change(0o2766, NOBODY, || false), 0o0766);
         assert_eq!(after_data_change(0o4644, NOBODY, || true), 0o0644);
+    }
+
+    #[test]
+    fn chown_takes_setuid_from_everyone_and_setgid_as_a_write_does() {
+        assert_eq!(after_chown(0o6777, Ctx::ROOT, || false), 0o0777);
+        assert_eq!(after_chown(0o2767, Ctx::ROOT, || false), 0o2767);
+        assert_eq!(after_chown(0o2767, NOBODY, || false), 0o0767);
+        assert_eq!(after_chown(0o2767, NOBODY, || true), 0o2767);
+        for m in [0o6777, 0o2767, 0o4644, 0o0755] {
+            for member in [false, true] {
+                assert_eq!(
+                    after_chown(m, NOBODY, || member),
+                    after_data_change(m, NOBODY, || member)
+                );
+            }
+        }
     }
 
     #[test]

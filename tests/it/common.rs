@@ -119,7 +119,7 @@ impl Fixture {
 
     pub fn read_file(&self, path: &str) -> Vec<u8> {
         let id = self.node(path).ino;
-        let fh = self.store.open(id, false, false).unwrap();
+        let fh = self.store.open(CTX, id, false, false).unwrap();
         let data = self.store.read(fh, 0, 1 << 20).unwrap();
         self.store.release(fh).unwrap();
         data

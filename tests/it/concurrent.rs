@@ -35,7 +35,7 @@ fn overwrite(f: &Fixture, name: &str, data: &[u8]) {
             st.ino
         }
     };
-    let fh = f.store.open(id, true, true).unwrap();
+    let fh = f.store.open(crate::common::CTX, id, true, true).unwrap();
     f.store.write(CTX, fh, 0, data).unwrap();
     f.store.release(fh).unwrap();
     // As the kernel does once it no longer needs the inode: unlinked nodes get freed.

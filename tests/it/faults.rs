@@ -151,7 +151,7 @@ fn prepare() -> tempfile::TempDir {
 fn workload(f: &Fixture) {
     let root = f.node("").ino;
     let a = f.node("a").ino;
-    let fh = f.store.open(a, true, true).unwrap();
+    let fh = f.store.open(crate::common::CTX, a, true, true).unwrap();
     f.store
         .write(CTX, fh, 0, b"new a, longer than before")
         .unwrap();

@@ -7,7 +7,7 @@ use asdfs::store::types::{NodeId, SetAttr};
 use std::ffi::OsStr;
 
 fn write_at(f: &Fixture, id: NodeId, off: u64, data: &[u8]) {
-    let fh = f.store.open(id, true, false).unwrap();
+    let fh = f.store.open(crate::common::CTX, id, true, false).unwrap();
     f.store.write(CTX, fh, off, data).unwrap();
     f.store.release(fh).unwrap();
 }

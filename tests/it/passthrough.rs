@@ -423,9 +423,8 @@ fn data_file_holding(m: &Mount, content: &[u8]) -> fs::File {
 /// copies all changed leaves the file out: the disk keeps its previous complete version
 /// (the new file stays absent), status lists it, and a flush after the writer stopped
 /// writes the last version. The writers write the data files directly, as the kernel's
-/// passthrough does: through the mount each write first asks the daemon for
-/// `security.capability` (design.md §4.1), which waits while the flush copies under the
-/// store lock, so writes through the mount cannot keep a file changing during the copies.
+/// passthrough does, so that nothing between them and the data file (a request the kernel
+/// sends the daemon first, design.md §4.1) can wait for the flush's copies.
 #[test]
 fn a_file_that_keeps_changing_keeps_its_previous_version_on_disk() {
     if !fuse_available() {

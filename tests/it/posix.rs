@@ -742,6 +742,7 @@ mod dirs;
 mod disk;
 mod files;
 mod handles;
+mod killpriv;
 mod links;
 mod open_files;
 mod permissions;

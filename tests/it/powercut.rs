@@ -34,7 +34,7 @@ fn over(sim: Arc<SimDisk>) -> Fixture {
 fn append(f: &Fixture, path: &str, data: &[u8]) {
     let id = f.node(path).ino;
     let size = f.store.getattr(id).unwrap().attr.size;
-    let fh = f.store.open(id, true, false).unwrap();
+    let fh = f.store.open(crate::common::CTX, id, true, false).unwrap();
     f.store.write(CTX, fh, size, data).unwrap();
     f.store.release(fh).unwrap();
 }
@@ -194,7 +194,10 @@ fn recovery_after_a_power_cut_at_any_point_gives_one_whole_flush_of_an_upper_lay
 }
 
 fn write_at(f: &Fixture, path: &str, off: u64, data: &[u8]) {
-    let fh = f.store.open(f.node(path).ino, true, false).unwrap();
+    let fh = f
+        .store
+        .open(crate::common::CTX, f.node(path).ino, true, false)
+        .unwrap();
     f.store.write(CTX, fh, off, data).unwrap();
     f.store.release(fh).unwrap();
 }

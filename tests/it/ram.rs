@@ -441,7 +441,10 @@ fn issue_14_a_store_without_its_own_tmpfs_keeps_the_limit_by_its_own_count() {
         }
     };
     check(&f, &[]);
-    let fh = f.store.open(f.node("f0").ino, true, false).unwrap();
+    let fh = f
+        .store
+        .open(crate::common::CTX, f.node("f0").ino, true, false)
+        .unwrap();
     f.store.write(CTX, fh, 0, b"changed").unwrap();
     f.store.release(fh).unwrap();
     let root = f.node("").ino;

@@ -48,7 +48,7 @@ fn files_from_disk_are_read_lazily_and_changes_written_back() {
         .rename(root, OsStr::new("sub"), root, OsStr::new("moved"), 0)
         .unwrap();
     let x = f.node("moved/x").ino;
-    let fh = f.store.open(x, true, false).unwrap();
+    let fh = f.store.open(crate::common::CTX, x, true, false).unwrap();
     f.store.write(CTX, fh, 0, b"ON").unwrap();
     f.store.release(fh).unwrap();
     f.store.unlink(root, OsStr::new("y")).unwrap();
