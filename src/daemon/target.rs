@@ -169,6 +169,7 @@ impl Target {
         let writers = self.store.kernel_writers();
         let target = self.shared.paths.target.display();
         if writers > 0 {
+            self.refresh_kernel_writers();
             tracing::warn!(%target, open, writers, "files still open at the stop: their writes fail from now on (EROFS), and what was written through them is flushed");
             return;
         }
@@ -180,6 +181,31 @@ impl Target {
                 tracing::warn!(error = %format!("{e:#}"), "could not abort the FUSE connection")
             }
             None => tracing::warn!("the FUSE connection is not known; cannot cut off open files"),
+        }
+    }
+
+    /// Makes the kernel ask before the next write through each file held for writing on
+    /// this mount. With `FUSE_HANDLE_KILLPRIV_V2` it stops asking (`S_NOSEC`) after an
+    /// inode's first write, and only fresh attributes from the daemon re-arm the question:
+    /// a stat forced to reach the daemon, through the holder's own descriptor (/proc), gives
+    /// them. Files held without a name or in another mount namespace are reached the same
+    /// way; a writer through a shared mapping is not (no request precedes its writes).
+    fn refresh_kernel_writers(&self) {
+        let Some(id) = *self.mount_id.lock() else {
+            return;
+        };
+        // A write that ends while the answer is on its way makes the kernel drop it as
+        // stale (and keep `S_NOSEC`): a few rounds, as a writer's next write, once asked
+        // about, fails and changes nothing.
+        for round in 0..3 {
+            if round > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            for link in crate::overlay::holders::writable_fds_on(id) {
+                if let Err(e) = crate::fsx::trusted::stat_forced(&link) {
+                    tracing::debug!(link = %link.display(), error = %e, "refreshing a held file's attributes");
+                }
+            }
         }
     }
 

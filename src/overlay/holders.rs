@@ -93,6 +93,45 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
     h
 }
 
+/// Other processes' descriptors open on the mount with id `mount_id` that may write (their
+/// /proc links). Read from /proc/PID/fdinfo only: nothing reaches any filesystem (a stat of
+/// a descriptor on someone's stalled FUSE mount could hang the caller).
+pub fn writable_fds_on(mount_id: u64) -> Vec<PathBuf> {
+    let me = own_pid();
+    let mut out = Vec::new();
+    let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        for info in list(&p.path().join("fdinfo")) {
+            let Ok(text) = crate::fsx::trusted::read_to_string(&info) else {
+                continue;
+            };
+            let field = |name: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(name))
+                    .map(|v| v.trim().to_string())
+            };
+            let on_mount = field("mnt_id:").and_then(|v| v.parse::<u64>().ok()) == Some(mount_id);
+            let writable = field("flags:")
+                .and_then(|v| u32::from_str_radix(&v, 8).ok())
+                .is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32);
+            if on_mount && writable {
+                if let Some(n) = info.file_name() {
+                    out.push(p.path().join("fd").join(n));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// This process's number as /proc names it: in a child PID namespace under the host's
 /// /proc, `getpid` gives another number, and the daemon's own holds (the roots of replaced
 /// overlays it keeps) would count as a program's.

@@ -4,7 +4,9 @@
 //! such write whether the file has a `security.capability` to drop; under the fence the
 //! answer is yes, and the removal the kernel then asks for fails with EROFS, which fails
 //! the write before it touches the data file. (Aborting the FUSE connection would not stop
-//! such a write: the kernel ignores a failed question and writes the data file.)
+//! such a write: the kernel ignores a failed question and writes the data file.) With
+//! `FUSE_HANDLE_KILLPRIV_V2` the kernel asks again only after fresh attributes: the daemon
+//! forces a GETATTR through each held descriptor at the cut-off (`daemon/target.rs`).
 
 use super::Store;
 use super::types::{Kind, NodeId};
