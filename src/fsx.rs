@@ -466,18 +466,18 @@ pub mod trusted {
     pub fn symlink_metadata(p: impl AsRef<Path>) -> io::Result<Metadata> {
         std::fs::symlink_metadata(p)
     }
-    /// A stat that asks the filesystem, whatever it has cached (`AT_STATX_FORCE_SYNC`):
-    /// on a FUSE mount, a GETATTR whose answer the kernel takes as fresh attributes.
-    pub fn stat_forced(p: impl AsRef<Path>) -> io::Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        let c = std::ffi::CString::new(p.as_ref().as_os_str().as_bytes())?;
-        // SAFETY: a NUL-terminated path and a buffer statx fills.
+    /// A stat of an open descriptor that asks the filesystem, whatever it has cached
+    /// (`AT_STATX_FORCE_SYNC`): on a FUSE mount, a GETATTR whose answer the kernel takes as
+    /// fresh attributes.
+    pub fn stat_forced(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open descriptor, an empty NUL-terminated path, a buffer statx fills.
         let mut buf: libc::statx = unsafe { std::mem::zeroed() };
         let r = unsafe {
             libc::statx(
-                libc::AT_FDCWD,
-                c.as_ptr(),
-                libc::AT_STATX_FORCE_SYNC,
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
                 libc::STATX_BASIC_STATS,
                 &mut buf,
             )

@@ -300,7 +300,7 @@ fn receive_fd(sock: &UnixStream) -> anyhow::Result<OwnedFd> {
 
 /// The mount id of a descriptor, from /proc/self/fdinfo: no request reaches the filesystem
 /// (a FUSE mount whose session is not running yet would never answer a stat).
-fn mount_id_of_fd(fd: &OwnedFd) -> Option<u64> {
+pub(crate) fn mount_id_of_fd(fd: &OwnedFd) -> Option<u64> {
     let info = crate::fsx::trusted::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd()))
         .ok()?;
     info.lines()

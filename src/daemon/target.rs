@@ -202,7 +202,7 @@ impl Target {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
             for link in crate::overlay::holders::writable_fds_on(id) {
-                if let Err(e) = crate::fsx::trusted::stat_forced(&link) {
+                if let Err(e) = refresh_through(&link, id) {
                     tracing::debug!(link = %link.display(), error = %e, "refreshing a held file's attributes");
                 }
             }
@@ -229,6 +229,25 @@ impl Target {
         );
         true
     }
+}
+
+/// Forces a GETATTR of the file a program's descriptor (`/proc/PID/fd/N`) names, if it is
+/// still on the mount `mount_id`: opened `O_PATH` (which asks no filesystem) and checked
+/// first, as the program may have put something else under that number meanwhile (a file
+/// on a FUSE mount that never answers would hang the stop).
+fn refresh_through(link: &Path, mount_id: u64) -> std::io::Result<()> {
+    use crate::fsx::trusted::TrustedOpen;
+    use std::os::fd::AsFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .trusted_open(link)?;
+    let fd = std::os::fd::OwnedFd::from(f);
+    if mounting::mount_id_of_fd(&fd) != Some(mount_id) {
+        return Ok(());
+    }
+    crate::fsx::trusted::stat_forced(fd.as_fd())
 }
 
 /// The RAM store, taken over from a daemon that died (its changes then written to disk
