@@ -20,6 +20,8 @@ struct Container {
     root: PathBuf,
     data: PathBuf,
     uid: u32,
+    /// The user's primary group (not the uid's number: the machine's groups may have taken it).
+    gid: u32,
     nspawn: Option<Child>,
     init: i32,
     _layers: tempfile::TempDir,
@@ -76,6 +78,7 @@ impl Container {
             root,
             data: disk.path().join("data"),
             uid: 0,
+            gid: 0,
             nspawn: None,
             init: 0,
             _layers: layers,
@@ -131,6 +134,7 @@ impl Container {
         let passwd = fs::read_to_string(self.at("etc/passwd")).unwrap();
         let line = passwd.lines().find(|l| l.starts_with("asdfsit:")).unwrap();
         self.uid = line.split(':').nth(2).unwrap().parse().unwrap();
+        self.gid = line.split(':').nth(3).unwrap().parse().unwrap();
         fs::create_dir_all(self.at("var/lib/systemd/linger")).unwrap();
         fs::write(self.at("var/lib/systemd/linger/asdfsit"), b"").unwrap();
         for d in ["sys", "tab", "u", "u/cache"] {
@@ -138,7 +142,7 @@ impl Container {
         }
         for d in ["u", "u/cache"] {
             let owner = Some(self.uid.into());
-            nix::unistd::chown(&self.data.join(d), owner, Some(self.uid.into())).unwrap();
+            nix::unistd::chown(&self.data.join(d), owner, Some(self.gid.into())).unwrap();
         }
     }
 
@@ -396,11 +400,11 @@ fn write_into(c: &Container) {
          echo deep > /srv/data/sys/dir/f && echo tab-data > /srv/data/tab/new",
     ]);
     assert!(out.status.success(), "{}", describe(&out));
-    let uid = c.uid.to_string();
+    let (uid, gid) = (c.uid.to_string(), c.gid.to_string());
     let out = c.exec(&[
         "setpriv",
         &format!("--reuid={uid}"),
-        &format!("--regid={uid}"),
+        &format!("--regid={gid}"),
         "--init-groups",
         "sh",
         "-c",
