@@ -218,10 +218,10 @@ fn flushes_while_the_kernel_writes_never_write_a_torn_file() {
     }
     let m = mount_with("passthrough");
     let stop = Arc::new(AtomicBool::new(false));
+    let f = fs::File::create(m.path("f")).unwrap();
     let writer = {
-        let (path, stop) = (m.path("f"), stop.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
-            let f = fs::File::create(path).unwrap();
             let mut v = 0u8;
             while !stop.load(Ordering::SeqCst) {
                 v = v.wrapping_add(1);
@@ -231,18 +231,35 @@ fn flushes_while_the_kernel_writes_never_write_a_torn_file() {
         })
     };
     std::thread::sleep(Duration::from_millis(50));
-    for round in 0..20 {
+    // A flush that finds the file changing through every copy leaves it out (busy: its
+    // previous version, here none, stays on disk); on a loaded machine some are.
+    let (mut checked, mut round) = (0, 0);
+    while checked < 5 && round < 60 {
+        round += 1;
         m.flush();
-        let data = fs::read(m.disk_copy().join("f")).unwrap();
-        if let Some(first) = data.first() {
-            assert!(
-                data.iter().all(|b| b == first),
-                "flush {round} wrote a torn file"
-            );
+        match fs::read(m.disk_copy().join("f")) {
+            Ok(data) => {
+                let first = data.first().copied();
+                assert!(
+                    data.iter().all(|b| Some(*b) == first),
+                    "flush {round} wrote a torn file"
+                );
+                checked += 1;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => panic!("{e}"),
         }
     }
+    assert!(checked > 0, "no flush in {round} wrote the file");
     stop.store(true, Ordering::SeqCst);
     writer.join().unwrap();
+    m.flush();
+    let data = fs::read(m.disk_copy().join("f")).unwrap();
+    assert_eq!(data.len(), 16 << 20);
+    assert!(
+        data.iter().all(|b| *b == data[0]),
+        "the last flush wrote a torn file"
+    );
     m.unmount();
 }
 
