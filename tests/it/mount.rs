@@ -454,3 +454,58 @@ fn issue_12_the_daemon_serves_the_settings_the_command_resolved() {
         "the command line's value: {st}"
     );
 }
+
+/// One FUSE thread serves requests while the others are parked (design.md §9.3); a request
+/// that may block in the store (here an fsync in sync mode copying a large file to disk)
+/// wakes a parked one first, so other programs' requests are served meanwhile.
+#[test]
+fn a_request_blocked_in_the_store_does_not_hold_up_the_others() {
+    if !fuse_available() {
+        return;
+    }
+    let mut m = Mount::prepare(|_| {});
+    m.extra.extend(["--fsync", "sync"].map(String::from));
+    m.mount();
+    // Requests enough for every thread to have served one (and to be parked since).
+    for i in 0..32 {
+        assert!(fs::metadata(m.path(&format!("warm{i}"))).is_err());
+    }
+    let mut f = fs::File::create(m.path("big")).unwrap();
+    f.write_all(&vec![7u8; 192 << 20]).unwrap();
+    let began = Instant::now();
+    let fsync = std::thread::spawn(move || {
+        f.sync_all().unwrap();
+        Instant::now()
+    });
+    // Lookups of names not seen before (each one a round trip), timed while it runs.
+    let mut lookups = Vec::new();
+    let mut i = 0;
+    while !fsync.is_finished() {
+        let start = Instant::now();
+        assert!(fs::metadata(m.path(&format!("absent{i}"))).is_err());
+        lookups.push((start, Instant::now()));
+        i += 1;
+    }
+    let ended = fsync.join().unwrap();
+    let during = lookups
+        .iter()
+        .filter(|(s, e)| *s > began + Duration::from_millis(5) && *e < ended)
+        .count();
+    assert!(
+        ended - began > Duration::from_millis(20),
+        "the fsync took {:?}: too short to tell",
+        ended - began
+    );
+    assert!(
+        during > 0,
+        "no lookup was served during a {:?} fsync ({} lookups, the first ended {:?} after it began)",
+        ended - began,
+        lookups.len(),
+        lookups.first().map(|(_, e)| *e - began)
+    );
+    assert_eq!(
+        fs::read(m.disk_copy().join("big")).unwrap().len(),
+        192 << 20
+    );
+    m.unmount();
+}
