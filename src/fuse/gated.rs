@@ -11,11 +11,13 @@ use fuser::{
     WriteFlags,
 };
 use std::ffi::OsStr;
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A read or write this large wakes a parked thread first (parallel data transfers).
+/// A read or write this large wakes a parked thread first if more requests are queued
+/// (parallel data transfers).
 const BIG: u32 = 64 << 10;
 
 /// `AsdFs` behind a `Gate`.
@@ -174,7 +176,7 @@ impl Filesystem for Gated {
     ) {
         let _turn = self.gate.enter();
         if size >= BIG {
-            may_block();
+            self.gate.spare_if_queued();
         }
         self.fs
             .read(req, ino, fh, offset, size, flags, lock_owner, reply)
@@ -194,7 +196,7 @@ impl Filesystem for Gated {
     ) {
         let _turn = self.gate.enter();
         if data.len() >= BIG as usize {
-            may_block();
+            self.gate.spare_if_queued();
         }
         self.fs.write(
             req,
@@ -418,10 +420,11 @@ impl Filesystem for Gated {
 }
 
 impl Gated {
-    pub fn new(fs: AsdFs) -> Gated {
+    /// `device`: the session's /dev/fuse descriptor (a duplicate), to see queued requests.
+    pub fn new(fs: AsdFs, device: Option<OwnedFd>) -> Gated {
         Gated {
             fs,
-            gate: Gate::new(),
+            gate: Gate::new(device),
         }
     }
 }
