@@ -136,3 +136,91 @@ pub fn may_block() {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::{Receiver, channel};
+    use std::time::Duration;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    /// Runs `steps` on a thread of its own; each step waits for a go and reports when done;
+    /// the thread ends when the sender is dropped.
+    fn actor(
+        gate: &Arc<Gate>,
+        steps: Vec<fn(&Arc<Gate>)>,
+    ) -> (std::sync::mpsc::Sender<()>, Receiver<usize>) {
+        let (go, went) = channel::<()>();
+        let (done, dones) = channel();
+        let g = gate.clone();
+        std::thread::spawn(move || {
+            for (i, step) in steps.into_iter().enumerate() {
+                if went.recv().is_err() {
+                    return;
+                }
+                step(&g);
+                let _ = done.send(i);
+            }
+            // The thread (a FUSE request thread's read loop) ends when its sender is dropped.
+            while went.recv().is_ok() {}
+        });
+        (go, dones)
+    }
+
+    fn serve(g: &Arc<Gate>) {
+        drop(g.enter());
+    }
+
+    fn state(g: &Gate) -> (usize, usize) {
+        let s = g.state.lock();
+        (s.free, s.parked)
+    }
+
+    fn wait_parked(g: &Gate, n: usize) {
+        let end = std::time::Instant::now() + WAIT;
+        while state(g).1 != n {
+            assert!(std::time::Instant::now() < end, "never {n} parked");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_thread_parks_while_another_reads_and_leaves_when_the_session_ends() {
+        let g = Gate::new(None);
+        let (a, a_done) = actor(&g, vec![serve]);
+        let (b, b_done) = actor(&g, vec![serve]);
+        a.send(()).unwrap();
+        assert_eq!(a_done.recv_timeout(WAIT), Ok(0));
+        assert_eq!(state(&g), (1, 0), "a reads again");
+        b.send(()).unwrap();
+        wait_parked(&g, 1);
+        assert!(b_done.recv_timeout(Duration::from_millis(50)).is_err());
+        // a's thread ends (its read failed): b goes back to its read.
+        drop(a);
+        assert_eq!(b_done.recv_timeout(WAIT), Ok(0));
+        assert!(g.state.lock().ending);
+    }
+
+    #[test]
+    fn a_request_that_may_block_wakes_a_parked_thread() {
+        let g = Gate::new(None);
+        let hold = |g: &Arc<Gate>| {
+            let turn = g.enter();
+            may_block();
+            std::mem::forget(turn);
+        };
+        let (a, a_done) = actor(&g, vec![serve, hold]);
+        let (b, b_done) = actor(&g, vec![serve]);
+        a.send(()).unwrap();
+        assert_eq!(a_done.recv_timeout(WAIT), Ok(0));
+        b.send(()).unwrap();
+        wait_parked(&g, 1);
+        // a takes a request that may block: b is woken to read meanwhile.
+        a.send(()).unwrap();
+        assert_eq!(a_done.recv_timeout(WAIT), Ok(1));
+        assert_eq!(b_done.recv_timeout(WAIT), Ok(0));
+        assert_eq!(state(&g), (1, 0));
+        drop((a, b));
+    }
+}
