@@ -120,7 +120,7 @@ impl Target {
             FsyncPolicy::Defer => None,
         };
         let fs = AsdFs::new(self.store.clone(), hook, self.shared.settings.data_path);
-        let fs = crate::fuse::Gated::new(fs, dev.try_clone().ok().map(Into::into));
+        let fs = crate::fuse::Gated::new(fs);
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;

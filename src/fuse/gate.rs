@@ -12,18 +12,14 @@
 //! failed) its thread-local member ends the gate and every parked thread goes back to read,
 //! sees the end too and leaves: a parked thread never outlives the session.
 
-use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use parking_lot::{Condvar, Mutex};
 use std::cell::RefCell;
-use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Gate {
     state: Mutex<State>,
     parked_cv: Condvar,
-    /// The connection's device, polled to see whether requests are queued.
-    device: Option<OwnedFd>,
 }
 
 #[derive(Default)]
@@ -53,11 +49,8 @@ thread_local! {
 pub struct Turn<'a>(&'a Gate);
 
 impl Gate {
-    pub fn new(device: Option<OwnedFd>) -> Arc<Gate> {
-        Arc::new(Gate {
-            device,
-            ..Gate::default()
-        })
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
     }
 
     /// At the start of a request.
@@ -83,22 +76,6 @@ impl Gate {
         if s.free == 0 && s.parked > s.wanted && !s.ending {
             s.wanted += 1;
             self.parked_cv.notify_one();
-        }
-    }
-
-    /// Wakes a parked thread when none reads and requests are queued (a long data transfer:
-    /// other programs' transfers run beside it, a lone writer wakes nobody).
-    pub fn spare_if_queued(&self) {
-        let Some(fd) = &self.device else {
-            return self.spare();
-        };
-        let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let queued = poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
-            && p[0]
-                .revents()
-                .is_some_and(|r| r.contains(PollFlags::POLLIN));
-        if queued {
-            self.spare();
         }
     }
 

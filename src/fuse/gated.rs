@@ -11,13 +11,11 @@ use fuser::{
     WriteFlags,
 };
 use std::ffi::OsStr;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A read or write this large wakes a parked thread first if more requests are queued
-/// (parallel data transfers).
+/// A read or write this large wakes a parked thread first (parallel data transfers).
 const BIG: u32 = 64 << 10;
 
 /// `AsdFs` behind a `Gate`.
@@ -176,7 +174,7 @@ impl Filesystem for Gated {
     ) {
         let _turn = self.gate.enter();
         if size >= BIG {
-            self.gate.spare_if_queued();
+            may_block();
         }
         self.fs
             .read(req, ino, fh, offset, size, flags, lock_owner, reply)
@@ -196,7 +194,7 @@ impl Filesystem for Gated {
     ) {
         let _turn = self.gate.enter();
         if data.len() >= BIG as usize {
-            self.gate.spare_if_queued();
+            may_block();
         }
         self.fs.write(
             req,
@@ -420,11 +418,10 @@ impl Filesystem for Gated {
 }
 
 impl Gated {
-    /// `device`: the session's /dev/fuse descriptor (a duplicate), to see queued requests.
-    pub fn new(fs: AsdFs, device: Option<OwnedFd>) -> Gated {
+    pub fn new(fs: AsdFs) -> Gated {
         Gated {
             fs,
-            gate: Gate::new(device),
+            gate: Gate::new(),
         }
     }
 }
