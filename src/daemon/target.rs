@@ -16,8 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// FUSE request threads per target; one is hot, the others read only while it may block
-/// (`fuse::gate`, design.md §9.3).
+/// FUSE request threads per target.
 const FUSE_THREADS: usize = 4;
 
 pub struct Target {
@@ -120,7 +119,6 @@ impl Target {
             FsyncPolicy::Defer => None,
         };
         let fs = AsdFs::new(self.store.clone(), hook, self.shared.settings.data_path);
-        let fs = crate::fuse::Gated::new(fs);
         let mut cfg = fuser::Config::default();
         cfg.n_threads = Some(FUSE_THREADS);
         cfg.clone_fd = true;

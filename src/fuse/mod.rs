@@ -3,11 +3,8 @@
 
 mod backing;
 mod convert;
-pub mod gate;
-mod gated;
 
 pub use crate::config::DataPath;
-pub use gated::Gated;
 
 use crate::error::Errno;
 use crate::store::Store;

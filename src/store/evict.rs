@@ -323,7 +323,6 @@ impl Store {
             bytes: need,
         };
         let mut asked: Option<Instant> = None;
-        crate::fuse::gate::may_block();
         loop {
             self.make_room(need);
             let b = self.budget();
@@ -364,7 +363,6 @@ impl Store {
             return Ok(());
         }
         self.unchecked.store(0, Ordering::Relaxed);
-        crate::fuse::gate::may_block();
         // A passthrough writer may write any amount once open: a quarter of the room is
         // made free for it (clean files evicted) before the open is granted.
         let len = if opening {

@@ -35,7 +35,6 @@ impl Store {
     fn claim(&self, id: NodeId, what: u8) -> Option<Claim<'_>> {
         let mut busy = self.busy.lock();
         if busy.contains(&(id, what)) {
-            crate::fuse::gate::may_block();
             while busy.contains(&(id, what)) {
                 self.fetched.wait(&mut busy);
             }
@@ -57,7 +56,6 @@ impl Store {
             let Some(_claim) = self.claim(dir, POPULATE) else {
                 continue;
             };
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             let path = {
                 let mut inner = self.lock();
@@ -111,7 +109,6 @@ impl Store {
             let Some(_claim) = self.claim(dir, INSTANTIATE) else {
                 continue;
             };
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             let Some(path) = self.lock().disk_path(dir) else {
                 return Err(Errno::EIO);
@@ -141,7 +138,6 @@ impl Store {
             let Some(_claim) = self.claim(dir, INSTANTIATE) else {
                 continue;
             };
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             let Some(path) = self.lock().disk_path(dir) else {
                 return Err(Errno::EIO);
@@ -203,7 +199,6 @@ impl Store {
 
     /// Reads a file's data into RAM (its claim held, room made).
     fn load(&self, id: NodeId) -> FsResult<()> {
-        crate::fuse::gate::may_block();
         let _gate = self.disk_gate.read();
         let (path, ino) = {
             let inner = self.lock();
@@ -250,7 +245,6 @@ impl Store {
             let Some(_claim) = self.claim(id, XATTRS) else {
                 continue;
             };
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             let path = {
                 let inner = self.lock();

@@ -45,7 +45,6 @@ impl Store {
     pub(crate) fn find_hidden_links(&self, inos: &HashMap<u64, NodeId>) -> anyhow::Result<()> {
         let mut found: Vec<PathBuf> = Vec::new();
         {
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             let mut stack = vec![PathBuf::new()];
             while let Some(dir) = stack.pop() {
@@ -100,7 +99,6 @@ impl Store {
         };
         let mut counts = Vec::with_capacity(paths.len());
         {
-            crate::fuse::gate::may_block();
             let _gate = self.disk_gate.read();
             for (id, ino, path) in paths {
                 match self.backing.stat(&Loc::Target(path)) {
