@@ -378,21 +378,31 @@ impl Store {
     /// An open for writing (`opening`) also waits, briefly (`OPEN_PATIENCE`), while changed
     /// data is past the dirty high-water mark: with FUSE passthrough the kernel writes the
     /// data file itself, so the open is the daemon's only chance to hold a writer back.
+    /// Every open is looked at, cheaply (one statvfs) between the counted steps: the writes
+    /// of a passthrough writer are never counted.
     pub(crate) fn back_pressure(&self, len: u64, opening: bool) -> FsResult<()> {
         let limit = self.ram_limit();
         let step = (limit / 64).max(64 << 10);
-        // An open is looked at every time: with passthrough it is the only look there is.
-        if !opening {
-            if self.unchecked.fetch_add(len, Ordering::Relaxed) + len < step {
-                return Ok(());
-            }
+        let counted = self.unchecked.fetch_add(len, Ordering::Relaxed) + len >= step;
+        if counted {
             self.unchecked.store(0, Ordering::Relaxed);
+        }
+        if !opening && !counted {
+            return Ok(());
         }
         // A passthrough writer may write any amount once open: a quarter of the room is
         // made free for it (clean files evicted) before the open is granted.
         let len = if opening {
-            let tmpfs = super::StoreSpace::of_dir(&self.private).size;
-            let room = if limit > 0 { limit.min(tmpfs) } else { tmpfs };
+            let space = super::StoreSpace::of_dir(&self.private);
+            let room = if limit > 0 {
+                limit.min(space.size)
+            } else {
+                space.size
+            };
+            let tmpfs_free = space.size.saturating_sub(space.used);
+            if !counted && tmpfs_free >= room / 4 + self.kept_for_reads(room) {
+                return Ok(());
+            }
             room / 4
         } else {
             len
