@@ -100,7 +100,8 @@ impl FlushTimer {
 
     /// Runs the timer of `t` (whose timer `of` gives) in a thread: `flush` flushes, and
     /// after a failure says how many there were in a row; `pressed` says whether changed
-    /// data presses on the RAM budget (design.md §2.1), looked at every `POLL`.
+    /// data presses on the RAM budget (design.md §2.1), looked at every `POLL` (FUSE mode's
+    /// also evicts clean files there, past the store's high-water mark).
     pub fn start<T: Send + Sync + 'static>(
         t: Arc<T>,
         of: fn(&T) -> &FlushTimer,

@@ -206,14 +206,36 @@ impl Inner {
 
 impl Store {
     /// The most RAM this target's store may use (0: the tmpfs's size alone limits it). The
-    /// store log's reserve is sized from it (design.md §3).
+    /// store log's reserve is sized from it (design.md §3). What is kept is the effective
+    /// limit (design.md §2.1): no more than the store's tmpfs can hold — its size when the
+    /// tmpfs is the store's own, else what is free on it now plus what the store holds — so
+    /// that eviction and pressure flushes start before the tmpfs is full.
     pub fn set_ram_limit(&self, bytes: u64) {
+        let space = super::StoreSpace::of_dir(&self.private);
+        let holds = if self.on_own_tmpfs() {
+            space.size
+        } else {
+            let own = self.inner.lock().own_bytes();
+            space.free.saturating_add(own).min(space.size)
+        };
+        let bytes = effective_limit(bytes, holds);
         self.ram_limit.store(bytes, Ordering::Relaxed);
         self.inner.lock().log.set_limit(bytes);
     }
 
     pub fn ram_limit(&self) -> u64 {
         self.ram_limit.load(Ordering::Relaxed)
+    }
+
+    /// Whether `private/` is a mount of its own (root's tmpfs of the limit's size,
+    /// `daemon::paths::limit_private`), not a directory on a tmpfs shared with others.
+    fn on_own_tmpfs(&self) -> bool {
+        let (Some(store), Some(name)) = (self.private.parent(), self.private.file_name()) else {
+            return false;
+        };
+        crate::fsx::Dir::open(store)
+            .and_then(|d| crate::fsx::is_mount_point(&d, name))
+            .unwrap_or(false)
     }
 
     /// Makes room for `need` more bytes of data before a file is read into RAM: past the
@@ -356,18 +378,31 @@ impl Store {
     /// An open for writing (`opening`) also waits, briefly (`OPEN_PATIENCE`), while changed
     /// data is past the dirty high-water mark: with FUSE passthrough the kernel writes the
     /// data file itself, so the open is the daemon's only chance to hold a writer back.
+    /// Every open is looked at, cheaply (one statvfs) between the counted steps: the writes
+    /// of a passthrough writer are never counted.
     pub(crate) fn back_pressure(&self, len: u64, opening: bool) -> FsResult<()> {
         let limit = self.ram_limit();
         let step = (limit / 64).max(64 << 10);
-        if self.unchecked.fetch_add(len, Ordering::Relaxed) + len < step {
+        let counted = self.unchecked.fetch_add(len, Ordering::Relaxed) + len >= step;
+        if counted {
+            self.unchecked.store(0, Ordering::Relaxed);
+        }
+        if !opening && !counted {
             return Ok(());
         }
-        self.unchecked.store(0, Ordering::Relaxed);
         // A passthrough writer may write any amount once open: a quarter of the room is
         // made free for it (clean files evicted) before the open is granted.
         let len = if opening {
-            let tmpfs = super::StoreSpace::of_dir(&self.private).size;
-            let room = if limit > 0 { limit.min(tmpfs) } else { tmpfs };
+            let space = super::StoreSpace::of_dir(&self.private);
+            let room = if limit > 0 {
+                limit.min(space.size)
+            } else {
+                space.size
+            };
+            let tmpfs_free = space.size.saturating_sub(space.used);
+            if !counted && tmpfs_free >= room / 4 + self.kept_for_reads(room) {
+                return Ok(());
+            }
             room / 4
         } else {
             len
@@ -404,9 +439,11 @@ impl Store {
         }
     }
 
-    /// Whether changed data is past the dirty high-water mark (the flush timer's poll, for
-    /// writes the daemon does not see: FUSE passthrough).
+    /// The flush timer's poll, for writes the daemon does not see (FUSE passthrough): clean
+    /// files leave RAM past the high-water mark (`make_room`, nothing to do below it), then
+    /// whether changed data is past the dirty high-water mark (a pressure flush is due).
     pub fn pressed(&self) -> bool {
+        self.make_room(0);
         self.budget().dirty_pct() >= DIRTY_HIGH
     }
 
@@ -424,6 +461,16 @@ fn own_limit(limit: u64, tmpfs: u64) -> u64 {
         0
     } else {
         limit
+    }
+}
+
+/// The limit a store counts against: the RAM limit (none: 0), but never more than what its
+/// tmpfs `holds` (unknown: 0, the limit unchanged).
+fn effective_limit(limit: u64, holds: u64) -> u64 {
+    match (limit, holds) {
+        (_, 0) => limit,
+        (0, _) => holds,
+        _ => limit.min(holds),
     }
 }
 
@@ -446,6 +493,14 @@ mod tests {
         assert_eq!(over(85, 100), 0);
         assert_eq!(over(90, 100), 20);
         assert_eq!(over(10, 0), 0);
+    }
+
+    #[test]
+    fn effective_limits() {
+        assert_eq!(effective_limit(40, 48), 40);
+        assert_eq!(effective_limit(6000, 48), 48);
+        assert_eq!(effective_limit(0, 48), 48);
+        assert_eq!(effective_limit(20, 0), 20);
     }
 
     #[test]

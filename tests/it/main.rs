@@ -19,6 +19,7 @@ mod passthrough;
 mod posix;
 mod powercut;
 mod ram;
+mod ram_room;
 mod recovery;
 mod safety;
 mod salvage;
