@@ -27,6 +27,7 @@ impl Store {
             }
         }
         let mut skipped: HashSet<NodeId> = HashSet::new();
+        let mut renewed: Vec<NodeId> = Vec::new();
         {
             let mut inner = self.lock();
             inner.replaying = true;
@@ -36,6 +37,17 @@ impl Store {
                     // every name, so a later entry record sets each name it had.
                     skipped.insert(rec.id);
                     continue;
+                }
+                if let (Kind::File, Some(d), true) = (rec.kind, rec.data, rec.data_dirty) {
+                    // A program of the dead session may still write this data file through
+                    // the kernel (FUSE passthrough): it gets a new one (design.md §3).
+                    inner.data.renew(d).with_context(|| {
+                        format!(
+                            "giving file node {} a fresh data file at the takeover (make room in the store's tmpfs and mount again)",
+                            rec.id.0
+                        )
+                    })?;
+                    renewed.push(rec.id);
                 }
                 inner
                     .restore_node(rec)
@@ -78,7 +90,25 @@ impl Store {
             }
         }
         self.remove_unused_data()?;
+        self.say_renewed(&renewed);
         Ok(())
+    }
+
+    /// One line naming the files that got a fresh data file at the takeover.
+    fn say_renewed(&self, renewed: &[NodeId]) {
+        let inner = self.lock();
+        let paths: Vec<String> = renewed
+            .iter()
+            .filter_map(|id| inner.ram_path(*id))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if !paths.is_empty() {
+            tracing::warn!(
+                files = %paths.join(", "),
+                "{} files of the previous session were changed and may still be open: each has a new data file with what it held at the takeover; writes through descriptors opened before the takeover are not kept from now on",
+                paths.len()
+            );
+        }
     }
 
     fn replay_entries(

@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !ok() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
@@ -33,7 +33,7 @@ fn append(f: &mut fs::File, range: std::ops::Range<u32>) -> (String, Option<std:
     (acked, None)
 }
 
-fn daemon_gone(pid: i32) -> bool {
+pub(super) fn daemon_gone(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')
