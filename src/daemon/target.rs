@@ -292,6 +292,7 @@ fn open_store(o: &Opened, settings: &TargetSettings) -> anyhow::Result<(Arc<Stor
         if let Err(e) = flusher.flush() {
             tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
         }
+        store.finish_renewal()?;
     }
     Ok((store, flusher))
 }

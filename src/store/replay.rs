@@ -41,13 +41,22 @@ impl Store {
                 if let (Kind::File, Some(d), true) = (rec.kind, rec.data, rec.data_dirty) {
                     // A program of the dead session may still write this data file through
                     // the kernel (FUSE passthrough): it gets a new one (design.md §3).
-                    inner.data.renew(d).with_context(|| {
-                        format!(
-                            "giving file node {} a fresh data file at the takeover (make room in the store's tmpfs and mount again)",
-                            rec.id.0
-                        )
-                    })?;
-                    renewed.push(rec.id);
+                    match inner.data.renew(d) {
+                        Ok(()) => renewed.push(rec.id),
+                        // No room for the copy: its data leaves RAM after the takeover's
+                        // flush instead (`finish_renewal`).
+                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                            inner.unrenewed.push(rec.id)
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "giving file node {} a fresh data file at the takeover",
+                                    rec.id.0
+                                )
+                            });
+                        }
+                    }
                 }
                 inner
                     .restore_node(rec)
@@ -91,6 +100,45 @@ impl Store {
         }
         self.remove_unused_data()?;
         self.say_renewed(&renewed);
+        Ok(())
+    }
+
+    /// After the takeover's flush: the files that had no room for a fresh data file at the
+    /// replay (design.md §3) are on disk now; their data files leave the store (reads fetch
+    /// them from disk again), so that descriptors of the dead session that the kernel may
+    /// still write through reach nothing the new session reads. A file the flush could not
+    /// make clean gets its fresh data file now, or the takeover fails.
+    pub fn finish_renewal(&self) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let ids = std::mem::take(&mut inner.unrenewed);
+        let mut dropped = Vec::new();
+        for id in ids {
+            let path = inner.ram_path(id);
+            if inner.drop_stale_data(id) {
+                dropped.extend(path);
+                continue;
+            }
+            let Some(d) = inner.nodes.get(&id).and_then(|n| n.cell()).map(|c| c.id()) else {
+                continue;
+            };
+            inner.data.renew(d).with_context(|| {
+                format!(
+                    "{}: no room to give it a fresh data file at the takeover, and the takeover's flush did not write it (make room in the store's tmpfs and mount again)",
+                    path.unwrap_or_default().display()
+                )
+            })?;
+        }
+        if !dropped.is_empty() {
+            let files: Vec<String> = dropped
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            tracing::warn!(
+                files = %files.join(", "),
+                "{} files of the previous session were changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
+                files.len()
+            );
+        }
         Ok(())
     }
 
