@@ -202,6 +202,11 @@ pub(super) trait Mode: Send + Sync + 'static {
     fn pressed(&self) -> bool;
     /// A read-only remount (design.md §11): what the mode does besides the flush.
     fn set_read_only(&self, _on: bool) {}
+    /// After the detach: a process whose mount namespace still has a copy of the mount
+    /// (made by `unshare` or a container), which keeps the session going.
+    fn mounted_elsewhere(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl<T: Mode> Served for T {
@@ -219,6 +224,9 @@ impl<T: Mode> Served for T {
     }
     fn cut_off_open_files(&self) {
         Mode::cut_off_open_files(self)
+    }
+    fn mounted_elsewhere(&self) -> Option<u32> {
+        Mode::mounted_elsewhere(self)
     }
 }
 

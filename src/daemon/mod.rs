@@ -43,6 +43,8 @@ pub trait Served: Send + Sync {
     fn open_files(&self) -> u64;
     /// At a stop that cannot wait any longer for open files.
     fn cut_off_open_files(&self);
+    /// A process in whose mount namespace a copy of the detached mount lives on.
+    fn mounted_elsewhere(&self) -> Option<u32>;
 }
 
 /// Starts one target in its mode; overlay mode falls back to FUSE where it cannot work.
@@ -373,9 +375,19 @@ fn serve(
                 };
                 let mut r = t.begin_stop(false);
                 let open = t.open_files();
+                let elsewhere = (r.ok && open == 0).then(|| t.mounted_elsewhere()).flatten();
                 match reply {
-                    Some(tx) if r.ok && open == 0 => {
+                    Some(tx) if r.ok && open == 0 && elsewhere.is_none() => {
                         waiting.insert(idx, (tx, r));
+                    }
+                    Some(tx) if r.ok && open == 0 => {
+                        // Answered now: the session lasts as long as that copy.
+                        let t = t.paths().target.display();
+                        let pid = elsewhere.unwrap_or_default();
+                        r.message = format!(
+                            "{t}: unmounted here; still mounted in another mount namespace (pid {pid}: a container or `unshare`), served there until it is gone, then written to disk"
+                        );
+                        let _ = tx.send(r);
                     }
                     Some(tx) => {
                         // Answered now; the final flush comes when the last file is closed.

@@ -46,6 +46,7 @@ impl Target {
         debug_assert_eq!(settings.mode, crate::config::Mode::Fuse);
         let begun = lifecycle::begin(&settings)?;
         let p = &begun.paths;
+        refuse_stale_writers(&begun, settings.force)?;
         clear_dead_mount(&p.target)?;
         crate::daemon::paths::resolve_target(&p.target)?;
         let parent = crate::fsx::Dir::open_strict(p.target.parent().unwrap_or(Path::new("/")))?;
@@ -237,11 +238,120 @@ impl Target {
             self.shared.paths.store.display(),
         );
         let held = crate::human::count(writers, "file");
+        let mount = match &self.shared.settings.volatile {
+            Some(v) => format!("asdfs mount --volatile {} {t}", v.display()),
+            None => format!("asdfs mount {t}"),
+        };
         tracing::warn!(
-            "{t}: {held} still open for writing at the end: the store stays in {store} with what is written to them from now on, and `asdfs mount {t}` writes it to disk"
+            "{t}: {held} still open for writing at the end: the store stays in {store} with what is written to them from now on, and `{mount}` writes it to disk once they are closed"
         );
+        // The next start must know whose descriptors still write into this store.
+        if let Some(id) = *self.mount_id.lock() {
+            let recorded = crate::fsx::write_atomic(
+                &self.shared.dirs.store,
+                std::ffi::OsStr::new(HELD_MOUNT),
+                id.to_string().as_bytes(),
+                0o600,
+            );
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "recording the mount the holders use");
+            }
+        }
         true
     }
+}
+
+/// In a store kept for programs that held files open for writing at the end (§4.1 "A stop
+/// with files open"): the id of the mount their descriptors are on.
+const HELD_MOUNT: &str = "held-mount";
+
+/// Refuses a start (unless `force`) while programs still write, through the kernel
+/// (passthrough), into the store's data files by descriptors of a previous session: the
+/// mount of a daemon that died, still on the target, or the one a stopped daemon recorded
+/// when it kept the store for them. The new session would serve other copies of those
+/// files, and what they write from then on would be lost without an error (QA). With
+/// `force` it starts and says so; the data files they write are not the new session's
+/// (`Store` gives every file a fresh one at a takeover).
+fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result<()> {
+    let p = &begun.paths;
+    let mounts = mounting::mounts().unwrap_or_default();
+    let mut ids: HashSet<u64> = HashSet::new();
+    for m in mounts
+        .iter()
+        .filter(|m| m.mount_point == p.target && m.fstype == mounting::FSTYPE)
+    {
+        ids.insert(m.id);
+        // Its copies in other mount namespaces (unshare -m, containers) too.
+        ids.extend(crate::overlay::holders::mount_ids_of(&m.dev));
+    }
+    let store = &begun.dirs.store;
+    let recorded = crate::fsx::read_nofollow(store, std::ffi::OsStr::new(HELD_MOUNT), 64)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    // An id the mount table has again is another mount's now.
+    ids.extend(recorded.filter(|id| mounts.iter().all(|m| m.id != *id)));
+    let writers = crate::overlay::holders::writable_fds_on(&ids);
+    if writers.is_empty() {
+        let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
+        return Ok(());
+    }
+    let named: Vec<String> = writers.iter().take(5).map(|l| describe_holder(l)).collect();
+    let t = p.target.display();
+    if !force {
+        anyhow::bail!(
+            "{t}: {} of the previous session still open for writing ({}): what they write from now on would not reach a new session; close them, then mount again (--force mounts anyway, and their later writes are lost)",
+            crate::human::count(writers.len() as u64, "file"),
+            named.join("; ")
+        );
+    }
+    tracing::warn!(
+        "{t}: --force: {} of the previous session still open for writing ({}): what they write from now on is not kept",
+        crate::human::count(writers.len() as u64, "file"),
+        named.join("; ")
+    );
+    let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
+    Ok(())
+}
+
+/// "pid N (comm) holds PATH" for a /proc/PID/fd/N link: readlink and /proc text only.
+fn describe_holder(link: &Path) -> String {
+    let pid = link
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .and_then(|s| s.to_str())
+        .unwrap_or("?");
+    let comm = crate::fsx::trusted::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let file = crate::fsx::trusted::read_link(link)
+        .map(|f| f.display().to_string())
+        .unwrap_or_else(|_| "a file".into());
+    format!("pid {pid} ({}) holds {file}", comm.trim())
+}
+
+/// A process (other than us) whose mount namespace, not ours, lists a mount of the device
+/// `dev` ("major:minor") in its mountinfo: text from /proc, no filesystem asked.
+fn mounted_in_other_namespace(dev: &str) -> Option<u32> {
+    let ours = crate::fsx::trusted::read_link("/proc/self/ns/mnt").ok()?;
+    let mut seen = std::collections::HashSet::from([ours]);
+    for p in crate::fsx::trusted::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(ns) = crate::fsx::trusted::read_link(p.path().join("ns/mnt")) else {
+            continue;
+        };
+        if !seen.insert(ns) {
+            continue;
+        }
+        let listed = crate::fsx::trusted::read_to_string(p.path().join("mountinfo"))
+            .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(dev)))
+            .unwrap_or(false);
+        if listed {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 /// Forces a GETATTR of the file a program's descriptor (`/proc/PID/fd/N`) names, if it is
@@ -339,6 +449,10 @@ impl Mode for Target {
     }
     fn cut_off_open_files(&self) {
         self.cut_off()
+    }
+    fn mounted_elsewhere(&self) -> Option<u32> {
+        let conn = (*self.fuse_conn.lock())?;
+        mounted_in_other_namespace(&format!("{}:{}", conn >> 20, conn & 0xf_ffff))
     }
     fn release(&self) -> bool {
         if self.holders_outlive_us() {

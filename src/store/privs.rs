@@ -1,6 +1,7 @@
 //! The set-user-ID and set-group-ID rules of local filesystems, in one place: which bits a
 //! change of data (write, truncate, fallocate, copy_file_range) and a new access ACL take
-//! away, for a caller without CAP_FSETID (taken to be uid 0).
+//! away, for a caller without CAP_FSETID (`fsetid`: uid 0 with the capability in its
+//! effective set).
 
 use super::Store;
 use super::types::{Ctx, NodeId};
@@ -10,7 +11,7 @@ use crate::error::FsResult;
 /// set-user-ID always goes, set-group-ID when the group may execute or the caller is not in
 /// the file's group.
 pub(crate) fn after_data_change(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) -> u32 {
-    if ctx.uid == 0 || mode & (libc::S_ISUID | libc::S_ISGID) == 0 {
+    if mode & (libc::S_ISUID | libc::S_ISGID) == 0 || fsetid(ctx) {
         return mode;
     }
     let mut mode = mode & !libc::S_ISUID;
@@ -26,7 +27,7 @@ pub(crate) fn after_data_change(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> 
 /// other than root this is `after_data_change`.
 pub(crate) fn after_chown(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) -> u32 {
     let mut mode = mode & !libc::S_ISUID;
-    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || (ctx.uid != 0 && !in_group())) {
+    if mode & libc::S_ISGID != 0 && (mode & libc::S_IXGRP != 0 || (!fsetid(ctx) && !in_group())) {
         mode &= !libc::S_ISGID;
     }
     mode
@@ -35,11 +36,33 @@ pub(crate) fn after_chown(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) 
 /// The mode an access ACL sets (`posix_acl_update_mode`): set-group-ID goes unless the
 /// caller is in the file's group.
 pub(crate) fn after_acl(mode: u32, ctx: Ctx, in_group: impl FnOnce() -> bool) -> u32 {
-    if ctx.uid == 0 || mode & libc::S_ISGID == 0 || in_group() {
+    if mode & libc::S_ISGID == 0 || fsetid(ctx) || in_group() {
         mode
     } else {
         mode & !libc::S_ISGID
     }
+}
+
+/// CAP_FSETID, the capability by which the kernel lets a caller keep the bits: FUSE passes
+/// no capabilities, so uid 0 with it in the effective set of /proc/PID/status (a root
+/// process without it, e.g. under `setpriv --bounding-set=-all`, loses the bits as on the
+/// kernel's own filesystems; another uid's capability is not looked at, as a process in a
+/// user namespace has its capabilities there, not over this filesystem). The daemon's own
+/// changes (pid 0) keep them.
+pub(crate) fn fsetid(ctx: Ctx) -> bool {
+    const CAP_FSETID: u32 = 4;
+    if ctx.uid != 0 {
+        return false;
+    }
+    if ctx.pid == 0 {
+        return true;
+    }
+    crate::fsx::trusted::read_to_string(format!("/proc/{}/status", ctx.pid))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_FSETID) != 0)
 }
 
 /// Whether the caller is in group `gid`: its own or a supplementary group (read from
@@ -60,9 +83,6 @@ impl Store {
     /// Applies `after_data_change` to a file whose data `ctx` just changed. The group check
     /// reads /proc, so it runs without the store lock.
     pub(crate) fn kill_privs(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {
-        if ctx.uid == 0 {
-            return Ok(());
-        }
         let (mode, gid) = {
             let a = self.lock().node(id)?.attr;
             (a.mode, a.gid)

@@ -243,3 +243,69 @@ fn a_write_through_a_shared_passthrough_file_drops_set_group_id() {
         "set-group-ID kept after a write by a user outside the group"
     );
 }
+
+/// QA: a program in another mount namespace (`unshare -Urm` needs no privilege) keeps a copy
+/// of the FUSE mount and with it the session; root's `asdfs unmount` waited for it as long
+/// as it lived. It answers at once now, names the process, and the daemon writes the disk
+/// copy once the copy is gone.
+#[test]
+fn a_mount_namespace_copy_does_not_hold_asdfs_unmount() {
+    if !fuse_available() {
+        return;
+    }
+    use std::io::{BufRead, Write};
+    let m = crate::harness::Mount::new();
+    std::fs::write(m.path("f"), b"data").unwrap();
+    let _copies_mounts = crate::harness::NAMESPACES.write();
+    let mut other = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "echo ready; read x",
+        ])
+        .current_dir("/")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(other.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let pid = m.daemon_pid().unwrap();
+    let started = Instant::now();
+    let mut unmount = Command::new(BIN)
+        .args(["unmount", m.target.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let answered = loop {
+        if let Some(status) = unmount.try_wait().unwrap() {
+            break Some(status);
+        }
+        if started.elapsed() > Duration::from_secs(15) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the namespace go in any case, so that nothing stays behind.
+    let _ = writeln!(other.stdin.as_mut().unwrap());
+    let _ = other.wait();
+    let status = answered.expect("asdfs unmount waited for the other namespace");
+    let out = unmount.wait_with_output().unwrap();
+    assert!(status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.contains("another mount namespace"), "{said}");
+    assert!(said.contains(&other.id().to_string()), "{said}");
+    let end = Instant::now() + Duration::from_secs(20);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!m.is_mounted());
+    assert_eq!(std::fs::read(m.disk_copy().join("f")).unwrap(), b"data");
+}

@@ -149,3 +149,49 @@ fn sigterm_with_a_passthrough_writer_loses_no_acknowledged_write() {
     );
     assert_eq!(fs::read_to_string(m.path("held")).unwrap(), acked);
 }
+
+/// QA: after a kill -9, a program went on writing a file through the kernel (passthrough
+/// needs no daemon), and a new `asdfs mount` took the store over meanwhile: the two sessions
+/// served different copies, and everything written after the takeover was lost without an
+/// error. A start now refuses while such writers remain, naming them; once they closed, the
+/// takeover writes everything they were told was written.
+#[test]
+fn a_start_over_a_killed_session_waits_for_its_passthrough_writers() {
+    if !fuse_available() {
+        return;
+    }
+    let m = mount_with("passthrough");
+    assert_eq!(m.status()["data_path"], "passthrough");
+    let mut f = fs::File::create(m.path("held")).unwrap();
+    let (mut acked, err) = append(&mut f, 0..5);
+    assert!(err.is_none(), "{err:?}");
+    m.kill_daemon();
+    let (more, err) = append(&mut f, 5..10);
+    assert!(
+        err.is_none(),
+        "the kernel writes the data file without a daemon: {err:?}"
+    );
+    acked += &more;
+    let out = crate::harness::asdfs_env(m.mount_args(), &m.env);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a new session started while a program of the old one still writes"
+    );
+    assert!(said.contains("still open for writing"), "{said}");
+    assert!(
+        said.contains(&format!("pid {}", std::process::id())),
+        "{said}"
+    );
+    let (more, err) = append(&mut f, 10..15);
+    assert!(err.is_none(), "{err:?}");
+    acked += &more;
+    drop(f);
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("held")).unwrap(), acked);
+    m.unmount();
+    assert_eq!(
+        fs::read_to_string(m.disk_copy().join("held")).unwrap(),
+        acked
+    );
+}

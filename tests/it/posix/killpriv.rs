@@ -365,3 +365,68 @@ fn root_changes_a_held_file(
     let _ = unlink(&ready);
     (wrote, changed)
 }
+
+/// Runs `argv` as root without CAP_FSETID: setpriv drops it from the bounding set before the
+/// exec, so the program's effective set lacks it (QA: such a root kept the bits on asdfs,
+/// which took uid 0 for the capability, where tmpfs cleared them).
+fn root_without_fsetid(argv: &[&str]) -> R<()> {
+    let out = std::process::Command::new("setpriv")
+        .args(["--bounding-set=-fsetid", "--"])
+        .args(argv)
+        .output()
+        .map_err(|_| -3)?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(out.status.code().unwrap_or(-4))
+    }
+}
+
+#[test]
+fn root_without_cap_fsetid_loses_the_bits_as_on_tmpfs_in_both_data_paths() {
+    if !fuse_available() {
+        return;
+    }
+    let pairs = data_paths();
+    for (path, p) in &pairs {
+        let path = *path;
+        make(
+            p,
+            &[
+                ("nc-t6777", 0o6777),
+                ("nc-o6777", 0o6777),
+                ("nc-w6777", 0o6777),
+            ],
+        );
+        p.both(
+            &format!("{path}: truncate(1) by root without CAP_FSETID"),
+            |d| {
+                let file = f(d, "nc-t6777");
+                root_without_fsetid(&["truncate", "-s", "1", file.to_str().unwrap()])?;
+                st(&file)
+            },
+        );
+        p.both(
+            &format!("{path}: O_TRUNC by root without CAP_FSETID"),
+            |d| {
+                let file = f(d, "nc-o6777");
+                let cmd = format!(": > '{}'", file.display());
+                root_without_fsetid(&["sh", "-c", &cmd])?;
+                st(&file)
+            },
+        );
+        p.both(
+            &format!("{path}: a write by root without CAP_FSETID"),
+            |d| {
+                let file = f(d, "nc-w6777");
+                let cmd = format!(
+                    "printf x | dd of='{}' conv=notrunc status=none",
+                    file.display()
+                );
+                root_without_fsetid(&["sh", "-c", &cmd])?;
+                st(&file)
+            },
+        );
+    }
+    finish_all(pairs);
+}

@@ -270,7 +270,10 @@ fn a_full_store_takeover_leaves_a_stale_descriptor_nothing_to_write() {
         .open(m.path("big"))
         .unwrap();
     m.kill_daemon();
-    let out = crate::harness::asdfs_env(m.mount_args(), &m.env);
+    // --force: the start refuses while the holder writes (design.md §4.1).
+    let mut args = m.mount_args();
+    args.push("--force".into());
+    let out = crate::harness::asdfs_env(args, &m.env);
     let said = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "takeover failed: {said}");
     assert!(
