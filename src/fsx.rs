@@ -488,6 +488,28 @@ pub mod trusted {
             Err(io::Error::last_os_error())
         }
     }
+    /// The device (`major:minor`) of an open descriptor's filesystem, asking the
+    /// filesystem nothing (`AT_STATX_DONT_SYNC` and an empty request mask: FUSE sends no
+    /// request, even for a mount that would not let us in).
+    pub fn dev_cached(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<String> {
+        use std::os::fd::AsRawFd;
+        // SAFETY: an open descriptor, an empty NUL-terminated path, a buffer statx fills.
+        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+        let r = unsafe {
+            libc::statx(
+                fd.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
+                0,
+                &mut buf,
+            )
+        };
+        if r == 0 {
+            Ok(format!("{}:{}", buf.stx_dev_major, buf.stx_dev_minor))
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
     pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
         std::fs::canonicalize(p)
     }

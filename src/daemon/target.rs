@@ -12,6 +12,7 @@ use crate::store::{Store, StoreSetup};
 use anyhow::Context;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -189,12 +190,24 @@ impl Target {
     /// this mount. With `FUSE_HANDLE_KILLPRIV_V2` it stops asking (`S_NOSEC`) after an
     /// inode's first write, and only fresh attributes from the daemon re-arm the question:
     /// a stat forced to reach the daemon, through the holder's own descriptor (/proc), gives
-    /// them. Files held without a name or in another mount namespace are reached the same
-    /// way; a writer through a shared mapping is not (no request precedes its writes).
+    /// them. Covered: every descriptor open for writing in some process's descriptor table
+    /// (/proc/PID/fdinfo), on our mount or on any copy of it that a process's mount
+    /// namespace has (another namespace's copy has its own mount id: all mounts of our
+    /// FUSE device listed in any /proc/PID/mountinfo count), named or unlinked. Not
+    /// covered: a descriptor in no table (in flight in an `SCM_RIGHTS` message, or an
+    /// io_uring fixed file), one on a copy of the mount in a namespace no process is in,
+    /// and writes through a shared writable mapping (no request precedes them).
     fn refresh_kernel_writers(&self) {
         let Some(id) = *self.mount_id.lock() else {
             return;
         };
+        let Some(conn) = *self.fuse_conn.lock() else {
+            return;
+        };
+        // The connection number is the FUSE device's number as the kernel encodes it.
+        let dev = format!("{}:{}", conn >> 20, conn & 0xf_ffff);
+        let mut ids = crate::overlay::holders::mount_ids_of(&dev);
+        ids.insert(id);
         // A write that ends while the answer is on its way makes the kernel drop it as
         // stale (and keep `S_NOSEC`): a few rounds, as a writer's next write, once asked
         // about, fails and changes nothing.
@@ -202,8 +215,8 @@ impl Target {
             if round > 0 {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            for link in crate::overlay::holders::writable_fds_on(id) {
-                if let Err(e) = refresh_through(&link, id) {
+            for link in crate::overlay::holders::writable_fds_on(&ids) {
+                if let Err(e) = refresh_through(&link, &ids, &dev) {
                     tracing::debug!(link = %link.display(), error = %e, "refreshing a held file's attributes");
                 }
             }
@@ -262,11 +275,15 @@ const HELD_MOUNT: &str = "held-mount";
 fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result<()> {
     let p = &begun.paths;
     let mounts = mounting::mounts().unwrap_or_default();
-    let mut ids: Vec<u64> = mounts
+    let mut ids: HashSet<u64> = HashSet::new();
+    for m in mounts
         .iter()
         .filter(|m| m.mount_point == p.target && m.fstype == mounting::FSTYPE)
-        .map(|m| m.id)
-        .collect();
+    {
+        ids.insert(m.id);
+        // Its copies in other mount namespaces (unshare -m, containers) too.
+        ids.extend(crate::overlay::holders::mount_ids_of(&m.dev));
+    }
     let store = &begun.dirs.store;
     let recorded = crate::fsx::read_nofollow(store, std::ffi::OsStr::new(HELD_MOUNT), 64)
         .ok()
@@ -274,10 +291,7 @@ fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result
         .and_then(|s| s.trim().parse::<u64>().ok());
     // An id the mount table has again is another mount's now.
     ids.extend(recorded.filter(|id| mounts.iter().all(|m| m.id != *id)));
-    let writers: Vec<std::path::PathBuf> = ids
-        .into_iter()
-        .flat_map(crate::overlay::holders::writable_fds_on)
-        .collect();
+    let writers = crate::overlay::holders::writable_fds_on(&ids);
     if writers.is_empty() {
         let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
         return Ok(());
@@ -341,10 +355,13 @@ fn mounted_in_other_namespace(dev: &str) -> Option<u32> {
 }
 
 /// Forces a GETATTR of the file a program's descriptor (`/proc/PID/fd/N`) names, if it is
-/// still on the mount `mount_id`: opened `O_PATH` (which asks no filesystem) and checked
-/// first, as the program may have put something else under that number meanwhile (a file
-/// on a FUSE mount that never answers would hang the stop).
-fn refresh_through(link: &Path, mount_id: u64) -> std::io::Result<()> {
+/// still on one of the mounts `mount_ids` (ours and its copies) and on our FUSE device `dev`
+/// ("major:minor"): opened `O_PATH` (which asks no filesystem) and checked first, as the
+/// program may have put something else under that number meanwhile (a file on a FUSE mount
+/// that never answers would hang the stop), and a copy's mount id may have been freed and
+/// given to another mount since it was read (so the device is checked too, from what the
+/// kernel has cached: `fsx::trusted::dev_cached`).
+fn refresh_through(link: &Path, mount_ids: &HashSet<u64>, dev: &str) -> std::io::Result<()> {
     use crate::fsx::trusted::TrustedOpen;
     use std::os::fd::AsFd;
     use std::os::unix::fs::OpenOptionsExt;
@@ -353,7 +370,9 @@ fn refresh_through(link: &Path, mount_id: u64) -> std::io::Result<()> {
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .trusted_open(link)?;
     let fd = std::os::fd::OwnedFd::from(f);
-    if mounting::mount_id_of_fd(&fd) != Some(mount_id) {
+    if !mounting::mount_id_of_fd(&fd).is_some_and(|id| mount_ids.contains(&id))
+        || crate::fsx::trusted::dev_cached(fd.as_fd())? != dev
+    {
         return Ok(());
     }
     crate::fsx::trusted::stat_forced(fd.as_fd())
@@ -401,6 +420,7 @@ fn open_store(o: &Opened, settings: &TargetSettings) -> anyhow::Result<(Arc<Stor
         if let Err(e) = flusher.flush() {
             tracing::error!(error = %format!("{e:#}"), "flushing the recovered store failed; it stays in RAM");
         }
+        store.finish_renewal()?;
     }
     Ok((store, flusher))
 }

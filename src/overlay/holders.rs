@@ -93,10 +93,51 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
     h
 }
 
-/// Other processes' descriptors open on the mount with id `mount_id` that may write (their
+/// The ids of every mount of the device `dev` ("major:minor") that some process's mount
+/// namespace has, ours included: read from /proc/PID/mountinfo (text: no filesystem is
+/// asked), one process per namespace. Mount ids are unique system-wide, so the copy of a
+/// mount in another namespace (unshare -m, a container) has an id of its own. A namespace
+/// that no process is in (kept only by a bind mount of its nsfs file) is not seen.
+pub fn mount_ids_of(dev: &str) -> HashSet<u64> {
+    let mut ids = HashSet::new();
+    let mut namespaces: HashSet<PathBuf> = HashSet::new();
+    let procs: Vec<PathBuf> = crate::fsx::trusted::read_dir("/proc")
+        .map(|it| {
+            it.flatten()
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                })
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default();
+    for base in std::iter::once(PathBuf::from("/proc/self")).chain(procs) {
+        if let Ok(ns) = crate::fsx::trusted::read_link(base.join("ns/mnt")) {
+            if !namespaces.insert(ns) {
+                continue;
+            }
+        }
+        let Ok(text) = crate::fsx::trusted::read_to_string(base.join("mountinfo")) else {
+            continue;
+        };
+        for l in text.lines() {
+            let mut f = l.split(' ');
+            if let (Some(id), Some(d)) = (f.next(), f.nth(1)) {
+                if d == dev {
+                    ids.extend(id.parse::<u64>().ok());
+                }
+            }
+        }
+    }
+    ids
+}
+
+/// Other processes' descriptors open on one of the mounts `mount_ids` that may write (their
 /// /proc links). Read from /proc/PID/fdinfo only: nothing reaches any filesystem (a stat of
 /// a descriptor on someone's stalled FUSE mount could hang the caller).
-pub fn writable_fds_on(mount_id: u64) -> Vec<PathBuf> {
+pub fn writable_fds_on(mount_ids: &HashSet<u64>) -> Vec<PathBuf> {
     let me = own_pid();
     let mut out = Vec::new();
     let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
@@ -118,7 +159,9 @@ pub fn writable_fds_on(mount_id: u64) -> Vec<PathBuf> {
                     .find_map(|l| l.strip_prefix(name))
                     .map(|v| v.trim().to_string())
             };
-            let on_mount = field("mnt_id:").and_then(|v| v.parse::<u64>().ok()) == Some(mount_id);
+            let on_mount = field("mnt_id:")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|id| mount_ids.contains(&id));
             let writable = field("flags:")
                 .and_then(|v| u32::from_str_radix(&v, 8).ok())
                 .is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32);

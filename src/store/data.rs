@@ -125,6 +125,42 @@ impl DataDir {
         }
     }
 
+    /// Gives data file `id` a fresh inode with the same content and times, renamed over the
+    /// old name, so that descriptors of a dead session that the kernel still writes through
+    /// (FUSE passthrough backing files) write the orphaned old inode, which nothing reads
+    /// (takeover, design.md §3). The name always holds a complete file: a daemon killed
+    /// meanwhile leaves at most an unused copy, which the next takeover removes.
+    pub fn renew(&self, id: DataId) -> io::Result<()> {
+        let old = File::from(openat(
+            &self.dir,
+            id.0.to_string().as_str(),
+            OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::empty(),
+        )?);
+        let tmp = self.alloc();
+        let r = (|| -> io::Result<()> {
+            let copy = self.create(tmp)?;
+            copy_sparse(&old, &copy)?;
+            let m = old.metadata()?;
+            let mut times = std::fs::FileTimes::new().set_modified(m.modified()?);
+            if let Ok(a) = m.accessed() {
+                times = times.set_accessed(a);
+            }
+            copy.set_times(times)?;
+            nix::fcntl::renameat(
+                &self.dir,
+                tmp.0.to_string().as_str(),
+                &self.dir,
+                id.0.to_string().as_str(),
+            )?;
+            Ok(())
+        })();
+        if r.is_err() {
+            self.remove(tmp);
+        }
+        r
+    }
+
     /// How many times a flush left out a file that programs kept changing (§4.1).
     pub fn busy_copies(&self) -> u64 {
         self.busy.load(Ordering::Relaxed)

@@ -160,6 +160,32 @@ impl Inner {
         self.log_node(id);
     }
 
+    /// Drops the data file of a clean file from disk that a takeover could not renew
+    /// (`Store::finish_renewal`): reads fetch it from disk again. Whether it was dropped.
+    pub(crate) fn drop_stale_data(&mut self, id: NodeId) -> bool {
+        let Some(n) = self.nodes.get_mut(&id) else {
+            return false;
+        };
+        let Some(cell) = n.cell() else {
+            return true;
+        };
+        if n.data_seq != 0 || n.writers > 0 || n.opens > 0 || n.origin.is_none() {
+            return false;
+        }
+        if !cell.evictable(1) {
+            return false;
+        }
+        let data = cell.id();
+        n.content = Content::File(None);
+        let meta_dirty = n.meta_seq != 0;
+        self.cache.forget(id);
+        self.data.remove(data);
+        if meta_dirty {
+            self.log_node(id);
+        }
+        true
+    }
+
     /// Drops clean files, least recently used first, until `want` bytes are freed.
     fn evict(&mut self, want: u64) -> Dropped {
         let mut out = Dropped::default();

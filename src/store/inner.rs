@@ -62,6 +62,9 @@ pub(crate) struct Inner {
     pub(super) counters: Counters,
     /// While replaying the store log, changes are not logged again.
     pub(super) replaying: bool,
+    /// Files a takeover found no room to give a fresh data file (design.md §3): their data
+    /// leaves RAM after the takeover's flush (`Store::finish_renewal`).
+    pub(super) unrenewed: Vec<NodeId>,
     pub(super) data: Arc<DataDir>,
     /// When the oldest change not yet on disk was made, and the first change since the
     /// last flush snapshot.

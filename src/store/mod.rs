@@ -213,6 +213,7 @@ impl Store {
             pending_origins: HashMap::new(),
             counters: Counters::default(),
             replaying: false,
+            unrenewed: Vec::new(),
             data: data.clone(),
             dirty_since: None,
             since_snapshot: None,

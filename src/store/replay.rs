@@ -27,6 +27,7 @@ impl Store {
             }
         }
         let mut skipped: HashSet<NodeId> = HashSet::new();
+        let mut renewed: Vec<NodeId> = Vec::new();
         {
             let mut inner = self.lock();
             inner.replaying = true;
@@ -36,6 +37,26 @@ impl Store {
                     // every name, so a later entry record sets each name it had.
                     skipped.insert(rec.id);
                     continue;
+                }
+                if let (Kind::File, Some(d), true) = (rec.kind, rec.data, rec.data_dirty) {
+                    // A program of the dead session may still write this data file through
+                    // the kernel (FUSE passthrough): it gets a new one (design.md §3).
+                    match inner.data.renew(d) {
+                        Ok(()) => renewed.push(rec.id),
+                        // No room for the copy: its data leaves RAM after the takeover's
+                        // flush instead (`finish_renewal`).
+                        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                            inner.unrenewed.push(rec.id)
+                        }
+                        Err(e) => {
+                            return Err(e).with_context(|| {
+                                format!(
+                                    "giving file node {} a fresh data file at the takeover",
+                                    rec.id.0
+                                )
+                            });
+                        }
+                    }
                 }
                 inner
                     .restore_node(rec)
@@ -78,7 +99,64 @@ impl Store {
             }
         }
         self.remove_unused_data()?;
+        self.say_renewed(&renewed);
         Ok(())
+    }
+
+    /// After the takeover's flush: the files that had no room for a fresh data file at the
+    /// replay (design.md §3) are on disk now; their data files leave the store (reads fetch
+    /// them from disk again), so that descriptors of the dead session that the kernel may
+    /// still write through reach nothing the new session reads. A file the flush could not
+    /// make clean gets its fresh data file now, or the takeover fails.
+    pub fn finish_renewal(&self) -> anyhow::Result<()> {
+        let mut inner = self.lock();
+        let ids = std::mem::take(&mut inner.unrenewed);
+        let mut dropped = Vec::new();
+        for id in ids {
+            let path = inner.ram_path(id);
+            if inner.drop_stale_data(id) {
+                dropped.extend(path);
+                continue;
+            }
+            let Some(d) = inner.nodes.get(&id).and_then(|n| n.cell()).map(|c| c.id()) else {
+                continue;
+            };
+            inner.data.renew(d).with_context(|| {
+                format!(
+                    "{}: no room to give it a fresh data file at the takeover, and the takeover's flush did not write it (make room in the store's tmpfs and mount again)",
+                    path.unwrap_or_default().display()
+                )
+            })?;
+        }
+        if !dropped.is_empty() {
+            let files: Vec<String> = dropped
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            tracing::warn!(
+                files = %files.join(", "),
+                "{} files of the previous session were changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
+                files.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// One line naming the files that got a fresh data file at the takeover.
+    fn say_renewed(&self, renewed: &[NodeId]) {
+        let inner = self.lock();
+        let paths: Vec<String> = renewed
+            .iter()
+            .filter_map(|id| inner.ram_path(*id))
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
+        if !paths.is_empty() {
+            tracing::warn!(
+                files = %paths.join(", "),
+                "{} files of the previous session were changed and may still be open: each has a new data file with what it held at the takeover; writes through descriptors opened before the takeover are not kept from now on",
+                paths.len()
+            );
+        }
     }
 
     fn replay_entries(

@@ -579,3 +579,4 @@ fn files_open_for_writing_are_flushed_as_of_one_instant() {
 }
 
 mod stop;
+mod takeover;

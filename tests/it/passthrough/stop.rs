@@ -10,7 +10,7 @@ use std::fs;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+pub(super) fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     let end = Instant::now() + limit;
     while !ok() {
         assert!(Instant::now() < end, "timed out waiting for {what}");
@@ -33,7 +33,7 @@ fn append(f: &mut fs::File, range: std::ops::Range<u32>) -> (String, Option<std:
     (acked, None)
 }
 
-fn daemon_gone(pid: i32) -> bool {
+pub(super) fn daemon_gone(pid: i32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| {
             s.rsplit(')')
@@ -194,4 +194,167 @@ fn a_start_over_a_killed_session_waits_for_its_passthrough_writers() {
         fs::read_to_string(m.disk_copy().join("held")).unwrap(),
         acked
     );
+}
+
+/// A start over a killed session also finds its passthrough writers in other mount
+/// namespaces: the attacker's own user and mount namespace holds a copy of the mount, with a
+/// mount id of its own (security.md; before, the start did not see it and the takeover
+/// served a file the holder went on writing).
+#[test]
+fn a_start_over_a_killed_session_waits_for_a_writer_in_another_mount_namespace() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mut m = crate::harness::Mount::prepare(|_| {});
+    m.env.push(("ASDFS_DATA_PATH".into(), "passthrough".into()));
+    // The attacker reaches the target (its disk directory is root's 0700 temporary one).
+    let parent = m.target.parent().unwrap().to_path_buf();
+    fs::set_permissions(&parent, fs::Permissions::from_mode(0o755)).unwrap();
+    m.mount();
+    assert_eq!(m.status()["data_path"], "passthrough");
+    fs::write(m.path("held"), "").unwrap();
+    fs::set_permissions(m.path("held"), fs::Permissions::from_mode(0o666)).unwrap();
+    let mut h = NsWriter::open(&m.path("held"));
+    let mut acked = String::new();
+    for i in 0..10 {
+        if i == 5 {
+            m.kill_daemon();
+        }
+        let line = format!("line{i}\n");
+        h.write(&line)
+            .unwrap_or_else(|e| panic!("the holder's write failed: {e}"));
+        acked += &line;
+    }
+    let out = crate::harness::asdfs_env(m.mount_args(), &m.env);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "a new session started while a program of the old one still writes (in another mount namespace)"
+    );
+    assert!(said.contains("still open for writing"), "{said}");
+    drop(h);
+    m.mount();
+    assert_eq!(fs::read_to_string(m.path("held")).unwrap(), acked);
+    m.unmount();
+    assert_eq!(
+        fs::read_to_string(m.disk_copy().join("held")).unwrap(),
+        acked
+    );
+}
+
+/// A process of the attacker's in a user and mount namespace of its own (as `unshare -Um`
+/// makes: a copy of the mount, with a mount id of its own) holding a file open for writing,
+/// opened there. It writes what it is sent with write(2) and nothing else (a program that
+/// stats the descriptor would refresh the inode's attributes itself, which alone re-arms the
+/// kernel's question before a write).
+struct NsWriter {
+    pid: libc::pid_t,
+    cmd: fs::File,
+    ack: fs::File,
+}
+
+impl NsWriter {
+    fn open(path: &std::path::Path) -> NsWriter {
+        use std::os::fd::FromRawFd;
+        use std::os::unix::ffi::OsStrExt;
+        let cpath = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+        let (mut cmd, mut ack) = ([0; 2], [0; 2]);
+        // SAFETY: each array has room for two descriptors.
+        unsafe {
+            assert_eq!(libc::pipe2(cmd.as_mut_ptr(), libc::O_CLOEXEC), 0);
+            assert_eq!(libc::pipe2(ack.as_mut_ptr(), libc::O_CLOEXEC), 0);
+        }
+        let uid = crate::attack::ATTACKER;
+        // SAFETY: the child makes plain system calls only (no allocation) and leaves with
+        // _exit, running none of the parent's destructors.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: plain system calls on the child's own descriptors and buffers.
+            unsafe {
+                let reply = |v: i32| {
+                    libc::write(ack[1], (&v as *const i32).cast(), 4);
+                };
+                let errno = || *libc::__errno_location();
+                // Only the two pipe ends stay open: the fork copied every descriptor of the
+                // test process, other tests' held files among them.
+                let (lo, hi) = (cmd[0].min(ack[1]) as u32, cmd[0].max(ack[1]) as u32);
+                libc::syscall(libc::SYS_close_range, 3u32, lo - 1, 0u32);
+                libc::syscall(libc::SYS_close_range, lo + 1, hi - 1, 0u32);
+                libc::syscall(libc::SYS_close_range, hi + 1, u32::MAX, 0u32);
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(uid) != 0
+                    || libc::setuid(uid) != 0
+                    || libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWNS) != 0
+                {
+                    reply(errno());
+                    libc::_exit(1);
+                }
+                let fd = libc::open(cpath.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    reply(errno());
+                    libc::_exit(1);
+                }
+                reply(0);
+                let mut buf = [0u8; 256];
+                loop {
+                    let n = libc::read(cmd[0], buf.as_mut_ptr().cast(), buf.len());
+                    if n <= 0 {
+                        libc::_exit(0);
+                    }
+                    let w = libc::write(fd, buf.as_ptr().cast(), n as usize);
+                    reply(if w == n {
+                        0
+                    } else if w < 0 {
+                        errno()
+                    } else {
+                        -1
+                    });
+                }
+            }
+        }
+        // SAFETY: the child's ends are closed here; ours are owned from now on.
+        let (cmd, ack) = unsafe {
+            libc::close(cmd[0]);
+            libc::close(ack[1]);
+            (fs::File::from_raw_fd(cmd[1]), fs::File::from_raw_fd(ack[0]))
+        };
+        let mut w = NsWriter { pid, cmd, ack };
+        if let Err(e) = w.answer() {
+            panic!(
+                "the attacker could not open {} in a namespace of its own: {e}",
+                path.display()
+            );
+        }
+        w
+    }
+
+    fn answer(&mut self) -> std::io::Result<()> {
+        use std::io::Read;
+        let mut v = [0u8; 4];
+        self.ack.read_exact(&mut v)?;
+        match i32::from_ne_bytes(v) {
+            0 => Ok(()),
+            -1 => panic!("short write"),
+            e => Err(std::io::Error::from_raw_os_error(e)),
+        }
+    }
+
+    /// One write(2) of `data` through the held descriptor.
+    fn write(&mut self, data: &str) -> std::io::Result<()> {
+        assert!(data.len() <= 256);
+        self.cmd.write_all(data.as_bytes()).unwrap();
+        self.answer()
+    }
+}
+
+impl Drop for NsWriter {
+    fn drop(&mut self) {
+        // SAFETY: our own child; closing its command pipe ends it.
+        unsafe {
+            libc::kill(self.pid, libc::SIGKILL);
+            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        }
+    }
 }

@@ -248,3 +248,57 @@ fn a_final_flush_that_fails_keeps_the_mount_and_says_how_to_recover() {
     std::mem::forget(guard);
     assert_eq!(fs::read(target.join("huge")).unwrap().len(), 3 << 20);
 }
+
+/// A takeover with no room in the store for a fresh data file (design.md §3 "Descriptors of
+/// the dead session"): the file held open for writing across the kill is written to disk by
+/// the takeover's flush and leaves RAM, so a write through the dead session's descriptor
+/// reaches nothing the new session reads; said in one line.
+#[test]
+fn a_full_store_takeover_leaves_a_stale_descriptor_nothing_to_write() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::unix::fs::FileExt;
+    let mut m = Mount::prepare(|_| {});
+    m.env.push(("ASDFS_DATA_PATH".into(), "passthrough".into()));
+    let small = SmallFs::new(&m.volatile.path().join("asdfs"), "16m");
+    m.mount();
+    assert_eq!(m.status()["data_path"], "passthrough");
+    let n = fill(&m, "big");
+    let held = fs::OpenOptions::new()
+        .write(true)
+        .open(m.path("big"))
+        .unwrap();
+    m.kill_daemon();
+    // --force: the start refuses while the holder writes (design.md §4.1).
+    let mut args = m.mount_args();
+    args.push("--force".into());
+    let out = crate::harness::asdfs_env(args, &m.env);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "takeover failed: {said}");
+    assert!(
+        said.lines()
+            .any(|l| l.contains("no room in the store for new data files") && l.contains("big")),
+        "{said}"
+    );
+    held.write_at(b"EVIL", 0).unwrap();
+    drop(held);
+    let mut head = [0u8; 4];
+    fs::File::open(m.path("big"))
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert_eq!(
+        head, [7u8; 4],
+        "a stale descriptor wrote the new session's file"
+    );
+    m.unmount();
+    let disk = m.disk_copy().join("big");
+    assert_eq!(fs::metadata(&disk).unwrap().len(), n);
+    fs::File::open(&disk)
+        .unwrap()
+        .read_exact_at(&mut head, 0)
+        .unwrap();
+    assert_eq!(head, [7u8; 4]);
+    drop(small);
+}
