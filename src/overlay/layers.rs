@@ -451,7 +451,7 @@ impl Stack {
                     return Err(e);
                 }
             };
-            let held = self.held_files();
+            let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
             self.middles[i].flushed = true;
             self.save_or_warn();
@@ -485,7 +485,7 @@ impl Stack {
         };
         match f.flush(&layer, progress) {
             Ok((r, sigs)) => {
-                let held = self.held_files();
+                let held = self.held_during(held);
                 self.done.insert(self.top.n, unheld(sigs, &held));
                 Ok(r)
             }
@@ -520,13 +520,14 @@ impl Stack {
         self.done.retain(|n, _| keep.contains(n));
     }
 
-    /// Inodes of files programs hold open or mapped, in any overlay of this target.
-    fn held_files(&self) -> HashSet<u64> {
-        let mut held = self.holders().files;
-        for o in self.old.iter().filter(|o| !o.released) {
-            held.extend(o.holders(&self.private).files);
-        }
-        held
+    /// The files held at a flush's start (`before`) or at its end: none of them gets a
+    /// signature. Released overlays count (their programs still write the carried inodes
+    /// through them, QA: a mapping held across `asdfs unmount` lost its last writes), and
+    /// so does a file let go of during the flush (written through its mapping after its
+    /// copy, with no time changed).
+    fn held_during(&self, mut before: HashSet<u64>) -> HashSet<u64> {
+        before.extend(self.writable_files());
+        before
     }
 
     /// Inodes of files programs hold open or mapped through any overlay of this target,

@@ -153,6 +153,46 @@ fn writes_through_a_mapping_after_a_live_flush_reach_the_disk() {
     );
 }
 
+/// QA: a program maps a file and writes through the mapping across flushes and across
+/// `asdfs unmount`, then unmaps and closes. The flushes carry the file into fresh upper
+/// layers; its first overlay, whose held files are all carried, is let go of, but the
+/// program still writes the file through it. The unmount's flush took the file for one
+/// nobody holds and recorded its signature; a write through a mapping changes no time, so
+/// the final flush after the close skipped it and the disk kept what the unmount wrote.
+#[test]
+fn writes_through_a_mapping_held_across_flushes_and_the_unmount_reach_the_disk() {
+    let Some(m) = overlay_mount(|_| {}) else {
+        return;
+    };
+    let pid = m.daemon_pid().unwrap();
+    fs::write(m.path("mapped"), vec![b'a'; 4096]).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("mapped"))
+        .unwrap();
+    let map = Mapping::new(&f, 4096);
+    map.set(0, b'1');
+    m.flush();
+    map.set(1, b'2');
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("still served"));
+    map.set(2, b'3');
+    drop(map);
+    drop(f);
+    wait_gone(pid);
+    assert_eq!(
+        &fs::read(m.path("mapped")).unwrap()[..4],
+        b"123a",
+        "the disk copy after the final flush: a write through the mapping was lost"
+    );
+}
+
 /// A shared writable mapping of a file.
 struct Mapping(*mut u8, usize);
 
