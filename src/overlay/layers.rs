@@ -296,15 +296,18 @@ impl Stack {
         )
     }
 
-    /// Files and directories programs hold in the current overlay and the older ones.
+    /// Files and directories programs hold in the current overlay and the older ones. A
+    /// file counts once per program however many descriptors and mappings it holds of it,
+    /// through whichever overlays (a carried file is one inode in all of them).
     pub fn held_count(&self) -> u64 {
-        let count = |h: Holders| h.count + h.dirs.len() as u64;
-        count(self.holders())
-            + self
-                .old
-                .iter()
-                .map(|o| count(o.holders(&self.private)))
-                .sum::<u64>()
+        let mut opened = HashSet::new();
+        let mut dirs = 0;
+        let olds = self.old.iter().map(|o| o.holders(&self.private));
+        for h in std::iter::once(self.holders()).chain(olds) {
+            opened.extend(h.opened);
+            dirs += h.dirs.len() as u64;
+        }
+        opened.len() as u64 + dirs
     }
 
     /// Whether the upper layer holds anything but its root (a fresh one would give RAM

@@ -194,10 +194,10 @@ fn writes_through_a_mapping_held_across_flushes_and_the_unmount_reach_the_disk()
 }
 
 /// A shared writable mapping of a file.
-struct Mapping(*mut u8, usize);
+pub(super) struct Mapping(*mut u8, usize);
 
 impl Mapping {
-    fn new(f: &fs::File, len: usize) -> Mapping {
+    pub(super) fn new(f: &fs::File, len: usize) -> Mapping {
         use std::os::fd::AsRawFd;
         // SAFETY: a fresh shared mapping of an open file.
         let p = unsafe {
@@ -214,7 +214,7 @@ impl Mapping {
         Mapping(p.cast(), len)
     }
 
-    fn set(&self, at: usize, b: u8) {
+    pub(super) fn set(&self, at: usize, b: u8) {
         assert!(at < self.1);
         // SAFETY: inside the mapping.
         unsafe { self.0.add(at).write_volatile(b) }
