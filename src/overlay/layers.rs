@@ -412,10 +412,20 @@ impl Stack {
     /// of it, or a file not carried into a newer layer (opened while the swap ran). Its
     /// middle layers must then stay in the overlay, and be written again.
     pub fn old_in_use(&self) -> bool {
-        self.old.iter().filter(|o| !o.released).any(|o| {
-            let h = o.holders(&self.private);
-            !h.dirs.is_empty() || h.files.iter().any(|i| !o.carried.contains(i))
-        })
+        !self.layers_in_use().is_empty()
+    }
+
+    /// The layers of the replaced overlays programs can still change (see `old_in_use`).
+    fn layers_in_use(&self) -> HashSet<u64> {
+        self.old
+            .iter()
+            .filter(|o| !o.released)
+            .filter(|o| {
+                let h = o.holders(&self.private);
+                !h.dirs.is_empty() || h.files.iter().any(|i| !o.carried.contains(i))
+            })
+            .flat_map(|o| o.layers.iter().copied())
+            .collect()
     }
 
     /// Makes every middle layer due for writing again (see `old_in_use`).
@@ -456,7 +466,10 @@ impl Stack {
             };
             let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
-            self.middles[i].flushed = true;
+            // A program that still writes the layer through a replaced overlay (a flush
+            // at the unmount, a live one) leaves it due: the next flush, the final one
+            // after the program let go at the latest, writes it again.
+            self.middles[i].flushed = !self.layers_in_use().contains(&n);
             self.save_or_warn();
             total = Some(add(total, r));
         }
