@@ -14,8 +14,9 @@ pub struct Holders {
     /// Inode numbers of non-directories held open or mapped (the upper layer's numbers
     /// for copied-up files).
     pub files: HashSet<u64>,
-    /// File descriptors and mappings (directories not counted).
-    pub count: u64,
+    /// (process, inode) of the non-directories held: a program's descriptors, their dups
+    /// and its mappings of one file are one open file (as in FUSE mode, one handle).
+    pub opened: HashSet<(u32, u64)>,
 }
 
 impl Holders {
@@ -71,7 +72,7 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
             if dev == ovl_dev && dir {
                 h.dirs.push((pid, entry));
             } else if !dir && (dev == upper_pseudo || dev == ovl_dev) {
-                h.count += 1;
+                h.opened.insert((pid, ino));
                 h.files.insert(ino);
             }
         }
@@ -84,7 +85,7 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
                     || dev == ovl_dev
                     || (dev == upper_dev && upper_inos.contains(&ino));
                 if ours {
-                    h.count += 1;
+                    h.opened.insert((pid, ino));
                     h.files.insert(ino);
                 }
             }

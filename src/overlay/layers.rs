@@ -296,15 +296,18 @@ impl Stack {
         )
     }
 
-    /// Files and directories programs hold in the current overlay and the older ones.
+    /// Files and directories programs hold in the current overlay and the older ones. A
+    /// file counts once per program however many descriptors and mappings it holds of it,
+    /// through whichever overlays (a carried file is one inode in all of them).
     pub fn held_count(&self) -> u64 {
-        let count = |h: Holders| h.count + h.dirs.len() as u64;
-        count(self.holders())
-            + self
-                .old
-                .iter()
-                .map(|o| count(o.holders(&self.private)))
-                .sum::<u64>()
+        let mut opened = HashSet::new();
+        let mut dirs = 0;
+        let olds = self.old.iter().map(|o| o.holders(&self.private));
+        for h in std::iter::once(self.holders()).chain(olds) {
+            opened.extend(h.opened);
+            dirs += h.dirs.len() as u64;
+        }
+        opened.len() as u64 + dirs
     }
 
     /// Whether the upper layer holds anything but its root (a fresh one would give RAM
@@ -409,10 +412,20 @@ impl Stack {
     /// of it, or a file not carried into a newer layer (opened while the swap ran). Its
     /// middle layers must then stay in the overlay, and be written again.
     pub fn old_in_use(&self) -> bool {
-        self.old.iter().filter(|o| !o.released).any(|o| {
-            let h = o.holders(&self.private);
-            !h.dirs.is_empty() || h.files.iter().any(|i| !o.carried.contains(i))
-        })
+        !self.layers_in_use().is_empty()
+    }
+
+    /// The layers of the replaced overlays programs can still change (see `old_in_use`).
+    fn layers_in_use(&self) -> HashSet<u64> {
+        self.old
+            .iter()
+            .filter(|o| !o.released)
+            .filter(|o| {
+                let h = o.holders(&self.private);
+                !h.dirs.is_empty() || h.files.iter().any(|i| !o.carried.contains(i))
+            })
+            .flat_map(|o| o.layers.iter().copied())
+            .collect()
     }
 
     /// Makes every middle layer due for writing again (see `old_in_use`).
@@ -451,9 +464,12 @@ impl Stack {
                     return Err(e);
                 }
             };
-            let held = self.held_files();
+            let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
-            self.middles[i].flushed = true;
+            // A program that still writes the layer through a replaced overlay (a flush
+            // at the unmount, a live one) leaves it due: the next flush, the final one
+            // after the program let go at the latest, writes it again.
+            self.middles[i].flushed = !self.layers_in_use().contains(&n);
             self.save_or_warn();
             total = Some(add(total, r));
         }
@@ -485,7 +501,7 @@ impl Stack {
         };
         match f.flush(&layer, progress) {
             Ok((r, sigs)) => {
-                let held = self.held_files();
+                let held = self.held_during(held);
                 self.done.insert(self.top.n, unheld(sigs, &held));
                 Ok(r)
             }
@@ -520,13 +536,14 @@ impl Stack {
         self.done.retain(|n, _| keep.contains(n));
     }
 
-    /// Inodes of files programs hold open or mapped, in any overlay of this target.
-    fn held_files(&self) -> HashSet<u64> {
-        let mut held = self.holders().files;
-        for o in self.old.iter().filter(|o| !o.released) {
-            held.extend(o.holders(&self.private).files);
-        }
-        held
+    /// The files held at a flush's start (`before`) or at its end: none of them gets a
+    /// signature. Released overlays count (their programs still write the carried inodes
+    /// through them, QA: a mapping held across `asdfs unmount` lost its last writes), and
+    /// so does a file let go of during the flush (written through its mapping after its
+    /// copy, with no time changed).
+    fn held_during(&self, mut before: HashSet<u64>) -> HashSet<u64> {
+        before.extend(self.writable_files());
+        before
     }
 
     /// Inodes of files programs hold open or mapped through any overlay of this target,

@@ -125,6 +125,37 @@ fn a_daemon_killed_during_a_flush_loses_nothing_written_meanwhile() {
     );
 }
 
+/// QA: a program holding one file by a descriptor, a dup of it and a mapping (Python's
+/// mmap dups the descriptor) was "3 open files" in status and in the unmount's answer; it
+/// is one, through whichever overlays the flushes left it in (as in FUSE mode: one handle).
+#[test]
+fn a_file_held_by_descriptors_and_a_mapping_is_one_open_file() {
+    let Some(m) = overlay_mount(|_| {}) else {
+        return;
+    };
+    let pid = m.daemon_pid().unwrap();
+    fs::write(m.path("mapped"), vec![b'a'; 4096]).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("mapped"))
+        .unwrap();
+    let dup = f.try_clone().unwrap();
+    let map = super::held::Mapping::new(&f, 4096);
+    map.set(0, b'1');
+    let s = m.status();
+    assert_eq!(s["open_files"], 1, "{s}");
+    m.flush();
+    let s = m.status();
+    assert_eq!(s["open_files"], 1, "after a flush: {s}");
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(" 1 open files"), "{said}");
+    drop((map, dup, f));
+    wait_gone(pid);
+    assert_eq!(&fs::read(m.path("mapped")).unwrap()[..2], b"1a");
+}
+
 /// QA: a daemon in a child PID namespace that sees the host's /proc (`unshare --pid`
 /// without a /proc of its own) does not count its own holds (the roots of replaced
 /// overlays it keeps) as programs' open files: status says none, and an unmount ends the
