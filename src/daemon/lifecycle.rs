@@ -459,7 +459,9 @@ pub(super) fn detached_message(
         }
         (None, 0) => format!("{t}: unmounted; the disk copy is up to date"),
         (None, n) => {
-            format!("{t}: unmounted; {n} open files are still served and flushed when closed")
+            let n = crate::human::count(n, "open file");
+            let are = if n.starts_with("1 ") { "is" } else { "are" };
+            format!("{t}: unmounted; {n} {are} still served and flushed when closed")
         }
     }
 }

@@ -347,7 +347,7 @@ pub fn backup_in_background(
         let line = match make() {
             Ok(files) => {
                 tracing::info!(target = %target.display(), files, "hardlink backup of the session start made");
-                format!("session start, {files} files linked")
+                format!("session start, {} linked", crate::human::count(files, "file"))
             }
             Err(e) => {
                 tracing::error!(target = %target.display(), error = %e, "the hardlink backup could not be made");

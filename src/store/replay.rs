@@ -135,8 +135,8 @@ impl Store {
                 .collect();
             tracing::warn!(
                 files = %files.join(", "),
-                "{} files of the previous session were changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
-                files.len()
+                "{} of the previous session changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
+                crate::human::count(files.len() as u64, "file")
             );
         }
         Ok(())
@@ -153,8 +153,8 @@ impl Store {
         if !paths.is_empty() {
             tracing::warn!(
                 files = %paths.join(", "),
-                "{} files of the previous session were changed and may still be open: each has a new data file with what it held at the takeover; writes through descriptors opened before the takeover are not kept from now on",
-                paths.len()
+                "{} of the previous session changed and may still be open: each has a new data file with what it held at the takeover; writes through descriptors opened before the takeover are not kept from now on",
+                crate::human::count(paths.len() as u64, "file")
             );
         }
     }

@@ -361,7 +361,7 @@ fn status_counts_what_the_program_did() {
         flushed["backup"]
             .as_str()
             .unwrap()
-            .contains("1 files linked"),
+            .contains("1 file linked"),
         "{flushed:#}"
     );
     assert_eq!(flushed["crash_snapshots"].as_array().unwrap().len(), 0);

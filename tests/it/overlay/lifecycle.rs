@@ -150,7 +150,7 @@ fn a_file_held_by_descriptors_and_a_mapping_is_one_open_file() {
     assert_eq!(s["open_files"], 1, "after a flush: {s}");
     let out = asdfs(["unmount", m.target.to_str().unwrap()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(said.contains(" 1 open files"), "{said}");
+    assert!(said.contains(" 1 open file is still served"), "{said}");
     drop((map, dup, f));
     wait_gone(pid);
     assert_eq!(&fs::read(m.path("mapped")).unwrap()[..2], b"1a");
