@@ -329,31 +329,6 @@ fn describe_holder(link: &Path) -> String {
     format!("pid {pid} ({}) holds {file}", comm.trim())
 }
 
-/// A process (other than us) whose mount namespace, not ours, lists a mount of the device
-/// `dev` ("major:minor") in its mountinfo: text from /proc, no filesystem asked.
-fn mounted_in_other_namespace(dev: &str) -> Option<u32> {
-    let ours = crate::fsx::trusted::read_link("/proc/self/ns/mnt").ok()?;
-    let mut seen = std::collections::HashSet::from([ours]);
-    for p in crate::fsx::trusted::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(ns) = crate::fsx::trusted::read_link(p.path().join("ns/mnt")) else {
-            continue;
-        };
-        if !seen.insert(ns) {
-            continue;
-        }
-        let listed = crate::fsx::trusted::read_to_string(p.path().join("mountinfo"))
-            .map(|t| t.lines().any(|l| l.split(' ').nth(2) == Some(dev)))
-            .unwrap_or(false);
-        if listed {
-            return Some(pid);
-        }
-    }
-    None
-}
-
 /// Forces a GETATTR of the file a program's descriptor (`/proc/PID/fd/N`) names, if it is
 /// still on one of the mounts `mount_ids` (ours and its copies) and on our FUSE device `dev`
 /// ("major:minor"): opened `O_PATH` (which asks no filesystem) and checked first, as the
@@ -452,7 +427,11 @@ impl Mode for Target {
     }
     fn mounted_elsewhere(&self) -> Option<u32> {
         let conn = (*self.fuse_conn.lock())?;
-        mounted_in_other_namespace(&format!("{}:{}", conn >> 20, conn & 0xf_ffff))
+        crate::overlay::holders::other_namespace_mounting(&format!(
+            "{}:{}",
+            conn >> 20,
+            conn & 0xf_ffff
+        ))
     }
     fn release(&self) -> bool {
         if self.holders_outlive_us() {

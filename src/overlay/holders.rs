@@ -100,21 +100,38 @@ pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSe
 /// mount in another namespace (unshare -m, a container) has an id of its own. A namespace
 /// that no process is in (kept only by a bind mount of its nsfs file) is not seen.
 pub fn mount_ids_of(dev: &str) -> HashSet<u64> {
-    let mut ids = HashSet::new();
+    mounts_of(dev)
+        .into_iter()
+        .flat_map(|(_, ids)| ids)
+        .collect()
+}
+
+/// A process in another mount namespace than ours whose namespace has a mount of `dev`
+/// (a copy made by `unshare -m` or a container), as `mount_ids_of` finds them.
+pub fn other_namespace_mounting(dev: &str) -> Option<u32> {
+    mounts_of(dev)
+        .into_iter()
+        .skip(1)
+        .find(|(_, ids)| !ids.is_empty())
+        .and_then(|(pid, _)| pid)
+}
+
+/// One entry per mount namespace a process is in, ours first (pid `None`: /proc/self):
+/// a process in it and the ids of the mounts of `dev` it lists.
+fn mounts_of(dev: &str) -> Vec<(Option<u32>, Vec<u64>)> {
+    let mut out = Vec::new();
     let mut namespaces: HashSet<PathBuf> = HashSet::new();
-    let procs: Vec<PathBuf> = crate::fsx::trusted::read_dir("/proc")
+    let procs: Vec<(Option<u32>, PathBuf)> = crate::fsx::trusted::read_dir("/proc")
         .map(|it| {
             it.flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_str()
-                        .is_some_and(|n| n.parse::<u32>().is_ok())
+                .filter_map(|e| {
+                    let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                    Some((Some(pid), e.path()))
                 })
-                .map(|e| e.path())
                 .collect()
         })
         .unwrap_or_default();
-    for base in std::iter::once(PathBuf::from("/proc/self")).chain(procs) {
+    for (pid, base) in std::iter::once((None, PathBuf::from("/proc/self"))).chain(procs) {
         if let Ok(ns) = crate::fsx::trusted::read_link(base.join("ns/mnt")) {
             if !namespaces.insert(ns) {
                 continue;
@@ -123,6 +140,7 @@ pub fn mount_ids_of(dev: &str) -> HashSet<u64> {
         let Ok(text) = crate::fsx::trusted::read_to_string(base.join("mountinfo")) else {
             continue;
         };
+        let mut ids = Vec::new();
         for l in text.lines() {
             let mut f = l.split(' ');
             if let (Some(id), Some(d)) = (f.next(), f.nth(1)) {
@@ -131,8 +149,9 @@ pub fn mount_ids_of(dev: &str) -> HashSet<u64> {
                 }
             }
         }
+        out.push((pid, ids));
     }
-    ids
+    out
 }
 
 /// Other processes' descriptors open on one of the mounts `mount_ids` that may write (their
