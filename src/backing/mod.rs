@@ -208,3 +208,21 @@ pub fn ino_at(b: &dyn Backing, loc: &Loc) -> io::Result<Option<u64>> {
         Err(e) => Err(e),
     }
 }
+
+/// Moves what is at `at` (put there behind asdfs) into the side directory under the first
+/// free name `salvaged.behind.<N>`, never following or deleting it, and makes the move
+/// durable in the side directory. Returns where it is kept.
+pub fn set_aside(b: &dyn Backing, at: &Loc) -> io::Result<Loc> {
+    for n in 0..1000 {
+        let to = Loc::side(format!("salvaged.behind.{n}"));
+        if ino_at(b, &to)?.is_some() {
+            continue;
+        }
+        b.rename(at, &to)?;
+        let _ = b.sync_dir(&Loc::side(""));
+        return Ok(to);
+    }
+    Err(io::Error::other(
+        "no free salvaged.behind.N name in the side directory",
+    ))
+}

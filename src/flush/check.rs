@@ -15,13 +15,37 @@ use std::path::{Component, Path};
 /// the end every name the plan gives an object holds it (what `Journal::apply` verifies).
 /// An error names the first step that would fail.
 pub fn check(journal: &Journal, disk: &dyn Backing) -> io::Result<()> {
-    let mut sim = Sim::new(disk)?;
+    let mut sim = Sim::new(disk, None)?;
     for (i, step) in journal.steps.iter().enumerate() {
         sim.step(step)
             .map_err(|e| io::Error::new(e.kind(), format!("step {}: {e}", i + 1)))?;
     }
     sim.verify(journal)
 }
+
+/// Runs `journal`'s steps on the model like `check`, and where an object read from the disk,
+/// whose inode is not in `known`, would make a step fail by standing at its destination,
+/// offers its place on disk (as it is now, before any step) to `aside`; if that moves it
+/// away (returns true), the model goes on without it. Stops at the first other failure
+/// (`check` reports it).
+pub(super) fn clear(
+    journal: &Journal,
+    disk: &dyn Backing,
+    known: &HashSet<u64>,
+    aside: &mut dyn FnMut(&Loc) -> bool,
+) {
+    let Ok(mut sim) = Sim::new(disk, Some((known, aside))) else {
+        return;
+    };
+    for step in &journal.steps {
+        if sim.step(step).is_err() {
+            return;
+        }
+    }
+}
+
+/// What `clear` gives the model: the inodes the plan knows, and what moves an object aside.
+type Aside<'b> = (&'b HashSet<u64>, &'b mut dyn FnMut(&Loc) -> bool);
 
 /// One object of the model: its inode and, for one read from the disk, where it was.
 struct Node {
@@ -37,6 +61,7 @@ struct Sim<'a> {
     nodes: Vec<Node>,
     target: usize,
     side: usize,
+    aside: Option<Aside<'a>>,
 }
 
 fn bad(msg: String) -> io::Error {
@@ -65,12 +90,13 @@ fn split(loc: &Loc) -> io::Result<(Loc, OsString)> {
 }
 
 impl<'a> Sim<'a> {
-    fn new(disk: &'a dyn Backing) -> io::Result<Sim<'a>> {
+    fn new(disk: &'a dyn Backing, aside: Option<Aside<'a>>) -> io::Result<Sim<'a>> {
         let mut sim = Sim {
             disk,
             nodes: Vec::new(),
             target: 0,
             side: 1,
+            aside,
         };
         for root in [Loc::target(""), Loc::side("")] {
             let st = disk.stat(&root)?;
@@ -167,6 +193,24 @@ impl<'a> Sim<'a> {
         Ok(true)
     }
 
+    /// In `clear`: `old`, in the way at `name` in `dir`, is an object of the disk copy the
+    /// plan does not know, still where it was read: it is offered to be moved aside. True if
+    /// it was (the name is free now).
+    fn set_aside(&mut self, dir: usize, name: &OsStr, old: usize) -> bool {
+        let node = &self.nodes[old];
+        let Some((known, aside)) = self.aside.as_mut() else {
+            return false;
+        };
+        let Some(orig @ Loc::Target(p)) = &node.orig else {
+            return false;
+        };
+        if p.as_os_str().is_empty() || known.contains(&node.ino) || !aside(orig) {
+            return false;
+        }
+        self.nodes[dir].kids.insert(name.to_os_string(), None);
+        true
+    }
+
     fn step(&mut self, step: &Step) -> io::Result<()> {
         match step {
             Step::Rename { from, to, ino } => self.rename(from, to, *ino),
@@ -194,13 +238,18 @@ impl<'a> Sim<'a> {
                 // Two names of one file: rename(2) does nothing.
                 return Ok(());
             }
-            match (self.nodes[src].dir, self.nodes[old].dir) {
-                (true, false) => return Err(bad(format!("{to} is not a directory"))),
-                (false, true) => return Err(bad(format!("{to} is a directory"))),
+            let blocked = match (self.nodes[src].dir, self.nodes[old].dir) {
+                (true, false) => Some(format!("{to} is not a directory")),
+                (false, true) => Some(format!("{to} is a directory")),
                 (true, true) if !self.is_empty(old)? => {
-                    return Err(bad(format!("the directory {to} is not empty")));
+                    Some(format!("the directory {to} is not empty"))
                 }
-                _ => {}
+                _ => None,
+            };
+            if let Some(msg) = blocked {
+                if !self.set_aside(dir, &name, old) {
+                    return Err(bad(msg));
+                }
             }
         }
         let (fchain, fname) = self.parent(from)?;
@@ -221,8 +270,10 @@ impl<'a> Sim<'a> {
         };
         let (chain, name) = self.parent(to)?;
         let dir = chain[chain.len() - 1];
-        if self.child(dir, &name)?.is_some() {
-            return Err(bad(format!("{to} is taken")));
+        if let Some(old) = self.child(dir, &name)? {
+            if !self.set_aside(dir, &name, old) {
+                return Err(bad(format!("{to} is taken")));
+            }
         }
         self.nodes[dir].kids.insert(name, Some(src));
         Ok(())

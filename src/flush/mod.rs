@@ -2,6 +2,7 @@
 //! recovery after a crash (design.md §7).
 
 mod check;
+mod clear;
 mod conflict;
 mod fsync;
 mod journal;
@@ -500,8 +501,9 @@ impl CommitHook for StoreCommit<'_> {
     }
 }
 
-/// Steps 3-7 of a flush of either mode (design.md §6): check the journal against the disk
-/// as it will be at each step, commit it (with the planner's `hook`), apply it. A journal
+/// Steps 3-7 of a flush of either mode (design.md §6): move aside what the store does not
+/// know standing in the way of a step (`clear`), check the journal against the disk as it
+/// will be at each step, commit it (with the planner's `hook`), apply it. A journal
 /// that fails the check is a planner's bug: it is logged and not committed, so the flush
 /// fails, the changes stay where they are and the next flush plans again. The disk
 /// generation is the journal's once it is committed; a committed journal that could not be
@@ -515,6 +517,7 @@ pub fn commit_and_apply(
 ) -> anyhow::Result<()> {
     let generation = journal.generation;
     let stage = Loc::side(Journal::stage_dir(generation));
+    clear::clear_the_way(b, &journal);
     if let Err(e) = check(&journal, b) {
         tracing::error!(generation, error = %e, steps = ?journal.steps, "a flush plan failed its check and was not committed (a bug)");
         let _ = b.remove(&stage);

@@ -49,24 +49,13 @@ impl Store {
     /// asdfs): it is moved into the side directory as `salvaged.behind.<N>`, so that the
     /// store's version can take its place and nothing is lost (design.md §7).
     fn set_aside(&self, root: &std::path::Path) {
-        let b = self.backing.as_ref();
-        for n in 0..1000 {
-            let to = Loc::side(format!("salvaged.behind.{n}"));
-            match ino_at(b, &to) {
-                Ok(None) => {}
-                Ok(Some(_)) => continue,
-                Err(_) => break,
+        match crate::backing::set_aside(self.backing.as_ref(), &Loc::Target(root.to_path_buf())) {
+            Ok(to) => {
+                tracing::error!(path = %root.display(), kept = %to, "what was on disk in place of what the store holds is kept in the side directory");
             }
-            match b.rename(&Loc::Target(root.to_path_buf()), &to) {
-                Ok(()) => {
-                    let _ = b.sync_dir(&Loc::side(""));
-                    tracing::error!(path = %root.display(), kept = %to, "what was on disk in place of what the store holds is kept in the side directory");
-                }
-                Err(e) => {
-                    tracing::error!(path = %root.display(), error = %e, "what is on disk in place of what the store holds could not be set aside; the next flush may fail its check")
-                }
+            Err(e) => {
+                tracing::error!(path = %root.display(), error = %e, "what is on disk in place of what the store holds could not be set aside; the next flush may fail its check")
             }
-            return;
         }
     }
 

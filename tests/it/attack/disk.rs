@@ -316,3 +316,115 @@ fn fsync_in_place_never_writes_through_a_file_swapped_for_a_symlink() {
         b"into root's file?\n"
     );
 }
+
+/// Finding F5 (flush): something the owner makes on the disk copy where the store has a new
+/// object not yet on disk (a directory where a file goes, or a file where a directory goes)
+/// made every later flush of the whole target fail its check. It is moved aside into the
+/// side directory (with its content, named in a warning) and the flush of everything goes
+/// on; planted again, it is moved aside again.
+fn planted_in_the_way(extra: &[&str], new_dir: bool) {
+    let o = Owned::mount(extra);
+    let want = |name: &str| {
+        if new_dir {
+            format!("report.txt/{name}")
+        } else {
+            name.to_string()
+        }
+    };
+    if new_dir {
+        std::fs::create_dir(o.m.path("report.txt")).unwrap();
+    }
+    std::fs::write(o.m.path(&want("r")), b"victim-report\n").unwrap();
+    std::fs::write(o.m.path("other.txt"), b"other\n").unwrap();
+    let plant = || {
+        let fd = o.under.as_raw_fd();
+        as_attacker(move || {
+            // SAFETY: NUL-terminated names; `fd` is inherited from the parent.
+            let r = unsafe {
+                let f = if new_dir {
+                    libc::openat(
+                        fd,
+                        c"report.txt".as_ptr(),
+                        libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY,
+                        0o644,
+                    )
+                } else {
+                    let d = if libc::mkdirat(fd, c"r".as_ptr(), 0o755) == 0 {
+                        libc::openat(fd, c"r".as_ptr(), libc::O_DIRECTORY)
+                    } else {
+                        -1
+                    };
+                    if d < 0 {
+                        -1
+                    } else {
+                        libc::openat(
+                            d,
+                            c"blocker".as_ptr(),
+                            libc::O_CREAT | libc::O_WRONLY,
+                            0o644,
+                        )
+                    }
+                };
+                f >= 0 && libc::write(f, b"x".as_ptr().cast(), 1) == 1
+            };
+            r.then_some(())
+                .ok_or_else(|| std::io::Error::last_os_error().to_string())
+        })
+        .unwrap();
+    };
+    let planted = if new_dir { "report.txt" } else { "r" };
+    let disk = o.m.disk_copy();
+    for round in 0..2 {
+        plant();
+        o.m.flush();
+        assert_eq!(
+            std::fs::read(disk.join(want("r"))).unwrap(),
+            b"victim-report\n"
+        );
+        assert_eq!(std::fs::read(disk.join("other.txt")).unwrap(), b"other\n");
+        let log = o.m.log_tail();
+        let kept = o.m.side().join(format!("salvaged.behind.{round}"));
+        let content = if new_dir {
+            kept.clone()
+        } else {
+            kept.join("blocker")
+        };
+        assert_eq!(
+            std::fs::read(&content).ok().as_deref(),
+            Some(&b"x"[..]),
+            "round {round}: the planted object was not kept aside; log:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("salvaged.behind.{round}"))
+                && log.contains(&format!("target:/{planted}")),
+            "round {round}: the move aside was not reported; daemon log:\n{log}"
+        );
+        // A second round: the store's object is on disk now; plant at a new name.
+        if round == 0 {
+            let _ = std::fs::remove_dir_all(o.m.path(&want("r")));
+            let _ = std::fs::remove_file(o.m.path(&want("r")));
+            if new_dir {
+                std::fs::remove_dir_all(o.m.path("report.txt")).unwrap();
+                o.m.flush();
+                std::fs::create_dir(o.m.path("report.txt")).unwrap();
+            } else {
+                o.m.flush();
+            }
+            std::fs::write(o.m.path(&want("r")), b"victim-report\n").unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_directory_planted_where_a_new_file_goes_never_blocks_the_flush() {
+    if crate::harness::fuse_available() {
+        planted_in_the_way(&[], false);
+    }
+}
+
+#[test]
+fn a_file_planted_where_a_new_directory_goes_never_blocks_the_flush() {
+    if crate::harness::fuse_available() {
+        planted_in_the_way(&[], true);
+    }
+}
