@@ -34,7 +34,13 @@ pub fn status(format: Format, target: Option<&Path>) -> anyhow::Result<i32> {
                 continue;
             }
         }
-        let asked = locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status));
+        let ask = || locate::running(t).and_then(|r| control::call(&r.socket, &Request::Status));
+        let mut asked = ask();
+        if target.is_none() && !matches!(&asked, Ok(r) if r.ok) {
+            // Listing everything: a daemon that is starting or stopping answers a moment later.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            asked = ask();
+        }
         let gone = || target.is_none() && !locate::all().is_ok_and(|a| a.contains(t));
         match asked {
             Ok(r) if r.ok => reports.extend(r.status),

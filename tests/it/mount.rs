@@ -125,7 +125,7 @@ fn files_open_at_unmount_keep_working_and_reach_disk() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 open files"),
+        String::from_utf8_lossy(&out.stdout).contains("1 open file is still served"),
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
