@@ -276,11 +276,13 @@ fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result
     let p = &begun.paths;
     let mounts = mounting::mounts().unwrap_or_default();
     let mut ids: HashSet<u64> = HashSet::new();
+    let mut devs: Vec<String> = Vec::new();
     for m in mounts
         .iter()
         .filter(|m| m.mount_point == p.target && m.fstype == mounting::FSTYPE)
     {
         ids.insert(m.id);
+        devs.push(m.dev.clone());
         // Its copies in other mount namespaces (unshare -m, containers) too.
         ids.extend(crate::overlay::holders::mount_ids_of(&m.dev));
     }
@@ -292,26 +294,83 @@ fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result
     // An id the mount table has again is another mount's now.
     ids.extend(recorded.filter(|id| mounts.iter().all(|m| m.id != *id)));
     let writers = crate::overlay::holders::writable_fds_on(&ids);
-    if writers.is_empty() {
+    let mapped = mapped_on(&devs);
+    if writers.is_empty() && mapped.is_empty() {
         let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
         return Ok(());
     }
-    let named: Vec<String> = writers.iter().take(5).map(|l| describe_holder(l)).collect();
+    let named: Vec<String> = writers
+        .iter()
+        .map(|l| describe_holder(l))
+        .chain(mapped.iter().cloned())
+        .take(5)
+        .collect();
+    let held = crate::human::count((writers.len() + mapped.len()) as u64, "file");
     let t = p.target.display();
     if !force {
         anyhow::bail!(
-            "{t}: {} of the previous session still open for writing ({}): what they write from now on would not reach a new session; close them, then mount again (--force mounts anyway, and their later writes are lost)",
-            crate::human::count(writers.len() as u64, "file"),
+            "{t}: {held} of the previous session still open for writing ({}): what they write from now on would not reach a new session; close them, then mount again (--force mounts anyway, and their later writes are lost)",
             named.join("; ")
         );
     }
     tracing::warn!(
-        "{t}: --force: {} of the previous session still open for writing ({}): what they write from now on is not kept",
-        crate::human::count(writers.len() as u64, "file"),
+        "{t}: --force: {held} of the previous session still open for writing ({}): what they write from now on is not kept",
         named.join("; ")
     );
     let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
     Ok(())
+}
+
+/// Processes with a shared writable mapping of a file of one of the (dead) FUSE mounts
+/// `devs` ("major:minor"): a passthrough mapping writes the store's data file through the
+/// kernel and outlives the descriptor and the daemon. "pid N (comm) maps FILE", from
+/// /proc/PID/maps (text only; it names the mount's file and device).
+fn mapped_on(devs: &[String]) -> Vec<String> {
+    let wanted: HashSet<String> = devs
+        .iter()
+        .filter_map(|d| {
+            let (ma, mi) = d.split_once(':')?;
+            Some(format!(
+                "{:02x}:{:02x}",
+                ma.parse::<u32>().ok()?,
+                mi.parse::<u32>().ok()?
+            ))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let me = std::process::id();
+    let mut out = Vec::new();
+    for p in crate::fsx::trusted::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(maps) = crate::fsx::trusted::read_to_string(p.path().join("maps")) else {
+            continue;
+        };
+        let hit = maps.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let shared_writable = f
+                .get(1)
+                .is_some_and(|m| m.contains('w') && m.ends_with('s'));
+            let ours = f.get(3).is_some_and(|d| wanted.contains(*d));
+            (shared_writable && ours).then(|| f.get(5).copied().unwrap_or("a file").to_string())
+        });
+        if let Some(file) = hit {
+            let comm =
+                crate::fsx::trusted::read_to_string(p.path().join("comm")).unwrap_or_default();
+            out.push(format!("pid {pid} ({}) maps {file}", comm.trim()));
+        }
+    }
+    out
 }
 
 /// "pid N (comm) holds PATH" for a /proc/PID/fd/N link: readlink and /proc text only.

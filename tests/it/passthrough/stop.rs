@@ -358,3 +358,61 @@ impl Drop for NsWriter {
         }
     }
 }
+
+/// QA: a program that holds only a shared writable mapping (its descriptor closed) goes on
+/// writing the data file after a kill -9, through the kernel; a takeover then lost those
+/// writes without an error. The start refuses while such a mapping exists, naming it.
+#[test]
+fn a_start_over_a_killed_session_waits_for_a_mapping_of_it() {
+    if !fuse_available() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let m = mount_with("passthrough");
+    fs::write(m.path("mapped"), vec![b'a'; 4096]).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(m.path("mapped"))
+        .unwrap();
+    // SAFETY: a fresh shared mapping of an open file, unmapped below.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED);
+    drop(f);
+    let p = p.cast::<u8>();
+    // SAFETY: inside the mapping.
+    unsafe { p.write_volatile(b'1') };
+    m.kill_daemon();
+    unsafe { p.add(1).write_volatile(b'2') };
+    let out = crate::harness::asdfs_env(m.mount_args(), &m.env);
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    let refused = !out.status.success();
+    unsafe { p.add(2).write_volatile(b'3') };
+    // SAFETY: the mapping made above.
+    unsafe { libc::munmap(p.cast(), 4096) };
+    assert!(
+        refused,
+        "a new session started while a mapping of the old one still writes"
+    );
+    assert!(
+        said.contains(&format!("pid {} (", std::process::id())),
+        "{said}"
+    );
+    assert!(said.contains(" maps "), "{said}");
+    m.mount();
+    assert_eq!(&fs::read(m.path("mapped")).unwrap()[..4], b"123a");
+    m.unmount();
+    assert_eq!(
+        &fs::read(m.disk_copy().join("mapped")).unwrap()[..4],
+        b"123a"
+    );
+}
