@@ -470,45 +470,19 @@ pub mod trusted {
     /// (`AT_STATX_FORCE_SYNC`): on a FUSE mount, a GETATTR whose answer the kernel takes as
     /// fresh attributes.
     pub fn stat_forced(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<()> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: an open descriptor, an empty NUL-terminated path, a buffer statx fills.
-        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::statx(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_FORCE_SYNC,
-                libc::STATX_BASIC_STATS,
-                &mut buf,
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_FORCE_SYNC;
+        statx(fd, "", flags, StatxFlags::BASIC_STATS)?;
+        Ok(())
     }
     /// The device (`major:minor`) of an open descriptor's filesystem, asking the
     /// filesystem nothing (`AT_STATX_DONT_SYNC` and an empty request mask: FUSE sends no
     /// request, even for a mount that would not let us in).
     pub fn dev_cached(fd: std::os::fd::BorrowedFd<'_>) -> io::Result<String> {
-        use std::os::fd::AsRawFd;
-        // SAFETY: an open descriptor, an empty NUL-terminated path, a buffer statx fills.
-        let mut buf: libc::statx = unsafe { std::mem::zeroed() };
-        let r = unsafe {
-            libc::statx(
-                fd.as_raw_fd(),
-                c"".as_ptr(),
-                libc::AT_EMPTY_PATH | libc::AT_STATX_DONT_SYNC,
-                0,
-                &mut buf,
-            )
-        };
-        if r == 0 {
-            Ok(format!("{}:{}", buf.stx_dev_major, buf.stx_dev_minor))
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC;
+        let st = statx(fd, "", flags, StatxFlags::empty())?;
+        Ok(format!("{}:{}", st.stx_dev_major, st.stx_dev_minor))
     }
     pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
         std::fs::canonicalize(p)

@@ -294,7 +294,8 @@ fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result
     // An id the mount table has again is another mount's now.
     ids.extend(recorded.filter(|id| mounts.iter().all(|m| m.id != *id)));
     let writers = crate::overlay::holders::writable_fds_on(&ids);
-    let mapped = mapped_on(&devs);
+    // A passthrough mapping outlives the descriptor and the daemon.
+    let mapped = crate::overlay::holders::shared_writable_maps_on(&devs);
     if writers.is_empty() && mapped.is_empty() {
         let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
         return Ok(());
@@ -319,58 +320,6 @@ fn refuse_stale_writers(begun: &lifecycle::Begun, force: bool) -> anyhow::Result
     );
     let _ = crate::fsx::unlink(store, std::ffi::OsStr::new(HELD_MOUNT));
     Ok(())
-}
-
-/// Processes with a shared writable mapping of a file of one of the (dead) FUSE mounts
-/// `devs` ("major:minor"): a passthrough mapping writes the store's data file through the
-/// kernel and outlives the descriptor and the daemon. "pid N (comm) maps FILE", from
-/// /proc/PID/maps (text only; it names the mount's file and device).
-fn mapped_on(devs: &[String]) -> Vec<String> {
-    let wanted: HashSet<String> = devs
-        .iter()
-        .filter_map(|d| {
-            let (ma, mi) = d.split_once(':')?;
-            Some(format!(
-                "{:02x}:{:02x}",
-                ma.parse::<u32>().ok()?,
-                mi.parse::<u32>().ok()?
-            ))
-        })
-        .collect();
-    if wanted.is_empty() {
-        return Vec::new();
-    }
-    let me = std::process::id();
-    let mut out = Vec::new();
-    for p in crate::fsx::trusted::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(maps) = crate::fsx::trusted::read_to_string(p.path().join("maps")) else {
-            continue;
-        };
-        let hit = maps.lines().find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            let shared_writable = f
-                .get(1)
-                .is_some_and(|m| m.contains('w') && m.ends_with('s'));
-            let ours = f.get(3).is_some_and(|d| wanted.contains(*d));
-            (shared_writable && ours).then(|| f.get(5).copied().unwrap_or("a file").to_string())
-        });
-        if let Some(file) = hit {
-            let comm =
-                crate::fsx::trusted::read_to_string(p.path().join("comm")).unwrap_or_default();
-            out.push(format!("pid {pid} ({}) maps {file}", comm.trim()));
-        }
-    }
-    out
 }
 
 /// "pid N (comm) holds PATH" for a /proc/PID/fd/N link: readlink and /proc text only.

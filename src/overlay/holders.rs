@@ -32,23 +32,12 @@ impl Holders {
 /// count: the overlay cannot change them.
 pub fn scan(ovl_dev: u64, upper_pseudo: u64, upper_dev: u64, upper_inos: &HashSet<u64>) -> Holders {
     let mut h = Holders::default();
-    let me = own_pid();
-    let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
-        return h;
-    };
     // Mount namespaces already looked at; ours has the overlay on the target.
     let mut namespaces: HashSet<PathBuf> = crate::fsx::trusted::read_link("/proc/self/ns/mnt")
         .into_iter()
         .collect();
     let wanted = format!("{}:{}", libc::major(ovl_dev), libc::minor(ovl_dev));
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let base = p.path();
+    for (pid, base) in processes() {
         // A mount of the overlay in another mount namespace (a copy made by unshare or a
         // container, not following our unmounts): programs there can use all of it.
         if let Ok(ns) = crate::fsx::trusted::read_link(base.join("ns/mnt")) {
@@ -121,17 +110,8 @@ pub fn other_namespace_mounting(dev: &str) -> Option<u32> {
 fn mounts_of(dev: &str) -> Vec<(Option<u32>, Vec<u64>)> {
     let mut out = Vec::new();
     let mut namespaces: HashSet<PathBuf> = HashSet::new();
-    let procs: Vec<(Option<u32>, PathBuf)> = crate::fsx::trusted::read_dir("/proc")
-        .map(|it| {
-            it.flatten()
-                .filter_map(|e| {
-                    let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-                    Some((Some(pid), e.path()))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    for (pid, base) in std::iter::once((None, PathBuf::from("/proc/self"))).chain(procs) {
+    let others = processes().into_iter().map(|(pid, base)| (Some(pid), base));
+    for (pid, base) in std::iter::once((None, PathBuf::from("/proc/self"))).chain(others) {
         if let Ok(ns) = crate::fsx::trusted::read_link(base.join("ns/mnt")) {
             if !namespaces.insert(ns) {
                 continue;
@@ -158,19 +138,9 @@ fn mounts_of(dev: &str) -> Vec<(Option<u32>, Vec<u64>)> {
 /// /proc links). Read from /proc/PID/fdinfo only: nothing reaches any filesystem (a stat of
 /// a descriptor on someone's stalled FUSE mount could hang the caller).
 pub fn writable_fds_on(mount_ids: &HashSet<u64>) -> Vec<PathBuf> {
-    let me = own_pid();
     let mut out = Vec::new();
-    let Ok(procs) = crate::fsx::trusted::read_dir("/proc") else {
-        return out;
-    };
-    for p in procs.flatten() {
-        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        for info in list(&p.path().join("fdinfo")) {
+    for (_, base) in processes() {
+        for info in list(&base.join("fdinfo")) {
             let Ok(text) = crate::fsx::trusted::read_to_string(&info) else {
                 continue;
             };
@@ -187,12 +157,63 @@ pub fn writable_fds_on(mount_ids: &HashSet<u64>) -> Vec<PathBuf> {
                 .is_some_and(|f| f & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32);
             if on_mount && writable {
                 if let Some(n) = info.file_name() {
-                    out.push(p.path().join("fd").join(n));
+                    out.push(base.join("fd").join(n));
                 }
             }
         }
     }
     out
+}
+
+/// Processes with a shared writable mapping of a file on one of the devices `devs`
+/// ("major:minor", as mountinfo writes them): "pid N (comm) maps FILE", from
+/// /proc/PID/maps (text only; a FUSE passthrough mapping shows the mount's file and device).
+pub fn shared_writable_maps_on(devs: &[String]) -> Vec<String> {
+    let wanted: HashSet<String> = devs
+        .iter()
+        .filter_map(|d| {
+            let (ma, mi) = d.split_once(':')?;
+            let (ma, mi) = (ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?);
+            Some(format!("{ma:02x}:{mi:02x}"))
+        })
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (pid, base) in processes() {
+        let Ok(maps) = crate::fsx::trusted::read_to_string(base.join("maps")) else {
+            continue;
+        };
+        let hit = maps.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let shared_writable = f
+                .get(1)
+                .is_some_and(|m| m.contains('w') && m.ends_with('s'));
+            let ours = f.get(3).is_some_and(|d| wanted.contains(*d));
+            (shared_writable && ours).then(|| f.get(5).copied().unwrap_or("a file").to_string())
+        });
+        if let Some(file) = hit {
+            let comm = crate::fsx::trusted::read_to_string(base.join("comm")).unwrap_or_default();
+            out.push(format!("pid {pid} ({}) maps {file}", comm.trim()));
+        }
+    }
+    out
+}
+
+/// Every process but this one: its number and its /proc directory.
+fn processes() -> Vec<(u32, PathBuf)> {
+    let me = own_pid();
+    crate::fsx::trusted::read_dir("/proc")
+        .map(|it| {
+            it.flatten()
+                .filter_map(|e| {
+                    let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+                    (pid != me).then(|| (pid, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// This process's number as /proc names it: in a child PID namespace under the host's
