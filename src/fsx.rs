@@ -151,13 +151,22 @@ pub fn mkdir_private(
     uid: u32,
 ) -> anyhow::Result<(Dir, bool)> {
     let path = parent.path.join(name);
-    let created = match rustix::fs::mkdirat(parent, one_component(name)?, Mode::from_raw_mode(mode))
-    {
-        Ok(()) => true,
-        Err(rustix::io::Errno::EXIST) => false,
-        Err(e) => bail!("{}: cannot create the directory: {e}", path.display()),
+    let mut tries = 0;
+    let (created, opened) = loop {
+        let created =
+            match rustix::fs::mkdirat(parent, one_component(name)?, Mode::from_raw_mode(mode)) {
+                Ok(()) => true,
+                Err(rustix::io::Errno::EXIST) => false,
+                Err(e) => bail!("{}: cannot create the directory: {e}", path.display()),
+            };
+        match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+            // The directory that was there went between the two calls (an ending daemon
+            // removing its store): make it.
+            Err(rustix::io::Errno::NOENT) if !created && tries < 3 => tries += 1,
+            opened => break (created, opened),
+        }
     };
-    let dir = match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
+    let dir = match opened {
         Ok(fd) => Dir {
             fd,
             path: path.clone(),

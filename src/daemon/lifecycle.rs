@@ -576,7 +576,14 @@ fn remove_side(side: &paths::Side) {
 /// mount right after an unmount meets the old daemon's last steps): then it is made again.
 pub(super) fn lock_store(p: &TargetPaths) -> anyhow::Result<(paths::StoreDirs, Flock<File>)> {
     for _ in 0..50 {
-        let dirs = paths::prepare_store(p)?;
+        let dirs = match paths::prepare_store(p) {
+            Ok(dirs) => dirs,
+            Err(e) if e.is::<paths::StoreGone>() => {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match take_lock(p, &dirs.store) {
             Ok(lock) if store_intact(&dirs, &lock) => return Ok((dirs, lock)),
             Ok(_) => {}
@@ -703,4 +710,72 @@ fn open_files_settled(t: &dyn Mode) -> u64 {
         open = t.open_files();
     }
     open
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A start that meets an ending daemon removing its store (as after `umount -i`) makes
+    /// the store again instead of failing with "private: cannot create the directory: No
+    /// such file or directory" (CI: mount 14 of 30 in the lifecycle test).
+    #[test]
+    fn a_store_removed_while_a_start_prepares_it_is_made_again() {
+        let vol = tempfile::Builder::new()
+            .prefix("asdfs-unit-vol-")
+            .tempdir_in("/dev/shm")
+            .unwrap();
+        let target = tempfile::tempdir().unwrap();
+        let store_root = vol.path().join("asdfs");
+        let p = TargetPaths {
+            target: target.path().to_path_buf(),
+            side: target.path().with_extension("side"),
+            store: store_root.join(paths::store_key(target.path())),
+            store_root,
+        };
+        let mut failures = Vec::new();
+        for round in 0..300u32 {
+            drop(lock_store(&p).unwrap());
+            let (root, store) = (p.store_root.clone(), p.store.clone());
+            // The ending daemon's removal, again and again for 3 ms, so that it lands at
+            // every step of a start that begins in that time.
+            let started = Arc::new(std::sync::Barrier::new(2));
+            let ender = std::thread::spawn({
+                let started = started.clone();
+                move || {
+                    started.wait();
+                    let end = Instant::now() + Duration::from_millis(3);
+                    while Instant::now() < end {
+                        remove_store_files(&root, &store);
+                    }
+                }
+            });
+            started.wait();
+            std::thread::sleep(Duration::from_micros(u64::from(round % 10) * 250));
+            if let Err(e) = lock_store(&p) {
+                failures.push(format!("{e:#}"));
+            }
+            ender.join().unwrap();
+        }
+        assert!(
+            failures.is_empty(),
+            "{} of 300 starts failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(3)]
+        );
+    }
+
+    /// What `remove_store` does to the store now at `store`, without a session or side
+    /// directory.
+    fn remove_store_files(root: &Path, store: &Path) {
+        use crate::fsx::{self, Dir};
+        use std::ffi::OsStr;
+        let (Ok(root), Ok(store)) = (Dir::open(root), Dir::open(store)) else {
+            return;
+        };
+        let _ = fsx::remove_tree(&store, OsStr::new("private"));
+        let _ = fsx::unlink(&store, OsStr::new("lock"));
+        let key = store.path().file_name().unwrap_or_default();
+        let _ = fsx::rmdir(&root, key);
+    }
 }

@@ -274,11 +274,24 @@ pub fn prepare_store(p: &TargetPaths) -> anyhow::Result<StoreDirs> {
     if created {
         undo.store = Some((dirs.root.try_clone()?, key.into()));
     }
-    probe_writable(&dirs.store)?;
-    fsx::mkdir_private(&dirs.store, OsStr::new("private"), 0o700, uid)?;
+    let filled = probe_writable(&dirs.store)
+        .and_then(|()| fsx::mkdir_private(&dirs.store, OsStr::new("private"), 0o700, uid));
+    if let Err(e) = filled {
+        // An ending daemon removes its store while it still holds the lock: the directory
+        // accepted above may be gone by now. The caller makes it again.
+        if dirs.store.stat().is_ok_and(|st| st.st_nlink == 0) {
+            return Err(StoreGone.into());
+        }
+        return Err(e);
+    }
     undo.disarm();
     Ok(dirs)
 }
+
+/// The store directory was removed (by a daemon ending) while a start prepared it.
+#[derive(Debug, thiserror::Error)]
+#[error("the store directory was removed while this daemon started")]
+pub struct StoreGone;
 
 const STORE_ROOT: &str = "asdfs";
 
