@@ -162,7 +162,7 @@ pub fn mkdir_private(
         match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
             // The directory that was there went between the two calls (an ending daemon
             // removing its store): make it.
-            Err(rustix::io::Errno::NOENT) if !created && tries < 3 => tries += 1,
+            Err(rustix::io::Errno::NOENT) if tries < 50 => tries += 1,
             opened => break (created, opened),
         }
     };
