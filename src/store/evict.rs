@@ -377,13 +377,17 @@ impl Store {
             bytes: need,
         };
         let mut asked: Option<Instant> = None;
+        // Changed data seen at the last look: a flush that ends between the eviction and the
+        // look at the budget made data evictable that this look has not evicted yet.
+        let mut was_dirty = false;
         loop {
             self.make_room(need);
             let b = self.budget();
             if b.free >= need {
                 return Ok(guard);
             }
-            let patience = if b.dirty > 0 { READ_PATIENCE } else { PATIENCE };
+            let flushable = b.dirty > 0 || std::mem::replace(&mut was_dirty, b.dirty > 0);
+            let patience = if flushable { READ_PATIENCE } else { PATIENCE };
             if need > b.room || since.elapsed() >= patience {
                 // A limit the daemon keeps by its own count (a user's store on a shared
                 // tmpfs) gives way to reading a clean file, as long as the tmpfs has room.
