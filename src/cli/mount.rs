@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
     /// The directories to keep in RAM (one daemon serves them all).
-    #[arg(required_unless_present = "all")]
+    #[arg(required_unless_present = "all", value_parser = target_arg)]
     pub targets: Vec<PathBuf>,
     /// Every target of the configuration file, served by one daemon.
     #[arg(long, conflicts_with = "targets")]
@@ -29,7 +29,7 @@ pub struct MountArgs {
     pub config: Option<PathBuf>,
     /// Where the RAM store lives (a tmpfs directory); default /run for root,
     /// $XDG_RUNTIME_DIR for users.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = volatile_arg)]
     pub volatile: Option<PathBuf>,
     /// How often changes are written to disk, e.g. 30s, 5min, 1h [default: 5min].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -113,6 +113,19 @@ pub enum DataPathArg {
 pub enum ModeArg {
     Fuse,
     Overlay,
+}
+
+/// A target on the command line: an absolute path in normal form, else a usage error (exit 2),
+/// as the configuration file's rule says it.
+fn target_arg(s: &str) -> Result<PathBuf, String> {
+    config::check_path(Path::new(s), "target")?;
+    Ok(PathBuf::from(s))
+}
+
+/// `--volatile`: as a target.
+fn volatile_arg(s: &str) -> Result<PathBuf, String> {
+    config::check_path(Path::new(s), "volatile dir")?;
+    Ok(PathBuf::from(s))
 }
 
 /// yes/no as asd writes it (yes, no, true, false, 1, 0, on, off).
