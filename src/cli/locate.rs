@@ -151,10 +151,25 @@ fn volatile_of(store: &Path) -> Option<PathBuf> {
 
 /// Finds what serves `target`: a daemon that answers on its control socket, a daemon that
 /// died (a socket nobody listens on, or a dead mount), or nothing.
+///
+/// A FUSE mount another user controls on the target's way (`mounting::foreign_fuse_on`)
+/// could leave this waiting for ever: then nothing on that way is looked at, and the store
+/// is found by the target's name alone in the default volatile directory. Otherwise the
+/// path steps are given up after `hang::limit()` (docs/security.md R7).
 pub fn find(target: &Path) -> anyhow::Result<Found> {
-    let t = absolute(target)?;
+    if mounting::foreign_fuse_on(target)?.is_some() {
+        return find_at(mounting::lexical_absolute(target)?, false);
+    }
+    let given = target.to_path_buf();
+    crate::hang::bounded(&target.display().to_string(), move || {
+        find_at(absolute(&given)?, true)
+    })
+}
+
+/// `find` for the absolute target `t`; `look`: whether its path may be looked at.
+fn find_at(t: PathBuf, look: bool) -> anyhow::Result<Found> {
     let me = nix::unistd::geteuid().as_raw();
-    let session = session_store(&t, me);
+    let session = if look { session_store(&t, me) } else { None };
     let from_session = session
         .as_ref()
         .and_then(|s| trusted_socket(&t, s, me).ok());
@@ -181,7 +196,7 @@ pub fn find(target: &Path) -> anyhow::Result<Found> {
             mounted,
         }));
     }
-    if mounting::is_dead_fuse_mount(&t) {
+    if look && mounting::is_dead_fuse_mount(&t) {
         let named_right = |s: &PathBuf| s.file_name() == Some(paths::store_key(&t).as_ref());
         let volatile = session.filter(named_right).and_then(|s| volatile_of(&s));
         return Ok(Found::Dead(Dead {
@@ -198,7 +213,10 @@ pub fn running(target: &Path) -> anyhow::Result<Running> {
     match find(target)? {
         Found::Running(r) => Ok(r),
         Found::Dead(d) => bail!("{}", d.message(&d.mount_command())),
-        Found::Idle => bail!("{}: not kept in RAM by asdfs", absolute(target)?.display()),
+        Found::Idle => bail!(
+            "{}: not kept in RAM by asdfs",
+            mounting::lexical_absolute(target)?.display()
+        ),
     }
 }
 

@@ -67,6 +67,8 @@ impl Target {
             mount_id: Mutex::new(None),
             session_ended: Arc::new(AtomicBool::new(false)),
         });
+        // Not given up (`hang::watched`): from here on the start mounts.
+        crate::hang::commit()?;
         t.mount()?;
         undo.disarm();
         safety::refresh_backup(
