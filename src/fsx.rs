@@ -504,6 +504,15 @@ pub mod trusted {
         let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
         Ok((dev, u32::from(st.stx_mode), st.stx_ino))
     }
+    /// Mode and size of what a path names (not following a last symlink), from the
+    /// kernel's cache as `stat_cached`.
+    pub fn size_cached(p: impl AsRef<Path>) -> io::Result<(u32, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC | AtFlags::SYMLINK_NOFOLLOW;
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::SIZE;
+        let st = statx(rustix::fs::CWD, p.as_ref(), flags, want)?;
+        Ok((u32::from(st.stx_mode), st.stx_size))
+    }
     pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
         std::fs::canonicalize(p)
     }

@@ -185,3 +185,24 @@ fn a_start_that_waits_on_a_stuck_fuse_mount_is_given_up() {
         "{err}"
     );
 }
+
+/// A stuck FUSE mount stacked over the directory above a target after its mount (her home,
+/// over root's mount of `~/.cache`): root can still ask for status, flush and unmount; the
+/// daemon is found by the target's name (its store's tmpfs in the mount table), and the
+/// disk copy gets everything.
+#[test]
+fn a_target_covered_by_a_stuck_fuse_mount_after_its_mount_is_still_flushed_and_unmounted() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| std::fs::write(t.join("f"), b"old").unwrap());
+    std::fs::write(m.path("f"), b"new").unwrap();
+    let stuck = StuckFuse::on(m.disk.path());
+    for cmd in ["status", "flush", "unmount"] {
+        let out = asdfs_within(&[p(cmd), &m.target], &[], Duration::from_secs(30));
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+    }
+    drop(stuck);
+    assert!(!m.is_mounted());
+    assert_eq!(std::fs::read(m.target.join("f")).unwrap(), b"new");
+}
