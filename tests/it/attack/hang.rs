@@ -150,6 +150,20 @@ fn a_stuck_fuse_mount_on_or_above_a_target_is_refused_and_the_others_are_served(
             assert!(!out.status.success(), "{cmd} {}", t.display());
         }
     }
+    // `config check` of a file naming it too.
+    let conf = m.volatile.path().join("asdfs.toml");
+    std::fs::write(&conf, format!("[[target]]\npath = \"{}\"\n", on.display())).unwrap();
+    let out = asdfs_within(
+        &[p("config"), p("check"), &conf],
+        &[],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("fuse.stuck"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(std::fs::read(m.target.join("f")).unwrap(), b"kept");
 }
 
