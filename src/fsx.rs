@@ -493,6 +493,26 @@ pub mod trusted {
         let st = statx(fd, "", flags, StatxFlags::empty())?;
         Ok(format!("{}:{}", st.stx_dev_major, st.stx_dev_minor))
     }
+    /// Device, mode and inode of what a path (a /proc link) names, from what the kernel has
+    /// cached (`AT_STATX_DONT_SYNC`): a file a process holds on a FUSE mount whose daemon
+    /// no longer answers is looked at without asking that daemon.
+    pub fn stat_cached(p: impl AsRef<Path>) -> io::Result<(u64, u32, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC;
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::INO;
+        let st = statx(rustix::fs::CWD, p.as_ref(), flags, want)?;
+        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        Ok((dev, u32::from(st.stx_mode), st.stx_ino))
+    }
+    /// Mode and size of what a path names (not following a last symlink), from the
+    /// kernel's cache as `stat_cached`.
+    pub fn size_cached(p: impl AsRef<Path>) -> io::Result<(u32, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC | AtFlags::SYMLINK_NOFOLLOW;
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::SIZE;
+        let st = statx(rustix::fs::CWD, p.as_ref(), flags, want)?;
+        Ok((u32::from(st.stx_mode), st.stx_size))
+    }
     pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
         std::fs::canonicalize(p)
     }

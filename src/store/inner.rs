@@ -323,7 +323,8 @@ impl Inner {
                 Content::Symlink(t) => Some(t.clone()),
                 _ => None,
             },
-            xattrs: if n.meta_seq != 0 || n.origin.is_none() {
+            // With changed data too: the xattrs its rewritten copy gets (`Store::open`).
+            xattrs: if n.meta_seq != 0 || n.data_seq != 0 || n.origin.is_none() {
                 n.xattrs
                     .as_ref()
                     .map(|x| x.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
