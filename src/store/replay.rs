@@ -124,7 +124,7 @@ impl Store {
             inner.data.renew(d).with_context(|| {
                 format!(
                     "{}: no room to give it a fresh data file at the takeover, and the takeover's flush did not write it (make room in the store's tmpfs and mount again)",
-                    path.unwrap_or_default().display()
+                    crate::human::path(&path.unwrap_or_default())
                 )
             })?;
         }
