@@ -71,7 +71,7 @@ impl OverlayFlusher {
         busy.1 = busy
             .0
             .iter()
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| crate::human::path(p))
             .collect();
     }
 

@@ -131,7 +131,7 @@ impl Store {
         if !dropped.is_empty() {
             let files: Vec<String> = dropped
                 .iter()
-                .map(|p| p.to_string_lossy().into_owned())
+                .map(|p| crate::human::path(p))
                 .collect();
             tracing::warn!(
                 files = %files.join(", "),
@@ -148,7 +148,7 @@ impl Store {
         let paths: Vec<String> = renewed
             .iter()
             .filter_map(|id| inner.ram_path(*id))
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| crate::human::path(&p))
             .collect();
         if !paths.is_empty() {
             tracing::warn!(
