@@ -68,11 +68,7 @@ impl OverlayFlusher {
     /// The round has ended: its busy files are those status shows.
     pub fn end_round(&self) {
         let mut busy = self.busy.lock();
-        busy.1 = busy
-            .0
-            .iter()
-            .map(|p| crate::human::path(p))
-            .collect();
+        busy.1 = busy.0.iter().map(|p| crate::human::path(p)).collect();
     }
 
     /// The files the last round of flushes left out because they kept changing.

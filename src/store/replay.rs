@@ -129,10 +129,7 @@ impl Store {
             })?;
         }
         if !dropped.is_empty() {
-            let files: Vec<String> = dropped
-                .iter()
-                .map(|p| crate::human::path(p))
-                .collect();
+            let files: Vec<String> = dropped.iter().map(|p| crate::human::path(p)).collect();
             tracing::warn!(
                 files = %files.join(", "),
                 "{} of the previous session changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",

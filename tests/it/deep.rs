@@ -219,3 +219,40 @@ fn a_deep_directory_renamed_back_up_moves_on_disk() {
     );
     remove_deep(&m);
 }
+
+/// A daemon killed with changes 4100 levels down (a new file, a new directory, a file moved
+/// into it): the next mount takes its store over (the store log's records of nodes that
+/// deep) and its unmount puts them on disk.
+#[test]
+fn deep_changes_survive_a_killed_daemon() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::new();
+    let bottom = descend(dir_at(&m.target), LEVELS, true).unwrap();
+    write_at(&bottom, "f1", b"first\n").unwrap();
+    drop(bottom);
+    m.flush();
+    {
+        let bottom = descend(dir_at(&m.target), LEVELS, false).unwrap();
+        write_at(&bottom, "f2", b"second\n").unwrap();
+        mkdirat(&bottom, "e", Mode::from_bits_truncate(0o755)).unwrap();
+        let e = open_dir(&bottom, "e").unwrap();
+        renameat(&bottom, "f1", &e, "f1").unwrap();
+    }
+    m.kill_daemon();
+    m.mount();
+    m.unmount();
+    assert_eq!(
+        on_disk(&m, "", LEVELS, "f2"),
+        Ok(b"second\n".to_vec()),
+        "daemon log:\n{}",
+        m.log_tail()
+    );
+    assert_eq!(on_disk(&m, "", LEVELS, "e/f1"), Ok(b"first\n".to_vec()));
+    assert!(
+        on_disk(&m, "", LEVELS, "f1").is_err(),
+        "f1 left at its old place"
+    );
+    remove_deep(&m);
+}
