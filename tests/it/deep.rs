@@ -1,9 +1,9 @@
 //! Paths deeper than PATH_MAX (4096 bytes) and than 4096 names (QA F1): every file a program
 //! was told is written reaches the disk copy at a flush and at unmount, and is read back
-//! from there, however deep (design.md §6, "Deep paths"). The trees are walked by
+//! from there, however deep (design.md §6.4). The trees are walked by
 //! descriptors, one level at a time, as `rm -rf` does: no path to them fits in PATH_MAX.
 
-use crate::attack::{as_attacker, as_uid};
+use crate::attack::ATTACKER;
 use crate::harness::{Mount, fuse_available};
 use nix::fcntl::{OFlag, openat, renameat};
 use nix::sys::stat::{Mode, mkdirat};
@@ -81,6 +81,55 @@ fn names_in(dir: &OwnedFd) -> Vec<String> {
     names
 }
 
+/// Runs `f` as `uid` (gid the same, no groups) in a forked child that first closes every
+/// descriptor it inherited: its work takes seconds, and descriptors other tests' threads had
+/// open at the fork (files under their targets, on their mounts) would otherwise stay open
+/// that long, refusing their mounts (processes holding files) or holding their daemons.
+/// Errors go to stderr by `write(2)`; the exit status says whether `f` succeeded.
+fn alone_as(uid: u32, f: impl FnOnce() -> Result<(), String>) -> Result<(), String> {
+    // SAFETY: the child closes descriptors, changes credentials, runs `f` and leaves with
+    // _exit, running none of the parent's destructors.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // SAFETY: plain system calls in the child.
+        let code = unsafe {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(uid) != 0
+                || libc::setuid(uid) != 0
+            {
+                2
+            } else {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+                    Ok(Ok(())) => 0,
+                    Ok(Err(e)) => {
+                        let msg = format!("as uid {uid}: {e}\n");
+                        libc::write(2, msg.as_ptr().cast(), msg.len());
+                        1
+                    }
+                    Err(_) => 3,
+                }
+            }
+        };
+        // SAFETY: leaving the child without running the parent's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    match libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)) {
+        Some(0) => Ok(()),
+        Some(1) => Err(format!(
+            "the child as uid {uid} failed (its error is on stderr)"
+        )),
+        Some(2) => Err(format!("the child could not become uid {uid}")),
+        other => Err(format!(
+            "the child as uid {uid} ended: {other:?} (status {status})"
+        )),
+    }
+}
+
 /// What is at `top/d^levels/name` on the disk copy: its content, or why not.
 fn on_disk(m: &Mount, top: &str, levels: usize, name: &str) -> Result<Vec<u8>, String> {
     let start = dir_at(&m.disk_copy().join(top));
@@ -113,14 +162,14 @@ fn a_file_moved_deeper_than_path_max_stays_on_disk() {
     std::fs::set_permissions(m.disk.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     m.mount();
     let t = m.target.clone();
-    as_attacker(|| {
+    alone_as(ATTACKER, || {
         let shared = t.join("shared");
         std::fs::create_dir(&shared).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777))
             .map_err(|e| e.to_string())
     })
     .unwrap();
-    as_uid(VICTIM, VICTIM, || {
+    alone_as(VICTIM, || {
         std::fs::write(t.join("shared/victim.txt"), b"victim-data\n").map_err(|e| e.to_string())
     })
     .unwrap();
@@ -129,7 +178,7 @@ fn a_file_moved_deeper_than_path_max_stays_on_disk() {
         std::fs::read(m.disk_copy().join("shared/victim.txt")).unwrap(),
         b"victim-data\n"
     );
-    as_attacker(|| {
+    alone_as(ATTACKER, || {
         let top = dir_at(&t);
         mkdirat(&top, "deep", Mode::from_bits_truncate(0o755)).map_err(|e| e.to_string())?;
         let deep = open_dir(&top, "deep").map_err(|e| e.to_string())?;
