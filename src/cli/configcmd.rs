@@ -35,14 +35,30 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
             let path = config_file(file.or(config).as_deref())
                 .context("no configuration file (give one)")?;
             let cfg = config::load(&path)?;
+            // Not through a FUSE mount another user controls, and never for ever
+            // (docs/security.md R7). One look at the mount table and one watched thread for
+            // all targets: a config may name thousands.
+            let mounts = crate::daemon::mounting::mounts()?;
             for t in &cfg.targets {
-                // Not through a FUSE mount another user controls, and never for ever
-                // (docs/security.md R7).
-                crate::daemon::mounting::refuse_foreign_fuse(&t.target)?;
-                let target = t.target.clone();
-                crate::hang::bounded(&t.target.display().to_string(), move || {
-                    config::check_usable(&target).map_err(anyhow::Error::msg)
-                })?;
+                crate::daemon::mounting::refuse_foreign_fuse_among(&mounts, &t.target)?;
+            }
+            let targets: Vec<PathBuf> = cfg.targets.iter().map(|t| t.target.clone()).collect();
+            let at = std::sync::Arc::new(parking_lot::Mutex::new(PathBuf::new()));
+            let seen = at.clone();
+            let checked = crate::hang::bounded("the targets", move || {
+                targets.iter().try_for_each(|t| {
+                    t.clone_into(&mut seen.lock());
+                    config::check_usable(t).map_err(anyhow::Error::msg)
+                })
+            });
+            // A check given up names the target it was at.
+            if let Err(e) = checked {
+                let at = at.lock().display().to_string();
+                let text = format!("{e}");
+                return Err(match text.strip_prefix("the targets:") {
+                    Some(rest) => anyhow::anyhow!("{at}:{rest}"),
+                    None => e,
+                });
             }
             outln!("{}: ok", path.display());
             for n in &cfg.notes {

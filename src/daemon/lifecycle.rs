@@ -615,7 +615,11 @@ fn store_intact_dir(dirs: &paths::StoreDirs) -> bool {
 }
 
 pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Result<Flock<File>> {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // An ending daemon's last steps (final flush done, layers and store removed) can take
+    // seconds on a loaded machine; a mount right after an unmount waits for them.
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(30);
+    let mut said = false;
     loop {
         let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::WRONLY;
         let f = crate::fsx::open_nofollow(store, std::ffi::OsStr::new("lock"), flags, 0o600)?;
@@ -631,6 +635,14 @@ pub(super) fn take_lock(p: &TargetPaths, store: &crate::fsx::Dir) -> anyhow::Res
                     .is_some_and(|m| m.is_asdfs());
                 let ending = pid.is_some_and(dying) || !mounted;
                 if ending && Instant::now() < deadline {
+                    if !said && start.elapsed() >= Duration::from_secs(3) {
+                        let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                        tracing::info!(
+                            "{}: waiting for the asdfs daemon{pid} that is ending to let go of the store",
+                            p.target.display()
+                        );
+                        said = true;
+                    }
                     std::thread::sleep(Duration::from_millis(50));
                     continue;
                 }

@@ -91,10 +91,18 @@ pub fn lexical_absolute(path: &Path) -> anyhow::Result<PathBuf> {
 /// caller's; the overlap checks deal with them), and for a user her own FUSE mounts. Root
 /// takes no other FUSE mount as its own, not even one that says root mounted it.
 pub fn foreign_fuse_on(path: &Path) -> anyhow::Result<Option<MountEntry>> {
+    Ok(foreign_fuse_among(&mounts()?, path)?.cloned())
+}
+
+/// `foreign_fuse_on` in a mount table read once (many targets).
+pub fn foreign_fuse_among<'a>(
+    mounts: &'a [MountEntry],
+    path: &Path,
+) -> anyhow::Result<Option<&'a MountEntry>> {
     let abs = lexical_absolute(path)?;
     let me = nix::unistd::geteuid().as_raw();
     let own = |m: &MountEntry| m.fuse_owner() == Some(me) && (me != 0 || m.fstype == FSTYPE);
-    Ok(mounts()?.into_iter().find(|m| {
+    Ok(mounts.iter().find(|m| {
         m.is_fuse()
             && !own(m)
             && (abs.starts_with(&m.mount_point) || m.mount_point.starts_with(&abs))
@@ -103,7 +111,12 @@ pub fn foreign_fuse_on(path: &Path) -> anyhow::Result<Option<MountEntry>> {
 
 /// Refuses `path` (one line) if a FUSE mount another user controls is on its way.
 pub fn refuse_foreign_fuse(path: &Path) -> anyhow::Result<()> {
-    if let Some(m) = foreign_fuse_on(path)? {
+    refuse_foreign_fuse_among(&mounts()?, path)
+}
+
+/// `refuse_foreign_fuse` in a mount table read once (many targets).
+pub fn refuse_foreign_fuse_among(mounts: &[MountEntry], path: &Path) -> anyhow::Result<()> {
+    if let Some(m) = foreign_fuse_among(mounts, path)? {
         let abs = lexical_absolute(path)?;
         let place = if m.mount_point == abs {
             "on it"
