@@ -253,3 +253,81 @@ fn a_rename_storm_while_flushes_run_leaves_the_disk_as_the_mount_showed() {
         wrong.join("\n")
     );
 }
+
+/// QA finding 4: `cp -a` (and mv across filesystems) makes each directory 0700, fills it,
+/// then gives it its mode. A live flush that walked such a directory at 0700 and marked it
+/// opaque after its mode was set recorded the marked directory's signature: no later flush
+/// looked at it again, and the disk copy kept 0700.
+#[test]
+fn directories_copied_while_flushes_run_keep_their_modes_on_disk() {
+    let Some(m) = overlay_mount(|t| {
+        fs::create_dir(t.join("tpl")).unwrap();
+        for f in 0..20 {
+            fs::write(t.join("tpl").join(format!("f{f}")), format!("{f}")).unwrap();
+        }
+        fs::create_dir(t.join("tpl/sub")).unwrap();
+        fs::write(t.join("tpl/sub/x"), b"x").unwrap();
+    }) else {
+        return;
+    };
+    // Many names in the upper layer: a walk takes a while after it passed the copies.
+    fs::create_dir(m.path("z_bulk")).unwrap();
+    for f in 0..3000 {
+        fs::write(m.path(&format!("z_bulk/{f}")), b"").unwrap();
+    }
+    m.flush();
+    // Every flush is a live one (design.md §10.3).
+    let shell = Killed(
+        std::process::Command::new("sleep")
+            .arg("60")
+            .current_dir(m.path("tpl"))
+            .spawn()
+            .unwrap(),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let workers: Vec<_> = (0..2)
+        .map(|w| {
+            let target = m.target.clone();
+            std::thread::spawn(move || {
+                for n in 0..100 {
+                    // As cp -a: made 0700, filled (a file at a time), given its mode.
+                    let d = target.join(format!("c{w}_{n}"));
+                    fs::create_dir(&d).unwrap();
+                    fs::set_permissions(&d, fs::Permissions::from_mode(0o700)).unwrap();
+                    for f in 0..10 {
+                        fs::write(d.join(format!("f{f}")), b"x").unwrap();
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+                }
+            })
+        })
+        .collect();
+    let flusher = {
+        let (stop, target) = (stop.clone(), m.target.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let out = asdfs(["flush", target.to_str().unwrap()]);
+                assert!(
+                    out.status.success(),
+                    "{}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+        })
+    };
+    for w in workers {
+        w.join().unwrap();
+    }
+    stop.store(true, Ordering::SeqCst);
+    flusher.join().unwrap();
+    drop(shell);
+    let seen = tree(&m.target);
+    m.unmount();
+    let wrong = diff(&seen, &tree(&m.target));
+    assert!(
+        wrong.is_empty(),
+        "the disk copy differs:\n{}",
+        wrong[..wrong.len().min(10)].join("\n")
+    );
+}
