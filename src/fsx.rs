@@ -162,7 +162,7 @@ pub fn mkdir_private(
         match rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty()) {
             // The directory that was there went between the two calls (an ending daemon
             // removing its store): make it.
-            Err(rustix::io::Errno::NOENT) if !created && tries < 3 => tries += 1,
+            Err(rustix::io::Errno::NOENT) if tries < 50 => tries += 1,
             opened => break (created, opened),
         }
     };
@@ -340,21 +340,63 @@ pub fn remove_held(parent: &Dir, name: &OsStr, held: &Dir) -> io::Result<()> {
     rmdir(parent, name)
 }
 
+/// Removes everything in the directory `fd` (at `path`, for messages): iterative, one
+/// descriptor per level, so a tree deeper than PATH_MAX or than a thread's stack would take
+/// by recursion goes too (design.md §6.4); never following a symlink, never entering
+/// another mount.
 fn empty_dir(fd: &OwnedFd, path: &Path) -> io::Result<()> {
-    let held = Dir {
-        fd: fd.try_clone()?,
-        path: path.to_path_buf(),
-    };
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(fd)? {
-        let entry = entry?;
-        let n = entry.file_name().to_bytes();
-        if n != b"." && n != b".." {
-            names.push(OsStr::from_bytes(n).to_os_string());
-        }
+    struct Level {
+        fd: OwnedFd,
+        name: Option<std::ffi::OsString>,
+        rest: Vec<std::ffi::OsString>,
     }
-    for n in names {
-        remove_tree(&held, &n)?;
+    let list = |fd: &OwnedFd| -> io::Result<Vec<std::ffi::OsString>> {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(fd)? {
+            let entry = entry?;
+            let n = entry.file_name().to_bytes();
+            if n != b"." && n != b".." {
+                names.push(OsStr::from_bytes(n).to_os_string());
+            }
+        }
+        Ok(names)
+    };
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut stack = vec![Level {
+        fd: fd.try_clone()?,
+        name: None,
+        rest: list(fd)?,
+    }];
+    while let Some(top) = stack.last_mut() {
+        let Some(n) = top.rest.pop() else {
+            let done = stack.pop().expect("the top level");
+            if let (Some(name), Some(parent)) = (done.name, stack.last()) {
+                drop(done.fd);
+                rustix::fs::unlinkat(&parent.fd, &name, AtFlags::REMOVEDIR)?;
+            }
+            continue;
+        };
+        let st = rustix::fs::statat(&top.fd, &n, AtFlags::SYMLINK_NOFOLLOW)?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            rustix::fs::unlinkat(&top.fd, &n, AtFlags::empty())?;
+            continue;
+        }
+        let sub = rustix::fs::openat(&top.fd, &n, flags, Mode::empty())?;
+        if mount_id(&sub)? != mount_id(&top.fd)? {
+            let mut at = path.to_path_buf();
+            at.extend(stack.iter().filter_map(|l| l.name.as_deref()));
+            at.push(&n);
+            return Err(io::Error::other(format!(
+                "{}: a mount point; not removed",
+                crate::human::path(&at)
+            )));
+        }
+        let rest = list(&sub)?;
+        stack.push(Level {
+            fd: sub,
+            name: Some(n),
+            rest,
+        });
     }
     Ok(())
 }
@@ -493,6 +535,26 @@ pub mod trusted {
         let st = statx(fd, "", flags, StatxFlags::empty())?;
         Ok(format!("{}:{}", st.stx_dev_major, st.stx_dev_minor))
     }
+    /// Device, mode and inode of what a path (a /proc link) names, from what the kernel has
+    /// cached (`AT_STATX_DONT_SYNC`): a file a process holds on a FUSE mount whose daemon
+    /// no longer answers is looked at without asking that daemon.
+    pub fn stat_cached(p: impl AsRef<Path>) -> io::Result<(u64, u32, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC;
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::INO;
+        let st = statx(rustix::fs::CWD, p.as_ref(), flags, want)?;
+        let dev = rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor);
+        Ok((dev, u32::from(st.stx_mode), st.stx_ino))
+    }
+    /// Mode and size of what a path names (not following a last symlink), from the
+    /// kernel's cache as `stat_cached`.
+    pub fn size_cached(p: impl AsRef<Path>) -> io::Result<(u32, u64)> {
+        use rustix::fs::{AtFlags, StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC | AtFlags::SYMLINK_NOFOLLOW;
+        let want = StatxFlags::TYPE | StatxFlags::MODE | StatxFlags::SIZE;
+        let st = statx(rustix::fs::CWD, p.as_ref(), flags, want)?;
+        Ok((u32::from(st.stx_mode), st.stx_size))
+    }
     pub fn canonicalize(p: impl AsRef<Path>) -> io::Result<PathBuf> {
         std::fs::canonicalize(p)
     }
@@ -519,9 +581,17 @@ pub mod trusted {
     pub fn remove_dir(p: impl AsRef<Path>) -> io::Result<()> {
         std::fs::remove_dir(p)
     }
-    /// Never follows a symlink inside (std's removal works by descriptors).
+    /// Never follows a symlink inside nor enters another mount, at any depth: the parent
+    /// is opened by path, the rest is [`super::remove_tree`] (by descriptors, iterative).
     pub fn remove_dir_all(p: impl AsRef<Path>) -> io::Result<()> {
-        std::fs::remove_dir_all(p)
+        let p = p.as_ref();
+        let (Some(parent), Some(name)) = (p.parent(), p.file_name()) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{}: no directory to remove", p.display()),
+            ));
+        };
+        super::remove_tree(&super::Dir::open(parent)?, name)
     }
     pub fn rename(from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         std::fs::rename(from, to)
@@ -632,6 +702,31 @@ mod tests {
         std::fs::create_dir_all(t.path().join("a/b")).unwrap();
         std::os::unix::fs::symlink(keep.path(), t.path().join("a/b/l")).unwrap();
         remove_tree(&d, OsStr::new("a")).unwrap();
+        assert!(!t.path().join("a").exists());
+        assert!(keep.path().join("f").exists());
+    }
+
+    /// A tree deeper than PATH_MAX goes on a small stack (the removal recursed per level).
+    #[test]
+    fn remove_tree_removes_a_tree_of_any_depth_without_recursion() {
+        let (t, d) = tmp();
+        let keep = tempfile::tempdir().unwrap();
+        std::fs::write(keep.path().join("f"), b"x").unwrap();
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        rustix::fs::mkdirat(&d, "a", Mode::from_raw_mode(0o755)).unwrap();
+        let mut cur = rustix::fs::openat(&d, "a", flags, Mode::empty()).unwrap();
+        for _ in 0..6000 {
+            rustix::fs::mkdirat(&cur, "d", Mode::from_raw_mode(0o755)).unwrap();
+            cur = rustix::fs::openat(&cur, "d", flags, Mode::empty()).unwrap();
+        }
+        rustix::fs::symlinkat(keep.path(), &cur, "l").unwrap();
+        drop(cur);
+        std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || remove_tree(&d, OsStr::new("a")).unwrap())
+            .unwrap()
+            .join()
+            .expect("the removal");
         assert!(!t.path().join("a").exists());
         assert!(keep.path().join("f").exists());
     }

@@ -24,6 +24,41 @@ pub fn took(ms: u64) -> String {
     }
 }
 
+/// A path for a message: one that fits in [`PATH_SHOWN`] bytes as it is, a longer one (a
+/// tree deeper than PATH_MAX, say) with its middle left out and its length said, so that
+/// a log line or a status line stays readable and still names both ends.
+pub fn path(p: &std::path::Path) -> String {
+    let full = p.display().to_string();
+    if full.len() <= PATH_SHOWN {
+        return full;
+    }
+    let head = floor_char(&full, PATH_SHOWN / 3);
+    let tail = ceil_char(&full, full.len() - PATH_SHOWN * 2 / 3);
+    format!(
+        "{}/…({} bytes in all)…/{}",
+        full[..head].trim_end_matches('/'),
+        p.as_os_str().len(),
+        full[tail..].trim_start_matches('/')
+    )
+}
+
+/// How much of a path a message shows.
+pub const PATH_SHOWN: usize = 240;
+
+fn floor_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(s: &str, mut i: usize) -> usize {
+    while !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -37,5 +72,20 @@ mod tests {
         assert_eq!(bytes(1_572_877_893), "1.46 GiB");
         assert_eq!(took(6700), "6.7 s");
         assert_eq!(took(12), "12 ms");
+    }
+
+    #[test]
+    fn a_deep_path_is_shown_with_its_middle_left_out() {
+        use std::path::Path;
+        assert_eq!(path(Path::new("a/b/c")), "a/b/c");
+        let deep = format!("{}é/victim.txt", "d/".repeat(4100));
+        let shown = path(Path::new(&deep));
+        assert!(shown.len() < PATH_SHOWN + 40, "{shown}");
+        assert!(shown.starts_with("d/d/d/"), "{shown}");
+        assert!(shown.ends_with("d/d/é/victim.txt"), "{shown}");
+        assert!(
+            shown.contains(&format!("…({} bytes in all)…", deep.len())),
+            "{shown}"
+        );
     }
 }

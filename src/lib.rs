@@ -14,6 +14,7 @@ pub mod error;
 pub mod flush;
 pub mod fsx;
 pub mod fuse;
+pub mod hang;
 pub mod human;
 pub mod journal;
 pub mod overlay;

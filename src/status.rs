@@ -148,7 +148,18 @@ impl From<crate::snapshot::SnapshotInfo> for SnapshotStatus {
 
 /// The crash snapshots of a target, newest first (none if they cannot be listed).
 pub fn snapshots_of(target: &std::path::Path) -> Vec<SnapshotStatus> {
-    crate::snapshot::list(target)
+    from_snapshots(crate::snapshot::list(target))
+}
+
+/// `snapshots_of`, reading the target's parent at `parent` (`snapshot::list_in`).
+pub fn snapshots_in(target: &std::path::Path, parent: &std::path::Path) -> Vec<SnapshotStatus> {
+    from_snapshots(crate::snapshot::list_in(target, parent))
+}
+
+fn from_snapshots(
+    found: std::io::Result<Vec<crate::snapshot::SnapshotInfo>>,
+) -> Vec<SnapshotStatus> {
+    found
         .unwrap_or_default()
         .into_iter()
         .map(SnapshotStatus::from)

@@ -236,13 +236,16 @@ fn check_source(inv: &Invocation) -> Result<(), String> {
     if inv.source == "asdfs" || inv.source == "none" {
         return Ok(());
     }
-    let same = match (
-        std::fs::canonicalize(&inv.source),
-        std::fs::canonicalize(&inv.mount_point),
-    ) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => Path::new(&inv.source) == inv.mount_point,
-    };
+    // Both named alike: nothing to look up (a path in a directory a user controls can sit
+    // under her FUSE mount, which may never answer).
+    let same = Path::new(&inv.source) == inv.mount_point
+        || match (
+            canonical_in_time(Path::new(&inv.source)),
+            canonical_in_time(&inv.mount_point),
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        };
     if same {
         return Ok(());
     }
@@ -251,6 +254,19 @@ fn check_source(inv: &Invocation) -> Result<(), String> {
         Path::new(&inv.source).display(),
         inv.mount_point.display()
     ))
+}
+
+/// `canonicalize`, given up after 10 s (then the thread stays blocked until the process
+/// ends): a path may lie on a FUSE mount whose daemon does not answer.
+fn canonical_in_time(p: &Path) -> Option<std::path::PathBuf> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = p.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(std::fs::canonicalize(p).ok());
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(10))
+        .ok()
+        .flatten()
 }
 
 fn asdfs_command(inv: &Invocation, plan: &Plan) -> Result<Command, (u8, String)> {

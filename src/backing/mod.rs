@@ -4,10 +4,12 @@
 //! fails or "loses power" at a chosen step (`tests/it/powercut.rs`).
 
 mod copy;
+mod deep;
 mod real;
 
 pub use copy::{copy_sparse, copy_sparse_range, write_changed};
-pub use real::{Conflict, RealBacking, open_beneath};
+pub use deep::open_beneath;
+pub use real::{Conflict, RealBacking};
 pub(crate) use real::{
     chmod_fd, clear_nonblock, get_xattr, list_xattrs, proc_path, set_xattr, times_fd,
 };
@@ -55,8 +57,8 @@ impl Loc {
 impl std::fmt::Display for Loc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Loc::Target(p) => write!(f, "target:/{}", p.display()),
-            Loc::Side(p) => write!(f, "side:/{}", p.display()),
+            Loc::Target(p) => write!(f, "target:/{}", crate::human::path(p)),
+            Loc::Side(p) => write!(f, "side:/{}", crate::human::path(p)),
         }
     }
 }

@@ -2,23 +2,21 @@
 //! directory), with every path resolved beneath one of them by openat2(2) without following
 //! symlinks or crossing out of the root.
 
+use super::deep::{open_beneath, remove_at};
 use super::{
     Backing, DirItem, DiskStat, InPlace, Loc, Meta, NewContent, copy_sparse, write_changed,
 };
 use crate::store::types::{Attr, FsStats, Kind, Ts};
-use nix::fcntl::{AtFlags, OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::{Mode, SFlag, UtimensatFlags, fstatat, mkdirat, mknodat, utimensat};
 use nix::sys::time::TimeSpec;
-use nix::unistd::{Gid, Uid, UnlinkatFlags, fchownat, linkat, symlinkat, unlinkat};
+use nix::unistd::{Gid, Uid, fchownat, linkat, symlinkat};
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Component, Path};
-
-/// Paths longer than this are resolved a piece at a time (PATH_MAX is 4096).
-const RESOLVE_CHUNK: usize = 3000;
+use std::path::Path;
 
 /// The real disk side of a target.
 #[derive(Debug)]
@@ -443,87 +441,6 @@ impl Backing for RealBacking {
 pub(crate) fn clear_nonblock(fd: &OwnedFd) -> io::Result<()> {
     let fl = OFlag::from_bits_retain(nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL)?);
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(fl - OFlag::O_NONBLOCK))?;
-    Ok(())
-}
-
-/// Opens `path` beneath `root` without following any symlink; long paths go in pieces.
-pub fn open_beneath(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-    let how = |f: OFlag| {
-        OpenHow::new().flags(f | OFlag::O_CLOEXEC).resolve(
-            ResolveFlag::RESOLVE_BENEATH
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        )
-    };
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.len() < RESOLVE_CHUNK {
-        let p = if bytes.is_empty() {
-            Path::new(".")
-        } else {
-            path
-        };
-        return Ok(openat2(root, p, how(flags))?);
-    }
-    // Walk all but the last component in pieces shorter than RESOLVE_CHUNK.
-    let comps: Vec<&OsStr> = path
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(n) => Some(n),
-            _ => None,
-        })
-        .collect();
-    let (last, dirs) = comps
-        .split_last()
-        .ok_or_else(|| invalid("empty path".into()))?;
-    let mut cur: OwnedFd = nix::unistd::dup(root)?;
-    let mut piece = std::path::PathBuf::new();
-    for c in dirs {
-        if piece.as_os_str().len() + c.len() + 1 >= RESOLVE_CHUNK {
-            cur = openat2(
-                &cur,
-                piece.as_path(),
-                how(OFlag::O_PATH | OFlag::O_DIRECTORY),
-            )?;
-            piece.clear();
-        }
-        piece.push(c);
-    }
-    if !piece.as_os_str().is_empty() {
-        cur = openat2(
-            &cur,
-            piece.as_path(),
-            how(OFlag::O_PATH | OFlag::O_DIRECTORY),
-        )?;
-    }
-    Ok(openat2(&cur, Path::new(last), how(flags))?)
-}
-
-fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    match unlinkat(dir, name, UnlinkatFlags::NoRemoveDir) {
-        Ok(()) => return Ok(()),
-        Err(nix::errno::Errno::EISDIR) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let fd = openat2(
-        dir,
-        Path::new(name),
-        OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS),
-    )?;
-    let names: Vec<OsString> = {
-        let dup = nix::unistd::dup(&fd)?;
-        let mut d = nix::dir::Dir::from_fd(dup)?;
-        d.iter()
-            .filter_map(|e| e.ok())
-            .map(|e| OsString::from_vec(e.file_name().to_bytes().to_vec()))
-            .filter(|n| n != "." && n != "..")
-            .collect()
-    };
-    for n in names {
-        remove_at(&fd, &n)?;
-    }
-    unlinkat(dir, name, UnlinkatFlags::RemoveDir)?;
     Ok(())
 }
 

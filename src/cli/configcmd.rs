@@ -36,7 +36,13 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
                 .context("no configuration file (give one)")?;
             let cfg = config::load(&path)?;
             for t in &cfg.targets {
-                config::check_usable(&t.target).map_err(anyhow::Error::msg)?;
+                // Not through a FUSE mount another user controls, and never for ever
+                // (docs/security.md R7).
+                crate::daemon::mounting::refuse_foreign_fuse(&t.target)?;
+                let target = t.target.clone();
+                crate::hang::bounded(&t.target.display().to_string(), move || {
+                    config::check_usable(&target).map_err(anyhow::Error::msg)
+                })?;
             }
             outln!("{}: ok", path.display());
             for n in &cfg.notes {

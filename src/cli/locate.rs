@@ -37,6 +37,20 @@ fn absolute(target: &Path) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The store of `target` that the mount table shows (`<store>/private`, the store's own
+/// tmpfs, `paths::limit_private`), found without looking at the target's path: only a
+/// hint, checked like the session marker's (`trusted_socket`).
+fn store_from_mounts(target: &Path) -> Option<PathBuf> {
+    let key = paths::store_key(target);
+    mounting::mounts()
+        .ok()?
+        .into_iter()
+        .rev()
+        .filter(|m| m.source == paths::STORE_FS_SOURCE && m.mount_point.ends_with("private"))
+        .filter_map(|m| m.mount_point.parent().map(Path::to_path_buf))
+        .find(|store| store.file_name() == Some(key.as_ref()))
+}
+
 /// The store the session marker names, if the marker is root's or the caller's.
 fn session_store(target: &Path, me: u32) -> Option<PathBuf> {
     let side = fsx::Dir::open(&paths::side_dir(target)).ok()?;
@@ -151,10 +165,30 @@ fn volatile_of(store: &Path) -> Option<PathBuf> {
 
 /// Finds what serves `target`: a daemon that answers on its control socket, a daemon that
 /// died (a socket nobody listens on, or a dead mount), or nothing.
+///
+/// A FUSE mount another user controls on the target's way (`mounting::foreign_fuse_on`)
+/// could leave this waiting for ever: then nothing on that way is looked at, and the store
+/// is found by the target's name alone: in the mount table (a store's own tmpfs) or in the
+/// default volatile directory. Otherwise the
+/// path steps are given up after `hang::limit()` (docs/security.md R7).
 pub fn find(target: &Path) -> anyhow::Result<Found> {
-    let t = absolute(target)?;
+    if mounting::foreign_fuse_on(target)?.is_some() {
+        return find_at(mounting::lexical_absolute(target)?, false);
+    }
+    let given = target.to_path_buf();
+    crate::hang::bounded(&target.display().to_string(), move || {
+        find_at(absolute(&given)?, true)
+    })
+}
+
+/// `find` for the absolute target `t`; `look`: whether its path may be looked at.
+fn find_at(t: PathBuf, look: bool) -> anyhow::Result<Found> {
     let me = nix::unistd::geteuid().as_raw();
-    let session = session_store(&t, me);
+    let session = match look {
+        true => session_store(&t, me),
+        // The store's own tmpfs (root's stores) names it in the mount table.
+        false => store_from_mounts(&t),
+    };
     let from_session = session
         .as_ref()
         .and_then(|s| trusted_socket(&t, s, me).ok());
@@ -181,7 +215,7 @@ pub fn find(target: &Path) -> anyhow::Result<Found> {
             mounted,
         }));
     }
-    if mounting::is_dead_fuse_mount(&t) {
+    if look && mounting::is_dead_fuse_mount(&t) {
         let named_right = |s: &PathBuf| s.file_name() == Some(paths::store_key(&t).as_ref());
         let volatile = session.filter(named_right).and_then(|s| volatile_of(&s));
         return Ok(Found::Dead(Dead {
@@ -198,7 +232,10 @@ pub fn running(target: &Path) -> anyhow::Result<Running> {
     match find(target)? {
         Found::Running(r) => Ok(r),
         Found::Dead(d) => bail!("{}", d.message(&d.mount_command())),
-        Found::Idle => bail!("{}: not kept in RAM by asdfs", absolute(target)?.display()),
+        Found::Idle => bail!(
+            "{}: not kept in RAM by asdfs",
+            mounting::lexical_absolute(target)?.display()
+        ),
     }
 }
 

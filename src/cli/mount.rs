@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Args, Debug, Clone)]
 pub struct MountArgs {
     /// The directories to keep in RAM (one daemon serves them all).
-    #[arg(required_unless_present = "all")]
+    #[arg(required_unless_present = "all", value_parser = target_arg)]
     pub targets: Vec<PathBuf>,
     /// Every target of the configuration file, served by one daemon.
     #[arg(long, conflicts_with = "targets")]
@@ -29,7 +29,7 @@ pub struct MountArgs {
     pub config: Option<PathBuf>,
     /// Where the RAM store lives (a tmpfs directory); default /run for root,
     /// $XDG_RUNTIME_DIR for users.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", value_parser = volatile_arg)]
     pub volatile: Option<PathBuf>,
     /// How often changes are written to disk, e.g. 30s, 5min, 1h [default: 5min].
     #[arg(long, value_name = "DURATION", value_parser = config::parse_duration)]
@@ -115,6 +115,19 @@ pub enum ModeArg {
     Overlay,
 }
 
+/// A target on the command line: an absolute path in normal form, else a usage error (exit 2),
+/// as the configuration file's rule says it.
+fn target_arg(s: &str) -> Result<PathBuf, String> {
+    config::check_path(Path::new(s), "target")?;
+    Ok(PathBuf::from(s))
+}
+
+/// `--volatile`: as a target.
+fn volatile_arg(s: &str) -> Result<PathBuf, String> {
+    config::check_path(Path::new(s), "volatile dir")?;
+    Ok(PathBuf::from(s))
+}
+
 /// yes/no as asd writes it (yes, no, true, false, 1, 0, on, off).
 pub fn parse_yes_no(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
@@ -179,6 +192,7 @@ impl MountArgs {
     /// over them.
     pub fn resolve(&self) -> anyhow::Result<Vec<TargetSettings>> {
         let cfg = read_config(self.config.as_deref())?;
+        let mut given_up = Vec::new();
         let mut targets = if self.all {
             if cfg.targets.is_empty() {
                 bail!("--all: no configuration file lists targets (give --config FILE)");
@@ -187,8 +201,13 @@ impl MountArgs {
         } else {
             let mut chosen = Vec::new();
             for given in &self.targets {
-                let abs =
-                    crate::fsx::trusted::canonicalize(given).unwrap_or(std::path::absolute(given)?);
+                let Some(abs) = resolved(given)? else {
+                    // Not looked at again: a second lookup of a name whose first one waits
+                    // for a FUSE answer waits too, and cannot be killed.
+                    given_up.push(given.clone());
+                    chosen.push(TargetSettings::new(given.clone()));
+                    continue;
+                };
                 let listed = cfg
                     .targets
                     .iter()
@@ -209,8 +228,17 @@ impl MountArgs {
             self.apply(t);
             config::check_settings(t).map_err(anyhow::Error::msg)?;
             // Before anything is created for it (asdfs's directory beside the target); the
-            // daemon reports a missing target itself, per target.
-            config::check_stores_files(&t.target).map_err(anyhow::Error::msg)?;
+            // daemon reports a missing target itself, per target, and one whose path does
+            // not answer (`walkable`).
+            if walkable(&t.target) && !given_up.contains(&t.target) {
+                let target = t.target.clone();
+                let checked = crate::hang::bounded(&t.target.display().to_string(), move || {
+                    Ok(config::check_stores_files(&target))
+                });
+                if let Ok(r) = checked {
+                    r.map_err(anyhow::Error::msg)?;
+                }
+            }
         }
         Ok(targets)
     }
@@ -268,6 +296,31 @@ impl MountArgs {
                 DataPathArg::Daemon => DataPath::Daemon,
             };
         }
+    }
+}
+
+/// Whether the target's path may be looked at here: no FUSE mount another user controls
+/// is on its way. The daemon refuses such a target with its own line and goes on with the
+/// others (docs/security.md R7).
+fn walkable(target: &Path) -> bool {
+    matches!(daemon::mounting::foreign_fuse_on(target), Ok(None))
+}
+
+/// A target as given, with symlinks resolved where its path answers (to find it in the
+/// configuration file), else as given, made absolute; `None` if its path did not answer in
+/// time (`hang::bounded`).
+fn resolved(given: &Path) -> anyhow::Result<Option<PathBuf>> {
+    let lexical = daemon::mounting::lexical_absolute(given)?;
+    if !walkable(given) {
+        return Ok(Some(lexical));
+    }
+    let g = given.to_path_buf();
+    let looked = crate::hang::bounded(&given.display().to_string(), move || {
+        Ok(crate::fsx::trusted::canonicalize(&g).ok())
+    });
+    match looked {
+        Ok(found) => Ok(Some(found.unwrap_or(lexical))),
+        Err(_) => Ok(None),
     }
 }
 

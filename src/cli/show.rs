@@ -91,7 +91,27 @@ pub fn render_idle(target: &Path, settings: Option<&crate::config::TargetSetting
         out += &format!(" (configured: {:?} mode)", s.mode).to_lowercase();
     }
     out += "\n";
-    out += &match crate::usage::measure(target) {
+    // Walked only where no FUSE mount another user controls is on the way, and given up
+    // once blocked in one (`hang::watched`: a large tree may take long, and may).
+    let t = target.to_path_buf();
+    let looked = match crate::daemon::mounting::foreign_fuse_on(target) {
+        Ok(None) => crate::hang::watched(&target.display().to_string(), &|_, _, _| {}, move |_| {
+            Ok((crate::usage::measure(&t), crate::status::snapshots_of(&t)))
+        }),
+        Ok(Some(m)) => Err(anyhow::anyhow!(
+            "a FUSE filesystem is on its path: {}",
+            m.describe()
+        )),
+        Err(e) => Err(e),
+    };
+    let (usage, snaps) = match looked {
+        Ok((u, s)) => (u, s),
+        Err(e) => {
+            out += &format!("  on disk:     not looked at: {e:#}\n");
+            return out;
+        }
+    };
+    out += &match usage {
         Ok(u) => format!(
             "  on disk:     {}, {}, {}\n",
             HumanBytes(u.bytes),
@@ -100,7 +120,7 @@ pub fn render_idle(target: &Path, settings: Option<&crate::config::TargetSetting
         ),
         Err(e) => format!("  on disk:     cannot be read: {e}\n"),
     };
-    out += &snapshots_lines(&crate::status::snapshots_of(target));
+    out += &snapshots_lines(&snaps);
     out
 }
 

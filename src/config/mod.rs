@@ -18,7 +18,7 @@ mod shell;
 pub mod toml;
 mod usable;
 mod validate;
-pub use validate::check_settings;
+pub use validate::{check_path, check_settings};
 mod write;
 
 #[cfg(test)]

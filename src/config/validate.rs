@@ -166,7 +166,7 @@ fn check_volatile(t: &TargetSettings) -> Result<(), (Field, String)> {
 }
 
 /// An absolute path in normal form: valid UTF-8, no `.`, `..`, `//` or trailing `/`.
-fn check_path(path: &Path, what: &str) -> Result<(), String> {
+pub fn check_path(path: &Path, what: &str) -> Result<(), String> {
     let Some(s) = path.to_str() else {
         return Err(format!("{what} {path:?} is not valid UTF-8"));
     };

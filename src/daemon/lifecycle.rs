@@ -298,6 +298,7 @@ pub(super) fn status_of(t: &dyn Mode) -> crate::status::Status {
         backup: s.backup_state.lock().clone(),
         crash: s.crash.lock().clone(),
         disk: status::disk_usage(&s.usage, &s.disk_dir, t.ledger().disk_gen()),
+        parent: s.side.parent.proc_path(),
     };
     status::report(facts, t.changes())
 }

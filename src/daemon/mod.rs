@@ -259,7 +259,15 @@ pub fn run(settings: Vec<TargetSettings>, ready: Ready) -> i32 {
     let progress = |what: &str, done: u64, total: u64| ready.progress(what, done, total);
     let grace = stop_grace(&settings);
     for (i, s) in settings.into_iter().enumerate() {
-        match start(s, tx.clone(), i, &progress) {
+        // A FUSE mount on the target's way (its owner's) is refused from the mount table;
+        // one mounted after that check cannot hold the start for ever (`hang::watched`).
+        let what = s.target.display().to_string();
+        let events = tx.clone();
+        let started = crate::hang::watched(&what, &progress, move |progress| {
+            mounting::refuse_foreign_fuse(&s.target)?;
+            start(s, events, i, progress)
+        });
+        match started {
             Ok(t) => {
                 lines.push(format!("OK {}", t.paths().target.display()));
                 live.push(Some(t));

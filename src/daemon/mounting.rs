@@ -40,6 +40,85 @@ impl MountEntry {
     pub fn is_asdfs(&self) -> bool {
         self.fstype == FSTYPE || (self.fstype == "overlay" && self.source == OVERLAY_SOURCE)
     }
+
+    /// A FUSE filesystem: a process answers every request on it (or never does).
+    pub fn is_fuse(&self) -> bool {
+        let t = self.fstype.as_str();
+        t == "fuse" || t == "fuseblk" || t.starts_with("fuse.") || t.starts_with("fuseblk.")
+    }
+
+    /// Who mounted a FUSE filesystem: `user_id=` of its super options.
+    pub fn fuse_owner(&self) -> Option<u32> {
+        self.super_options
+            .split(',')
+            .find_map(|o| o.strip_prefix("user_id="))
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The mount in one line: its mount point, type, source and (FUSE) owner.
+    pub fn describe(&self) -> String {
+        let owner = self
+            .fuse_owner()
+            .map(|u| format!(", mounted by uid {u}"))
+            .unwrap_or_default();
+        format!(
+            "{} ({}, source {}{owner})",
+            self.mount_point.display(),
+            self.fstype,
+            self.source
+        )
+    }
+}
+
+/// `path` made absolute without asking any filesystem: `.` and `..` resolved by name.
+pub fn lexical_absolute(path: &Path) -> anyhow::Result<PathBuf> {
+    let mut out = PathBuf::from("/");
+    for c in std::path::absolute(path)?.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A FUSE mount whose process could stop answering the caller on `path`'s way: on it, on a
+/// directory above it, or below it; from the mount table alone, before the path is touched
+/// (docs/security.md R7). Only the caller's own asdfs mounts pass (their daemons are the
+/// caller's; the overlap checks deal with them), and for a user her own FUSE mounts. Root
+/// takes no other FUSE mount as its own, not even one that says root mounted it.
+pub fn foreign_fuse_on(path: &Path) -> anyhow::Result<Option<MountEntry>> {
+    let abs = lexical_absolute(path)?;
+    let me = nix::unistd::geteuid().as_raw();
+    let own = |m: &MountEntry| m.fuse_owner() == Some(me) && (me != 0 || m.fstype == FSTYPE);
+    Ok(mounts()?.into_iter().find(|m| {
+        m.is_fuse()
+            && !own(m)
+            && (abs.starts_with(&m.mount_point) || m.mount_point.starts_with(&abs))
+    }))
+}
+
+/// Refuses `path` (one line) if a FUSE mount another user controls is on its way.
+pub fn refuse_foreign_fuse(path: &Path) -> anyhow::Result<()> {
+    if let Some(m) = foreign_fuse_on(path)? {
+        let abs = lexical_absolute(path)?;
+        let place = if m.mount_point == abs {
+            "on it"
+        } else if abs.starts_with(&m.mount_point) {
+            "above it"
+        } else {
+            "inside it"
+        };
+        bail!(
+            "{}: a FUSE filesystem is mounted {place}: {}; its process could leave asdfs waiting for ever, so the target is refused (unmount it first)",
+            path.display(),
+            m.describe()
+        );
+    }
+    Ok(())
 }
 
 /// The mount table of this mount namespace.

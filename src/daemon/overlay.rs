@@ -176,6 +176,8 @@ impl OverlayTarget {
         let preflight = (!found.pinned).then_some(true);
         let pin = found.pin.clone();
         let opened = lifecycle::open_disk(begun, &settings, parent, preflight)?;
+        // Not given up (`hang::watched`): from here on the start mounts.
+        crate::hang::commit()?;
         let (flusher, stack) = found.stack(&opened)?;
         let unclean = opened.recovered.unclean;
         let (shared, mut undo) = opened.into_shared(settings, events, idx);

@@ -9,6 +9,8 @@ use std::ffi::{OsStr, OsString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// The source name of a store's own tmpfs (`limit_private`) in the mount table.
+pub const STORE_FS_SOURCE: &str = "asdfs-store";
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 const RAMFS_MAGIC: i64 = 0x8584_58f6;
 
@@ -564,7 +566,7 @@ pub fn limit_private(store: &Dir, limit: u64) -> anyhow::Result<()> {
     }
     // Where root may not mount (a container), the daemon's own count keeps the limit.
     let mounted = nix::mount::mount(
-        Some("asdfs-store"),
+        Some(STORE_FS_SOURCE),
         &at,
         Some("tmpfs"),
         flags,

@@ -20,7 +20,6 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStringExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -233,24 +232,30 @@ fn held_on(dev: u64) -> HashMap<u64, Vec<Held>> {
             ("cwd", "has its working directory in"),
             ("root", "has its root in"),
         ] {
-            if let Ok(m) = trusted::metadata(base.join(link)) {
-                if m.dev() == dev && m.is_dir() {
-                    add(m.ino(), how);
+            // Cached attributes: a process's file on a FUSE mount whose daemon does not
+            // answer would hold the start (docs/security.md R7).
+            if let Ok((d, mode, ino)) = trusted::stat_cached(base.join(link)) {
+                if d == dev && is_dir(mode) {
+                    add(ino, how);
                 }
             }
         }
         for (dir, how) in [("fd", "holds"), ("map_files", "maps")] {
             for entry in trusted::read_dir(base.join(dir)).into_iter().flatten() {
-                let Ok(m) = entry.and_then(|e| trusted::metadata(e.path())) else {
+                let Ok((d, mode, ino)) = entry.and_then(|e| trusted::stat_cached(e.path())) else {
                     continue;
                 };
-                if m.dev() == dev && !m.is_dir() {
-                    add(m.ino(), how);
+                if d == dev && !is_dir(mode) {
+                    add(ino, how);
                 }
             }
         }
     }
     out
+}
+
+fn is_dir(mode: u32) -> bool {
+    mode & libc::S_IFMT == libc::S_IFDIR
 }
 
 /// Walks the disk copy: every entry's inode number is compared with `holders`; regular

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 /// Reports progress of long work: (what, done, total) in bytes or items.
-pub type Progress<'a> = &'a dyn Fn(&str, u64, u64);
+pub type Progress<'a> = crate::hang::Progress<'a>;
 
 /// The target `target`, a directory in `parent` (opened with `Dir::open_strict`), opened by
 /// its one name without following a symlink.

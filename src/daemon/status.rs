@@ -132,6 +132,10 @@ pub(super) struct Facts<'a> {
     pub crash: Option<String>,
     /// The disk copy's size (measured in the background).
     pub disk: Option<DiskUsage>,
+    /// The target's parent as the daemon holds it (`/proc/self/fd/N`): crash snapshots are
+    /// listed there, never by walking the target's path again (a FUSE mount a user stacked
+    /// above it would hold the status request, docs/security.md R7).
+    pub parent: std::path::PathBuf,
 }
 
 /// A mode's own measure of what is in RAM and not on disk yet.
@@ -202,7 +206,7 @@ pub(super) fn report(t: Facts<'_>, c: Changes) -> Status {
         log_failures: c.log_failures,
         backup: t.backup,
         unclean_start: t.crash,
-        crash_snapshots: crate::status::snapshots_of(&t.paths.target),
+        crash_snapshots: crate::status::snapshots_in(&t.paths.target, &t.parent),
         conflicts: c.conflicts,
         salvaged: ledger.salvaged(),
     }

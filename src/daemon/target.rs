@@ -67,6 +67,8 @@ impl Target {
             mount_id: Mutex::new(None),
             session_ended: Arc::new(AtomicBool::new(false)),
         });
+        // Not given up (`hang::watched`): from here on the start mounts.
+        crate::hang::commit()?;
         t.mount()?;
         undo.disarm();
         safety::refresh_backup(
@@ -138,18 +140,24 @@ impl Target {
                 return Err(e).context("starting the FUSE session");
             }
         };
+        // Attributes the store changes in replies that carry none are invalidated in the
+        // kernel (QA F7); the hook holds /dev/fuse, so it goes with the session.
+        self.store
+            .set_attrs_hook(Some(crate::fuse::attrs_invalidator(session.notifier())));
+        let store = self.store.clone();
         std::thread::Builder::new()
             .name("fuse-session".into())
             .spawn(move || {
                 // Sent however the session ends, a panic too: the main loop waits for it.
-                struct Ended(Sender<Event>, usize, Arc<AtomicBool>);
+                struct Ended(Sender<Event>, usize, Arc<AtomicBool>, Arc<Store>);
                 impl Drop for Ended {
                     fn drop(&mut self) {
+                        self.3.set_attrs_hook(None);
                         self.2.store(true, Ordering::SeqCst);
                         let _ = self.0.send(Event::SessionEnded(self.1));
                     }
                 }
-                let _ended = Ended(events, idx, ended);
+                let _ended = Ended(events, idx, ended, store);
                 if let Err(e) = session.run() {
                     tracing::error!(error = %e, "FUSE session ended with an error");
                 }

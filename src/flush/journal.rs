@@ -28,6 +28,18 @@ pub enum Step {
     Times { at: Loc, atime: Ts, mtime: Ts },
 }
 
+/// A step as a message names it (paths shortened, `human::path`).
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Rename { from, to, ino } => write!(f, "rename {from} to {to} (inode {ino})"),
+            Step::Link { from, to, ino } => write!(f, "link {from} as {to} (inode {ino})"),
+            Step::Meta { at, kind, .. } => write!(f, "attributes of {at} ({kind:?})"),
+            Step::Times { at, .. } => write!(f, "times of {at}"),
+        }
+    }
+}
+
 /// The plan of flush `generation`, written to `journal.<generation>` at the commit point.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Journal {

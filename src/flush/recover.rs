@@ -156,7 +156,7 @@ pub(crate) fn salvage(
         if let Err(e) = j.run_one(b, step) {
             skipped += 1;
             paths.extend(concerned(step));
-            tracing::error!(generation = j.generation, step = i + 1, ?step, error = %e, "salvaging a flush: step skipped");
+            tracing::error!(generation = j.generation, step = i + 1, what = %step, error = %e, "salvaging a flush: step skipped");
         }
     }
     let gen_loc = Loc::side("generation");

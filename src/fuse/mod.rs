@@ -32,6 +32,16 @@ const MAX_WRITE: u32 = 1 << 20;
 /// `sync`: returns once it is on disk (design.md §6.3).
 pub type SyncHook = Arc<dyn Fn(Option<NodeId>) -> anyhow::Result<()> + Send + Sync>;
 
+/// The store's hook for attributes it changed on its own (`Store::set_attrs_hook`): the
+/// kernel's cached attributes of that inode are invalidated (attributes only: offset -1).
+pub fn attrs_invalidator(notifier: fuser::Notifier) -> crate::store::AttrsHook {
+    Box::new(move |id: NodeId| {
+        if let Err(e) = notifier.inval_inode(INodeNo(id.0), -1, 0) {
+            tracing::debug!(error = %e, "could not invalidate an inode's attributes");
+        }
+    })
+}
+
 /// The filesystem one FUSE session serves.
 pub struct AsdFs {
     store: Arc<Store>,

@@ -68,11 +68,7 @@ impl OverlayFlusher {
     /// The round has ended: its busy files are those status shows.
     pub fn end_round(&self) {
         let mut busy = self.busy.lock();
-        busy.1 = busy
-            .0
-            .iter()
-            .map(|p| p.to_string_lossy().into_owned())
-            .collect();
+        busy.1 = busy.0.iter().map(|p| crate::human::path(p)).collect();
     }
 
     /// The files the last round of flushes left out because they kept changing.
@@ -133,7 +129,10 @@ impl OverlayFlusher {
                 // Moved or removed since the walk: the next flush finds it where it is.
                 Err(e) if vanished(&e) => {}
                 r => r.with_context(|| {
-                    format!("marking {} opaque in the upper layer", dir.display())
+                    format!(
+                        "marking {} opaque in the upper layer",
+                        crate::human::path(dir)
+                    )
                 })?,
             }
         }
@@ -271,7 +270,7 @@ impl OverlayFlusher {
             .filter_map(|i| plan.stage[i].source.clone())
             .collect();
         for p in &busy {
-            tracing::warn!(path = %p.display(), "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");
+            tracing::warn!(path = %crate::human::path(p), "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");
         }
         unstable.extend(busy.iter().cloned());
         // Every object at once (design.md §6 step 2), once the copies hold still: one
@@ -444,10 +443,10 @@ fn open_source(upper: &Upper, src: &Path, ino: Option<u64>) -> anyhow::Result<Op
             Ok(same.then(|| File::from(fd)))
         }
         Err(e) if vanished(&e) || e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
-        Err(e) => {
-            Err(anyhow::Error::new(e)
-                .context(format!("opening {} in the upper layer", src.display())))
-        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!(
+            "opening {} in the upper layer",
+            crate::human::path(src)
+        ))),
     }
 }
 
@@ -524,17 +523,17 @@ fn guard_new_names(
         }
         if let Some(ino) = placed.and_then(|p| p.get(name)) {
             if remove_seen_copy(overlay, parent, leaf, *ino) {
-                tracing::info!(path = %name.display(), "removed during the flush: its disk copy removed through the overlay");
+                tracing::info!(path = %crate::human::path(name), "removed during the flush: its disk copy removed through the overlay");
                 continue;
             }
         }
         match upper.whiteout(name) {
             Ok(true) => {
-                tracing::info!(path = %name.display(), "removed during the flush: hidden with a whiteout")
+                tracing::info!(path = %crate::human::path(name), "removed during the flush: hidden with a whiteout")
             }
             Ok(false) => {}
             Err(e) => {
-                tracing::warn!(path = %name.display(), error = %e, "could not hide a name removed during the flush")
+                tracing::warn!(path = %crate::human::path(name), error = %e, "could not hide a name removed during the flush")
             }
         }
     }

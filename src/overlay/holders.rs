@@ -241,7 +241,5 @@ fn list(dir: &Path) -> Vec<PathBuf> {
 
 /// Device, mode and inode of what a /proc link names.
 fn stat(path: &Path) -> Option<(u64, u32, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = crate::fsx::trusted::metadata(path).ok()?;
-    Some((m.dev(), m.mode(), m.ino()))
+    crate::fsx::trusted::stat_cached(path).ok()
 }

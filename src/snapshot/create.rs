@@ -183,31 +183,55 @@ struct Obj<'a> {
 type Visit<'v> = dyn FnMut(Obj<'_>) -> io::Result<()> + 'v;
 
 /// Visits `dir` and then everything beneath it, names in byte order, never following a
-/// symlink. Errors name the member they happened at.
+/// symlink. Errors name the member they happened at. Iterative, one descriptor per level
+/// open: a tree of any depth (design.md §6.4) needs no stack.
 fn walk(
     dir: &OwnedFd,
     st: &FileStat,
     member: &mut Vec<u8>,
     visit: &mut Visit<'_>,
 ) -> io::Result<()> {
+    /// A directory being walked: its descriptor, the names in it still to visit, and the
+    /// length of the member name before its own name was added.
+    struct Frame {
+        fd: OwnedFd,
+        names: std::vec::IntoIter<OsString>,
+        len: usize,
+    }
     let here = |e: io::Error, m: &[u8]| io::Error::new(e.kind(), format!("{}: {e}", lossy(m)));
-    visit(Obj {
-        dir,
-        name: None,
-        st,
-        member: &member[..],
-    })
-    .map_err(|e| here(e, member))?;
-    for name in sorted_names(dir).map_err(|e| here(e, member))? {
+    let enter = |fd: OwnedFd, st: &FileStat, member: &[u8], len, visit: &mut Visit<'_>| {
+        visit(Obj {
+            dir: &fd,
+            name: None,
+            st,
+            member,
+        })
+        .map_err(|e| here(e, member))?;
+        let names = sorted_names(&fd).map_err(|e| here(e, member))?;
+        Ok::<_, io::Error>(Frame {
+            fd,
+            names: names.into_iter(),
+            len,
+        })
+    };
+    let mut stack = vec![enter(dir.try_clone()?, st, member, member.len(), visit)?];
+    while let Some(top) = stack.last_mut() {
+        let Some(name) = top.names.next() else {
+            let done = stack.pop().expect("the top frame");
+            member.truncate(done.len);
+            continue;
+        };
         let len = member.len();
         member.push(b'/');
         member.extend_from_slice(name.as_bytes());
-        match child(dir, &name, member, visit) {
-            Ok(Some((sub, sst))) => walk(&sub, &sst, member, visit)?,
-            Ok(None) => {}
+        match child(&top.fd, &name, member, visit) {
+            Ok(Some((sub, sst))) => {
+                let frame = enter(sub, &sst, member, len, visit)?;
+                stack.push(frame);
+            }
+            Ok(None) => member.truncate(len),
             Err(e) => return Err(here(e, member)),
         }
-        member.truncate(len);
     }
     Ok(())
 }
@@ -359,4 +383,62 @@ fn open_data(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> io::Result<OwnedFd> 
     }
     crate::backing::clear_nonblock(&fd)?;
     Ok(fd)
+}
+
+#[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests set up files as a user would
+mod tests {
+    use super::*;
+    use nix::sys::stat::{Mode, mkdirat};
+
+    /// A tree deeper than PATH_MAX is walked whole on a small stack (it recursed once per
+    /// level before).
+    #[test]
+    fn a_tree_of_any_depth_is_walked_without_recursion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let top: OwnedFd = File::open(tmp.path()).unwrap().into();
+        let mut cur = top.try_clone().unwrap();
+        for _ in 0..6000 {
+            mkdirat(&cur, "d", Mode::from_bits_truncate(0o755)).unwrap();
+            cur = open_at(
+                cur.as_fd(),
+                OsStr::new("d"),
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            )
+            .unwrap();
+        }
+        let f = nix::fcntl::openat(
+            &cur,
+            "f",
+            OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .unwrap();
+        File::from(f).write_all(b"deep").unwrap();
+        drop(cur);
+        let (size, deepest) = std::thread::Builder::new()
+            .stack_size(128 << 10)
+            .spawn(move || {
+                let st = nix::sys::stat::fstat(&top).unwrap();
+                let mut member = b"t".to_vec();
+                let size = total_size(&top, &st, &mut member).unwrap();
+                let mut deepest = 0;
+                walk(&top, &st, &mut member, &mut |o| {
+                    deepest = deepest.max(o.member.len());
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(member, b"t");
+                (size, deepest)
+            })
+            .unwrap()
+            .join()
+            .expect("the walk");
+        assert_eq!(size, 4);
+        assert_eq!(deepest, "t".len() + 6000 * "/d".len() + "/f".len());
+        let _ = std::process::Command::new("rm")
+            .arg("-rf")
+            .arg(tmp.path())
+            .status();
+    }
 }

@@ -26,7 +26,8 @@ mod unpack;
 
 pub use create::{create, create_in};
 pub use names::{
-    check_owner, clean, conflict_name, enforce_limit, hidden, list, snapshot_path, target_of,
+    check_owner, clean, conflict_name, enforce_limit, hidden, list, list_in, snapshot_path,
+    target_of,
 };
 pub use restore::{RestoreOptions, restore, restore_with};
 

@@ -230,19 +230,26 @@ pub(super) fn parent_of(path: &Path) -> &Path {
 
 /// The crash snapshots of `target`, newest first. Looks only in the target's parent.
 pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
+    list_in(target, parent_of(target))
+}
+
+/// `list`, reading the target's parent at `parent` (the daemon: `/proc/self/fd/N` of the
+/// directory it holds, so that no path above it is walked again). Sizes come from the
+/// kernel's cached attributes: a name someone mounted a FUSE filesystem on is not asked.
+pub fn list_in(target: &Path, parent: &Path) -> io::Result<Vec<SnapshotInfo>> {
     let name = target
         .file_name()
         .ok_or_else(|| invalid(format!("{} has no name", target.display())))?;
     let cores = cores(name);
     let mut found = Vec::new();
-    for entry in crate::fsx::trusted::read_dir(parent_of(target))? {
+    for entry in crate::fsx::trusted::read_dir(parent)? {
         let entry = entry?;
         let file = entry.file_name();
         let Some(p) = parse_name(&file).filter(|p| cores.contains(&p.name)) else {
             continue;
         };
-        let meta = match entry.metadata() {
-            Ok(m) if m.is_file() => m,
+        let size = match crate::fsx::trusted::size_cached(entry.path()) {
+            Ok((mode, size)) if mode & libc::S_IFMT == libc::S_IFREG => size,
             Ok(_) => continue,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
@@ -251,7 +258,7 @@ pub fn list(target: &Path) -> io::Result<Vec<SnapshotInfo>> {
             path: target.with_file_name(&file),
             target: target.to_path_buf(),
             taken: pretty(&p.stamp),
-            size: meta.len(),
+            size,
         };
         found.push(((p.stamp, p.seq), info));
     }

@@ -40,7 +40,9 @@ impl Store {
             true => privs::after_chown(before.mode, ctx, || privs::in_group(ctx, before.gid)),
             false => before.mode,
         } | !(libc::S_ISUID | libc::S_ISGID);
-        if sa.mode.is_some() {
+        // A new size changes the data: the xattrs the file has now are the ones its
+        // rewritten copy gets (`Store::open` says why).
+        if sa.mode.is_some() || sa.size.is_some() {
             self.ensure_xattrs(id)?;
         }
         let mut inner = if sa.size.is_some() {

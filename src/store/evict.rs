@@ -29,6 +29,11 @@ pub(super) const PATIENCE: Duration = Duration::from_secs(3);
 /// that ended, or failed: then not at once, sparing the disk).
 pub(super) const LOOK_AGAIN: Duration = Duration::from_millis(10);
 const ASK_AGAIN: Duration = Duration::from_millis(500);
+/// How long a read into RAM waits while changed data holds the room: a flush makes it clean,
+/// and clean data can leave. With FUSE passthrough writers fill the tmpfs without asking, so
+/// a read right after a burst of writes may have to wait for a whole flush (a read on tmpfs
+/// never fails for room, so waiting is what a program expects).
+pub(super) const READ_PATIENCE: Duration = Duration::from_secs(30);
 /// How long an open for writing waits for a pressure flush while there is still room.
 const OPEN_PATIENCE: Duration = Duration::from_millis(500);
 
@@ -360,7 +365,8 @@ impl Store {
 
     /// Room for a file of `need` bytes to be read into RAM (design.md §2.1): clean files
     /// are evicted; while changed data holds the room, a pressure flush is asked for and
-    /// the read waits for it, as a writer does (until `PATIENCE` after `since`). ENOSPC when
+    /// the read waits for it (until `READ_PATIENCE` after `since`; `PATIENCE` when nothing is
+    /// changed, so no flush can help). ENOSPC when
     /// that did not make room, or at once for a file larger than the whole room, unless the
     /// tmpfs itself has room (a user's daemon, whose limit is its own count). The file
     /// stays announced to writers, who leave room for it, until the guard is dropped.
@@ -371,13 +377,18 @@ impl Store {
             bytes: need,
         };
         let mut asked: Option<Instant> = None;
+        // Changed data seen at the last look: a flush that ends between the eviction and the
+        // look at the budget made data evictable that this look has not evicted yet.
+        let mut was_dirty = false;
         loop {
             self.make_room(need);
             let b = self.budget();
             if b.free >= need {
                 return Ok(guard);
             }
-            if need > b.room || since.elapsed() >= PATIENCE {
+            let flushable = b.dirty > 0 || std::mem::replace(&mut was_dirty, b.dirty > 0);
+            let patience = if flushable { READ_PATIENCE } else { PATIENCE };
+            if need > b.room || since.elapsed() >= patience {
                 // A limit the daemon keeps by its own count (a user's store on a shared
                 // tmpfs) gives way to reading a clean file, as long as the tmpfs has room.
                 if b.tmpfs_free >= need {

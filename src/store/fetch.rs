@@ -189,7 +189,7 @@ impl Store {
             };
             let _room = self.room_to_read(size, since)?;
             match self.load(id) {
-                Err(e) if e == Errno::ENOSPC && since.elapsed() < super::evict::PATIENCE => {
+                Err(e) if e == Errno::ENOSPC && since.elapsed() < super::evict::READ_PATIENCE => {
                     std::thread::sleep(super::evict::LOOK_AGAIN);
                 }
                 other => return other,

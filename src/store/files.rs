@@ -35,6 +35,13 @@ impl Store {
                 _ => return Err(Errno::ENXIO),
             }
         }
+        if write || truncate {
+            // The file's xattrs as they are before its data first changes are the ones the
+            // flush gives its rewritten copy, logged with it: an xattr put on the disk copy
+            // behind asdfs later (a capability root sets between a kill and the takeover)
+            // is never combined with the store's newer content (design.md §3 "Takeover").
+            self.ensure_xattrs(id)?;
+        }
         if truncate {
             self.replace_with_empty(id)?;
             self.kill_privs(ctx, id)?;

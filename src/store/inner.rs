@@ -116,15 +116,22 @@ impl Inner {
         id
     }
 
+    /// A chain of parents longer than this has a cycle: no path is that deep. Paths have no
+    /// other bound: the disk side resolves them in pieces (design.md §6.1, deep paths).
+    fn chain_bound(&self) -> usize {
+        self.nodes.len() + 1
+    }
+
     /// Where a node is on disk in the current generation, relative to the target.
     pub fn disk_path(&self, id: NodeId) -> Option<PathBuf> {
         let mut names: Vec<&OsStr> = Vec::new();
         let mut cur = id;
+        let bound = self.chain_bound();
         while cur != NodeId::ROOT {
             let o = self.nodes.get(&cur)?.origin.as_ref()?;
             names.push(&o.name);
             cur = o.parent;
-            if names.len() > 4096 {
+            if names.len() > bound {
                 return None;
             }
         }
@@ -139,7 +146,7 @@ impl Inner {
             let (parent, name) = self.nodes.get(&cur)?.names.first()?;
             names.push(name);
             cur = *parent;
-            if names.len() > 4096 {
+            if names.len() > self.chain_bound() {
                 return None;
             }
         }
@@ -323,7 +330,8 @@ impl Inner {
                 Content::Symlink(t) => Some(t.clone()),
                 _ => None,
             },
-            xattrs: if n.meta_seq != 0 || n.origin.is_none() {
+            // With changed data too: the xattrs its rewritten copy gets (`Store::open`).
+            xattrs: if n.meta_seq != 0 || n.data_seq != 0 || n.origin.is_none() {
                 n.xattrs
                     .as_ref()
                     .map(|x| x.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -343,8 +351,9 @@ impl Inner {
         }
         let mut chain = vec![id];
         let mut cur = id;
+        let bound = self.chain_bound();
         while let Some(o) = self.nodes.get(&cur).and_then(|n| n.origin.as_ref()) {
-            if o.parent == cur || chain.len() > 4096 {
+            if o.parent == cur || chain.len() > bound {
                 break;
             }
             cur = o.parent;

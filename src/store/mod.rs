@@ -27,6 +27,7 @@ pub mod namespace;
 pub(crate) mod node;
 mod pinned;
 mod privs;
+pub use privs::AttrsHook;
 mod replay;
 mod resync;
 pub mod seen;
@@ -89,6 +90,9 @@ pub struct Store {
     /// writers leave at least this much room free, up to half of it.
     reading: AtomicU64,
     on_pressure: Mutex<Option<evict::PressureHook>>,
+    /// Told of a node whose attributes the store changed on its own, in a reply that
+    /// carries none (`privs`): the FUSE adapter invalidates the kernel's copy (a leaf lock).
+    on_attrs: Mutex<Option<privs::AttrsHook>>,
 }
 
 /// Above this much of the tmpfs used, a warning is logged and shown by status.
@@ -246,6 +250,7 @@ impl Store {
             unchecked: AtomicU64::new(0),
             reading: AtomicU64::new(0),
             on_pressure: Mutex::new(None),
+            on_attrs: Mutex::new(None),
         })
     }
 

@@ -77,7 +77,7 @@ impl Inner {
         let paths = busy
             .iter()
             .filter_map(|x| self.ram_path(*x))
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| crate::human::path(&p))
             .collect::<Vec<_>>();
         for p in &paths {
             tracing::warn!(path = %p, "a file kept changing while the flush copied it; its previous version stays on disk until a later flush");

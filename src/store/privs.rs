@@ -79,9 +79,20 @@ pub(crate) fn in_group(ctx: Ctx, gid: u32) -> bool {
         .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
+/// What is told of a node whose mode the store changed on its own (`Store::set_attrs_hook`).
+pub type AttrsHook = Box<dyn Fn(NodeId) + Send + Sync>;
+
 impl Store {
+    /// Sets what is told of a node whose attributes the store changed on its own: the
+    /// kernel caches attributes, and the reply to an open (O_TRUNC), a write, fallocate or
+    /// copy_file_range carries none, so the FUSE adapter invalidates them (QA F7).
+    pub fn set_attrs_hook(&self, hook: Option<AttrsHook>) {
+        *self.on_attrs.lock() = hook;
+    }
+
     /// Applies `after_data_change` to a file whose data `ctx` just changed. The group check
-    /// reads /proc, so it runs without the store lock.
+    /// reads /proc, so it runs without the store lock. The kernel's cached attributes of a
+    /// file that lost bits are invalidated (`set_attrs_hook`) before the reply.
     pub(crate) fn kill_privs(&self, ctx: Ctx, id: NodeId) -> FsResult<()> {
         let (mode, gid) = {
             let a = self.lock().node(id)?.attr;
@@ -98,6 +109,10 @@ impl Store {
         n.attr.mode &= new | !(libc::S_ISUID | libc::S_ISGID);
         inner.mark_meta(id, seq);
         inner.log_node(id);
+        drop(inner);
+        if let Some(hook) = &*self.on_attrs.lock() {
+            hook(id);
+        }
         Ok(())
     }
 }

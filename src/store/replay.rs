@@ -124,15 +124,12 @@ impl Store {
             inner.data.renew(d).with_context(|| {
                 format!(
                     "{}: no room to give it a fresh data file at the takeover, and the takeover's flush did not write it (make room in the store's tmpfs and mount again)",
-                    path.unwrap_or_default().display()
+                    crate::human::path(&path.unwrap_or_default())
                 )
             })?;
         }
         if !dropped.is_empty() {
-            let files: Vec<String> = dropped
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
+            let files: Vec<String> = dropped.iter().map(|p| crate::human::path(p)).collect();
             tracing::warn!(
                 files = %files.join(", "),
                 "{} of the previous session changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
@@ -148,7 +145,7 @@ impl Store {
         let paths: Vec<String> = renewed
             .iter()
             .filter_map(|id| inner.ram_path(*id))
-            .map(|p| p.to_string_lossy().into_owned())
+            .map(|p| crate::human::path(&p))
             .collect();
         if !paths.is_empty() {
             tracing::warn!(

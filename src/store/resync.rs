@@ -51,10 +51,10 @@ impl Store {
     fn set_aside(&self, root: &std::path::Path) {
         match crate::backing::set_aside(self.backing.as_ref(), &Loc::Target(root.to_path_buf())) {
             Ok(to) => {
-                tracing::error!(path = %root.display(), kept = %to, "what was on disk in place of what the store holds is kept in the side directory");
+                tracing::error!(path = %crate::human::path(root), kept = %to, "what was on disk in place of what the store holds is kept in the side directory");
             }
             Err(e) => {
-                tracing::error!(path = %root.display(), error = %e, "what is on disk in place of what the store holds could not be set aside; the next flush may fail its check")
+                tracing::error!(path = %crate::human::path(root), error = %e, "what is on disk in place of what the store holds could not be set aside; the next flush may fail its check")
             }
         }
     }
@@ -117,7 +117,7 @@ impl Inner {
                 cur.push(c);
                 let Some(&id) = by_path.get(&cur) else {
                     // Not in RAM: the store has nothing newer than the disk there.
-                    tracing::warn!(path = %cur.display(), "a salvaged flush's step concerned a path the store does not hold; it stays as the disk has it");
+                    tracing::warn!(path = %crate::human::path(&cur), "a salvaged flush's step concerned a path the store does not hold; it stays as the disk has it");
                     break;
                 };
                 let want = self.nodes.get(&id).and_then(|n| n.disk_ino);
@@ -147,7 +147,7 @@ impl Inner {
         let seq = self.next_seq();
         let mut marked: BTreeSet<NodeId> = BTreeSet::new();
         for root in roots {
-            tracing::warn!(path = %root.display(), "not on disk as the store believes after a salvaged flush: written again by the next flush");
+            tracing::warn!(path = %crate::human::path(root), "not on disk as the store believes after a salvaged flush: written again by the next flush");
             for (path, &id) in &by_path {
                 if path.starts_with(root) {
                     marked.insert(id);

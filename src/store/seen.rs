@@ -110,18 +110,20 @@ impl DiskSeen {
         match kept {
             Ok(copy) => {
                 tracing::warn!(
-                    file = %shown.display(),
-                    copy = %copy.display(),
+                    file = %crate::human::path(&shown),
+                    copy = %crate::human::path(&copy),
                     "conflict: the disk file changed behind asdfs since it was read into RAM \
                      (a program writing through a descriptor opened before the mount?); \
                      the RAM version replaces it, the disk version is kept as a conflict copy"
                 );
-                self.kept
-                    .lock()
-                    .push(format!("{} -> {}", shown.display(), copy.display()));
+                self.kept.lock().push(format!(
+                    "{} -> {}",
+                    crate::human::path(&shown),
+                    crate::human::path(&copy)
+                ));
             }
             Err(e) => tracing::error!(
-                file = %shown.display(),
+                file = %crate::human::path(&shown),
                 error = %e,
                 "conflict: the disk file changed behind asdfs since it was read into RAM, and \
                  its disk version could not be kept; the RAM version replaces it"

@@ -5,6 +5,7 @@
 
 mod control;
 mod disk;
+mod hang;
 mod misc;
 mod side;
 mod snapshots;

@@ -8,6 +8,7 @@ mod attack;
 mod churn;
 mod common;
 mod concurrent;
+mod deep;
 mod faults;
 mod fsync;
 mod harness;

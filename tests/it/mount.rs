@@ -191,6 +191,26 @@ fn fails_with(args: &[&str], needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// A target or volatile dir on the command line that is not an absolute path in normal form
+/// is bad usage: exit 2 (README's table), one line, before anything is looked at.
+#[test]
+fn a_relative_target_is_a_usage_error() {
+    for args in [
+        &["mount", "relative/dir", "--volatile", "/run"][..],
+        &["mount", "/tmp/", "--volatile", "/run"],
+        &["mount", "/tmp", "--volatile", "run"],
+    ] {
+        let out = asdfs(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("absolute path") || err.contains("normal form"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+    }
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_touches_nothing() {
     if !fuse_available() {

@@ -286,3 +286,87 @@ fn issue_12_writers_while_flushes_run_in_overlay_mode() {
 fn issue_12_writers_while_flushes_run_in_fuse_mode() {
     writers_while_flushes_run(false);
 }
+
+/// `security.capability` granting cap_net_raw (effective), as setcap(8) writes it.
+fn capability() -> Vec<u8> {
+    let mut v = (0x0200_0000u32 | 1).to_le_bytes().to_vec();
+    for word in [1u32 << 13, 0, 0, 0] {
+        v.extend(word.to_le_bytes());
+    }
+    v
+}
+
+fn xattr_names(p: &std::path::Path) -> Vec<String> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    // SAFETY: `c` is a valid C string and `buf` a buffer of the length given.
+    let n = unsafe { libc::llistxattr(c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    assert!(n >= 0, "listxattr {}", p.display());
+    buf[..n as usize]
+        .split(|b| *b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// A takeover writes the store's file as the store has it: a capability (or any xattr) root
+/// put on the bare disk copy between the sessions is not combined with the store's newer
+/// content (design.md §3 "Takeover"): the file the store changed keeps exactly the xattrs
+/// it had when the session first opened it for writing.
+#[test]
+fn a_takeover_does_not_combine_the_stores_content_with_an_xattr_set_behind_it() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| {
+        fs::write(t.join("f"), b"old").unwrap();
+        fs::write(t.join("g"), b"old").unwrap();
+    });
+    fs::write(m.path("f"), b"new from the store").unwrap();
+    // `g` grows through an open without O_TRUNC (the data is read first).
+    let mut g = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("g"))
+        .unwrap();
+    std::io::Write::write_all(&mut g, b" and more").unwrap();
+    drop(g);
+    m.kill_daemon();
+    let cap = capability();
+    for n in ["f", "g"] {
+        let disk = m.disk_copy().join(n);
+        let c = std::ffi::CString::new(disk.as_os_str().as_encoded_bytes()).unwrap();
+        for (name, value) in [
+            (c"security.capability", &cap[..]),
+            (c"user.behind", &b"x"[..]),
+        ] {
+            // SAFETY: valid C strings and a buffer of the length given.
+            let r = unsafe {
+                libc::setxattr(
+                    c.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            assert_eq!(
+                r,
+                0,
+                "setxattr {}: {}",
+                disk.display(),
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    m.mount();
+    m.unmount();
+    assert_eq!(fs::read(m.target.join("f")).unwrap(), b"new from the store");
+    assert_eq!(fs::read(m.target.join("g")).unwrap(), b"old and more");
+    for n in ["f", "g"] {
+        let names = xattr_names(&m.target.join(n));
+        assert!(
+            names.is_empty(),
+            "{n}: xattrs the store never had: {names:?}"
+        );
+    }
+}

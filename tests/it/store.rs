@@ -457,3 +457,47 @@ fn a_plan_that_keeps_failing_its_check_is_resynced_from_the_store() {
     assert_eq!(fs::read(f.target().join("b")).unwrap(), b"in ram");
     assert!(!f.target().join("a").exists());
 }
+
+/// A read of a file not in RAM, while changed data fills the room, waits for the flush that
+/// makes that data clean (and so evictable) even when the flush takes longer than a
+/// writer's patience: with FUSE passthrough writers fill the tmpfs without asking, and a
+/// read right after such a burst got ENOSPC (a read on tmpfs never fails for room).
+#[test]
+fn a_read_waits_for_a_slow_flush_to_make_room() {
+    // As root's daemon has it: `private/` on a tmpfs of the limit's size.
+    let tmp = crate::common::scratch();
+    fs::create_dir_all(tmp.path().join("disk/target")).unwrap();
+    let _own = crate::writeback::SmallFs::new(&tmp.path().join("store/private"), "8m");
+    let f = Fixture::open(tmp);
+    fs::write(f.target().join("big"), vec![7u8; 7 << 19]).unwrap();
+    f.store.set_ram_limit(8 << 20);
+    for i in 0..5 {
+        f.write_file("", &format!("new{i}"), &vec![i as u8; 1 << 20]);
+    }
+    let started = std::time::Instant::now();
+    let read = std::thread::scope(|s| {
+        // The flush comes after 4 s, past the 3 s a writer waits.
+        s.spawn(|| {
+            std::thread::sleep(std::time::Duration::from_secs(4));
+            f.flusher.flush().unwrap();
+        });
+        let id = f.node("big").ino;
+        let fh = f.store.open(CTX, id, false, false);
+        let data = fh.and_then(|fh| {
+            let d = f.store.read(fh, 0, 4 << 20);
+            f.store.release(fh).unwrap();
+            d
+        });
+        data.map(|d| d.len())
+    });
+    assert_eq!(
+        read,
+        Ok(7 << 19),
+        "the read of 3.5 MiB after {:?} while 5 of 8 MiB were changed",
+        started.elapsed()
+    );
+    assert_eq!(
+        fs::read(f.target().join("new4")).unwrap(),
+        vec![4u8; 1 << 20]
+    );
+}

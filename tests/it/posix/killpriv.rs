@@ -151,6 +151,62 @@ fn writes_and_truncates_by_other_users_clear_setuid_and_setgid_in_both_data_path
     finish_all(pairs);
 }
 
+/// The attacker of `attack.rs`: no name, no groups.
+const ATTACKER: Cred = Cred {
+    uid: 64_123,
+    gid: 64_123,
+    groups: &[],
+};
+
+/// The mode as `stat -c %a` asks for it: statx with only STATX_MODE, which the kernel
+/// answers from its cached attributes while they are valid.
+fn mode_only(p: &Path) -> R<u32> {
+    let c = cpath(p);
+    // SAFETY: a zeroed statx is a valid buffer for the call to fill.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `stx` a buffer of the right type.
+    let r = unsafe { libc::statx(libc::AT_FDCWD, c.as_ptr(), 0, libc::STATX_MODE, &mut stx) };
+    if r < 0 {
+        return Err(errno());
+    }
+    Ok(u32::from(stx.stx_mode))
+}
+
+/// After an O_TRUNC open by a user without CAP_FSETID the kernel's cached attributes show
+/// the bits gone at once, as on tmpfs: the OPEN reply carries no attributes, so the daemon
+/// invalidates the inode's (QA F7). Each file's attributes are cached by a stat first.
+#[test]
+fn the_mode_right_after_an_o_trunc_open_shows_the_bits_gone_in_both_data_paths() {
+    if !fuse_available() {
+        return;
+    }
+    let pairs = data_paths();
+    for (path, p) in &pairs {
+        let path = *path;
+        make(
+            p,
+            &[("o6777", 0o6777), ("o2777", 0o2777), ("o4777", 0o4777)],
+        );
+        for n in ["o6777", "o2777", "o4777"] {
+            p.both(
+                &format!("{path}: the mode right after O_TRUNC on {n}"),
+                |d| {
+                    mode_only(&f(d, n))?;
+                    let seen = as_user_data(ATTACKER, || {
+                        open(&f(d, n), libc::O_WRONLY | libc::O_TRUNC, 0)?;
+                        Ok(format!("{:o}", mode_only(&f(d, n))?).into_bytes())
+                    })?;
+                    R::Ok((
+                        String::from_utf8_lossy(&seen).into_owned(),
+                        format!("{:o}", mode_only(&f(d, n))?),
+                    ))
+                },
+            );
+        }
+    }
+    finish_all(pairs);
+}
+
 #[test]
 fn chown_clears_setuid_and_setgid_in_both_data_paths() {
     if !fuse_available() {
