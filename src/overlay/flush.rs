@@ -3,7 +3,7 @@
 //! disk copy shows through the mounted overlay where a program has just removed it.
 
 use super::plan::{Plan, StageContent, StageItem, plan};
-use super::upper::{Sig, Upper, vanished};
+use super::upper::{Sig, Upper, UpperKind, vanished};
 use crate::backing::{Backing, Loc, Meta, NewContent, open_beneath};
 use crate::flush::{FlushReport, Journal, Ledger, NoHook};
 use crate::store::types::Ts;
@@ -120,15 +120,20 @@ impl OverlayFlusher {
             plan.mark_opaque.clear();
         }
         for dir in &plan.mark_opaque {
-            layer.upper.mark_opaque(dir).with_context(|| {
-                format!(
-                    "marking {} opaque in the upper layer",
-                    crate::human::path(dir)
-                )
-            })?;
-            // The mark changed the directory's ctime: what is written is the marked one.
-            if let Ok(e) = layer.upper.entry(dir) {
-                plan.sigs.insert(dir.clone(), e.sig());
+            // The walk's signature stays: the mark changes the directory's ctime, so the
+            // next flush looks at it again, and finds what changed in it between the walk
+            // and the mark (a mode set after its entries were copied in, as `cp -a` and
+            // `mv` do, names moved out of it). Taking the marked directory's signature
+            // instead lost those (QA: a directory's mode 0700 on disk after a rename storm).
+            match layer.upper.mark_opaque(dir) {
+                // Moved or removed since the walk: the next flush finds it where it is.
+                Err(e) if vanished(&e) => {}
+                r => r.with_context(|| {
+                    format!(
+                        "marking {} opaque in the upper layer",
+                        crate::human::path(dir)
+                    )
+                })?,
             }
         }
         let stage = Loc::side(Journal::stage_dir(generation));
@@ -142,9 +147,15 @@ impl OverlayFlusher {
         self.busy.lock().0.extend(staged.busy.iter().cloned());
         let journal = plan.journal(&staged.inos, staged.gen_ino);
         let steps = journal.steps.len() as u64;
+        let placed = placed_inodes(&journal);
+        if let Some(ovl) = layer.overlay {
+            // Names already removed are hidden before their disk copies exist: no lookup
+            // can find those through the overlay (design.md §10.3).
+            guard_new_names(ovl, layer.upper, &plan.new_names, None);
+        }
         crate::flush::commit_and_apply(self.disk.as_ref(), &self.ledger, journal, &mut NoHook)?;
         if let Some(ovl) = layer.overlay {
-            guard_new_names(ovl, layer.upper, &plan.new_names);
+            guard_new_names(ovl, layer.upper, &plan.new_names, Some(&placed));
         }
         self.ledger.finish(self.disk.as_ref(), generation);
         let mut done = plan.sigs.clone();
@@ -439,33 +450,82 @@ fn open_source(upper: &Upper, src: &Path, ino: Option<u64>) -> anyhow::Result<Op
     }
 }
 
-/// After the apply (design.md §10.3): a program may have removed, during the flush, an
-/// upper name the flush has just given the disk copy. The kernel removed it without a
-/// whiteout (the disk copy had no such name when it looked), so the disk copy's new name
-/// would show through. Renaming a name onto itself in each such overlay directory waits for
-/// removals under way; then every new name the upper layer no longer has gets a whiteout.
-fn guard_new_names(overlay: &OwnedFd, upper: &Upper, names: &[PathBuf]) {
-    let parents: BTreeSet<&Path> = names.iter().filter_map(|n| n.parent()).collect();
-    for parent in parents {
-        let Ok(dir) = open_beneath(overlay.as_fd(), parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
-        else {
-            continue;
-        };
-        let _ = nix::fcntl::renameat2(
-            &dir,
-            BARRIER,
-            &dir,
-            BARRIER,
-            nix::fcntl::RenameFlags::RENAME_NOREPLACE,
-        );
+/// The inode each target name of a journal gets.
+fn placed_inodes(j: &Journal) -> HashMap<PathBuf, u64> {
+    j.steps
+        .iter()
+        .filter_map(|s| match s {
+            crate::flush::Step::Rename {
+                to: Loc::Target(p),
+                ino,
+                ..
+            }
+            | crate::flush::Step::Link {
+                to: Loc::Target(p),
+                ino,
+                ..
+            } => Some((p.clone(), *ino)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Hides the new disk names a program removed during the flush (design.md §10.3). The
+/// kernel removed them without a whiteout (the disk copy had no such name when it looked),
+/// so the disk copy's new name would show through.
+///
+/// Before the apply (`placed` is `None`): every new name the upper layer no longer has
+/// gets a whiteout, before its disk copy exists.
+///
+/// After the apply (`placed`: the inodes the names got on disk): renaming a name onto
+/// itself in each such overlay directory waits for removals under way; then every new
+/// name the upper layer no longer has is hidden. A lookup made between the apply and now
+/// may have found the disk copy, and the overlay keeps what it found (a whiteout made in
+/// the upper layer behind its back would not hide it until the entry leaves its cache: a
+/// removed file seen again, renamed again, copied up again, QA finding 3). So a name the
+/// overlay shows as the very disk object the flush put there is removed through the
+/// overlay, which makes the whiteout itself and forgets the entry; other names get a
+/// whiteout in the upper layer.
+fn guard_new_names(
+    overlay: &OwnedFd,
+    upper: &Upper,
+    names: &[PathBuf],
+    placed: Option<&HashMap<PathBuf, u64>>,
+) {
+    if placed.is_some() {
+        let parents: BTreeSet<&Path> = names.iter().filter_map(|n| n.parent()).collect();
+        for parent in parents {
+            let Ok(dir) = open_beneath(overlay.as_fd(), parent, OFlag::O_PATH | OFlag::O_DIRECTORY)
+            else {
+                continue;
+            };
+            let _ = nix::fcntl::renameat2(
+                &dir,
+                BARRIER,
+                &dir,
+                BARRIER,
+                nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+            );
+        }
     }
     for name in names {
-        let Some(parent) = name.parent() else {
+        let (Some(parent), Some(leaf)) = (name.parent(), name.file_name()) else {
             continue;
         };
         let kept = upper.has(name).unwrap_or(true);
-        if kept || !upper.has(parent).unwrap_or(false) || upper.is_opaque(parent) {
+        // A parent the upper layer no longer has as a directory (removed, a whiteout now)
+        // or an opaque one hides the name already.
+        let parent_dir = upper
+            .entry(parent)
+            .is_ok_and(|e| e.kind == UpperKind::Dir { opaque: false });
+        if kept || !parent_dir {
             continue;
+        }
+        if let Some(ino) = placed.and_then(|p| p.get(name)) {
+            if remove_seen_copy(overlay, parent, leaf, *ino) {
+                tracing::info!(path = %crate::human::path(name), "removed during the flush: its disk copy removed through the overlay");
+                continue;
+            }
         }
         match upper.whiteout(name) {
             Ok(true) => {
@@ -476,5 +536,22 @@ fn guard_new_names(overlay: &OwnedFd, upper: &Upper, names: &[PathBuf]) {
                 tracing::warn!(path = %crate::human::path(name), error = %e, "could not hide a name removed during the flush")
             }
         }
+    }
+}
+
+/// If the overlay shows, at `leaf` in `parent`, the disk object `ino` a flush has just put
+/// there (a non-directory the upper layer does not have), removes it through the overlay.
+/// A program cannot make that name its own meanwhile: the overlay sees a lower file there,
+/// so a create gets EEXIST and a rename onto it ESTALE.
+fn remove_seen_copy(overlay: &OwnedFd, parent: &Path, leaf: &std::ffi::OsStr, ino: u64) -> bool {
+    let Ok(dir) = open_beneath(overlay.as_fd(), parent, OFlag::O_PATH | OFlag::O_DIRECTORY) else {
+        return false;
+    };
+    let seen = nix::sys::stat::fstatat(&dir, leaf, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW);
+    match seen {
+        Ok(st) if st.st_ino == ino && st.st_mode & libc::S_IFMT != libc::S_IFDIR => {
+            nix::unistd::unlinkat(&dir, leaf, nix::unistd::UnlinkatFlags::NoRemoveDir).is_ok()
+        }
+        _ => false,
     }
 }

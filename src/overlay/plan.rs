@@ -322,9 +322,12 @@ impl Planner<'_> {
                 if let Some(st) = other {
                     self.trash(&e.path, &st);
                 }
-                if !opaque {
-                    self.plan.mark_opaque.push(e.path.clone());
-                }
+                // Every one, those below a new directory too: the overlay then never
+                // looks for its names on the disk copy, so none can show through, and
+                // the flush never makes a whiteout in it behind the overlay's back (in a
+                // directory the overlay takes for upper-only, its listing would show the
+                // whiteout as a name nothing can open).
+                self.plan.mark_opaque.push(e.path.clone());
                 let meta = Meta {
                     mode: 0o700,
                     xattrs: None,

@@ -75,3 +75,4 @@ fn top_upperdir(target: &Path) -> Option<String> {
 mod changes;
 mod held;
 mod lifecycle;
+mod storm;
