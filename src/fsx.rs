@@ -113,6 +113,19 @@ impl Dir {
         Ok(rustix::fs::fstat(&self.fd)?)
     }
 
+    /// Device and inode of what `name` in this directory is (not following a symlink),
+    /// from the kernel's cache (`AT_STATX_DONT_SYNC`): a FUSE mount someone put at that
+    /// name is not asked (its daemon may never answer), and is told apart by its device.
+    pub fn ident_in_cached(&self, name: &OsStr) -> io::Result<(u64, u64)> {
+        use rustix::fs::{StatxFlags, statx};
+        let flags = AtFlags::STATX_DONT_SYNC | AtFlags::SYMLINK_NOFOLLOW;
+        let st = statx(&self.fd, one_component(name)?, flags, StatxFlags::INO)?;
+        Ok((
+            rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+            st.stx_ino,
+        ))
+    }
+
     /// `/proc/self/fd/N`: a path that reaches exactly this directory (to mount onto it, or
     /// for calls that take only paths), valid while `self` lives.
     pub fn proc_path(&self) -> PathBuf {

@@ -51,8 +51,14 @@ fn one_line(text: &str) -> String {
             !l.is_empty() && !l.starts_with("For more information") && !l.starts_with("Usage:")
         })
         .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .fold(String::new(), |mut text, l| {
+            // A line ending in a colon introduces the next: "not provided: <TARGETS>...".
+            if !text.is_empty() {
+                text.push_str(if text.ends_with(':') { " " } else { "; " });
+            }
+            text.push_str(l);
+            text
+        })
 }
 
 /// A reader of standard output that went away ends the command quietly: `cli::out` does so

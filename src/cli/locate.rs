@@ -172,8 +172,13 @@ fn volatile_of(store: &Path) -> Option<PathBuf> {
 /// default volatile directory. Otherwise the
 /// path steps are given up after `hang::limit()` (docs/security.md R7).
 pub fn find(target: &Path) -> anyhow::Result<Found> {
-    if mounting::foreign_fuse_on(target)?.is_some() {
-        return find_at(mounting::lexical_absolute(target)?, false);
+    let abs = mounting::lexical_absolute(target)?;
+    // The session marker is read in the side directory beside the target, whose parent's
+    // owner may have put a FUSE mount there too (QA M2).
+    if mounting::foreign_fuse_on(target)?.is_some()
+        || mounting::foreign_fuse_on(&paths::side_dir(&abs))?.is_some()
+    {
+        return find_at(abs, false);
     }
     let given = target.to_path_buf();
     crate::hang::bounded(&target.display().to_string(), move || {
@@ -185,7 +190,9 @@ pub fn find(target: &Path) -> anyhow::Result<Found> {
 fn find_at(t: PathBuf, look: bool) -> anyhow::Result<Found> {
     let me = nix::unistd::geteuid().as_raw();
     let session = match look {
-        true => session_store(&t, me),
+        // The side directory's parent is the target's owner's: she may have renamed the
+        // marker away (QA M2); root's store is also named in the mount table.
+        true => session_store(&t, me).or_else(|| store_from_mounts(&t)),
         // The store's own tmpfs (root's stores) names it in the mount table.
         false => store_from_mounts(&t),
     };
@@ -194,7 +201,10 @@ fn find_at(t: PathBuf, look: bool) -> anyhow::Result<Found> {
         .and_then(|s| trusted_socket(&t, s, me).ok());
     let socket = match from_session {
         Some(s) => Some(s),
-        None => trusted_socket(&t, &paths::target_paths(&t, None)?.store, me).ok(),
+        // No default volatile directory (a user without XDG_RUNTIME_DIR): no store there.
+        None => paths::target_paths(&t, None)
+            .ok()
+            .and_then(|p| trusted_socket(&t, &p.store, me).ok()),
     };
     if let Some(socket) = socket {
         // A socket file outlives a killed daemon: only a listener makes it a running one.

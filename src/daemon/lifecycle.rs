@@ -562,10 +562,11 @@ fn remove_side(side: &paths::Side) {
             .all(|e| matches!(e.file_name().to_bytes(), b"." | b".." | b"generation"))
     });
     let name = side.dir.path().file_name().unwrap_or_default();
-    let now = side.parent.open_in(name).and_then(|d| d.stat());
+    // Looked at without entering it: the parent's owner may have put a FUSE mount that
+    // never answers at the name (QA M2); an open of it would hang the daemon's end.
+    let now = side.parent.ident_in_cached(name);
     let held = side.dir.stat();
-    let same =
-        matches!((now, held), (Ok(a), Ok(b)) if (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino));
+    let same = matches!((now, held), (Ok(a), Ok(b)) if a == (b.st_dev, b.st_ino));
     if only_generation && same {
         let _ = crate::fsx::unlink(&side.dir, OsStr::new("generation"));
         let _ = crate::fsx::rmdir(&side.parent, name);

@@ -361,10 +361,17 @@ fn mount_with_fusermount(target: &Path, atime: Atime) -> anyhow::Result<File> {
     let out = child.wait_with_output()?;
     match received {
         Ok(fd) if out.status.success() => Ok(File::from(fd)),
-        _ => bail!(
-            "fusermount3 failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
+        _ => {
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            // Users mount through /dev/fuse: most distributions make it 0666; some 0600.
+            let hint = if said.contains("/dev/fuse") && said.contains("Permission denied") {
+                " (users need read and write access to /dev/fuse: ask the administrator for \
+                 `chmod 0666 /dev/fuse`, which most distributions set, or mount as root)"
+            } else {
+                ""
+            };
+            bail!("fusermount3 failed: {said}{hint}")
+        }
     }
 }
 

@@ -211,6 +211,54 @@ fn a_relative_target_is_a_usage_error() {
     }
 }
 
+/// A usage error clap writes on two lines ("not provided:" and the argument) is one line
+/// that reads as one sentence, not joined by "; " after the colon (QA).
+#[test]
+fn a_missing_target_is_named_in_one_sentence() {
+    let out = asdfs(["mount"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("not provided: <TARGETS>"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err:?}");
+}
+
+/// A user without XDG_RUNTIME_DIR who asks `unmount` or `flush` about a directory that is
+/// not in RAM is told so, not asked for `--volatile`, which those commands do not take (QA).
+#[test]
+fn a_user_without_a_runtime_dir_is_told_a_target_is_not_in_ram() {
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
+    let t = dir.path().join("t");
+    fs::create_dir(&t).unwrap();
+    let uid = "64124";
+    std::os::unix::fs::chown(&t, Some(64124), Some(64124)).unwrap();
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    for verb in ["unmount", "flush", "status"] {
+        let out = std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "--",
+            ])
+            .arg(crate::harness::BIN)
+            .arg(verb)
+            .arg(&t)
+            .env_remove("XDG_RUNTIME_DIR")
+            .output()
+            .expect("setpriv");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("--volatile"), "{verb}: {err}");
+        if verb != "status" {
+            assert_eq!(out.status.code(), Some(1), "{verb}: {err}");
+            assert!(err.contains("not kept in RAM by asdfs"), "{verb}: {err}");
+        }
+    }
+}
+
 #[test]
 fn bad_input_gets_one_clear_line_and_touches_nothing() {
     if !fuse_available() {

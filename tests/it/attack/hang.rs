@@ -220,3 +220,39 @@ fn a_target_covered_by_a_stuck_fuse_mount_after_its_mount_is_still_flushed_and_u
     assert!(!m.is_mounted());
     assert_eq!(std::fs::read(m.target.join("f")).unwrap(), b"new");
 }
+
+/// The target's owner who also owns its parent moves root's side directory (with the
+/// session marker) away and puts a FUSE mount that never answers at its name (QA M2):
+/// root's status, flush and unmount still find the daemon (its store's tmpfs in the mount
+/// table), and the daemon's end does not wait on that mount (it looked at the name by
+/// opening it, and the unmount hung).
+#[test]
+fn the_side_directory_moved_away_and_covered_does_not_lose_roots_commands() {
+    if !fuse_available() {
+        return;
+    }
+    let m = Mount::with(|t| std::fs::write(t.join("f"), b"old").unwrap());
+    std::fs::write(m.path("f"), b"new").unwrap();
+    let parent = m.target.parent().unwrap().to_path_buf();
+    std::os::unix::fs::chown(&parent, Some(ATTACKER), None).unwrap();
+    let name = m.target.file_name().unwrap().to_string_lossy().into_owned();
+    let side = parent.join(format!(".{name}-asdfs"));
+    assert!(side.is_dir(), "{} is the side directory", side.display());
+    let (from, to) = (side.clone(), parent.join(".moved-away"));
+    as_attacker(move || {
+        std::fs::rename(&from, &to).map_err(|e| e.to_string())?;
+        std::fs::create_dir(&from).map_err(|e| e.to_string())
+    })
+    .unwrap();
+    // Moved away only: the commands still find the daemon.
+    let out = asdfs_within(&[p("status"), &m.target], &[], Duration::from_secs(30));
+    assert!(out.status.success(), "status: {}", text(&out.stderr));
+    let stuck = StuckFuse::on(&side);
+    for cmd in ["status", "flush", "unmount"] {
+        let out = asdfs_within(&[p(cmd), &m.target], &[], Duration::from_secs(30));
+        assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+    }
+    drop(stuck);
+    assert!(!m.is_mounted());
+    assert_eq!(std::fs::read(m.target.join("f")).unwrap(), b"new");
+}
