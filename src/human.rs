@@ -42,6 +42,19 @@ pub fn path(p: &std::path::Path) -> String {
     )
 }
 
+/// Names for one message line: the first [`NAMES_SHOWN`] joined by ", ", then how many
+/// more there are (a takeover may concern thousands of files).
+pub fn names(all: &[String]) -> String {
+    let shown = all[..all.len().min(NAMES_SHOWN)].join(", ");
+    match all.len().saturating_sub(NAMES_SHOWN) {
+        0 => shown,
+        more => format!("{shown} and {more} more"),
+    }
+}
+
+/// How many names a message line shows.
+pub const NAMES_SHOWN: usize = 10;
+
 /// How much of a path a message shows.
 pub const PATH_SHOWN: usize = 240;
 
@@ -61,6 +74,17 @@ fn ceil_char(s: &str, mut i: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_are_shown_ten_at_most() {
+        let few: Vec<String> = (0..3).map(|i| format!("f{i}")).collect();
+        assert_eq!(names(&few), "f0, f1, f2");
+        let many: Vec<String> = (0..1000).map(|i| format!("f{i}")).collect();
+        let line = names(&many);
+        assert!(line.starts_with("f0, f1,"), "{line}");
+        assert!(line.ends_with("f9 and 990 more"), "{line}");
+    }
+
     use super::*;
 
     #[test]

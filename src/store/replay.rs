@@ -131,7 +131,7 @@ impl Store {
         if !dropped.is_empty() {
             let files: Vec<String> = dropped.iter().map(|p| crate::human::path(p)).collect();
             tracing::warn!(
-                files = %files.join(", "),
+                files = %crate::human::names(&files),
                 "{} of the previous session changed and may still be open, with no room in the store for new data files: written to disk and dropped from RAM; writes through descriptors opened before the takeover are not kept from now on",
                 crate::human::count(files.len() as u64, "file")
             );
@@ -149,7 +149,7 @@ impl Store {
             .collect();
         if !paths.is_empty() {
             tracing::warn!(
-                files = %paths.join(", "),
+                files = %crate::human::names(&paths),
                 "{} of the previous session changed and may still be open: each has a new data file with what it held at the takeover; writes through descriptors opened before the takeover are not kept from now on",
                 crate::human::count(paths.len() as u64, "file")
             );
