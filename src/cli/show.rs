@@ -153,12 +153,19 @@ fn ago(secs: u64) -> String {
 
 /// The text form of a status.
 /// The RAM budget (design.md §2.1): limit, use, and what eviction and pressure did.
-fn ram_line(r: &crate::status::RamBudget) -> String {
+fn ram_line(r: &crate::status::RamBudget, log_reserve: u64) -> String {
     if r.limit_bytes == 0 {
         return String::new();
     }
+    // The store log's reserve counts against the limit: said, so that "0 B in RAM" beside
+    // "8 MiB used" does not puzzle (QA).
+    let reserve = if log_reserve > 0 && log_reserve <= r.used_bytes {
+        format!(" (the store log's reserve {})", HumanBytes(log_reserve))
+    } else {
+        String::new()
+    };
     format!(
-        "  RAM limit:   {} used of {}, {} not on disk, {} evictable; {} evicted ({}), {} pressure flush{}\n",
+        "  RAM limit:   {} used{reserve} of {}, {} not on disk, {} evictable; {} evicted ({}), {} pressure flush{}\n",
         HumanBytes(r.used_bytes),
         HumanBytes(r.limit_bytes),
         HumanBytes(r.dirty_bytes),
@@ -220,7 +227,7 @@ pub fn render(s: &Status) -> String {
             HumanBytes(s.store_free_bytes),
         );
     }
-    out += &ram_line(&s.ram);
+    out += &ram_line(&s.ram, s.log_reserve_bytes);
     if let Some(w) = &s.store_warning {
         out += &format!("  WARNING:     {w}\n");
     }
@@ -353,5 +360,29 @@ mod tests {
         assert_eq!(json["salvaged"], "flush 7 could not be completed (x)");
         let back: Status = serde_json::from_value(json).unwrap();
         assert_eq!(back.salvaged, s.salvaged);
+    }
+
+    /// The RAM line says that the store log's reserve is part of what is used (QA: "0 B
+    /// in RAM" beside "8.00 MiB used" puzzled a new user).
+    #[test]
+    fn the_ram_line_names_the_log_reserve_in_what_is_used() {
+        let s = Status {
+            target: "/srv/t".into(),
+            ram_bytes: 0,
+            log_reserve_bytes: 8 << 20,
+            ram: crate::status::RamBudget {
+                limit_bytes: 64 << 20,
+                used_bytes: 8 << 20,
+                ..Default::default()
+            },
+            ..Status::default()
+        };
+        let text = render(&s);
+        assert!(
+            text.contains(
+                "  RAM limit:   8.00 MiB used (the store log's reserve 8.00 MiB) of 64.00 MiB,"
+            ),
+            "{text}"
+        );
     }
 }
