@@ -331,3 +331,50 @@ fn directories_copied_while_flushes_run_keep_their_modes_on_disk() {
         wrong[..wrong.len().min(10)].join("\n")
     );
 }
+
+/// QA's storm, run 2 of the second round: a name a flush wrote, renamed away later, came
+/// back on disk. A directory made in a layer is looked up through the next overlay before
+/// the flush of that layer puts it on disk; while that layer stays in the overlay (the
+/// second swap refused: a program held a directory), the kernel keeps the directory's
+/// layers as it found them, without the disk copy. A name made in it, written by a live
+/// flush and renamed away, leaves no whiteout (overlayfs saw nothing below), only a name
+/// gone from the upper layer: what the kernel does to the upper layer is done here by hand,
+/// and the next flush of the layer must remove the disk copy's name.
+#[test]
+fn a_name_gone_from_the_layer_without_a_whiteout_leaves_the_disk_too() {
+    use crate::simdisk::{SimDisk, picture};
+    use asdfs::overlay::flush::{Layer, OverlayFlusher};
+    use asdfs::overlay::upper::Upper;
+    let tmp = tempfile::Builder::new()
+        .prefix("asdfs-gone-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let u = tmp.path().join("upper");
+    // `d` is on disk: the upper layer has it merged, not opaque.
+    fs::create_dir_all(u.join("d/e")).unwrap();
+    fs::write(u.join("d/p"), b"p").unwrap();
+    fs::write(u.join("d/e/q"), b"q").unwrap();
+    let sim = Arc::new(SimDisk::new());
+    sim.put_dir("d");
+    let f = OverlayFlusher::new(sim.clone(), 0);
+    let upper = Upper::open(asdfs::overlay::layers::open_dir(&u).unwrap()).unwrap();
+    let flush = |done: &std::collections::HashMap<_, _>| {
+        let layer = Layer {
+            upper: &upper,
+            live: true,
+            overlay: None,
+            done,
+            held: &Default::default(),
+        };
+        f.flush(&layer, &|_, _| {}).unwrap().1
+    };
+    let done = flush(&Default::default());
+    let names = || picture(&sim.everything()).0.into_keys().collect::<Vec<_>>();
+    assert_eq!(names(), ["/d", "/d/e", "/d/e/q", "/d/p"]);
+    // Renamed in the upper layer without a whiteout, as overlayfs does when it found
+    // nothing below: a file, and a directory with its entries.
+    fs::rename(u.join("d/p"), u.join("p2")).unwrap();
+    fs::rename(u.join("d/e"), u.join("e2")).unwrap();
+    flush(&done);
+    assert_eq!(names(), ["/d", "/e2", "/e2/q", "/p2"]);
+}
