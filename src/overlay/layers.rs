@@ -443,12 +443,20 @@ impl Stack {
         progress: &dyn Fn(u64, u64),
     ) -> anyhow::Result<Option<FlushReport>> {
         let mut total: Option<FlushReport> = None;
+        // A layer newer than one still due stays due too: the overlay keeps the due one,
+        // and a newer layer left out would put it above what the newer one changed on
+        // disk (its removed names seen again, and gone on disk: QA's storm lost files).
+        let mut older_due = false;
         for i in (0..self.middles.len()).rev() {
+            if older_due {
+                self.middles[i].flushed = false;
+            }
             if self.middles[i].flushed {
                 continue;
             }
             let n = self.middles[i].n;
             let done = self.done.remove(&n).unwrap_or_default();
+            let again = !done.is_empty();
             let held = self.writable_files();
             let layer = Layer {
                 upper: &self.middles[i].upper,
@@ -466,10 +474,24 @@ impl Stack {
             };
             let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
+            if again && r.steps > 0 {
+                // A layer written again after newer ones changed the disk copy under them
+                // (a name a newer layer made again, a whiteout's shared inode with a new
+                // ctime removes it again): the newer layers are written whole again.
+                let newer: Vec<u64> = self.middles[..i]
+                    .iter()
+                    .map(|m| m.n)
+                    .chain([self.top.n])
+                    .collect();
+                for m in newer {
+                    self.done.remove(&m);
+                }
+            }
             // A program that still writes the layer through a replaced overlay (a flush
             // at the unmount, a live one) leaves it due: the next flush, the final one
             // after the program let go at the latest, writes it again.
-            self.middles[i].flushed = !self.layers_in_use().contains(&n);
+            self.middles[i].flushed = !older_due && !self.layers_in_use().contains(&n);
+            older_due |= !self.middles[i].flushed;
             self.save_or_warn();
             total = Some(add(total, r));
         }
