@@ -475,9 +475,9 @@ impl Stack {
             let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
             if again && r.steps > 0 {
-                // A layer written again after newer ones changed the disk copy under them
-                // (a name a newer layer made again, a whiteout's shared inode with a new
-                // ctime removes it again): the newer layers are written whole again.
+                // A layer written again after newer ones were: what it changed may be
+                // what a newer layer changed after it (a name it writes again that a newer
+                // one removed), so the newer layers are written whole again.
                 let newer: Vec<u64> = self.middles[..i]
                     .iter()
                     .map(|m| m.n)
