@@ -84,6 +84,23 @@ impl Old {
     }
 }
 
+impl Old {
+    /// For a daemon taking over: whether this replaced overlay, recorded by a daemon that
+    /// died, may still exist. Nothing held its root since the daemon did (`_root`), so one
+    /// no program holds is gone, and its device numbers may name another mount by now,
+    /// whose programs would count as holding ours (QA: an unmount after a takeover said
+    /// files were still served and kept the store). A device a mount table lists is
+    /// another mount's too: a replaced overlay is detached.
+    fn still_there(&self, private: &Path) -> bool {
+        let dev = format!(
+            "{}:{}",
+            libc::major(self.ovl_dev),
+            libc::minor(self.ovl_dev)
+        );
+        holders::mount_ids_of(&dev).is_empty() && !self.holders(private).is_empty()
+    }
+}
+
 /// The inodes of an upper layer's files (none if it is gone).
 fn inodes(private: &Path, n: u64) -> HashSet<u64> {
     let Ok(fd) = open_dir(&upper_dir(private, n)) else {
@@ -245,7 +262,11 @@ impl Stack {
                 gone: false,
             },
             middles,
-            old: saved.old,
+            old: saved
+                .old
+                .into_iter()
+                .filter(|o| o.still_there(private))
+                .collect(),
             done: HashMap::new(),
         })
     }
