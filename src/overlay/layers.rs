@@ -84,6 +84,23 @@ impl Old {
     }
 }
 
+impl Old {
+    /// For a daemon taking over: whether this replaced overlay, recorded by a daemon that
+    /// died, may still exist. Nothing held its root since the daemon did (`_root`), so one
+    /// no program holds is gone, and its device numbers may name another mount by now,
+    /// whose programs would count as holding ours (QA: an unmount after a takeover said
+    /// files were still served and kept the store). A device a mount table lists is
+    /// another mount's too: a replaced overlay is detached.
+    fn still_there(&self, private: &Path) -> bool {
+        let dev = format!(
+            "{}:{}",
+            libc::major(self.ovl_dev),
+            libc::minor(self.ovl_dev)
+        );
+        holders::mount_ids_of(&dev).is_empty() && !self.holders(private).is_empty()
+    }
+}
+
 /// The inodes of an upper layer's files (none if it is gone).
 fn inodes(private: &Path, n: u64) -> HashSet<u64> {
     let Ok(fd) = open_dir(&upper_dir(private, n)) else {
@@ -245,7 +262,11 @@ impl Stack {
                 gone: false,
             },
             middles,
-            old: saved.old,
+            old: saved
+                .old
+                .into_iter()
+                .filter(|o| o.still_there(private))
+                .collect(),
             done: HashMap::new(),
         })
     }
@@ -443,12 +464,20 @@ impl Stack {
         progress: &dyn Fn(u64, u64),
     ) -> anyhow::Result<Option<FlushReport>> {
         let mut total: Option<FlushReport> = None;
+        // A layer newer than one still due stays due too: the overlay keeps the due one,
+        // and a newer layer left out would put it above what the newer one changed on
+        // disk (its removed names seen again, and gone on disk: QA's storm lost files).
+        let mut older_due = false;
         for i in (0..self.middles.len()).rev() {
+            if older_due {
+                self.middles[i].flushed = false;
+            }
             if self.middles[i].flushed {
                 continue;
             }
             let n = self.middles[i].n;
             let done = self.done.remove(&n).unwrap_or_default();
+            let again = !done.is_empty();
             let held = self.writable_files();
             let layer = Layer {
                 upper: &self.middles[i].upper,
@@ -466,10 +495,24 @@ impl Stack {
             };
             let held = self.held_during(held);
             self.done.insert(n, unheld(sigs, &held));
+            if again && r.steps > 0 {
+                // A layer written again after newer ones were: what it changed may be
+                // what a newer layer changed after it (a name it writes again that a newer
+                // one removed), so the newer layers are written whole again.
+                let newer: Vec<u64> = self.middles[..i]
+                    .iter()
+                    .map(|m| m.n)
+                    .chain([self.top.n])
+                    .collect();
+                for m in newer {
+                    self.done.remove(&m);
+                }
+            }
             // A program that still writes the layer through a replaced overlay (a flush
             // at the unmount, a live one) leaves it due: the next flush, the final one
             // after the program let go at the latest, writes it again.
-            self.middles[i].flushed = !self.layers_in_use().contains(&n);
+            self.middles[i].flushed = !older_due && !self.layers_in_use().contains(&n);
+            older_due |= !self.middles[i].flushed;
             self.save_or_warn();
             total = Some(add(total, r));
         }

@@ -157,6 +157,7 @@ pub fn plan(
     for group in groups {
         p.linked(group)?;
     }
+    p.removed_unseen(entries, done)?;
     // Directory attributes last, deepest first: the steps above change their times. A
     // directory whose entries change but whose attributes were written before gets its
     // times back.
@@ -227,6 +228,48 @@ impl Planner<'_> {
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Names an earlier flush of this layer wrote and the layer no longer has, not even as
+    /// a whiteout, in a directory that merges with the disk copy: the overlay removed or
+    /// renamed them without a whiteout, because the disk copy had no such name when it
+    /// looked the directory up (its entry keeps the layers it found then: a directory made
+    /// in a layer that a flush has since written and that is still in the overlay, design.md
+    /// §10.3). The program removed the name; the disk copy's object there goes too, else
+    /// it shows through once the layer leaves the overlay (QA: renamed-away names revived
+    /// on disk after a rename storm). Only the topmost such name: a directory takes its
+    /// entries with it.
+    fn removed_unseen(
+        &mut self,
+        entries: &[UpperEntry],
+        done: &HashMap<PathBuf, Sig>,
+    ) -> io::Result<()> {
+        let by_path: HashMap<&Path, &UpperEntry> =
+            entries.iter().map(|e| (e.path.as_path(), e)).collect();
+        let mut gone: Vec<&PathBuf> = done
+            .iter()
+            .filter(|(path, sig)| {
+                **sig != Sig::Whiteout
+                    && !path.as_os_str().is_empty()
+                    && !by_path.contains_key(path.as_path())
+                    && !self.gone.contains(*path)
+                    && path.parent().is_some_and(|d| {
+                        !self.opaque.contains(d)
+                            && by_path
+                                .get(d)
+                                .is_some_and(|e| e.kind == UpperKind::Dir { opaque: false })
+                    })
+            })
+            .map(|(path, _)| path)
+            .collect();
+        gone.sort();
+        for path in gone {
+            if let Some(st) = self.on_disk(path)? {
+                tracing::debug!(path = %crate::human::path(path), "gone from the layer without a whiteout: removed on disk");
+                self.trash(path, &st);
+            }
+        }
+        Ok(())
     }
 
     fn touch_parent(&mut self, path: &Path) {

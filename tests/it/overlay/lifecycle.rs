@@ -250,3 +250,76 @@ fn a_file_held_for_a_moment_at_the_unmount_does_not_keep_the_daemon() {
     m.mount();
     assert_eq!(fs::read_to_string(m.path("f")).unwrap(), "changed\n");
 }
+
+/// Tmpfs mounts, each with a file held open: new devices, numbered as the kernel frees
+/// them. Unmounted (lazily) when dropped.
+struct Tmpfses {
+    dir: tempfile::TempDir,
+    held: Vec<fs::File>,
+    mounted: Vec<std::path::PathBuf>,
+}
+
+impl Drop for Tmpfses {
+    fn drop(&mut self) {
+        self.held.clear();
+        for p in &self.mounted {
+            let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// QA finding 2 of the second round: after a daemon killed with a file held open, the
+/// replaced overlay it recorded was gone once the file was closed, and its device numbers
+/// went to other mounts. The daemon that took over counted the programs holding files of
+/// those mounts as holding the overlay: its unmount said files were still served, and
+/// left the store, the pin and the store's tmpfs behind.
+#[test]
+fn a_takeover_does_not_count_other_mounts_as_a_dead_daemons_old_overlay() {
+    let Some(m) = overlay_mount(|t| fs::write(t.join("a"), b"disk").unwrap()) else {
+        return;
+    };
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(m.path("a"))
+        .unwrap();
+    f.write_all(b" held").unwrap();
+    // The held file is carried into the fresh layer: the replaced overlay is recorded.
+    m.flush();
+    m.kill_daemon();
+    drop(f);
+    let mut t = Tmpfses {
+        dir: tempfile::Builder::new()
+            .prefix("asdfs-devs-")
+            .tempdir_in("/tmp")
+            .unwrap(),
+        held: Vec::new(),
+        mounted: Vec::new(),
+    };
+    for i in 0..30 {
+        let p = t.dir.path().join(format!("m{i}"));
+        fs::create_dir(&p).unwrap();
+        nix::mount::mount(
+            Some("tmpfs"),
+            &p,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .unwrap();
+        t.mounted.push(p.clone());
+        t.held.push(fs::File::create(p.join("f")).unwrap());
+    }
+    m.mount();
+    let pid = m.daemon_pid().unwrap();
+    let out = asdfs(["unmount", m.target.to_str().unwrap()]);
+    assert!(out.status.success());
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!said.contains("still served"), "{said}");
+    wait_gone(pid);
+    assert_eq!(fs::read(m.path("a")).unwrap(), b"disk held");
+    // No store directory left (the store root keeps the daemon's log).
+    assert!(
+        !m.store().join("private").exists(),
+        "the store is left: {said}"
+    );
+}
