@@ -89,8 +89,19 @@ pub struct Ts {
 }
 
 impl Ts {
+    /// The time as the kernel stamps files: its coarse real-time clock (one tick's
+    /// granularity), as tmpfs does for a file nobody has asked the times of. A finer clock
+    /// put a new file's atime (the daemon's) after its mtime (the data file's, stamped by
+    /// the kernel a moment later but rounded down to the tick) with passthrough.
     pub fn now() -> Ts {
-        Ts::from_system(SystemTime::now())
+        use nix::time::{ClockId, clock_gettime};
+        match clock_gettime(ClockId::CLOCK_REALTIME_COARSE) {
+            Ok(t) => Ts {
+                sec: t.tv_sec(),
+                nsec: t.tv_nsec() as u32,
+            },
+            Err(_) => Ts::from_system(SystemTime::now()),
+        }
     }
 
     pub fn from_system(t: SystemTime) -> Ts {
