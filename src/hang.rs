@@ -69,6 +69,42 @@ fn bounded_for<T: Send + 'static>(
     }
 }
 
+/// `bounded` for one step per path, all in one thread (a config may name thousands): the
+/// whole run is given up after `limit()`, and the error names the path it was at.
+pub fn bounded_each(
+    paths: Vec<std::path::PathBuf>,
+    step: impl Fn(&std::path::Path) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    bounded_each_for(paths, limit(), step)
+}
+
+fn bounded_each_for(
+    paths: Vec<std::path::PathBuf>,
+    limit: Duration,
+    step: impl Fn(&std::path::Path) -> anyhow::Result<()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let at = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let (seen, list) = (at.clone(), paths.clone());
+    std::thread::Builder::new()
+        .name("path-step".into())
+        .spawn(move || {
+            let r = list.iter().enumerate().try_for_each(|(i, p)| {
+                seen.store(i, Ordering::SeqCst);
+                step(p)
+            });
+            let _ = tx.send(r);
+        })?;
+    match rx.recv_timeout(limit) {
+        Ok(r) => r,
+        Err(_) => {
+            let i = at.load(Ordering::SeqCst);
+            let what = paths.get(i).map(|p| p.display().to_string());
+            Err(hung(&what.unwrap_or_default(), limit))
+        }
+    }
+}
+
 const RUNNING: u8 = 0;
 const COMMITTED: u8 = 1;
 const GIVEN_UP: u8 = 2;
@@ -169,6 +205,30 @@ pub fn watched<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run of steps that waits on one path is given up and names that path; a run that
+    /// ends passes on its result.
+    #[test]
+    fn a_run_of_steps_given_up_names_the_path_it_waits_on() {
+        let paths: Vec<std::path::PathBuf> = ["/a", "/b", "/c"].iter().map(Into::into).collect();
+        let err = bounded_each_for(paths.clone(), Duration::from_millis(200), |p| {
+            if p == std::path::Path::new("/b") {
+                std::thread::sleep(Duration::from_secs(2));
+            }
+            Ok(())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("/b: a filesystem on its path did not answer"),
+            "{err}"
+        );
+        let failed = bounded_each_for(paths, Duration::from_secs(5), |p| match p.to_str() {
+            Some("/c") => anyhow::bail!("c is bad"),
+            _ => Ok(()),
+        });
+        assert_eq!(failed.unwrap_err().to_string(), "c is bad");
+    }
 
     #[test]
     fn fuse_waits_are_told_from_others() {

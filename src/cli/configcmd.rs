@@ -43,23 +43,9 @@ pub fn run(cmd: ConfigCmd) -> anyhow::Result<i32> {
                 crate::daemon::mounting::refuse_foreign_fuse_among(&mounts, &t.target)?;
             }
             let targets: Vec<PathBuf> = cfg.targets.iter().map(|t| t.target.clone()).collect();
-            let at = std::sync::Arc::new(parking_lot::Mutex::new(PathBuf::new()));
-            let seen = at.clone();
-            let checked = crate::hang::bounded("the targets", move || {
-                targets.iter().try_for_each(|t| {
-                    t.clone_into(&mut seen.lock());
-                    config::check_usable(t).map_err(anyhow::Error::msg)
-                })
-            });
-            // A check given up names the target it was at.
-            if let Err(e) = checked {
-                let at = at.lock().display().to_string();
-                let text = format!("{e}");
-                return Err(match text.strip_prefix("the targets:") {
-                    Some(rest) => anyhow::anyhow!("{at}:{rest}"),
-                    None => e,
-                });
-            }
+            crate::hang::bounded_each(targets, |t| {
+                config::check_usable(t).map_err(anyhow::Error::msg)
+            })?;
             outln!("{}: ok", path.display());
             for n in &cfg.notes {
                 outln!("note: {n}");
